@@ -1,0 +1,1 @@
+"""Faust agents, one module per business concept; each hands its stream to the engine."""

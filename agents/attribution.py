@@ -1,0 +1,156 @@
+"""Attribution: clicks and orders meet per buyer; one attribution per order goes out.
+
+Clicks are keyed by buyer and orders by order id, so orders (and clicks a
+producer keyed otherwise) are first re-keyed by buyer onto internal topics;
+a record that already sits in its buyer's partition is handled in place.
+"""
+
+from __future__ import annotations
+
+from app.domain import clicks as click_history
+from app.domain.attribution import (
+    Decision,
+    WaitingIndex,
+    conclude,
+    decide,
+    next_decision,
+    record_event,
+    start_waiting,
+)
+from app.domain.model import Click, OrderFacts
+from app.domain.tokens import TRACKING, TokenError, click_from_tracking
+from app.engine.partitioning import partition_for
+from app.engine.processor import Context
+from app.main import app, settings, topics
+from app.records import decode_click, decode_order, encode_attribution
+from app.services import catalog, engine, signer
+from tables.attribution import attributed, clicks, order_waits
+
+source = app.topic(
+    topics.clicks, topics.orders, topics.clicks_by_buyer, topics.orders_by_buyer,
+    key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", acks=False,
+)
+
+
+@app.agent(source, name="attribution")
+async def attribution(stream) -> None:
+    await engine.consume(stream)
+
+
+def on_click(ctx: Context, key: bytes | None, value: bytes | None) -> None:
+    click = decode_click(value)
+    buyer_key = click.buyer_id.encode()
+    if partition_for(buyer_key, settings.partitions) != ctx.partition:
+        ctx.send(topics.clicks_by_buyer, buyer_key, value)
+        return
+    _record_click(ctx, buyer_key, click)
+
+
+def on_rekeyed_click(ctx: Context, key: bytes | None, value: bytes | None) -> None:
+    click = decode_click(value)
+    _record_click(ctx, click.buyer_id.encode(), click)
+
+
+def on_order(ctx: Context, key: bytes | None, value: bytes | None) -> None:
+    event = decode_order(value)
+    buyer_key = event.buyer_id.encode()
+    if partition_for(buyer_key, settings.partitions) != ctx.partition:
+        ctx.send(topics.orders_by_buyer, buyer_key, value)
+        return
+    _attribute_event(ctx, event.facts())
+
+
+def on_rekeyed_order(ctx: Context, key: bytes | None, value: bytes | None) -> None:
+    _attribute_event(ctx, decode_order(value).facts())
+
+
+def expire_waiting_orders(ctx: Context) -> None:
+    """Timer: decide the orders whose grace period is over."""
+    index = ctx.cache(_load_waiting_index)
+    for order_id in index.due(ctx.now_ms):
+        order_key = order_id.encode()
+        waiting = ctx.get(order_waits, order_key)
+        if waiting is None:
+            continue  # decided in the meantime
+        decision = next_decision(waiting, ctx.now_ms, lambda facts: _decide(ctx, facts))
+        if decision is not None:
+            _publish(ctx, waiting.facts, decision, delayed=True)
+
+
+def _record_click(ctx: Context, buyer_key: bytes, click: Click) -> None:
+    history = ctx.get(clicks, buyer_key) or []
+    updated = click_history.add_click(
+        history, click_history.to_row(click), now_ms=ctx.now_ms,
+        retention_ms=settings.click_retention_ms, cap=settings.click_history_cap,
+    )
+    if updated is None:
+        return  # a duplicate click changes nothing
+    ctx.put(clicks, buyer_key, updated)
+    index = ctx.cache(_load_waiting_index)
+    for order_id in index.of_buyer(click.buyer_id):
+        waiting = ctx.get(order_waits, order_id.encode())
+        if waiting is None:
+            index.discard(order_id, click.buyer_id)
+            continue
+        decision = next_decision(waiting, ctx.now_ms, lambda facts: _decide(ctx, facts))
+        if decision is not None:
+            _publish(ctx, waiting.facts, decision, delayed=True)
+
+
+def _attribute_event(ctx: Context, facts: OrderFacts) -> None:
+    order_key = facts.order_id.encode()
+    if ctx.get(attributed, order_key) is not None:
+        return  # one attribution per order; later events change nothing
+    stored = ctx.get(order_waits, order_key)
+    if stored is None:
+        waiting = start_waiting(facts, now_ms=ctx.now_ms, grace_ms=settings.attribution_grace_ms)
+    else:
+        waiting = record_event(stored, facts)
+    decision = next_decision(waiting, ctx.now_ms, lambda f: _decide(ctx, f))
+    if decision is not None:
+        _publish(ctx, waiting.facts, decision, delayed=stored is not None)
+    elif waiting is not stored:
+        ctx.put(order_waits, order_key, waiting)
+        if stored is None:
+            ctx.cache(_load_waiting_index).add(facts.order_id, facts.buyer_id,
+                                               waiting.deadline_ms)
+
+
+def _decide(ctx: Context, facts: OrderFacts) -> Decision:
+    history = ctx.get(clicks, facts.buyer_id.encode()) or []
+    return decide(facts, history, catalog.shop(facts.shop_id), catalog.channel,
+                  _tracked_click(facts))
+
+
+def _tracked_click(facts: OrderFacts) -> Click | None:
+    """The click in the order's tracking token, if the token is genuine (judged at T)."""
+    if not facts.tracking:
+        return None
+    try:
+        return click_from_tracking(signer.verify(TRACKING, facts.tracking, now_ms=facts.ts_ms))
+    except TokenError:
+        return None
+
+
+def _publish(ctx: Context, facts: OrderFacts, decision: Decision, *, delayed: bool) -> None:
+    order_key = facts.order_id.encode()
+    result = conclude(facts, decision, attributed_ms=ctx.now_ms, delayed=delayed)
+    ctx.send(topics.attributions, order_key, encode_attribution(result))
+    ctx.put(attributed, order_key, result.attributed_ms)
+    if delayed:
+        ctx.delete(order_waits, order_key)
+        ctx.cache(_load_waiting_index).discard(facts.order_id, facts.buyer_id)
+
+
+def _load_waiting_index(ctx: Context) -> WaitingIndex:
+    index = WaitingIndex()
+    for _key, waiting in order_waits.scan(ctx.partition):
+        index.add(waiting.first.order_id, waiting.first.buyer_id, waiting.deadline_ms)
+    return index
+
+
+engine.handle(topics.clicks, on_click)
+engine.handle(topics.orders, on_order)
+engine.handle(topics.clicks_by_buyer, on_rekeyed_click)
+engine.handle(topics.orders_by_buyer, on_rekeyed_order)
+engine.every_tick(expire_waiting_orders)

@@ -1,0 +1,1 @@
+"""CPS attribution and commission engine."""

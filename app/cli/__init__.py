@@ -1,0 +1,40 @@
+"""`cps`: the engine's command line. Each command lives in its own module."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from app.settings import Settings, SettingsError
+
+
+class _Group(click.Group):
+    """Turns configuration errors into one clear line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SettingsError as exc:
+            click.echo(f"cps: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """CPS attribution and commission engine on Kafka.
+
+    Settings come from CPS_* environment variables (see README.md).
+    """
+    ctx.obj = Settings.from_env()
+
+
+def _register() -> None:
+    from app.cli import demo, dev, kafka, link, produce, worker
+
+    for module in (kafka, worker, produce, link, demo, dev):
+        main.add_command(module.command)
+
+
+_register()

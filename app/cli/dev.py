@@ -1,0 +1,3 @@
+"""placeholder"""
+import click
+command = click.Command("dev")

@@ -1,0 +1,1 @@
+"""The processing core between Faust and the domain: partitioned state, transactions, timers."""

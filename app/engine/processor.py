@@ -1,0 +1,344 @@
+"""The engine: runs handlers over partitioned events and commits each partition exactly once.
+
+Agents hand their streams to `Engine.consume`; for every event the engine
+calls the handler registered for its topic with a `Context` bound to the
+event's partition. Handlers are plain synchronous functions: they read and
+write state through the context, send records and dead letters, and never
+await. A background committer gathers the work of each partition for a few
+milliseconds and commits it in one Kafka transaction (records, changelog and
+input offsets), then writes the state to RocksDB (see `state.py`). Timers
+(`every`) run per partition under the same rules, so a timeout decided by
+the wall clock is committed exactly like an event.
+
+Faust commits no offsets for the engine's topics (they are declared with
+`acks=False`); the engine commits them inside its transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import faust
+from aiokafka.errors import KafkaError
+from mode import Service
+
+from app.engine.partitioning import partition_for
+from app.engine.state import DELETED, Overlay, StateTable
+from app.engine.transactions import PartitionLost, PartitionTransactions, Record
+from app.records import InvalidEvent, dead_letter
+from app.topology import Topology
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[["Context", bytes | None, bytes | None], None]
+Tick = Callable[["Context"], None]
+
+
+class PartitionWork:
+    """Everything one partition did since its last commit."""
+
+    __slots__ = ("events", "offsets", "overlay", "records")
+
+    def __init__(self) -> None:
+        self.overlay = Overlay()
+        self.records: list[Record] = []
+        self.offsets: dict[str, int] = {}
+        self.events = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.records or self.offsets or self.overlay)
+
+
+class Context:
+    """A handler's view of its partition: state, outputs, dead letters and the clock."""
+
+    __slots__ = ("_committing", "_engine", "message", "now_ms", "partition", "work")
+
+    def __init__(self, engine: Engine, partition: int, work: PartitionWork,
+                 committing: PartitionWork | None) -> None:
+        self._engine = engine
+        self._committing = committing
+        self.partition = partition
+        self.work = work
+        self.message: Any = None
+        self.now_ms = 0
+
+    def get(self, table: StateTable, key: bytes) -> Any:
+        found, value = self.work.overlay.lookup(table, key)
+        if found:
+            return value
+        if self._committing is not None:
+            found, value = self._committing.overlay.lookup(table, key)
+            if found:
+                return value
+        return table.read(self.partition, key)
+
+    def put(self, table: StateTable, key: bytes, value: Any) -> None:
+        self.work.overlay.put(table, key, value)
+
+    def delete(self, table: StateTable, key: bytes) -> None:
+        self.work.overlay.put(table, key, DELETED)
+
+    def send(self, topic: str, key: bytes, value: bytes) -> int:
+        """Queue a record for the transaction, placed by its key; returns its partition."""
+        partition = partition_for(key, self._engine.topology.partitions(topic))
+        self.work.records.append(Record(topic, partition, key, value))
+        return partition
+
+    def send_to(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
+        self.work.records.append(Record(topic, partition, key, value))
+
+    def dead_letter(self, error: str) -> None:
+        """Send the current message to the dead-letter topic with `error` as the reason."""
+        message = self.message
+        topic = self._engine.deadletter_topic
+        partition = message.partition % self._engine.topology.partitions(topic)
+        self.work.records.append(Record(topic, partition, message.key, dead_letter(
+            topic=message.topic, partition=message.partition, offset=message.offset,
+            key=message.key, value=message.value, error=error, ts_ms=self.now_ms,
+        )))
+        self._engine.dead_letters += 1
+
+    def cache(self, factory: Callable[[Context], Any]) -> Any:
+        """A per-partition object derived from committed state, rebuilt after a rebalance."""
+        return self._engine.partition_cache(self, factory)
+
+
+class Engine(Service):
+    """Partitioned, transactional processing shared by all agents of a worker."""
+
+    def __init__(self, app, *, topology: Topology, deadletter_topic: str,
+                 commit_linger_ms: int, commit_max_events: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.app = app
+        self.topology = topology
+        self.deadletter_topic = deadletter_topic
+        self.linger_s = commit_linger_ms / 1000
+        self.max_events = commit_max_events
+        self.transactions = PartitionTransactions(app, group_id=app.conf.id)
+        self.handlers: dict[str, Handler] = {}
+        self.anchor_topic: str | None = None
+        self.ticks: list[Tick] = []
+        self.tick_interval_s = 0.25
+        self.gates: list[Callable[[], bool]] = []
+        self.tables: list[StateTable] = []
+        self.dead_letters = 0
+        self.events_processed = 0
+        self._pending: dict[int, PartitionWork] = {}
+        self._contexts: dict[int, Context] = {}
+        self._committing: dict[int, PartitionWork] = {}
+        self._caches: dict[int, dict[Callable, Any]] = {}
+        self._lost: set[int] = set()
+        self._pending_events = 0
+        self._work_ready = asyncio.Event()
+        self._urgent = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        app.on_partitions_revoked.connect(self._on_partitions_revoked)
+        app.on_partitions_assigned.connect(self._on_partitions_assigned)
+
+    # -- wiring (import time) ----------------------------------------------
+
+    def state_table(self, name: str, *, partitions: int, encode: Callable[[Any], bytes],
+                    decode: Callable[[bytes], Any], rocksdb_options: dict) -> StateTable:
+        raw = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw",
+                           value_serializer="raw")
+        table = self.app.Table(name, partitions=partitions, schema=raw,
+                               options=rocksdb_options, help=f"engine state: {name}")
+        state = StateTable(name, table, encode, decode)
+        self.tables.append(state)
+        return state
+
+    def handle(self, topic: str, handler: Handler) -> None:
+        self.handlers[topic] = handler
+        self.anchor_topic = self.anchor_topic or topic
+
+    def every_tick(self, tick: Tick) -> None:
+        self.ticks.append(tick)
+
+    def gate(self, is_open: Callable[[], bool]) -> None:
+        """Hold processing until `is_open()` (e.g. configuration caught up)."""
+        self.gates.append(is_open)
+
+    @property
+    def ready(self) -> bool:
+        return self.started and all(is_open() for is_open in self.gates)
+
+    # -- processing -------------------------------------------------------
+
+    async def consume(self, stream) -> None:
+        """The body of an agent: run every event of `stream` through its topic's handler."""
+        while not self.ready:
+            await asyncio.sleep(0.05)
+        app = self.app
+        handlers = self.handlers
+        async for event in stream.events():
+            message = event.message
+            partition = message.partition
+            if message.generation_id != app.consumer_generation_id or partition in self._lost:
+                continue  # fetched before a rebalance; whoever owns it now reprocesses it
+            context = self._context(partition)
+            context.message = message
+            context.now_ms = int(time.time() * 1000)
+            try:
+                handlers[message.topic](context, message.key, message.value)
+            except InvalidEvent as exc:
+                context.dead_letter(str(exc))
+            except Exception as exc:
+                logger.exception("handler for %s failed at %s:%s", message.topic, partition,
+                                 message.offset)
+                context.dead_letter(f"internal error: {exc!r}")
+            work = context.work
+            work.offsets[message.topic] = message.offset + 1
+            work.events += 1
+            self.events_processed += 1
+            self._pending_events += 1
+            self._work_ready.set()
+            if self._pending_events >= self.max_events:
+                self._urgent.set()
+                if self._pending_events >= 3 * self.max_events:
+                    await self.commit_all()
+
+    def _context(self, partition: int) -> Context:
+        context = self._contexts.get(partition)
+        if context is None:
+            work = self._pending[partition] = PartitionWork()
+            context = self._contexts[partition] = Context(
+                self, partition, work, self._committing.get(partition))
+        return context
+
+    def partition_cache(self, context: Context, factory: Callable[[Context], Any]) -> Any:
+        caches = self._caches.setdefault(context.partition, {})
+        value = caches.get(factory)
+        if value is None:
+            value = caches[factory] = factory(context)
+        return value
+
+    # -- committing ---------------------------------------------------------
+
+    @Service.task
+    async def _commit_loop(self) -> None:
+        while not self.should_stop:
+            await self._work_ready.wait()
+            if self.linger_s and not self._urgent.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), self.linger_s)
+            await self.commit_all()
+
+    async def commit_all(self) -> None:
+        """Commit the work of every partition; returns when all are durable (or lost)."""
+        async with self._commit_lock:
+            batch = {p: work for p, work in self._pending.items() if work}
+            self._pending = {p: work for p, work in self._pending.items() if not work}
+            self._contexts = {p: c for p, c in self._contexts.items() if p in self._pending}
+            self._committing.update(batch)
+            self._pending_events = 0
+            self._work_ready.clear()
+            self._urgent.clear()
+            if batch:
+                await asyncio.gather(*(self._commit_partition(p, w) for p, w in batch.items()))
+
+    async def _commit_partition(self, partition: int, work: PartitionWork) -> None:
+        changelog = [(table, key, value)
+                     for table, writes in work.overlay.writes.items()
+                     for key, value in writes.items()]
+        records = work.records + [
+            Record(table.changelog_topic, partition, key,
+                   None if value is DELETED else table.encode(value))
+            for table, key, value in changelog
+        ]
+        delay = 0.1
+        while True:
+            try:
+                metadata = await self.transactions.commit(
+                    partition, self.anchor_topic or "", records, work.offsets)
+                break
+            except PartitionLost as exc:
+                self._lose(partition, exc)
+                return
+            except KafkaError as exc:
+                if partition not in self._assigned_partitions():
+                    self._lose(partition, exc)
+                    return
+                logger.warning("commit of partition %s failed (%r); retrying in %.1fs",
+                               partition, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        reached: dict[StateTable, int] = {}
+        for (table, _key, _value), meta in zip(changelog, metadata[len(work.records):],
+                                               strict=True):
+            reached[table] = max(reached.get(table, -1), meta.offset)
+        for table, writes in work.overlay.writes.items():
+            table.apply(partition, writes, reached[table])
+        if self._committing.get(partition) is work:
+            del self._committing[partition]
+
+    def _lose(self, partition: int, cause: BaseException) -> None:
+        """Forget all uncommitted work of a partition this worker may no longer write."""
+        self._pending.pop(partition, None)
+        self._contexts.pop(partition, None)
+        self._committing.pop(partition, None)
+        self._caches.pop(partition, None)
+        if partition in self._assigned_partitions():
+            logger.error("partition %s lost while still assigned (%r); restarting the worker so "
+                         "it recovers from committed state", partition, cause)
+            self._lost.add(partition)
+            asyncio.ensure_future(self.app.crash(cause))
+        else:
+            logger.info("dropped uncommitted work of revoked partition %s", partition)
+
+    # -- rebalancing --------------------------------------------------------
+
+    def _assigned_partitions(self) -> set[int]:
+        anchor = self.anchor_topic
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == anchor}
+
+    async def _on_partitions_revoked(self, sender: Any, revoked: Iterable, **_: Any) -> None:
+        # Commit what is done so the next owner does not redo it, then forget the rest.
+        with contextlib.suppress(Exception):
+            await self.commit_all()
+        for partition in {tp.partition for tp in revoked if tp.topic == self.anchor_topic}:
+            self._pending.pop(partition, None)
+            self._contexts.pop(partition, None)
+            self._committing.pop(partition, None)
+            self._caches.pop(partition, None)
+
+    async def _on_partitions_assigned(self, sender: Any, assigned: Iterable, **_: Any) -> None:
+        partitions = {tp.partition for tp in assigned if tp.topic == self.anchor_topic}
+        self._lost -= partitions
+        for partition in partitions:
+            self._caches.pop(partition, None)
+
+    # -- timers -----------------------------------------------------------------
+
+    @Service.task
+    async def _tick_loop(self) -> None:
+        while not self.should_stop:
+            await asyncio.sleep(self.tick_interval_s)
+            if not self.ticks or not self._may_tick():
+                continue
+            now_ms = int(time.time() * 1000)
+            for partition in sorted(self._assigned_partitions() - self._lost):
+                context = self._context(partition)
+                context.message = None
+                context.now_ms = now_ms
+                for tick in self.ticks:
+                    try:
+                        tick(context)
+                    except Exception:
+                        logger.exception("timer of partition %s failed", partition)
+                if context.work:
+                    self._work_ready.set()
+
+    def _may_tick(self) -> bool:
+        app = self.app
+        return (self.ready and not app.rebalancing and app.flow_control.is_active()
+                and app.tables.recovery.completed.is_set())
+
+    async def on_stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.commit_all()

@@ -1,0 +1,86 @@
+"""Transactional state on top of Faust's changelog-backed RocksDB tables.
+
+A handler's writes go to an in-memory overlay of its partition, never
+straight to RocksDB. When the partition's Kafka transaction commits (with
+the changelog records, the outputs and the input offsets), the overlay is
+written to RocksDB in one WriteBatch together with the changelog offset.
+So the local database only ever holds committed state: a worker killed at
+any moment restarts from a database that agrees with Kafka, and Faust's
+recovery replays the changelog from the offset stored beside the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import rocksdict
+
+DELETED: Any = object()
+
+
+@dataclass(frozen=True, eq=False)
+class StateTable:
+    """A Faust table the engine writes transactionally; values are (de)coded here."""
+
+    name: str
+    table: Any  # faust.Table with raw key/value serializers and the rocksdb store
+    encode: Callable[[Any], bytes]
+    decode: Callable[[bytes], Any]
+
+    @property
+    def changelog_topic(self) -> str:
+        return self.table.changelog_topic.get_topic_name()
+
+    def db(self, partition: int) -> rocksdict.Rdict:
+        # Faust's store opens one RocksDB per partition; it offers no public accessor.
+        return self.table.data._db_for_partition(partition)
+
+    def read(self, partition: int, key: bytes) -> Any:
+        raw = self.db(partition).get(key)
+        return None if raw is None else self.decode(raw)
+
+    def scan(self, partition: int):
+        """Every (key, value) of the partition as committed (offset bookkeeping excluded)."""
+        offset_key = self.table.data.offset_key
+        for key, raw in self.db(partition).items():
+            if key != offset_key:
+                yield key, self.decode(raw)
+
+    def apply(self, partition: int, writes: dict[bytes, Any], changelog_offset: int) -> None:
+        """Write committed values and the changelog offset they reach, atomically."""
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        encode = self.encode
+        for key, value in writes.items():
+            if value is DELETED:
+                batch.delete(key)
+            else:
+                batch.put(key, encode(value))
+        batch.put(self.table.data.offset_key, str(changelog_offset).encode())
+        self.db(partition).write(batch)
+
+
+class Overlay:
+    """Uncommitted writes of one partition, per table; later writes win."""
+
+    __slots__ = ("writes",)
+
+    def __init__(self) -> None:
+        self.writes: dict[StateTable, dict[bytes, Any]] = {}
+
+    def lookup(self, table: StateTable, key: bytes) -> tuple[bool, Any]:
+        table_writes = self.writes.get(table)
+        if table_writes is not None and key in table_writes:
+            value = table_writes[key]
+            return True, None if value is DELETED else value
+        return False, None
+
+    def put(self, table: StateTable, key: bytes, value: Any) -> None:
+        table_writes = self.writes.get(table)
+        if table_writes is None:
+            table_writes = self.writes[table] = {}
+        table_writes[key] = value
+
+    def __bool__(self) -> bool:
+        return bool(self.writes)

@@ -1,0 +1,117 @@
+"""One Kafka transaction per partition: outputs, changelog records and input offsets together.
+
+Faust (in `exactly_once` mode) creates a transactional producer per assigned
+partition on every rebalance, before table recovery starts, which fences a
+previous owner of the partition at the right moment. We reuse those
+producers but drive the transactions ourselves, because Faust's own
+transaction path (a) picks the transaction by the *destination* partition,
+so a repartitioned output lands in another partition's transaction, (b)
+sends table changelog records through a buffer outside the transaction, and
+(c) logs and swallows commit errors. See docs/exactly-once.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from aiokafka import TopicPartition
+from aiokafka.producer.transaction_manager import TransactionState
+from aiokafka.errors import (
+    IllegalOperation,
+    InvalidProducerEpoch,
+    KafkaError,
+    ProducerFenced,
+    TransactionalIdAuthorizationFailed,
+)
+
+logger = logging.getLogger(__name__)
+
+# Errors after which this worker can no longer commit for the partition.
+FENCED_ERRORS = (ProducerFenced, InvalidProducerEpoch, TransactionalIdAuthorizationFailed)
+
+
+class PartitionLost(Exception):
+    """The partition's transactions were fenced or its producer is gone (it moved away)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    key: bytes | None
+    value: bytes | None
+
+
+class PartitionTransactions:
+    """Commits batches of records plus input offsets atomically, per partition."""
+
+    def __init__(self, app, *, group_id: str) -> None:
+        self.app = app
+        self.group_id = group_id
+
+    def _producer(self, partition: int, topic: str):
+        faust_producer = self.app.producer
+        try:
+            group = self.app.assignor.group_for_topic(topic)
+        except KeyError:
+            return None, None
+        tid = f"{self.app.conf.id}-{group}-{partition}"
+        # Faust's driver keeps these per transactional id; no public accessor exists.
+        producer = faust_producer._transaction_producers.get(tid)
+        lock = faust_producer._trn_locks.get(tid)
+        return producer, lock
+
+    async def commit(self, partition: int, anchor_topic: str, records: Iterable[Record],
+                     offsets: Mapping[str, int]) -> list:
+        """Send `records` and commit them with `offsets` (topic -> next offset) in one transaction.
+
+        Returns the RecordMetadata of each record, in order. Raises PartitionLost
+        when this worker may no longer write for the partition, KafkaError when a
+        retry may succeed (the transaction is then aborted and nothing of it is visible).
+        """
+        producer, lock = self._producer(partition, anchor_topic)
+        if producer is None or lock is None:
+            raise PartitionLost(f"no transactional producer for partition {partition}")
+        records = list(records)
+        async with lock:
+            try:
+                await self._open(producer, partition)
+                futures = [await producer.send(r.topic, r.value, key=r.key, partition=r.partition)
+                           for r in records]
+                metadata = await asyncio.gather(*futures)
+                if offsets:
+                    await producer.send_offsets_to_transaction(
+                        {TopicPartition(topic, partition): offset
+                         for topic, offset in offsets.items()},
+                        self.group_id,
+                    )
+                await producer.commit_transaction()
+            except FENCED_ERRORS as exc:
+                raise PartitionLost(f"partition {partition} fenced: {exc!r}") from exc
+            except (KafkaError, IllegalOperation, AssertionError) as exc:
+                await self._abort(producer, partition, exc)
+                raise KafkaError(f"transaction of partition {partition} failed: {exc!r}") from exc
+        return metadata
+
+    async def _open(self, producer, partition: int) -> None:
+        """Begin a transaction, first aborting one an earlier error left half done."""
+        txn = producer._txn_manager  # aiokafka exposes the state only here
+        if txn.state is TransactionState.IN_TRANSACTION:
+            return
+        if txn.state is TransactionState.FATAL_ERROR:
+            raise PartitionLost(f"partition {partition}: producer in a fatal error state")
+        if txn.state is TransactionState.ABORTABLE_ERROR:
+            await producer.abort_transaction()
+        await producer.begin_transaction()
+
+    async def _abort(self, producer, partition: int, cause: BaseException) -> None:
+        logger.warning("aborting the transaction of partition %s after %r", partition, cause)
+        try:
+            await producer.abort_transaction()
+        except FENCED_ERRORS as exc:
+            raise PartitionLost(f"partition {partition} fenced: {exc!r}") from exc
+        except (KafkaError, IllegalOperation, AssertionError) as exc:
+            logger.warning("abort of partition %s failed too: %r", partition, exc)

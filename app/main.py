@@ -1,0 +1,43 @@
+"""The Faust application of the engine, configured from the CPS_* settings.
+
+This module creates the app and nothing else; services, tables, agents and
+web views attach to it from their own modules (see app/wiring.py).
+"""
+
+from __future__ import annotations
+
+import faust
+
+from app.settings import Settings
+from app.topics import Topics
+
+settings = Settings.from_env()
+topics = Topics(settings.topic_prefix)
+
+app = faust.App(
+    settings.app_id,
+    broker=[f"kafka://{server.strip()}" for server in settings.broker.split(",")],
+    store="rocksdb://",
+    datadir=str(settings.data_dir / "state"),
+    autodiscover=False,
+    # The engine drives the per-partition transactions itself (app/engine);
+    # this mode makes Faust read committed data only and fence the previous
+    # owner of a partition before its tables recover.
+    processing_guarantee="exactly_once",
+    topic_partitions=settings.partitions,
+    topic_replication_factor=settings.replication,
+    table_standby_replicas=settings.standby_replicas,
+    consumer_auto_offset_reset="earliest",
+    stream_wait_empty=False,
+    producer_acks=-1,
+    producer_linger=0.002,
+    web_enabled=True,
+    web_port=settings.web_port,
+    web_bind=settings.web_host,
+    web_host=settings.web_host,
+    web_stats_enabled=False,
+    web_graph_enabled=False,
+    web_router_enabled=False,
+    web_tables_enabled=False,
+    web_metrics_enabled=False,
+)

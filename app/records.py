@@ -1,0 +1,299 @@
+"""Wire formats: decode and validate input events, encode output events.
+
+Hand-written checks on purpose: this is the per-event hot path, and the
+errors name the field so a dead letter says exactly what was wrong. Every
+decoder raises `InvalidEvent` (never anything else) for bad input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+
+from app.domain.attribution import Attribution, Waiting
+from app.domain.model import (
+    DEFAULT_SETTLE_DAYS,
+    DEFAULT_WINDOW_MS,
+    LINE_EVENTS,
+    ORDER_EVENTS,
+    REFUND_EVENTS,
+    Channel,
+    Click,
+    OrderEvent,
+    OrderFacts,
+    OrderLine,
+    Refund,
+    Shop,
+)
+
+MAX_ID_CHARS = 128
+MAX_TRACKING_CHARS = 2048
+MAX_URL_CHARS = 2048
+MAX_LINES = 1000
+MAX_LIST_ITEMS = 10_000
+# Largest integer every JSON consumer (JavaScript included) represents exactly.
+MAX_SAFE_INT = 2**53 - 1
+MAX_BP = 10_000
+DEAD_LETTER_VALUE_BYTES = 64 * 1024
+
+
+class InvalidEvent(ValueError):
+    """A message that cannot be parsed or validated; the text is the dead-letter reason."""
+
+
+def parse_object(raw: bytes | None) -> dict[str, Any]:
+    if raw is None:
+        raise InvalidEvent("empty message (null value)")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"not JSON: {exc}") from None
+    if type(value) is not dict:
+        raise InvalidEvent(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _id(obj: Mapping[str, Any], name: str) -> str:
+    value = obj.get(name)
+    if type(value) is not str:
+        raise InvalidEvent(f"{name}: required string" if value is None
+                           else f"{name}: must be a string")
+    if not value or len(value) > MAX_ID_CHARS:
+        raise InvalidEvent(f"{name}: must be 1-{MAX_ID_CHARS} characters")
+    return value
+
+
+def _optional_id(obj: Mapping[str, Any], name: str) -> str | None:
+    return None if obj.get(name) is None else _id(obj, name)
+
+
+def _int(obj: Mapping[str, Any], name: str, *, minimum: int = 0,
+         maximum: int = MAX_SAFE_INT) -> int:
+    value = obj.get(name)
+    if type(value) is not int:
+        raise InvalidEvent(f"{name}: required integer" if value is None
+                           else f"{name}: must be an integer")
+    if not minimum <= value <= maximum:
+        raise InvalidEvent(f"{name}: must be between {minimum} and {maximum}")
+    return value
+
+
+def _optional_int(obj: Mapping[str, Any], name: str, default: int | None, **bounds: int) -> int | None:
+    return default if obj.get(name) is None else _int(obj, name, **bounds)
+
+
+def _bool(obj: Mapping[str, Any], name: str) -> bool:
+    value = obj.get(name)
+    if value is None:
+        return False
+    if type(value) is not bool:
+        raise InvalidEvent(f"{name}: must be true or false")
+    return value
+
+
+def _list(obj: Mapping[str, Any], name: str, *, limit: int = MAX_LIST_ITEMS) -> list:
+    value = obj.get(name)
+    if value is None:
+        return []
+    if type(value) is not list:
+        raise InvalidEvent(f"{name}: must be a list")
+    if len(value) > limit:
+        raise InvalidEvent(f"{name}: more than {limit} entries")
+    return value
+
+
+def _id_list(obj: Mapping[str, Any], name: str) -> tuple[str, ...]:
+    values = _list(obj, name)
+    for index, value in enumerate(values):
+        if type(value) is not str or not value or len(value) > MAX_ID_CHARS:
+            raise InvalidEvent(f"{name}[{index}]: must be a string of 1-{MAX_ID_CHARS} characters")
+    return tuple(values)
+
+
+def _object(obj: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = obj.get(name)
+    if type(value) is not dict:
+        raise InvalidEvent(f"{name}: required object" if value is None
+                           else f"{name}: must be an object")
+    return value
+
+
+# -- clicks ------------------------------------------------------------------
+
+
+def decode_click(raw: bytes | None) -> Click:
+    obj = parse_object(raw)
+    return Click(
+        click_id=_id(obj, "click_id"),
+        ts_ms=_int(obj, "ts_ms"),
+        buyer_id=_id(obj, "buyer_id"),
+        shop_id=_id(obj, "shop_id"),
+        channel_id=_id(obj, "channel_id"),
+        promoter_id=_id(obj, "promoter_id"),
+        item_id=_optional_id(obj, "item_id"),
+        activity_id=_optional_id(obj, "activity_id"),
+        group_leader_id=_optional_id(obj, "group_leader_id"),
+        base_id=_optional_id(obj, "base_id"),
+    )
+
+
+def encode_click(click: Click) -> bytes:
+    return orjson.dumps(asdict(click))
+
+
+# -- orders ------------------------------------------------------------------
+
+
+def decode_order(raw: bytes | None) -> OrderEvent:
+    obj = parse_object(raw)
+    event = obj.get("event")
+    if event not in ORDER_EVENTS:
+        raise InvalidEvent(f"event: must be one of {', '.join(sorted(ORDER_EVENTS))}")
+    tracking = obj.get("tracking")
+    if tracking is not None and (type(tracking) is not str or len(tracking) > MAX_TRACKING_CHARS):
+        raise InvalidEvent(f"tracking: must be a string of at most {MAX_TRACKING_CHARS} characters")
+    return OrderEvent(
+        order_id=_id(obj, "order_id"),
+        event=event,
+        ts_ms=_int(obj, "ts_ms"),
+        buyer_id=_id(obj, "buyer_id"),
+        shop_id=_id(obj, "shop_id"),
+        channel_id=_optional_id(obj, "channel_id"),
+        fanstype=_optional_id(obj, "fanstype"),
+        tracking=tracking or None,
+        items=_lines(obj) if event in LINE_EVENTS else (),
+        refund=_refund(obj, event) if event in REFUND_EVENTS else None,
+    )
+
+
+def _lines(obj: Mapping[str, Any]) -> tuple[OrderLine, ...]:
+    raw_lines = _list(obj, "items", limit=MAX_LINES)
+    if not raw_lines:
+        raise InvalidEvent("items: required, at least one line")
+    lines: list[OrderLine] = []
+    seen: set[str] = set()
+    for index, line in enumerate(raw_lines):
+        if type(line) is not dict:
+            raise InvalidEvent(f"items[{index}]: must be an object")
+        try:
+            item = OrderLine(
+                item_id=_id(line, "item_id"),
+                category_id=_optional_id(line, "category_id"),
+                quantity=_optional_int(line, "quantity", 1, minimum=1),
+                amount=_int(line, "amount"),
+            )
+        except InvalidEvent as exc:
+            raise InvalidEvent(f"items[{index}].{exc}") from None
+        if item.item_id in seen:
+            raise InvalidEvent(f"items[{index}].item_id: {item.item_id!r} appears twice")
+        seen.add(item.item_id)
+        lines.append(item)
+    return tuple(lines)
+
+
+def _refund(obj: Mapping[str, Any], event: str) -> Refund:
+    refund = _object(obj, "refund")
+    try:
+        return Refund(
+            refund_id=_id(refund, "refund_id"),
+            item_id=_id(refund, "item_id"),
+            amount=_int(refund, "amount") if event == "refunded"
+            else _optional_int(refund, "amount", 0),
+        )
+    except InvalidEvent as exc:
+        raise InvalidEvent(f"refund.{exc}") from None
+
+
+def _facts_row(facts: OrderFacts) -> list:
+    return [facts.order_id, facts.event, facts.ts_ms, facts.buyer_id, facts.shop_id,
+            facts.channel_id, facts.fanstype, facts.tracking]
+
+
+def encode_waiting(waiting: Waiting) -> bytes:
+    created = waiting.created
+    return orjson.dumps([_facts_row(waiting.first),
+                         None if created is None else _facts_row(created),
+                         waiting.deadline_ms])
+
+
+def decode_waiting(raw: bytes) -> Waiting:
+    first, created, deadline_ms = orjson.loads(raw)
+    return Waiting(OrderFacts(*first), None if created is None else OrderFacts(*created),
+                   deadline_ms)
+
+
+# -- configuration -----------------------------------------------------------
+
+
+def config_id(obj: Mapping[str, Any], id_field: str, key: bytes | None) -> str:
+    """The id of a config object, which must agree with the message key when there is one."""
+    ident = _id(obj, id_field)
+    if key is not None and key.decode("utf-8", "replace") != ident:
+        raise InvalidEvent(f"{id_field}: {ident!r} differs from the message key")
+    return ident
+
+
+def decode_shop(raw: bytes | None, key: bytes | None = None) -> Shop:
+    obj = parse_object(raw)
+    return Shop(
+        shop_id=config_id(obj, "shop_id", key),
+        cps_joined_ms=_optional_int(obj, "cps_joined_ms", None),
+        cps_exited_ms=_optional_int(obj, "cps_exited_ms", None),
+        authorized_channels=frozenset(_id_list(obj, "authorized_channels")),
+    )
+
+
+def decode_channel(raw: bytes | None, key: bytes | None = None) -> Channel:
+    obj = parse_object(raw)
+    webhook = obj.get("webhook_url")
+    if webhook is not None and (type(webhook) is not str or len(webhook) > MAX_URL_CHARS
+                                or not webhook.startswith(("http://", "https://"))):
+        raise InvalidEvent("webhook_url: must be an http(s) URL")
+    return Channel(
+        channel_id=config_id(obj, "channel_id", key),
+        attribution_window_ms=_optional_int(obj, "attribution_window_ms", DEFAULT_WINDOW_MS),
+        site_wide=_bool(obj, "site_wide"),
+        self_purchase=_bool(obj, "self_purchase"),
+        settle_days=_optional_int(obj, "settle_days", DEFAULT_SETTLE_DAYS, maximum=3650),
+        settle_days_by_participant=_int_map(obj, "settle_days_by_participant", maximum=3650),
+        self_operated_rate_bp=_int_map(obj, "self_operated_rate_bp", maximum=MAX_BP),
+        webhook_url=webhook,
+    )
+
+
+def _int_map(obj: Mapping[str, Any], name: str, *, maximum: int) -> dict[str, int]:
+    value = obj.get(name)
+    if value is None:
+        return {}
+    if type(value) is not dict or len(value) > MAX_LIST_ITEMS:
+        raise InvalidEvent(f"{name}: must be an object of integers")
+    for key in value:
+        if not key or len(key) > MAX_ID_CHARS:
+            raise InvalidEvent(f"{name}: keys must be 1-{MAX_ID_CHARS} characters")
+        _int(value, key, maximum=maximum)
+    return dict(value)
+
+
+# -- outputs -----------------------------------------------------------------
+
+
+def encode_attribution(attribution: Attribution) -> bytes:
+    return orjson.dumps(attribution)
+
+
+def dead_letter(*, topic: str, partition: int, offset: int, key: bytes | None,
+                value: bytes | None, error: str, ts_ms: int) -> bytes:
+    """The dead-letter record (SPEC 3): original text cut at 64 KiB, and the reason."""
+    return orjson.dumps({
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "key": None if key is None else key[:DEAD_LETTER_VALUE_BYTES].decode("utf-8", "replace"),
+        "value": None if value is None
+        else value[:DEAD_LETTER_VALUE_BYTES].decode("utf-8", "replace"),
+        "error": error[:1000],
+        "ts_ms": ts_ms,
+    })

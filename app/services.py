@@ -1,0 +1,42 @@
+"""The worker's long-lived parts, created once: topology, engine, catalog, token signer."""
+
+from __future__ import annotations
+
+from app.catalog import Catalog
+from app.domain.tokens import Signer
+from app.engine.processor import Engine
+from app.main import app, settings, topics
+from app.topology import Topology
+
+topology = Topology(settings.partitions)
+
+engine = Engine(
+    app,
+    topology=topology,
+    deadletter_topic=topics.deadletter,
+    commit_linger_ms=settings.commit_linger_ms,
+    commit_max_events=settings.commit_max_events,
+)
+
+catalog = Catalog(
+    bootstrap=settings.broker,
+    shops_topic=topics.shops,
+    channels_topic=topics.channels,
+)
+
+signer = Signer(settings.link_secret)
+
+engine.gate(lambda: catalog.ready)
+
+ROCKSDB_OPTIONS = {
+    "block_cache_size": settings.rocksdb_cache_mb * 1024 * 1024,
+    "write_buffer_size": 8 * 1024 * 1024,
+    "max_write_buffer_number": 2,
+}
+
+
+@app.task
+async def start_services() -> None:
+    """Start the engine and the catalog once the app runs (after the first recovery)."""
+    await app.add_runtime_dependency(catalog)
+    await app.add_runtime_dependency(engine)

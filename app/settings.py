@@ -1,0 +1,160 @@
+"""Engine settings, read once from `CPS_*` environment variables.
+
+Every setting has a default except the two secrets, which a worker refuses to
+run without (`make run` sets demo values and prints them). The names in the
+first block are fixed by the product specification; the rest are ours.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DAY_MS = 86_400_000
+
+
+class SettingsError(ValueError):
+    """A `CPS_*` variable is missing or malformed; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    default: str
+    meaning: str
+
+
+# The table README.md renders; keep it in the order users look for things.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("CPS_BROKER", "127.0.0.1:$CPS_KAFKA_PORT", "Kafka bootstrap servers (comma-separated)"),
+    Setting("CPS_KAFKA_PORT", "9092", "port of the local broker started by `cps kafka start`"),
+    Setting("CPS_TOPIC_PREFIX", "cps.", "prefix of every topic name"),
+    Setting("CPS_PARTITIONS", "8", "partitions of the topics the engine creates"),
+    Setting("CPS_WEB_PORT", "6066", "web server port of a worker"),
+    Setting("CPS_DATA_DIR", "./var", "local state (RocksDB tables, click spool)"),
+    Setting("CPS_ADMIN_TOKEN", "(required)", "bearer token of the admin API"),
+    Setting("CPS_LINK_SECRET", "(required)", "HMAC key of promotion links and tracking tokens"),
+    Setting("CPS_APP_ID", "cps-engine", "Faust app id and Kafka consumer group"),
+    Setting("CPS_WEB_HOST", "127.0.0.1", "address the worker's web server binds to"),
+    Setting("CPS_REPLICATION", "1", "replication factor of the topics the engine creates"),
+    Setting("CPS_ATTRIBUTION_GRACE_MS", "30000",
+            "how long an order without a click (or without `created`) waits, processing time"),
+    Setting("CPS_CLICK_RETENTION_MS", str(30 * DAY_MS),
+            "click history kept per buyer, by event time against the wall clock"),
+    Setting("CPS_CLICK_HISTORY_CAP", "100", "most clicks kept per buyer"),
+    Setting("CPS_COMMIT_LINGER_MS", "5",
+            "how long the engine gathers events before committing a transaction"),
+    Setting("CPS_COMMIT_MAX_EVENTS", "5000", "events after which the engine commits at once"),
+    Setting("CPS_STANDBY_REPLICAS", "0", "Faust standby replicas of each table partition"),
+    Setting("CPS_ROCKSDB_CACHE_MB", "16", "RocksDB block cache per table partition, MiB"),
+    Setting("CPS_KAFKA_HOME", "~/.cache/cps", "where `cps kafka` caches broker jars and data"),
+    Setting("CPS_LOG_LEVEL", "info", "worker log level (debug, info, warn, error)"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    broker: str = "127.0.0.1:9092"
+    kafka_port: int = 9092
+    topic_prefix: str = "cps."
+    partitions: int = 8
+    web_port: int = 6066
+    web_host: str = "127.0.0.1"
+    data_dir: Path = Path("./var")
+    admin_token: str = ""
+    link_secret: str = ""
+    app_id: str = "cps-engine"
+    replication: int = 1
+    attribution_grace_ms: int = 30_000
+    click_retention_ms: int = 30 * DAY_MS
+    click_history_cap: int = 100
+    commit_linger_ms: int = 5
+    commit_max_events: int = 5000
+    standby_replicas: int = 0
+    rocksdb_cache_mb: int = 16
+    kafka_home: Path = field(default_factory=lambda: Path("~/.cache/cps").expanduser())
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        reader = _Reader(env)
+        port = reader.integer("CPS_KAFKA_PORT", 9092, minimum=0, maximum=65535)
+        settings = cls(
+            broker=reader.text("CPS_BROKER", f"127.0.0.1:{port}"),
+            kafka_port=port,
+            topic_prefix=reader.text("CPS_TOPIC_PREFIX", "cps.", allow_empty=True),
+            partitions=reader.integer("CPS_PARTITIONS", 8, minimum=1, maximum=1024),
+            web_port=reader.integer("CPS_WEB_PORT", 6066, minimum=0, maximum=65535),
+            web_host=reader.text("CPS_WEB_HOST", "127.0.0.1"),
+            data_dir=Path(reader.text("CPS_DATA_DIR", "./var")).expanduser(),
+            admin_token=reader.text("CPS_ADMIN_TOKEN", "", allow_empty=True),
+            link_secret=reader.text("CPS_LINK_SECRET", "", allow_empty=True),
+            app_id=reader.text("CPS_APP_ID", "cps-engine"),
+            replication=reader.integer("CPS_REPLICATION", 1, minimum=1, maximum=16),
+            attribution_grace_ms=reader.integer("CPS_ATTRIBUTION_GRACE_MS", 30_000, minimum=0),
+            click_retention_ms=reader.integer("CPS_CLICK_RETENTION_MS", 30 * DAY_MS, minimum=0),
+            click_history_cap=reader.integer("CPS_CLICK_HISTORY_CAP", 100, minimum=1),
+            commit_linger_ms=reader.integer("CPS_COMMIT_LINGER_MS", 5, minimum=0, maximum=10_000),
+            commit_max_events=reader.integer("CPS_COMMIT_MAX_EVENTS", 5000, minimum=1),
+            standby_replicas=reader.integer("CPS_STANDBY_REPLICAS", 0, minimum=0, maximum=8),
+            rocksdb_cache_mb=reader.integer("CPS_ROCKSDB_CACHE_MB", 16, minimum=1),
+            kafka_home=Path(reader.text("CPS_KAFKA_HOME", "~/.cache/cps")).expanduser(),
+            log_level=reader.choice("CPS_LOG_LEVEL", "info", ("debug", "info", "warn", "error")),
+        )
+        if any(not c.isalnum() and c not in "._-" for c in settings.topic_prefix):
+            raise SettingsError(
+                f"CPS_TOPIC_PREFIX={settings.topic_prefix!r}: use letters, digits, '.', '_' or '-'"
+            )
+        return settings
+
+    def require_secrets(self) -> None:
+        """Refuse to serve without the admin token and the link secret."""
+        missing = [
+            name
+            for name, value in (("CPS_ADMIN_TOKEN", self.admin_token),
+                                ("CPS_LINK_SECRET", self.link_secret))
+            if not value
+        ]
+        if missing:
+            raise SettingsError(
+                f"{' and '.join(missing)} must be set (a long random string each); "
+                "`make run` sets demo values for local use"
+            )
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def text(self, name: str, default: str, *, allow_empty: bool = False) -> str:
+        value = self.env.get(name)
+        if value is None:
+            return default
+        value = value.strip()
+        if not value and not allow_empty:
+            raise SettingsError(f"{name} is set but empty; unset it to use {default!r}")
+        return value
+
+    def integer(self, name: str, default: int, *, minimum: int | None = None,
+                maximum: int | None = None) -> int:
+        raw = self.env.get(name)
+        if raw is None or not raw.strip():
+            return default
+        try:
+            value = int(raw.strip().replace("_", ""))
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not an integer") from None
+        if minimum is not None and value < minimum:
+            raise SettingsError(f"{name}={value} is below the minimum {minimum}")
+        if maximum is not None and value > maximum:
+            raise SettingsError(f"{name}={value} is above the maximum {maximum}")
+        return value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.text(name, default).lower()
+        if value not in choices:
+            raise SettingsError(f"{name}={value!r}: choose one of {', '.join(choices)}")
+        return value

@@ -1,0 +1,71 @@
+"""Topic names (prefix + SPEC name) and how each topic is created."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+DAY_MS = 86_400_000
+
+
+class Role(StrEnum):
+    INPUT = "input"          # produced by others, consumed by the engine
+    CONFIG = "config"        # compacted, keyed by id, read by every worker
+    OUTPUT = "output"        # produced by the engine for others
+    INTERNAL = "internal"    # produced and consumed by the engine (repartitioning)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    role: Role
+
+    @property
+    def compacted(self) -> bool:
+        return self.role is Role.CONFIG
+
+    @property
+    def config(self) -> dict[str, str]:
+        if self.compacted:
+            return {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+        if self.role is Role.INTERNAL:
+            return {"retention.ms": str(7 * DAY_MS)}
+        return {}
+
+
+class Topics:
+    """Every topic of one engine instance, under its prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.clicks = prefix + "clicks"
+        self.orders = prefix + "orders"
+        self.shops = prefix + "shops"
+        self.channels = prefix + "channels"
+        self.activities = prefix + "activities"
+        self.policy = prefix + "policy"
+        self.sinks = prefix + "sinks"
+        self.attributions = prefix + "attributions"
+        self.commissions = prefix + "commissions"
+        self.settlements = prefix + "settlements"
+        self.deadletter = prefix + "deadletter"
+        self.sinks_deadletter = prefix + "sinks.deadletter"
+        # Internal: input events re-keyed by buyer so they meet the buyer's clicks.
+        self.clicks_by_buyer = prefix + "internal.clicks-by-buyer"
+        self.orders_by_buyer = prefix + "internal.orders-by-buyer"
+
+    def specs(self) -> list[TopicSpec]:
+        roles = {
+            self.clicks: Role.INPUT, self.orders: Role.INPUT,
+            self.shops: Role.CONFIG, self.channels: Role.CONFIG, self.activities: Role.CONFIG,
+            self.policy: Role.CONFIG, self.sinks: Role.CONFIG,
+            self.attributions: Role.OUTPUT, self.commissions: Role.OUTPUT,
+            self.settlements: Role.OUTPUT, self.deadletter: Role.OUTPUT,
+            self.sinks_deadletter: Role.OUTPUT,
+            self.clicks_by_buyer: Role.INTERNAL, self.orders_by_buyer: Role.INTERNAL,
+        }
+        return [TopicSpec(name, role) for name, role in roles.items()]
+
+    @property
+    def config_topics(self) -> tuple[str, ...]:
+        return (self.shops, self.channels, self.activities, self.policy, self.sinks)

@@ -1,0 +1,1 @@
+"""HTTP views of a worker (Faust web, aiohttp)."""

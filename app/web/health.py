@@ -1,0 +1,33 @@
+"""`/health` (the process answers) and `/ready` (it can do its work)."""
+
+from __future__ import annotations
+
+from faust.web import Request, Response, View
+
+from app.main import app
+from app.services import catalog, engine
+
+
+def readiness() -> dict[str, bool]:
+    """Each condition of readiness, by name."""
+    assigned = app.assignor.assigned_actives() is not None and app.consumer_generation_id > 0
+    return {
+        "partitions_assigned": bool(assigned) and not app.rebalancing,
+        "tables_recovered": app.tables.recovery.completed.is_set(),
+        "configuration_loaded": catalog.ready,
+        "engine_started": engine.started,
+    }
+
+
+@app.page("/health")
+class Health(View):
+    async def get(self, request: Request) -> Response:
+        return self.json({"status": "ok"})
+
+
+@app.page("/ready")
+class Ready(View):
+    async def get(self, request: Request) -> Response:
+        checks = readiness()
+        ready = all(checks.values())
+        return self.json({"ready": ready, "checks": checks}, status=200 if ready else 503)

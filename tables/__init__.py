@@ -1,0 +1,1 @@
+"""Table definitions of the engine, one module per business concept."""
