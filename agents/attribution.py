@@ -134,12 +134,14 @@ def _tracked_click(facts: OrderFacts) -> Click | None:
 
 def _publish(ctx: Context, facts: OrderFacts, decision: Decision, *, delayed: bool) -> None:
     order_key = facts.order_id.encode()
-    result = conclude(facts, decision, attributed_ms=ctx.now_ms, delayed=delayed)
-    ctx.send(topics.attributions, order_key, encode_attribution(result))
-    ctx.put(attributed, order_key, result.attributed_ms)
     if delayed:
         ctx.delete(order_waits, order_key)
         ctx.cache(_load_waiting_index).discard(facts.order_id, facts.buyer_id)
+    if ctx.get(attributed, order_key) is not None:
+        return  # never a second attribution, whatever state a bug or a replay left behind
+    result = conclude(facts, decision, attributed_ms=ctx.now_ms, delayed=delayed)
+    ctx.send(topics.attributions, order_key, encode_attribution(result))
+    ctx.put(attributed, order_key, result.attributed_ms)
 
 
 def _load_waiting_index(ctx: Context) -> WaitingIndex:

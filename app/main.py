@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import faust
 
+from app.engine import faust_patches
 from app.settings import Settings
 from app.topics import Topics
+
 
 settings = Settings.from_env()
 topics = Topics(settings.topic_prefix)
@@ -29,6 +31,9 @@ app = faust.App(
     table_standby_replicas=settings.standby_replicas,
     consumer_auto_offset_reset="earliest",
     stream_wait_empty=False,
+    # A killed worker's partitions move to the others after this long.
+    broker_session_timeout=10.0,
+    broker_heartbeat_interval=2.0,
     producer_acks=-1,
     producer_linger=0.002,
     web_enabled=True,
@@ -41,3 +46,5 @@ app = faust.App(
     web_tables_enabled=False,
     web_metrics_enabled=False,
 )
+
+faust_patches.apply(app)
