@@ -12,7 +12,6 @@ from app.engine import faust_patches
 from app.settings import Settings
 from app.topics import Topics
 
-
 settings = Settings.from_env()
 topics = Topics(settings.topic_prefix)
 

@@ -81,7 +81,8 @@ def _int(obj: Mapping[str, Any], name: str, *, minimum: int = 0,
     return value
 
 
-def _optional_int(obj: Mapping[str, Any], name: str, default: int | None, **bounds: int) -> int | None:
+def _optional_int(obj: Mapping[str, Any], name: str, default: int | None,
+                  **bounds: int) -> int | None:
     return default if obj.get(name) is None else _int(obj, name, **bounds)
 
 
@@ -150,7 +151,7 @@ def encode_click(click: Click) -> bytes:
 def decode_order(raw: bytes | None) -> OrderEvent:
     obj = parse_object(raw)
     event = obj.get("event")
-    if event not in ORDER_EVENTS:
+    if type(event) is not str or event not in ORDER_EVENTS:
         raise InvalidEvent(f"event: must be one of {', '.join(sorted(ORDER_EVENTS))}")
     tracking = obj.get("tracking")
     if tracking is not None and (type(tracking) is not str or len(tracking) > MAX_TRACKING_CHARS):

@@ -9,6 +9,7 @@ worker with a message saying what to do rather than mixing up partitions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 
@@ -48,13 +49,12 @@ async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], *, partition
         existing = set(await admin.list_topics())
         missing = [spec for spec in specs if spec.name not in existing]
         if missing:
-            try:
+            # Another worker may create them at the same moment.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics([
                     NewTopic(spec.name, partitions, replication, topic_configs=spec.config)
                     for spec in missing
                 ])
-            except TopicAlreadyExistsError:
-                pass  # another worker created them at the same moment
             logger.info("created topics: %s", ", ".join(spec.name for spec in missing))
         return await _partition_counts(admin, [spec.name for spec in specs], timeout_s)
     finally:
@@ -68,7 +68,7 @@ async def _start_with_retry(admin: AIOKafkaAdminClient, bootstrap: str, timeout_
         try:
             await admin.start()
             return
-        except Exception as exc:  # noqa: BLE001 - report any connection failure the same way
+        except Exception as exc:
             if loop.time() >= deadline:
                 raise TopologyError(f"cannot reach Kafka at {bootstrap} ({exc!r}); is the broker "
                                     "running (`cps kafka start`) and CPS_BROKER right?") from exc

@@ -5,7 +5,4 @@ from __future__ import annotations
 
 def load() -> None:
     """Import every table, agent and web view module so they register with the app."""
-    import agents.attribution
-    import agents.configuration
-    import app.web.health
     import tables.attribution  # noqa: F401

@@ -103,7 +103,8 @@ class LocalBroker:
         while time.monotonic() < deadline and _is_our_process(state.pid, self.config_file):
             time.sleep(0.2)
         if _is_our_process(state.pid, self.config_file):
-            logger.warning("broker pid %s ignored SIGTERM for %.0fs; killing it", state.pid, timeout)
+            logger.warning("broker pid %s ignored SIGTERM for %.0fs; killing it",
+                           state.pid, timeout)
             os.kill(state.pid, signal.SIGKILL)
         self.state_file.unlink(missing_ok=True)
         return state
@@ -264,11 +265,12 @@ def _wait_until_answering(state: BrokerState, pid: int | None, log_dir: Path,
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         if pid is not None and not _pid_alive(pid):
-            raise BrokerError(f"the broker exited during start; last log lines:\n{_log_tail(log_dir)}")
+            raise BrokerError("the broker exited during start; last log lines:\n"
+                              + _log_tail(log_dir))
         try:
             asyncio.run(_metadata_probe(state.bootstrap))
             return
-        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+        except Exception as exc:
             last_error = exc
             time.sleep(0.5)
     raise BrokerError(f"the broker on {state.bootstrap} did not answer within {timeout:.0f}s "

@@ -1,3 +1,4 @@
 """placeholder"""
 import click
+
 command = click.Command("link")

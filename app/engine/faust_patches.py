@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 _APPLIED = False
 _POLL_S = 0.1
 _SETTLED_POLLS = 3
+_WATCHERS: set[asyncio.Future] = set()
 
 
 async def _perform_seek(self: Consumer) -> None:
@@ -102,4 +103,6 @@ def apply(app: Any) -> None:
 
     @app.on_partitions_assigned.connect
     async def _watch_recovery(sender: Any, assigned: Any, **_: Any) -> None:
-        asyncio.ensure_future(_end_recovery_at_transaction_markers(sender))
+        task = asyncio.ensure_future(_end_recovery_at_transaction_markers(sender))
+        _WATCHERS.add(task)
+        task.add_done_callback(_WATCHERS.discard)

@@ -133,6 +133,7 @@ class Engine(Service):
         self._committing: dict[int, PartitionWork] = {}
         self._caches: dict[int, dict[Callable, Any]] = {}
         self._lost: set[int] = set()
+        self._crash: asyncio.Future | None = None
         self._pending_events = 0
         self._work_ready = asyncio.Event()
         self._urgent = asyncio.Event()
@@ -286,7 +287,7 @@ class Engine(Service):
             logger.error("partition %s lost while still assigned (%r); restarting the worker so "
                          "it recovers from committed state", partition, cause)
             self._lost.add(partition)
-            asyncio.ensure_future(self.app.crash(cause))
+            self._crash = asyncio.ensure_future(self.app.crash(cause))
         else:
             logger.info("dropped uncommitted work of revoked partition %s", partition)
 

@@ -18,7 +18,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from aiokafka import TopicPartition
-from aiokafka.producer.transaction_manager import TransactionState
 from aiokafka.errors import (
     IllegalOperation,
     InvalidProducerEpoch,
@@ -26,6 +25,7 @@ from aiokafka.errors import (
     ProducerFenced,
     TransactionalIdAuthorizationFailed,
 )
+from aiokafka.producer.transaction_manager import TransactionState
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,90 @@
+"""Orders waiting for `created` or for a late click."""
+
+from __future__ import annotations
+
+from app.domain.attribution import (
+    Decision,
+    Reason,
+    Type,
+    WaitingIndex,
+    next_decision,
+    record_event,
+    start_waiting,
+)
+from app.domain.model import OrderFacts
+
+NOW = 1_700_000_000_000
+GRACE = 30_000
+
+
+def facts(event: str, ts_ms: int, **extra) -> OrderFacts:
+    return OrderFacts(order_id="o1", event=event, ts_ms=ts_ms, buyer_id="u1", shop_id="s1",
+                      **extra)
+
+
+CPS = Decision(Type.CPS)
+NO_CLICK = Decision(Type.NONE, reason=Reason.NO_CLICK, cps_failure=Reason.NO_CLICK)
+NOT_CPS = Decision(Type.NONE, reason=Reason.SHOP_NOT_CPS, cps_failure=Reason.SHOP_NOT_CPS)
+
+
+def always(decision):
+    return lambda _facts: decision
+
+
+def test_created_first_is_decided_at_once_when_cps():
+    waiting = start_waiting(facts("created", 100), now_ms=NOW, grace_ms=GRACE)
+    assert next_decision(waiting, NOW, always(CPS)) is CPS
+
+
+def test_without_a_click_the_order_waits_until_the_deadline():
+    waiting = start_waiting(facts("created", 100), now_ms=NOW, grace_ms=GRACE)
+    assert waiting.deadline_ms == NOW + GRACE
+    assert next_decision(waiting, NOW + GRACE - 1, always(NO_CLICK)) is None
+    assert next_decision(waiting, NOW + GRACE, always(NO_CLICK)) is NO_CLICK
+
+
+def test_a_failure_no_click_could_change_is_decided_at_once():
+    waiting = start_waiting(facts("created", 100), now_ms=NOW, grace_ms=GRACE)
+    assert next_decision(waiting, NOW, always(NOT_CPS)) is NOT_CPS
+
+
+def test_paid_before_created_waits_for_created_then_uses_its_time():
+    waiting = start_waiting(facts("paid", 200), now_ms=NOW, grace_ms=GRACE)
+    assert next_decision(waiting, NOW + 1, always(CPS)) is None
+    waiting = record_event(waiting, facts("created", 150))
+    seen = []
+    assert next_decision(waiting, NOW + 2, lambda f: seen.append(f) or CPS) is CPS
+    assert seen[0].event == "created" and seen[0].ts_ms == 150
+
+
+def test_without_created_the_earliest_event_decides_after_the_grace_period():
+    waiting = start_waiting(facts("paid", 200, fanstype="douyin"), now_ms=NOW, grace_ms=GRACE)
+    waiting = record_event(waiting, facts("completed", 300))
+    waiting = record_event(waiting, facts("refund_started", 120))
+    assert waiting.facts.ts_ms == 120
+    seen = []
+    assert next_decision(waiting, NOW + GRACE, lambda f: seen.append(f) or CPS) is CPS
+    assert seen[0].ts_ms == 120
+
+
+def test_the_first_created_wins_and_duplicates_change_nothing():
+    waiting = start_waiting(facts("created", 100), now_ms=NOW, grace_ms=GRACE)
+    assert record_event(waiting, facts("created", 100)) is waiting
+    assert record_event(waiting, facts("created", 500)).created.ts_ms == 100
+
+
+def test_waiting_index():
+    index = WaitingIndex()
+    index.add("o1", "u1", 30)
+    index.add("o2", "u1", 10)
+    index.add("o3", "u2", 20)
+    assert index.of_buyer("u1") == ["o1", "o2"]
+    assert index.due(15) == ["o2"]
+    index.discard("o2", "u1")
+    assert index.of_buyer("u1") == ["o1"]
+    assert index.due(100) == ["o3", "o1"]
+    assert len(index) == 2
+    index.discard("o1", "u1")
+    index.discard("o3", "u2")
+    assert len(index) == 0
+    assert index.of_buyer("u1") == []
