@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
+
+# Tables before the agents that use them; web views last.
+MODULES = (
+    "tables.attribution",
+    "agents.attribution",
+    "agents.configuration",
+    "app.web.health",
+)
+
 
 def load() -> None:
     """Import every table, agent and web view module so they register with the app."""
-    import tables.attribution  # noqa: F401
+    for name in MODULES:
+        importlib.import_module(name)

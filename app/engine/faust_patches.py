@@ -16,7 +16,6 @@ logger = logging.getLogger(__name__)
 
 _APPLIED = False
 _POLL_S = 0.1
-_SETTLED_POLLS = 3
 _WATCHERS: set[asyncio.Future] = set()
 
 
@@ -47,52 +46,43 @@ async def _perform_seek(self: Consumer) -> None:
 
 
 async def _end_recovery_at_transaction_markers(app: Any) -> None:
-    """Finish table recovery as soon as only transaction markers are left to read.
+    """Finish table recovery as soon as only a transaction marker is left to read.
 
     Every transaction ends a changelog partition with a commit marker, which
     a consumer never receives, so Faust's recovery never sees the last offset
     it waits for; it notices only after two 5-second idle timeouts, which
-    made every start and rebalance 10+ seconds slower. This watcher applies
-    Faust's own test (consumer position at the high water) every 100 ms,
-    once the changelog queue has stayed empty for a few polls.
+    made every start and rebalance 10+ seconds slower. This watcher ends the
+    recovery once Faust itself has applied every partition up to the offset
+    just before its last one (the marker), judged from Faust's own progress.
     """
     recovery = app.tables.recovery
     generation = app.consumer_generation_id
-    queue = app.tables.changelog_queue
     loop = asyncio.get_running_loop()
-    give_up_at = loop.time() + 60.0
-    settled = 0
+    give_up_at = loop.time() + 120.0
     while app.consumer_generation_id == generation and loop.time() < give_up_at:
         await asyncio.sleep(_POLL_S)
         if recovery.completed.is_set():
             return
-        if not recovery.in_recovery:
-            continue
-        settled = settled + 1 if queue.empty() and await _only_markers_left(app) else 0
-        if settled < _SETTLED_POLLS:
+        if not recovery.in_recovery or not _only_markers_left(recovery):
             continue
         offsets = recovery.active_offsets
         for tp, highwater in recovery.active_highwaters.items():
-            if highwater is not None and offsets[tp] is not None and offsets[tp] < highwater:
-                offsets[tp] = highwater
-        if recovery.in_recovery and not recovery.need_recovery():
-            logger.info("table recovery reached the transaction markers; ending it")
-            recovery.flush_buffers()
-            recovery._set_recovery_ended()
-            recovery.signal_recovery_end.set()
+            offsets[tp] = max(offsets[tp], highwater)
+        logger.info("table recovery reached the transaction markers; ending it")
+        recovery.flush_buffers()
+        recovery._set_recovery_ended()
+        recovery.signal_recovery_end.set()
         return
 
 
-async def _only_markers_left(app: Any) -> bool:
-    recovery = app.tables.recovery
+def _only_markers_left(recovery: Any) -> bool:
+    highwaters = recovery.active_highwaters
     offsets = recovery.active_offsets
-    for tp, highwater in recovery.active_highwaters.items():
-        if highwater is None or offsets[tp] is None or offsets[tp] >= highwater:
-            continue
-        position = await app.consumer.position(tp)
-        if position is None or position < highwater:
-            return False
-    return True
+    if not highwaters:
+        return False
+    behind = [tp for tp, highwater in highwaters.items()
+              if highwater is not None and highwater >= 0 and offsets[tp] < highwater]
+    return bool(behind) and all(offsets[tp] >= highwaters[tp] - 1 for tp in behind)
 
 
 def apply(app: Any) -> None:

@@ -1,0 +1,214 @@
+"""Real-broker fixtures: one local Kafka per session, fresh topics and group per test.
+
+`make test` starts the broker and exports CPS_BROKER; run alone, the session
+starts its own broker on a free port (`cps kafka start` machinery) and stops it.
+Workers run as real `cps worker` processes, each with its own prefix, app id,
+data directory and web port, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from app.broker.local import LocalBroker
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+CPS = str(Path(sys.executable).with_name("cps"))
+
+pytestmark = pytest.mark.kafka
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.kafka)
+
+
+@pytest.fixture(scope="session")
+def bootstrap() -> Iterable[str]:
+    given = os.environ.get("CPS_BROKER")
+    if given:
+        yield given
+        return
+    broker = LocalBroker(Settings.from_env().kafka_home, 0, report=lambda _line: None)
+    state = broker.start()
+    try:
+        yield state.bootstrap
+    finally:
+        broker.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Kafka:
+    """Produce and read records of one prefix, synchronously, for test code."""
+
+    def __init__(self, bootstrap: str, prefix: str) -> None:
+        self.bootstrap = bootstrap
+        self.prefix = prefix
+
+    def produce(self, topic: str, records: Iterable[tuple[str | bytes | None, object]]) -> None:
+        asyncio.run(self._produce(self.prefix + topic, list(records)))
+
+    async def _produce(self, topic: str, records: list) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        await producer.start()
+        try:
+            for key, value in records:
+                raw_key = key.encode() if isinstance(key, str) else key
+                raw = value if isinstance(value, bytes) or value is None else orjson.dumps(value)
+                await producer.send_and_wait(topic, raw, key=raw_key)
+        finally:
+            await producer.stop()
+
+    def read(self, topic: str, *, until: Callable[[list[dict]], bool] | None = None,
+             timeout: float = 60.0, settle: float = 0.0) -> list[dict]:
+        """Every committed record of the topic, as dicts with key/partition/offset/value."""
+        return asyncio.run(self._read(self.prefix + topic, until, timeout, settle))
+
+    async def _read(self, topic, until, timeout, settle) -> list[dict]:
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=self.bootstrap, group_id=None,
+                                    auto_offset_reset="earliest",
+                                    isolation_level="read_committed")
+        await consumer.start()
+        records: list[dict] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=300)
+                for messages in batch.values():
+                    records.extend(_record(m) for m in messages)
+                if until is not None and until(records):
+                    break
+            if settle:
+                await asyncio.sleep(settle)
+                for messages in (await consumer.getmany(timeout_ms=1000)).values():
+                    records.extend(_record(m) for m in messages)
+        finally:
+            await consumer.stop()
+        return records
+
+
+def _record(message) -> dict:
+    return {"key": message.key.decode() if message.key is not None else None,
+            "partition": message.partition, "offset": message.offset,
+            "value": orjson.loads(message.value) if message.value is not None else None,
+            "raw": message.value}
+
+
+class Worker:
+    """A `cps worker` process with its own settings; start, stop, kill, wipe."""
+
+    def __init__(self, bootstrap: str, prefix: str, data_dir: Path, **settings: str) -> None:
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.env = {
+            **os.environ,
+            "CPS_BROKER": bootstrap, "CPS_TOPIC_PREFIX": prefix, "CPS_APP_ID": prefix.rstrip("."),
+            "CPS_DATA_DIR": str(data_dir), "CPS_WEB_PORT": str(self.port),
+            "CPS_ADMIN_TOKEN": "test-admin", "CPS_LINK_SECRET": "test-secret",
+            "CPS_PARTITIONS": "4", "CPS_LOG_LEVEL": "info", **settings,
+        }
+        self.process: subprocess.Popen | None = None
+        self.logs: list[Path] = []
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *, timeout: float = 120.0) -> Worker:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.data_dir.with_name(f"{self.data_dir.name}-{len(self.logs)}.log")
+        self.logs.append(log)
+        self.process = subprocess.Popen([CPS, "worker"], env=self.env, cwd=ROOT,
+                                        stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited ({self.process.returncode}):\n{self.tail()}")
+            if self.get("/ready")[0] == 200:
+                return self
+            time.sleep(0.5)
+        raise AssertionError(f"worker not ready after {timeout}s:\n{self.tail()}")
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=5) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except OSError:
+            return 0, b""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def wipe_state(self) -> None:
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def tail(self, lines: int = 60) -> str:
+        if not self.logs:
+            return ""
+        text = self.logs[-1].read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture
+def kafka(bootstrap: str, prefix: str) -> Kafka:
+    return Kafka(bootstrap, prefix)
+
+
+@pytest.fixture
+def make_worker(bootstrap: str, prefix: str, tmp_path: Path):
+    workers: list[Worker] = []
+
+    def make(name: str = "w1", *, worker_prefix: str | None = None, **settings: str) -> Worker:
+        worker = Worker(bootstrap, worker_prefix or prefix, tmp_path / name, **settings)
+        workers.append(worker)
+        return worker
+
+    yield make
+    for worker in workers:
+        worker.stop()
