@@ -46,3 +46,9 @@ def test_secrets_are_required_to_serve():
     with pytest.raises(SettingsError, match="CPS_ADMIN_TOKEN and CPS_LINK_SECRET"):
         Settings.from_env({}).require_secrets()
     Settings.from_env({"CPS_ADMIN_TOKEN": "a", "CPS_LINK_SECRET": "b"}).require_secrets()
+
+
+def test_readme_documents_every_setting():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [s.name for s in SETTINGS if f"`{s.name}`" not in readme]
+    assert not missing, f"README.md lacks {missing}"

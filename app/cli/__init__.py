@@ -31,9 +31,9 @@ def main(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from app.cli import demo, dev, kafka, link, produce, worker
+    from app.cli import demo, dev, kafka, produce, worker
 
-    for module in (kafka, worker, produce, link, demo, dev):
+    for module in (kafka, worker, produce, demo, dev):
         main.add_command(module.command)
 
 

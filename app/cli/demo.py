@@ -1,4 +1,62 @@
-"""placeholder"""
-import click
+"""`cps demo`: a live-stream-like stream of clicks and orders."""
 
-command = click.Command("demo")
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+
+import click
+import orjson
+
+from app.demo import DemoStream
+from app.feeding import Feeder
+from app.settings import Settings
+
+
+@click.command("demo")
+@click.option("--rate", default=200, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="Events per second.")
+@click.option("--events", default=0, type=click.IntRange(0), help="Stop after this many "
+              "events (0: run until Ctrl-C).")
+@click.option("--buyers", default=3000, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=7, show_default=True, type=int)
+@click.pass_obj
+def command(settings: Settings, rate: int, events: int, buyers: int, seed: int) -> None:
+    """Feed configuration, then clicks and order lives (with refunds and some garbage)."""
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_demo(settings, rate=rate, events=events, buyers=buyers, seed=seed))
+
+
+async def run_demo(settings: Settings, *, rate: int, events: int, buyers: int, seed: int,
+                   report=lambda line: print(line, file=sys.stderr, flush=True)) -> None:
+    stream = DemoStream(seed, buyers=buyers)
+    tick_s = 0.1
+    async with Feeder(settings) as feeder:
+        now_ms = int(time.time() * 1000)
+        for topic, key, value in stream.configuration(now_ms):
+            await feeder.send(topic, key, orjson.dumps(value))
+        await feeder.flush()
+        report(f"demo: configuration sent; streaming about {rate} events/s "
+               f"({buyers} buyers), Ctrl-C stops")
+        await asyncio.sleep(1.0)  # let every worker see the configuration first
+        sent, next_report, carry = 0, time.monotonic() + 5, 0.0
+        while not events or sent < events:
+            started = time.monotonic()
+            carry += rate * tick_s
+            batch = int(carry)
+            carry -= batch
+            if events:
+                batch = min(batch, events - sent)
+            for topic, key, value in stream.next_events(int(time.time() * 1000), batch):
+                await feeder.send(topic, key, value)
+            sent += batch
+            if time.monotonic() >= next_report:
+                counts = stream.counts
+                report(f"demo: sent {sent} events ({counts['clicks']} clicks, "
+                       f"{counts['orders']} orders started)")
+                next_report += 5
+            await asyncio.sleep(max(0.0, tick_s - (time.monotonic() - started)))
+        await feeder.flush()
+        report(f"demo: done, {sent} events sent")

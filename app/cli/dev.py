@@ -1,4 +1,143 @@
-"""placeholder"""
-import click
+"""`cps dev` (what `make run` runs): local broker, one worker, demo traffic, live output."""
 
-command = click.Command("dev")
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import replace
+
+import click
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from app.broker.local import BrokerError, LocalBroker
+from app.cli.demo import run_demo
+from app.settings import Settings
+
+
+@click.command("dev")
+@click.option("--rate", default=200, show_default=True, type=click.IntRange(1, 100_000),
+              help="Demo events per second.")
+@click.pass_obj
+def command(settings: Settings, rate: int) -> None:
+    """Start the local broker, a worker on CPS_WEB_PORT and the demo; Ctrl-C stops them all.
+
+    Without CPS_ADMIN_TOKEN and CPS_LINK_SECRET it makes demo values and
+    prints them. The worker's log goes to CPS_DATA_DIR/dev-worker.log.
+    """
+    env = dict(os.environ)
+    for name in ("CPS_ADMIN_TOKEN", "CPS_LINK_SECRET"):
+        if not env.get(name):
+            env[name] = f"demo-{secrets.token_urlsafe(12)}"
+            click.echo(f"{name}={env[name]}  (demo value)")
+    broker = LocalBroker(settings.kafka_home, settings.kafka_port,
+                         report=lambda line: click.echo(line))
+    started_broker = False
+    if not env.get("CPS_BROKER"):  # no cluster given: use the local broker
+        started_broker = broker.running() is None
+        try:
+            state = broker.start()
+        except BrokerError as exc:
+            click.echo(f"cps dev: {exc}", err=True)
+            sys.exit(1)
+        settings = replace(settings, broker=state.bootstrap)
+        env["CPS_BROKER"] = state.bootstrap
+    click.echo(f"kafka: bootstrap={settings.broker}")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.data_dir / "dev-worker.log"
+    with open(log_path, "ab") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "app", "worker"], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_ready(settings, worker, log_path)
+        base = f"http://127.0.0.1:{settings.web_port}"
+        click.echo(f"worker ready: {base}/ready   (log: {log_path})")
+        click.echo("streaming demo traffic; attributions follow. Ctrl-C stops everything.")
+        asyncio.run(_demo_and_watch(settings, rate))
+    except KeyboardInterrupt:
+        click.echo("\nstopping...")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        if started_broker:
+            broker.stop()
+            click.echo("stopped the worker and the broker")
+        else:
+            click.echo("stopped the worker (the broker was not started here; it keeps running)")
+
+
+def _wait_ready(settings: Settings, worker: subprocess.Popen, log_path) -> None:
+    url = f"http://127.0.0.1:{settings.web_port}/ready"
+    deadline = time.monotonic() + 180
+    click.echo("starting the worker...")
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
+            raise click.ClickException(f"the worker exited:\n{tail}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
+            if response.status == 200:
+                return
+        time.sleep(1)
+    raise click.ClickException(f"the worker was not ready after 180 s; see {log_path}")
+
+
+async def _demo_and_watch(settings: Settings, rate: int) -> None:
+    demo = asyncio.create_task(run_demo(settings, rate=rate, events=0, buyers=3000, seed=7))
+    try:
+        await _watch_attributions(settings)
+    finally:
+        demo.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await demo
+
+
+async def _watch_attributions(settings: Settings, *, shown: int = 15) -> None:
+    """Print the first attributions, then a summary every 5 seconds."""
+    consumer = AIOKafkaConsumer(settings.topic_prefix + "attributions",
+                                bootstrap_servers=settings.broker, group_id=None,
+                                auto_offset_reset="latest", isolation_level="read_committed")
+    await consumer.start()
+    kinds: Counter[str] = Counter()
+    delays: list[int] = []
+    next_summary = time.monotonic() + 5
+    try:
+        while True:
+            for messages in (await consumer.getmany(timeout_ms=500)).values():
+                for message in messages:
+                    result = orjson.loads(message.value)
+                    kinds[result["type"] + "/" + (result["mode"] or result["reason"])] += 1
+                    delays.append(result["attributed_ms"] - result["ts_ms"])
+                    if shown:
+                        shown -= 1
+                        print(_line(result), flush=True)
+            if time.monotonic() >= next_summary:
+                next_summary += 5
+                if delays:
+                    delays.sort()
+                    print(f"-- {sum(kinds.values())} attributions: "
+                          + ", ".join(f"{k} {n}" for k, n in kinds.most_common())
+                          + f"; delay p50 {delays[len(delays) // 2]} ms", flush=True)
+                    delays.clear()
+    finally:
+        await consumer.stop()
+
+
+def _line(result: dict) -> str:
+    who = (f"promoter {result['promoter_id']} via {result['channel_id']}"
+           if result["type"] == "cps" else
+           f"channel {result['channel_id']}" if result["type"] == "self_operated" else
+           f"reason {result['reason']}")
+    return (f"attribution {result['order_id']}: {result['type']}/{result['mode'] or '-'} "
+            f"buyer {result['buyer_id']} shop {result['shop_id']} {who}"
+            f"{' (delayed)' if result['delayed'] else ''}")

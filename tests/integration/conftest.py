@@ -144,8 +144,9 @@ class Worker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.data_dir.with_name(f"{self.data_dir.name}-{len(self.logs)}.log")
         self.logs.append(log)
-        self.process = subprocess.Popen([CPS, "worker"], env=self.env, cwd=ROOT,
-                                        stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+        with open(log, "wb") as output:
+            self.process = subprocess.Popen([CPS, "worker"], env=self.env, cwd=ROOT,
+                                            stdout=output, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

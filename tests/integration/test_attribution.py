@@ -188,8 +188,7 @@ def test_garbage_goes_to_the_dead_letter_topic_and_processing_goes_on(kafka, mak
         ("g7", click("c-neg", "b1", -5)),
         ("g8", None),
     ]
-    kafka.produce("clicks", garbage[:4] + [("b1", click("c-good", "b1", now - 1000))]
-                  + garbage[4:])
+    kafka.produce("clicks", [*garbage[:4], ("b1", click("c-good", "b1", now - 1000)), *garbage[4:]])
     bad_orders = [
         ("o1", {"order_id": "o1", "event": "paid", "ts_ms": now, "buyer_id": "b1",
                 "shop_id": "s1", "items": [{"item_id": "i", "amount": -100}]}),
@@ -202,7 +201,7 @@ def test_garbage_goes_to_the_dead_letter_topic_and_processing_goes_on(kafka, mak
                 "shop_id": "s1", "items": [{"item_id": "i", "amount": 1,
                                                "category_id": "x" * 900_000}]}),
     ]
-    kafka.produce("orders", bad_orders + [("o-good", order("o-good", "b1", now))])
+    kafka.produce("orders", [*bad_orders, ("o-good", order("o-good", "b1", now))])
 
     dead = kafka.read("deadletter", timeout=60, settle=2.0,
                       until=lambda rs: len(rs) >= len(garbage) + len(bad_orders) + 2)

@@ -1,0 +1,38 @@
+# Two commands for a fresh machine (Python 3.11+, Java 17+, Maven):
+#   make run    set up, start the local Kafka broker, a worker and the demo (Ctrl-C stops all)
+#   make test   set up, start a test broker, run every test, stop the broker
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The test broker gets its own port so it never meets the one `make run` uses.
+TEST_KAFKA_PORT ?= 19192
+
+.PHONY: run test setup lint clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/cps dev
+
+test: setup
+	$(BIN)/ruff check .
+	@export CPS_KAFKA_PORT=$(TEST_KAFKA_PORT); \
+	$(BIN)/cps kafka start || exit 1; \
+	CPS_BROKER=127.0.0.1:$(TEST_KAFKA_PORT) $(BIN)/python -m pytest -q; status=$$?; \
+	$(BIN)/cps kafka stop; \
+	exit $$status
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,4 +1,0 @@
-"""placeholder"""
-import click
-
-command = click.Command("link")

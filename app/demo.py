@@ -1,0 +1,193 @@
+"""A live-stream-like event stream for the demo: configuration, clicks, order lives, garbage.
+
+Deterministic for a seed and a clock: `DemoStream(seed).configuration(now)`
+gives channels, shops and activities; `next_events(now)` gives the next
+batch of clicks and order events. A few buyers are hot (Zipf-like), orders
+follow clicks, some are paid before they are created, some are refunded,
+and a small share of messages is garbage for the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import orjson
+
+DAY_MS = 86_400_000
+
+CHANNELS = [
+    {"channel_id": "kuaishou", "attribution_window_ms": 7 * DAY_MS, "site_wide": False,
+     "self_purchase": False, "settle_days": 15, "settle_days_by_participant": {"promoter": 7},
+     "self_operated_rate_bp": {"*": 300}, "webhook_url": None},
+    {"channel_id": "douyin", "attribution_window_ms": 3 * DAY_MS, "site_wide": False,
+     "self_purchase": False, "settle_days": 15, "self_operated_rate_bp": {"beauty": 500, "*": 200}},
+    {"channel_id": "wechat", "attribution_window_ms": 7 * DAY_MS, "site_wide": True,
+     "self_purchase": True, "settle_days": 15},
+    {"channel_id": "xiaohongshu", "attribution_window_ms": DAY_MS, "site_wide": False,
+     "self_purchase": False, "settle_days": 15},
+]
+CATEGORIES = ["beauty", "food", "fashion", "digital", "home"]
+
+
+@dataclass(order=True)
+class _Scheduled:
+    due_ms: int
+    seq: int
+    topic: str = field(compare=False)
+    key: str = field(compare=False)
+    value: dict = field(compare=False)
+
+
+class DemoStream:
+    def __init__(self, seed: int = 7, *, buyers: int = 3000, shops: int = 40,
+                 promoters: int = 200) -> None:
+        self.rnd = random.Random(seed)
+        self.buyers = [f"u-{i:05d}" for i in range(buyers)]
+        self.shops = [f"shop-{i:03d}" for i in range(shops)]
+        self.promoters = [f"p-{i:04d}" for i in range(promoters)]
+        self.group_leaders = [f"gl-{i:03d}" for i in range(max(1, promoters // 10))]
+        self.bases = [f"base-{i:02d}" for i in range(5)]
+        self.items = {shop: [(f"{shop}-item-{j:02d}", self.rnd.choice(CATEGORIES),
+                              self.rnd.choice([990, 1990, 2990, 4990, 9990, 12900, 29900]))
+                             for j in range(12)] for shop in self.shops}
+        self._weights = [1 / (rank + 1) for rank in range(len(self.buyers))]
+        self._scheduled: list[_Scheduled] = []
+        self._seq = 0
+        self._clicks = 0
+        self._orders = 0
+        self._recent: dict[str, tuple[str, str]] = {}  # buyer -> (shop, channel) last clicked
+
+    # -- configuration -------------------------------------------------------
+
+    def configuration(self, now_ms: int) -> Iterator[tuple[str, str, dict]]:
+        for channel in CHANNELS:
+            yield "channels", channel["channel_id"], channel
+        for index, shop in enumerate(self.shops):
+            joined = now_ms - 90 * DAY_MS
+            exited = None
+            if index % 10 == 7:
+                exited = now_ms - 10 * DAY_MS       # left CPS recently: still attributed
+            elif index % 10 == 8:
+                exited = now_ms - 20 * DAY_MS       # left over 15 days ago: not CPS
+            elif index % 10 == 9:
+                joined = None                       # never joined CPS
+            authorized = self.rnd.sample([c["channel_id"] for c in CHANNELS], k=2)
+            yield "shops", shop, {"shop_id": shop, "cps_joined_ms": joined,
+                                  "cps_exited_ms": exited, "authorized_channels": authorized}
+            yield from self._activities(shop, now_ms)
+
+    def _activities(self, shop: str, now_ms: int) -> Iterator[tuple[str, str, dict]]:
+        start = now_ms - 30 * DAY_MS
+        base = {"shop_id": shop, "start_ms": start, "end_ms": None, "group_leader_rate_bp": None,
+                "item_ids": None, "category_ids": None, "promoter_ids": None, "base_ids": None,
+                "group_leader_id": None}
+        items = self.items[shop]
+        activities = [
+            {**base, "activity_id": f"{shop}-generic", "level": "shop_generic",
+             "rate_bp": self.rnd.choice([500, 800, 1000])},
+            {**base, "activity_id": f"{shop}-category", "level": "shop_category",
+             "rate_bp": 1200, "category_ids": [items[0][1]]},
+            {**base, "activity_id": f"{shop}-hot-item", "level": "generic_product",
+             "rate_bp": 2000, "item_ids": [items[1][0]]},
+            {**base, "activity_id": f"{shop}-leader", "level": "group_leader", "rate_bp": 1500,
+             "group_leader_rate_bp": 300, "group_leader_id": self.group_leaders[0]},
+        ]
+        for activity in activities:
+            yield "activities", activity["activity_id"], activity
+
+    # -- traffic ---------------------------------------------------------------
+
+    def next_events(self, now_ms: int, count: int) -> list[tuple[str, str | None, bytes]]:
+        """About `count` events: due order steps first, then new clicks and orders."""
+        out: list[tuple[str, str | None, bytes]] = []
+        while self._scheduled and self._scheduled[0].due_ms <= now_ms and len(out) < count:
+            step = heapq.heappop(self._scheduled)
+            out.append((step.topic, step.key, orjson.dumps(step.value)))
+        while len(out) < count:
+            roll = self.rnd.random()
+            if roll < 0.005:
+                out.append(self._garbage())
+            elif roll < 0.70 or not self._recent:
+                out.append(self._click(now_ms))
+            else:
+                self._start_order(now_ms)
+                if self._scheduled and self._scheduled[0].due_ms <= now_ms:
+                    step = heapq.heappop(self._scheduled)
+                    out.append((step.topic, step.key, orjson.dumps(step.value)))
+        return out
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"clicks": self._clicks, "orders": self._orders}
+
+    def _buyer(self) -> str:
+        return self.rnd.choices(self.buyers, weights=self._weights, k=1)[0]
+
+    def _click(self, now_ms: int) -> tuple[str, str, bytes]:
+        self._clicks += 1
+        buyer = self._buyer()
+        shop = self.rnd.choice(self.shops[: max(1, len(self.shops) // 2)]) \
+            if self.rnd.random() < 0.6 else self.rnd.choice(self.shops)
+        channel = self.rnd.choices(["kuaishou", "douyin", "wechat", "xiaohongshu"],
+                                   weights=[5, 3, 1, 1])[0]
+        promoter = buyer if self.rnd.random() < 0.02 else self.rnd.choice(self.promoters)
+        item = self.rnd.choice(self.items[shop])
+        click = {"click_id": f"c-{self._clicks:08d}", "ts_ms": now_ms - self.rnd.randint(0, 500),
+                 "buyer_id": buyer, "shop_id": shop, "item_id": item[0], "channel_id": channel,
+                 "promoter_id": promoter, "activity_id": None,
+                 "group_leader_id": self.group_leaders[0] if self.rnd.random() < 0.2 else None,
+                 "base_id": self.rnd.choice(self.bases) if self.rnd.random() < 0.1 else None}
+        self._recent[buyer] = (shop, channel)
+        return "clicks", buyer, orjson.dumps(click)
+
+    def _start_order(self, now_ms: int) -> None:
+        self._orders += 1
+        order_id = f"o-{self._orders:08d}"
+        if self.rnd.random() < 0.8:
+            buyer = self.rnd.choice(list(self._recent)[-500:])
+            shop, channel = self._recent[buyer]
+        else:
+            buyer, shop, channel = self._buyer(), self.rnd.choice(self.shops), None
+        lines = self.rnd.sample(self.items[shop], k=self.rnd.choice([1, 1, 1, 2, 3]))
+        items = [{"item_id": item, "category_id": category, "quantity": 1, "amount": price}
+                 for item, category, price in lines]
+        fanstype = channel if channel and self.rnd.random() < 0.3 else (
+            self.rnd.choice(["kuaishou", "douyin"]) if self.rnd.random() < 0.1 else None)
+        base = {"order_id": order_id, "buyer_id": buyer, "shop_id": shop, "channel_id": channel,
+                "fanstype": fanstype, "tracking": None, "items": items, "refund": None}
+        created_at = now_ms
+        paid_first = self.rnd.random() < 0.03
+        self._schedule(now_ms + (800 if paid_first else 0), {**base, "event": "created",
+                                                             "ts_ms": created_at})
+        paid_at = created_at + self.rnd.randint(200, 3000)
+        self._schedule(now_ms if paid_first else paid_at, {**base, "event": "paid",
+                                                           "ts_ms": paid_at})
+        if self.rnd.random() < 0.03:
+            self._schedule(paid_at, {**base, "event": "paid", "ts_ms": paid_at})  # duplicate
+        done_at = paid_at + self.rnd.randint(2000, 8000)
+        if self.rnd.random() < 0.12:
+            refund_item = items[0]
+            refund = {"refund_id": f"r-{order_id}", "item_id": refund_item["item_id"],
+                      "amount": refund_item["amount"] // self.rnd.choice([1, 2, 3])}
+            self._schedule(paid_at + 500, {**base, "event": "refund_started",
+                                           "ts_ms": paid_at + 500, "refund": refund})
+            self._schedule(paid_at + 1500, {**base, "event": "refunded",
+                                            "ts_ms": paid_at + 1500, "refund": refund})
+        self._schedule(done_at, {**base, "event": "completed", "ts_ms": done_at})
+
+    def _schedule(self, due_ms: int, event: dict) -> None:
+        self._seq += 1
+        heapq.heappush(self._scheduled, _Scheduled(due_ms, self._seq, "orders",
+                                                   event["order_id"], event))
+
+    def _garbage(self) -> tuple[str, str | None, bytes]:
+        topic = self.rnd.choice(["clicks", "orders"])
+        value = self.rnd.choice([
+            b"{not json", b'{"click_id": 42}', b"\xff\xfe garbage", b"[]",
+            b'{"order_id": "o-x", "event": "teleported"}',
+            orjson.dumps({"click_id": "c-long", "buyer_id": "u" * 300, "ts_ms": 1}),
+        ])
+        return topic, None, value
