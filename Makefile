@@ -1,13 +1,13 @@
 # Two commands for a fresh machine (Python 3.11+, Java 17+, Maven):
 #   make run    set up, start the local Kafka broker, a worker and the demo (Ctrl-C stops all)
-#   make test   set up, start a test broker, run every test, stop the broker
+#   make test   set up, start a test broker, lint and run every test, stop the broker
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The test broker gets its own port so it never meets the one `make run` uses.
-TEST_KAFKA_PORT ?= 19192
+# The test broker takes a free port (0) so it never meets the one `make run` uses.
+TEST_KAFKA_PORT ?= 0
 
 .PHONY: run test setup lint clean
 
@@ -26,8 +26,10 @@ run: setup
 test: setup
 	$(BIN)/ruff check .
 	@export CPS_KAFKA_PORT=$(TEST_KAFKA_PORT); \
-	$(BIN)/cps kafka start || exit 1; \
-	CPS_BROKER=127.0.0.1:$(TEST_KAFKA_PORT) $(BIN)/python -m pytest -q; status=$$?; \
+	bootstrap=$$($(BIN)/cps kafka start | tail -n 1); \
+	case "$$bootstrap" in bootstrap=*) ;; *) echo "the test broker did not start"; exit 1;; esac; \
+	echo "test broker: $$bootstrap"; \
+	CPS_BROKER=$${bootstrap#bootstrap=} $(BIN)/python -m pytest -q; status=$$?; \
 	$(BIN)/cps kafka stop; \
 	exit $$status
 
