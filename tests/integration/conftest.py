@@ -21,6 +21,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -140,13 +141,18 @@ class Worker:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, *, timeout: float = 120.0) -> Worker:
+    def launch(self) -> Worker:
+        """Start the process without waiting for it to be ready."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.data_dir.with_name(f"{self.data_dir.name}-{len(self.logs)}.log")
         self.logs.append(log)
         with open(log, "wb") as output:
             self.process = subprocess.Popen([CPS, "worker"], env=self.env, cwd=ROOT,
                                             stdout=output, stderr=subprocess.STDOUT)
+        return self
+
+    def start(self, *, timeout: float = 120.0) -> Worker:
+        self.launch()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -189,6 +195,25 @@ class Worker:
             return ""
         text = self.logs[-1].read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
+
+
+def click(click_id: str, buyer: str, ts_ms: int, *, shop: str = "s1", channel: str = "ch",
+          promoter: str = "p1", **extra) -> dict:
+    return {"click_id": click_id, "ts_ms": ts_ms, "buyer_id": buyer, "shop_id": shop,
+            "channel_id": channel, "promoter_id": promoter, "item_id": "i1", **extra}
+
+
+def order(order_id: str, buyer: str, ts_ms: int, *, event: str = "created", shop: str = "s1",
+          **extra) -> dict:
+    return {"order_id": order_id, "event": event, "ts_ms": ts_ms, "buyer_id": buyer,
+            "shop_id": shop, "items": [{"item_id": "i1", "category_id": "c1", "quantity": 1,
+                                        "amount": 12900}], **extra}
+
+
+@pytest.fixture
+def events() -> SimpleNamespace:
+    """Builders of click and order events for the tests."""
+    return SimpleNamespace(click=click, order=order)
 
 
 @pytest.fixture

@@ -32,26 +32,14 @@ def config(now: int) -> tuple[list, list]:
     return ([(c["channel_id"], c) for c in channels], [(s["shop_id"], s) for s in shops])
 
 
-def click(click_id: str, buyer: str, ts_ms: int, *, shop: str = "s1", channel: str = "ch",
-          promoter: str = "p1", **extra) -> dict:
-    return {"click_id": click_id, "ts_ms": ts_ms, "buyer_id": buyer, "shop_id": shop,
-            "channel_id": channel, "promoter_id": promoter, "item_id": "i1", **extra}
-
-
-def order(order_id: str, buyer: str, ts_ms: int, *, event: str = "created", shop: str = "s1",
-          **extra) -> dict:
-    return {"order_id": order_id, "event": event, "ts_ms": ts_ms, "buyer_id": buyer,
-            "shop_id": shop, "items": [{"item_id": "i1", "category_id": "c1", "quantity": 1,
-                                        "amount": 12900}], **extra}
-
-
 def expect(type_, mode=None, reason=None, click_id=None, channel_id=None, promoter_id=None,
            delayed=False, **extra) -> dict:
     return {"type": type_, "mode": mode, "reason": reason, "click_id": click_id,
             "channel_id": channel_id, "promoter_id": promoter_id, "delayed": delayed, **extra}
 
 
-def test_every_rule_end_to_end(kafka, make_worker):
+def test_every_rule_end_to_end(kafka, make_worker, events):
+    click, order = events.click, events.order
     worker = make_worker(CPS_ATTRIBUTION_GRACE_MS=str(GRACE_MS)).start()
     now = int(time.time() * 1000)
     channels, shops = config(now)
@@ -172,7 +160,8 @@ def test_every_rule_end_to_end(kafka, make_worker):
     assert by_order["o-last"][0]["attributed_ms"] - now < GRACE_MS  # decided without waiting
 
 
-def test_garbage_goes_to_the_dead_letter_topic_and_processing_goes_on(kafka, make_worker):
+def test_garbage_goes_to_the_dead_letter_topic_and_processing_goes_on(kafka, make_worker, events):
+    click, order = events.click, events.order
     worker = make_worker().start()
     now = int(time.time() * 1000)
     kafka.produce("shops", [("s1", {"shop_id": "s1", "cps_joined_ms": now - DAY_MS}),
@@ -231,7 +220,8 @@ def test_garbage_goes_to_the_dead_letter_topic_and_processing_goes_on(kafka, mak
 
 
 @pytest.mark.parametrize("wipe", [False, True], ids=["kept-state", "state-deleted"])
-def test_restart_gives_identical_results(kafka, make_worker, wipe):
+def test_restart_gives_identical_results(kafka, make_worker, events, wipe):
+    click, order = events.click, events.order
     worker = make_worker(CPS_ATTRIBUTION_GRACE_MS="3000").start()
     now = int(time.time() * 1000)
     kafka.produce("shops", [("s1", {"shop_id": "s1", "cps_joined_ms": now - DAY_MS,
