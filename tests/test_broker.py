@@ -19,7 +19,7 @@ CPS = str(Path(sys.executable).with_name("cps"))
 
 def test_java_missing_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setattr(local.shutil, "which", lambda name: None)
-    with pytest.raises(BrokerError, match="Java is not on PATH.*Java 17"):
+    with pytest.raises(BrokerError, match=r"Java is not on PATH.*Java 17"):
         LocalBroker(tmp_path, 0).start()
 
 
