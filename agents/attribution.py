@@ -39,11 +39,8 @@ async def attribution(stream) -> None:
 
 def on_click(ctx: Context, key: bytes | None, value: bytes | None) -> None:
     click = decode_click(value)
-    buyer_key = click.buyer_id.encode()
-    if partition_for(buyer_key, settings.partitions) != ctx.partition:
-        ctx.send(topics.clicks_by_buyer, buyer_key, value)
-        return
-    _record_click(ctx, buyer_key, click)
+    if _in_buyer_partition(ctx, click.buyer_id, topics.clicks_by_buyer, value):
+        _record_click(ctx, click.buyer_id.encode(), click)
 
 
 def on_rekeyed_click(ctx: Context, key: bytes | None, value: bytes | None) -> None:
@@ -53,15 +50,21 @@ def on_rekeyed_click(ctx: Context, key: bytes | None, value: bytes | None) -> No
 
 def on_order(ctx: Context, key: bytes | None, value: bytes | None) -> None:
     event = decode_order(value)
-    buyer_key = event.buyer_id.encode()
-    if partition_for(buyer_key, settings.partitions) != ctx.partition:
-        ctx.send(topics.orders_by_buyer, buyer_key, value)
-        return
-    _attribute_event(ctx, event.facts())
+    if _in_buyer_partition(ctx, event.buyer_id, topics.orders_by_buyer, value):
+        _attribute_event(ctx, event.facts())
 
 
 def on_rekeyed_order(ctx: Context, key: bytes | None, value: bytes | None) -> None:
     _attribute_event(ctx, decode_order(value).facts())
+
+
+def _in_buyer_partition(ctx: Context, buyer_id: str, rekeyed_topic: str, value: bytes) -> bool:
+    """True when the record sits in its buyer's partition; otherwise forward it there."""
+    buyer_key = buyer_id.encode()
+    if partition_for(buyer_key, settings.partitions) == ctx.partition:
+        return True
+    ctx.send(rekeyed_topic, buyer_key, value)
+    return False
 
 
 def expire_waiting_orders(ctx: Context) -> None:
