@@ -17,7 +17,7 @@ from app.domain.attribution import (
     record_event,
     start_waiting,
 )
-from app.domain.model import Click, OrderFacts
+from app.domain.model import Click, OrderEvent, OrderFacts
 from app.domain.tokens import TRACKING, TokenError, click_from_tracking
 from app.engine.partitioning import partition_for
 from app.engine.processor import Context
@@ -26,8 +26,9 @@ from app.records import decode_click, decode_order, encode_attribution
 from app.services import catalog, engine, signer
 from tables.attribution import attributed, clicks, order_waits
 
+# cps.orders is read by the billing agent, which hands each order event to `accept_order`.
 source = app.topic(
-    topics.clicks, topics.orders, topics.clicks_by_buyer, topics.orders_by_buyer,
+    topics.clicks, topics.clicks_by_buyer, topics.orders_by_buyer,
     key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", acks=False,
 )
 
@@ -48,8 +49,8 @@ def on_rekeyed_click(ctx: Context, key: bytes | None, value: bytes | None) -> No
     _record_click(ctx, click.buyer_id.encode(), click)
 
 
-def on_order(ctx: Context, key: bytes | None, value: bytes | None) -> None:
-    event = decode_order(value)
+def accept_order(ctx: Context, event: OrderEvent, value: bytes) -> None:
+    """An order event for attribution: decided here if in its buyer's partition, else forwarded."""
     if _in_buyer_partition(ctx, event.buyer_id, topics.orders_by_buyer, value):
         _attribute_event(ctx, event.facts())
 
@@ -155,7 +156,6 @@ def _load_waiting_index(ctx: Context) -> WaitingIndex:
 
 
 engine.handle(topics.clicks, on_click)
-engine.handle(topics.orders, on_order)
 engine.handle(topics.clicks_by_buyer, on_rekeyed_click)
 engine.handle(topics.orders_by_buyer, on_rekeyed_order)
 engine.every_tick(expire_waiting_orders)

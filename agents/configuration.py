@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from app.engine.processor import Context
 from app.main import app, topics
-from app.records import decode_channel, decode_shop
+from app.records import decode_activity, decode_channel, decode_policy, decode_shop
 from app.services import engine
 
 source = app.topic(
-    topics.shops, topics.channels,
+    topics.shops, topics.channels, topics.activities, topics.policy,
     key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", acks=False,
 )
 
@@ -20,15 +20,13 @@ async def configuration(stream) -> None:
     await engine.consume(stream)
 
 
-def on_shop(ctx: Context, key: bytes | None, value: bytes | None) -> None:
-    if value is not None:  # null deletes the shop
-        decode_shop(value, key)
+def _validated_by(decode):
+    def handle(ctx: Context, key: bytes | None, value: bytes | None) -> None:
+        if value is not None:  # null deletes the entry
+            decode(value, key)
+    return handle
 
 
-def on_channel(ctx: Context, key: bytes | None, value: bytes | None) -> None:
-    if value is not None:
-        decode_channel(value, key)
-
-
-engine.handle(topics.shops, on_shop)
-engine.handle(topics.channels, on_channel)
+for topic, decoder in ((topics.shops, decode_shop), (topics.channels, decode_channel),
+                       (topics.activities, decode_activity), (topics.policy, decode_policy)):
+    engine.handle(topic, _validated_by(decoder))

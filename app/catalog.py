@@ -1,4 +1,4 @@
-"""The configuration catalog: shops and channels as every worker sees them.
+"""The configuration catalog: shops, channels, activities and split policies on every worker.
 
 Each worker reads every partition of the compacted configuration topics
 from the beginning (no consumer group, read_committed) and keeps the latest
@@ -9,6 +9,7 @@ must be complete on every worker before the engine decides anything.
 
 Invalid records are skipped here; the configuration agent sends them to
 the dead-letter topic (once, from the worker that owns the partition).
+The catalog is also the `Pricing` of the billing rules.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from operator import attrgetter
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from mode import Service
 
 from app.domain.model import Channel, Shop
-from app.records import InvalidEvent, decode_channel, decode_shop
+from app.domain.pools import DEFAULT_POLICY, Policy
+from app.domain.rates import Activity
+from app.records import InvalidEvent, decode_activity, decode_channel, decode_policy, decode_shop
+from app.topics import Topics
 
 logger = logging.getLogger(__name__)
 
@@ -32,17 +35,21 @@ Decoder = Callable[[bytes | None, bytes | None], Any]
 
 
 class Catalog(Service):
-    """Latest shops and channels, kept current from their topics."""
+    """Latest configuration, kept current from its topics."""
 
-    def __init__(self, *, bootstrap: str, shops_topic: str, channels_topic: str,
-                 **kwargs: Any) -> None:
+    def __init__(self, *, bootstrap: str, topics: Topics, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.bootstrap = bootstrap
         self.shops: dict[str, Shop] = {}
         self.channels: dict[str, Channel] = {}
-        self._sources: dict[str, tuple[dict[str, Any], Decoder, Callable[[Any], str]]] = {
-            shops_topic: (self.shops, decode_shop, attrgetter("shop_id")),
-            channels_topic: (self.channels, decode_channel, attrgetter("channel_id")),
+        self.policies: dict[str, Policy] = {}
+        self._activities: dict[str, Activity] = {}
+        self._activities_by_shop: dict[str, dict[str, Activity]] = {}
+        self._sources: dict[str, tuple[Decoder, Callable[[str, Any], None]]] = {
+            topics.shops: (decode_shop, self._setter(self.shops)),
+            topics.channels: (decode_channel, self._setter(self.channels)),
+            topics.activities: (decode_activity, self._set_activity),
+            topics.policy: (decode_policy, self._setter(self.policies)),
         }
         self._caught_up = asyncio.Event()
         self.records_read = 0
@@ -52,8 +59,7 @@ class Catalog(Service):
     def ready(self) -> bool:
         return self._caught_up.is_set()
 
-    async def wait_ready(self) -> None:
-        await self._caught_up.wait()
+    # -- lookups (also the billing rules' Pricing) ------------------------------
 
     def shop(self, shop_id: str) -> Shop | None:
         return self.shops.get(shop_id)
@@ -61,6 +67,16 @@ class Catalog(Service):
     def channel(self, channel_id: str) -> Channel:
         channel = self.channels.get(channel_id)
         return channel if channel is not None else Channel.unconfigured(channel_id)
+
+    def activities(self, shop_id: str) -> Iterable[Activity]:
+        return self._activities_by_shop.get(shop_id, {}).values()
+
+    def policy(self, channel_id: str | None) -> Policy:
+        if channel_id is not None and channel_id in self.policies:
+            return self.policies[channel_id]
+        return self.policies.get("default", DEFAULT_POLICY)
+
+    # -- following the topics ------------------------------------------------
 
     @Service.task
     async def _follow(self) -> None:
@@ -79,27 +95,54 @@ class Catalog(Service):
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
                 for tp, messages in batches.items():
                     for message in messages:
-                        self._apply(tp.topic, message.key, message.value)
+                        self.apply(tp.topic, message.key, message.value)
                 if not self._caught_up.is_set() and await _reached(consumer, targets):
-                    logger.info("configuration loaded: %d shops, %d channels",
-                                len(self.shops), len(self.channels))
+                    logger.info("configuration loaded: %d shops, %d channels, %d activities, "
+                                "%d policies", len(self.shops), len(self.channels),
+                                len(self._activities), len(self.policies))
                     self._caught_up.set()
         finally:
             await consumer.stop()
 
-    def _apply(self, topic: str, key: bytes | None, value: bytes | None) -> None:
-        entries, decode, ident = self._sources[topic]
+    def apply(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        """Apply one configuration record (null value: delete the key)."""
+        decode, store = self._sources[topic]
         self.records_read += 1
         self.last_update_ms = int(time.time() * 1000)
+        ident = None if key is None else key.decode("utf-8", "replace")
         if value is None:
-            if key is not None:
-                entries.pop(key.decode("utf-8", "replace"), None)
+            if ident is not None:
+                store(ident, None)
             return
         try:
             entry = decode(value, key)
         except InvalidEvent:
             return
-        entries[ident(entry)] = entry
+        store(ident or _natural_id(entry), entry)
+
+    @staticmethod
+    def _setter(entries: dict[str, Any]) -> Callable[[str, Any], None]:
+        def store(ident: str, entry: Any) -> None:
+            if entry is None:
+                entries.pop(ident, None)
+            else:
+                entries[ident] = entry
+        return store
+
+    def _set_activity(self, ident: str, activity: Activity | None) -> None:
+        old = self._activities.pop(ident, None)
+        if old is not None:
+            self._activities_by_shop.get(old.shop_id, {}).pop(ident, None)
+        if activity is not None:
+            self._activities[ident] = activity
+            self._activities_by_shop.setdefault(activity.shop_id, {})[ident] = activity
+
+
+def _natural_id(entry: Any) -> str:
+    for name in ("shop_id", "channel_id", "activity_id"):
+        if hasattr(entry, name):
+            return getattr(entry, name)
+    raise InvalidEvent("configuration record without a key or an id")
 
 
 async def _reached(consumer: AIOKafkaConsumer, targets: dict) -> bool:

@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 
-from app.domain.attribution import Attribution, Waiting
+from app.domain.attribution import Attribution
+from app.domain.ledger import Attributed, Commission, Settlement
 from app.domain.model import (
     DEFAULT_SETTLE_DAYS,
     DEFAULT_WINDOW_MS,
@@ -23,11 +24,12 @@ from app.domain.model import (
     Channel,
     Click,
     OrderEvent,
-    OrderFacts,
     OrderLine,
     Refund,
     Shop,
 )
+from app.domain.pools import Participant, Policy, Share, validate_policy
+from app.domain.rates import Activity, Level
 
 MAX_ID_CHARS = 128
 MAX_TRACKING_CHARS = 2048
@@ -208,24 +210,6 @@ def _refund(obj: Mapping[str, Any], event: str) -> Refund:
         raise InvalidEvent(f"refund.{exc}") from None
 
 
-def _facts_row(facts: OrderFacts) -> list:
-    return [facts.order_id, facts.event, facts.ts_ms, facts.buyer_id, facts.shop_id,
-            facts.channel_id, facts.fanstype, facts.tracking]
-
-
-def encode_waiting(waiting: Waiting) -> bytes:
-    created = waiting.created
-    return orjson.dumps([_facts_row(waiting.first),
-                         None if created is None else _facts_row(created),
-                         waiting.deadline_ms])
-
-
-def decode_waiting(raw: bytes) -> Waiting:
-    first, created, deadline_ms = orjson.loads(raw)
-    return Waiting(OrderFacts(*first), None if created is None else OrderFacts(*created),
-                   deadline_ms)
-
-
 # -- configuration -----------------------------------------------------------
 
 
@@ -278,11 +262,130 @@ def _int_map(obj: Mapping[str, Any], name: str, *, maximum: int) -> dict[str, in
     return dict(value)
 
 
+def decode_activity(raw: bytes | None, key: bytes | None = None) -> Activity:
+    obj = parse_object(raw)
+    level = obj.get("level")
+    if type(level) is not str or level not in Level.__members__.values():
+        raise InvalidEvent(f"level: must be one of {', '.join(Level)}")
+    activity = Activity(
+        activity_id=config_id(obj, "activity_id", key),
+        shop_id=_id(obj, "shop_id"),
+        level=Level(level),
+        rate_bp=_int(obj, "rate_bp", maximum=MAX_BP),
+        start_ms=_int(obj, "start_ms"),
+        end_ms=_optional_int(obj, "end_ms", None),
+        group_leader_rate_bp=_optional_int(obj, "group_leader_rate_bp", None, maximum=MAX_BP),
+        item_ids=_optional_id_set(obj, "item_ids"),
+        category_ids=_optional_id_set(obj, "category_ids"),
+        promoter_ids=_optional_id_set(obj, "promoter_ids"),
+        base_ids=_optional_id_set(obj, "base_ids"),
+        group_leader_id=_optional_id(obj, "group_leader_id"),
+    )
+    needs = {Level.TARGETED_PRODUCT: ("item_ids", "promoter_ids"),
+             Level.TARGETED_BASE: ("base_ids",), Level.GROUP_LEADER: ("group_leader_id",),
+             Level.GENERIC_PRODUCT: ("item_ids",), Level.SHOP_CATEGORY: ("category_ids",)}
+    for name in needs.get(activity.level, ()):
+        if getattr(activity, name) is None:
+            raise InvalidEvent(f"{name}: required for level {activity.level}")
+    if activity.end_ms is not None and activity.end_ms <= activity.start_ms:
+        raise InvalidEvent("end_ms: must be after start_ms")
+    return activity
+
+
+def _optional_id_set(obj: Mapping[str, Any], name: str) -> frozenset[str] | None:
+    return None if obj.get(name) is None else frozenset(_id_list(obj, name))
+
+
+PARTICIPANTS = frozenset(p.value for p in Participant)
+
+
+def decode_policy(raw: bytes | None, key: bytes | None = None) -> Policy:
+    """A split policy (SPEC 6); its key is `default` or a channel id."""
+    if key is None:
+        raise InvalidEvent("policy: the message key must be `default` or a channel id")
+    obj = parse_object(raw)
+    pools = {}
+    for name in ("product", "group_leader"):
+        entries = _list(obj, name, limit=20)
+        if not entries:
+            raise InvalidEvent(f"{name}: required, a list of participants")
+        shares = []
+        for index, entry in enumerate(entries):
+            where = f"{name}[{index}]"
+            if type(entry) is not dict:
+                raise InvalidEvent(f"{where}: must be an object")
+            participant = entry.get("participant")
+            if participant not in PARTICIPANTS:
+                raise InvalidEvent(f"{where}.participant: must be one of "
+                                   f"{', '.join(sorted(PARTICIPANTS))}")
+            of = entry.get("of", "pool")
+            if of not in ("pool", "amount"):
+                raise InvalidEvent(f"{where}.of: must be pool or amount")
+            try:
+                share_bp = _optional_int(entry, "share_bp", 0, maximum=MAX_BP)
+                rest = _bool(entry, "rest")
+            except InvalidEvent as exc:
+                raise InvalidEvent(f"{where}.{exc}") from None
+            shares.append(Share(participant, share_bp, of == "amount", rest))
+        pools[name] = tuple(shares)
+    policy = Policy(pools["product"], pools["group_leader"])
+    problem = validate_policy(policy)
+    if problem:
+        raise InvalidEvent(problem)
+    return policy
+
+
 # -- outputs -----------------------------------------------------------------
 
 
 def encode_attribution(attribution: Attribution) -> bytes:
     return orjson.dumps(attribution)
+
+
+def decode_attributed(raw: bytes | None) -> tuple[str, Attributed]:
+    """The order id and what billing needs of an attribution record."""
+    obj = parse_object(raw)
+    kind = obj.get("type")
+    if kind not in ("cps", "self_operated", "none"):
+        raise InvalidEvent("type: must be cps, self_operated or none")
+    return _id(obj, "order_id"), Attributed(
+        type=kind, channel_id=_optional_id(obj, "channel_id"),
+        promoter_id=_optional_id(obj, "promoter_id"),
+        group_leader_id=_optional_id(obj, "group_leader_id"),
+        base_id=_optional_id(obj, "base_id"), buyer_id=_id(obj, "buyer_id"))
+
+
+def encode_commission(commission: Commission) -> bytes:
+    return orjson.dumps(commission)
+
+
+def encode_settlement(settlement: Settlement) -> bytes:
+    return orjson.dumps(settlement)
+
+
+SETTLEMENT_STATES = frozenset({"frozen", "adjusted", "settled", "clawback"})
+
+
+def decode_settlement(raw: bytes | None) -> Settlement:
+    obj = parse_object(raw)
+    state = obj.get("state")
+    if state not in SETTLEMENT_STATES:
+        raise InvalidEvent(f"state: must be one of {', '.join(sorted(SETTLEMENT_STATES))}")
+    amount = obj.get("amount")
+    if type(amount) is not int or abs(amount) > MAX_SAFE_INT:
+        raise InvalidEvent("amount: must be an integer")
+    return Settlement(
+        event_id=_id(obj, "event_id"), order_id=_id(obj, "order_id"),
+        account_id=_id(obj, "account_id"), participant=_id(obj, "participant"), state=state,
+        amount=amount, due_ms=_optional_int(obj, "due_ms", None), ts_ms=_int(obj, "ts_ms"),
+        cause=_text(obj, "cause", 256), seq=_int(obj, "seq"))
+
+
+def _text(obj: Mapping[str, Any], name: str, limit: int) -> str:
+    value = obj.get(name)
+    if type(value) is not str or not value or len(value) > limit:
+        raise InvalidEvent(f"{name}: must be a string of 1-{limit} characters")
+    return value
 
 
 def dead_letter(*, topic: str, partition: int, offset: int, key: bytes | None,

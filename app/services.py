@@ -18,11 +18,7 @@ engine = Engine(
     commit_max_events=settings.commit_max_events,
 )
 
-catalog = Catalog(
-    bootstrap=settings.broker,
-    shops_topic=topics.shops,
-    channels_topic=topics.channels,
-)
+catalog = Catalog(bootstrap=settings.broker, topics=topics)
 
 signer = Signer(settings.link_secret)
 

@@ -44,6 +44,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CPS_CLICK_RETENTION_MS", str(30 * DAY_MS),
             "click history kept per buyer, by event time against the wall clock"),
     Setting("CPS_CLICK_HISTORY_CAP", "100", "most clicks kept per buyer"),
+    Setting("CPS_SETTLEMENT_SCHEDULE", "* * * * *",
+            "cron expression of the settlement check (wall clock, UTC)"),
     Setting("CPS_COMMIT_LINGER_MS", "5",
             "how long the engine gathers events before committing a transaction"),
     Setting("CPS_COMMIT_MAX_EVENTS", "5000", "events after which the engine commits at once"),
@@ -70,6 +72,7 @@ class Settings:
     attribution_grace_ms: int = 30_000
     click_retention_ms: int = 30 * DAY_MS
     click_history_cap: int = 100
+    settlement_schedule: str = "* * * * *"
     commit_linger_ms: int = 5
     commit_max_events: int = 5000
     standby_replicas: int = 0
@@ -97,6 +100,7 @@ class Settings:
             attribution_grace_ms=reader.integer("CPS_ATTRIBUTION_GRACE_MS", 30_000, minimum=0),
             click_retention_ms=reader.integer("CPS_CLICK_RETENTION_MS", 30 * DAY_MS, minimum=0),
             click_history_cap=reader.integer("CPS_CLICK_HISTORY_CAP", 100, minimum=1),
+            settlement_schedule=reader.cron("CPS_SETTLEMENT_SCHEDULE", "* * * * *"),
             commit_linger_ms=reader.integer("CPS_COMMIT_LINGER_MS", 5, minimum=0, maximum=10_000),
             commit_max_events=reader.integer("CPS_COMMIT_MAX_EVENTS", 5000, minimum=1),
             standby_replicas=reader.integer("CPS_STANDBY_REPLICAS", 0, minimum=0, maximum=8),
@@ -151,6 +155,15 @@ class _Reader:
             raise SettingsError(f"{name}={value} is below the minimum {minimum}")
         if maximum is not None and value > maximum:
             raise SettingsError(f"{name}={value} is above the maximum {maximum}")
+        return value
+
+    def cron(self, name: str, default: str) -> str:
+        from croniter import croniter
+
+        value = self.text(name, default)
+        if not croniter.is_valid(value):
+            raise SettingsError(f"{name}={value!r} is not a cron expression "
+                                "(five fields, e.g. '* * * * *' for every minute)")
         return value
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:

@@ -50,9 +50,11 @@ class Topics:
         self.settlements = prefix + "settlements"
         self.deadletter = prefix + "deadletter"
         self.sinks_deadletter = prefix + "sinks.deadletter"
-        # Internal: input events re-keyed by buyer so they meet the buyer's clicks.
+        # Internal: input events re-keyed by buyer so they meet the buyer's clicks,
+        # and orders a producer did not key by order id, re-keyed for billing.
         self.clicks_by_buyer = prefix + "internal.clicks-by-buyer"
         self.orders_by_buyer = prefix + "internal.orders-by-buyer"
+        self.orders_by_order = prefix + "internal.orders-by-order"
 
     def specs(self) -> list[TopicSpec]:
         roles = {
@@ -63,6 +65,7 @@ class Topics:
             self.settlements: Role.OUTPUT, self.deadletter: Role.OUTPUT,
             self.sinks_deadletter: Role.OUTPUT,
             self.clicks_by_buyer: Role.INTERNAL, self.orders_by_buyer: Role.INTERNAL,
+            self.orders_by_order: Role.INTERNAL,
         }
         return [TopicSpec(name, role) for name, role in roles.items()]
 

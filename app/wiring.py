@@ -7,9 +7,14 @@ import importlib
 # Tables before the agents that use them; web views last.
 MODULES = (
     "tables.attribution",
+    "tables.billing",
+    "tables.balances",
     "agents.attribution",
+    "agents.billing",
+    "agents.balances",
     "agents.configuration",
     "app.web.health",
+    "app.web.accounts",
 )
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import orjson
 
+from app.codecs import decode_waiting, encode_waiting
 from app.main import settings
-from app.records import decode_waiting, encode_waiting
 from app.services import ROCKSDB_OPTIONS, engine
 
 clicks = engine.state_table(

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.domain.attribution import start_waiting
 from app.domain.model import DAY_MS
 from app.records import (
     DEAD_LETTER_VALUE_BYTES,
@@ -19,8 +18,6 @@ from app.records import (
     decode_click,
     decode_order,
     decode_shop,
-    decode_waiting,
-    encode_waiting,
 )
 
 CLICK = {"click_id": "c-1", "ts_ms": 1763700000000, "buyer_id": "u-1", "shop_id": "s-1",
@@ -134,11 +131,6 @@ def test_shops_and_channels():
 def test_bad_configuration(decoder, raw, key, reason):
     with pytest.raises(InvalidEvent, match=reason):
         decoder(raw, key)
-
-
-def test_waiting_state_round_trip():
-    waiting = start_waiting(decode_order(with_(ORDER)).facts(), now_ms=10, grace_ms=5)
-    assert decode_waiting(encode_waiting(waiting)) == waiting
 
 
 def test_dead_letter_keeps_the_original_text_cut_at_64_kib():

@@ -78,8 +78,8 @@ async def _end_recovery_at_transaction_markers(app: Any) -> None:
 def _only_markers_left(recovery: Any) -> bool:
     highwaters = recovery.active_highwaters
     offsets = recovery.active_offsets
-    if not highwaters:
-        return False
+    if not highwaters or any(offsets[tp] is None for tp in highwaters):
+        return False  # Faust has not read its starting offsets yet
     behind = [tp for tp, highwater in highwaters.items()
               if highwater is not None and highwater >= 0 and offsets[tp] < highwater]
     return bool(behind) and all(offsets[tp] >= highwaters[tp] - 1 for tp in behind)

@@ -92,9 +92,9 @@ class Context:
     def send_to(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
         self.work.records.append(Record(topic, partition, key, value))
 
-    def dead_letter(self, error: str) -> None:
-        """Send the current message to the dead-letter topic with `error` as the reason."""
-        message = self.message
+    def dead_letter(self, error: str, source: Any = None) -> None:
+        """Dead-letter the current message (or `source`, a message seen earlier) with a reason."""
+        message = source if source is not None else self.message
         topic = self._engine.deadletter_topic
         partition = message.partition % self._engine.topology.partitions(topic)
         self.work.records.append(Record(topic, partition, message.key, dead_letter(

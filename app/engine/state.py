@@ -48,6 +48,17 @@ class StateTable:
             if key != offset_key:
                 yield key, self.decode(raw)
 
+    def keys_up_to(self, partition: int, last: bytes, limit: int) -> list[bytes]:
+        """Committed keys from the first up to `last` (inclusive), in key order, at most `limit`."""
+        offset_key = self.table.data.offset_key
+        found = []
+        for key in self.db(partition).keys():  # noqa: SIM118 - RocksDB iterates in key order
+            if key > last or len(found) >= limit:
+                break
+            if key != offset_key:
+                found.append(key)
+        return found
+
     def apply(self, partition: int, writes: dict[bytes, Any], changelog_offset: int) -> None:
         """Write committed values and the changelog offset they reach, atomically."""
         batch = rocksdict.WriteBatch(raw_mode=True)
