@@ -4,7 +4,9 @@ Deterministic for a seed and a clock: `DemoStream(seed).configuration(now)`
 gives channels, shops and activities; `next_events(now)` gives the next
 batch of clicks and order events. A few buyers are hot (Zipf-like), orders
 follow clicks, some are paid before they are created, some are refunded,
-and a small share of messages is garbage for the dead-letter topic.
+and a small share of messages is garbage for the dead-letter topic. One
+order in ten happened 20 days ago (with a click before it), so its
+settlement is due as soon as it completes.
 """
 
 from __future__ import annotations
@@ -119,6 +121,19 @@ class DemoStream:
                     out.append((step.topic, step.key, orjson.dumps(step.value)))
         return out
 
+    def due_events(self, now_ms: int) -> list[tuple[str, str | None, bytes]]:
+        """Only the scheduled steps of orders already started that are due by `now_ms`."""
+        out = []
+        while self._scheduled and self._scheduled[0].due_ms <= now_ms:
+            step = heapq.heappop(self._scheduled)
+            out.append((step.topic, step.key, orjson.dumps(step.value)))
+        return out
+
+    @property
+    def in_flight(self) -> int:
+        """Scheduled steps not sent yet."""
+        return len(self._scheduled)
+
     @property
     def counts(self) -> dict[str, int]:
         return {"clicks": self._clicks, "orders": self._orders}
@@ -151,6 +166,17 @@ class DemoStream:
             shop, channel = self._recent[buyer]
         else:
             buyer, shop, channel = self._buyer(), self.rnd.choice(self.shops), None
+        backdated = self.rnd.random() < 0.1
+        if backdated:
+            # An order of 20 days ago, attributed to a click of an hour before it.
+            now_ms -= 20 * DAY_MS
+            channel = channel or "kuaishou"
+            self._clicks += 1
+            self._schedule_event("clicks", buyer, now_ms - 1000, {
+                "click_id": f"c-{self._clicks:08d}", "ts_ms": now_ms - 3_600_000,
+                "buyer_id": buyer, "shop_id": shop, "item_id": self.items[shop][0][0],
+                "channel_id": channel, "promoter_id": self.rnd.choice(self.promoters),
+                "activity_id": None, "group_leader_id": None, "base_id": None})
         lines = self.rnd.sample(self.items[shop], k=self.rnd.choice([1, 1, 1, 2, 3]))
         items = [{"item_id": item, "category_id": category, "quantity": 1, "amount": price}
                  for item, category, price in lines]
@@ -158,30 +184,35 @@ class DemoStream:
             self.rnd.choice(["kuaishou", "douyin"]) if self.rnd.random() < 0.1 else None)
         base = {"order_id": order_id, "buyer_id": buyer, "shop_id": shop, "channel_id": channel,
                 "fanstype": fanstype, "tracking": None, "items": items, "refund": None}
+        # Event times may be 20 days back; when each is sent follows the real clock.
+        shift = 20 * DAY_MS if backdated else 0
         created_at = now_ms
         paid_first = self.rnd.random() < 0.03
-        self._schedule(now_ms + (800 if paid_first else 0), {**base, "event": "created",
-                                                             "ts_ms": created_at})
+        self._schedule(shift, now_ms + (800 if paid_first else 0),
+                       {**base, "event": "created", "ts_ms": created_at})
         paid_at = created_at + self.rnd.randint(200, 3000)
-        self._schedule(now_ms if paid_first else paid_at, {**base, "event": "paid",
-                                                           "ts_ms": paid_at})
+        self._schedule(shift, now_ms if paid_first else paid_at,
+                       {**base, "event": "paid", "ts_ms": paid_at})
         if self.rnd.random() < 0.03:
-            self._schedule(paid_at, {**base, "event": "paid", "ts_ms": paid_at})  # duplicate
+            self._schedule(shift, paid_at, {**base, "event": "paid", "ts_ms": paid_at})
         done_at = paid_at + self.rnd.randint(2000, 8000)
         if self.rnd.random() < 0.12:
             refund_item = items[0]
             refund = {"refund_id": f"r-{order_id}", "item_id": refund_item["item_id"],
                       "amount": refund_item["amount"] // self.rnd.choice([1, 2, 3])}
-            self._schedule(paid_at + 500, {**base, "event": "refund_started",
-                                           "ts_ms": paid_at + 500, "refund": refund})
-            self._schedule(paid_at + 1500, {**base, "event": "refunded",
-                                            "ts_ms": paid_at + 1500, "refund": refund})
-        self._schedule(done_at, {**base, "event": "completed", "ts_ms": done_at})
+            self._schedule(shift, paid_at + 500, {**base, "event": "refund_started",
+                                                  "ts_ms": paid_at + 500, "refund": refund})
+            self._schedule(shift, paid_at + 1500, {**base, "event": "refunded",
+                                                   "ts_ms": paid_at + 1500, "refund": refund})
+        self._schedule(shift, done_at, {**base, "event": "completed", "ts_ms": done_at})
 
-    def _schedule(self, due_ms: int, event: dict) -> None:
+    def _schedule(self, shift_ms: int, event_ms: int, event: dict) -> None:
+        """Send an order event when the clock reaches its time (plus `shift_ms` if backdated)."""
+        self._schedule_event("orders", event["order_id"], event_ms + shift_ms, event)
+
+    def _schedule_event(self, topic: str, key: str, due_ms: int, event: dict) -> None:
         self._seq += 1
-        heapq.heappush(self._scheduled, _Scheduled(due_ms, self._seq, "orders",
-                                                   event["order_id"], event))
+        heapq.heappush(self._scheduled, _Scheduled(due_ms, self._seq, topic, key, event))
 
     def _garbage(self) -> tuple[str, str | None, bytes]:
         topic = self.rnd.choice(["clicks", "orders"])

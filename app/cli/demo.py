@@ -18,8 +18,9 @@ from app.settings import Settings
 @click.command("demo")
 @click.option("--rate", default=200, show_default=True, type=click.IntRange(1, 1_000_000),
               help="Events per second.")
-@click.option("--events", default=0, type=click.IntRange(0), help="Stop after this many "
-              "events (0: run until Ctrl-C).")
+@click.option("--events", default=0, type=click.IntRange(0), help="Start no new clicks or "
+              "orders after this many events, finish the orders in flight, then stop "
+              "(0: run until Ctrl-C).")
 @click.option("--buyers", default=3000, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=7, show_default=True, type=int)
 @click.pass_obj
@@ -58,5 +59,12 @@ async def run_demo(settings: Settings, *, rate: int, events: int, buyers: int, s
                        f"{counts['orders']} orders started)")
                 next_report += 5
             await asyncio.sleep(max(0.0, tick_s - (time.monotonic() - started)))
+        if stream.in_flight:
+            report(f"demo: finishing {stream.in_flight} steps of orders in flight")
+        while stream.in_flight:
+            for topic, key, value in stream.due_events(int(time.time() * 1000)):
+                await feeder.send(topic, key, value)
+                sent += 1
+            await asyncio.sleep(tick_s)
         await feeder.flush()
         report(f"demo: done, {sent} events sent")
