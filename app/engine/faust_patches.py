@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,20 @@ async def _perform_seek(self: Consumer) -> None:
     if unstarted:
         # Offset 0, or the log start if retention removed it (auto_offset_reset).
         await self.seek_wait({tp: 0 for tp in unstarted})
+
+
+async def _highwaters(self: AIOKafkaConsumerThread, partitions: Any) -> Any:
+    """The end of each changelog partition, asked of the broker.
+
+    In exactly-once mode Faust took the consumer's cached last stable
+    offset, which is unknown (so: -1) for a partition not fetched since it
+    was assigned; a worker that got back a partition it had owned before
+    then crashed on "persisted offset higher than highwater", or, with the
+    consistency check off, would have skipped the partition's new changes.
+    A ListOffsets request with the consumer's read_committed isolation
+    returns the true last stable offset.
+    """
+    return await self._ensure_consumer().end_offsets(partitions)
 
 
 async def _end_recovery_at_transaction_markers(app: Any) -> None:
@@ -89,6 +104,7 @@ def apply(app: Any) -> None:
     global _APPLIED
     if not _APPLIED:
         Consumer.perform_seek = _perform_seek
+        AIOKafkaConsumerThread._highwaters = _highwaters
         _APPLIED = True
 
     @app.on_partitions_assigned.connect
