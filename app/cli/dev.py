@@ -31,13 +31,19 @@ def command(settings: Settings, rate: int) -> None:
     """Start the local broker, a worker on CPS_WEB_PORT and the demo; Ctrl-C stops them all.
 
     Without CPS_ADMIN_TOKEN and CPS_LINK_SECRET it makes demo values and
-    prints them. The worker's log goes to CPS_DATA_DIR/dev-worker.log.
+    prints them, and it checks settlements every 10 seconds unless
+    CPS_SETTLEMENT_SCHEDULE says otherwise. The worker's log goes to
+    CPS_DATA_DIR/dev-worker.log.
     """
     env = dict(os.environ)
     for name in ("CPS_ADMIN_TOKEN", "CPS_LINK_SECRET"):
         if not env.get(name):
             env[name] = f"demo-{secrets.token_urlsafe(12)}"
             click.echo(f"{name}={env[name]}  (demo value)")
+    if not env.get("CPS_SETTLEMENT_SCHEDULE"):
+        # Backdated demo orders fall due at once; check every 10 s so they show soon.
+        env["CPS_SETTLEMENT_SCHEDULE"] = "* * * * * */10"
+        click.echo("CPS_SETTLEMENT_SCHEDULE=* * * * * */10  (demo value: every 10 seconds)")
     broker = LocalBroker(settings.kafka_home, settings.kafka_port,
                          report=lambda line: click.echo(line))
     started_broker = False
@@ -102,25 +108,35 @@ async def _demo_and_watch(settings: Settings, rate: int) -> None:
             await demo
 
 
-async def _watch_attributions(settings: Settings, *, shown: int = 15) -> None:
-    """Print the first attributions, then a summary every 5 seconds."""
-    consumer = AIOKafkaConsumer(settings.topic_prefix + "attributions",
-                                bootstrap_servers=settings.broker, group_id=None,
+async def _watch_attributions(settings: Settings, *, shown: int = 12) -> None:
+    """Print the first results, then a summary every 5 seconds."""
+    names = {settings.topic_prefix + name: name
+             for name in ("attributions", "commissions", "settlements")}
+    consumer = AIOKafkaConsumer(*names, bootstrap_servers=settings.broker, group_id=None,
                                 auto_offset_reset="latest", isolation_level="read_committed")
     await consumer.start()
     kinds: Counter[str] = Counter()
+    money: Counter[str] = Counter()
     delays: list[int] = []
+    left = Counter({"attributions": shown, "commissions": 4, "settlements": 4})
     next_summary = time.monotonic() + 5
     try:
         while True:
-            for messages in (await consumer.getmany(timeout_ms=500)).values():
+            for tp, messages in (await consumer.getmany(timeout_ms=500)).items():
+                topic = names[tp.topic]
                 for message in messages:
                     result = orjson.loads(message.value)
-                    kinds[result["type"] + "/" + (result["mode"] or result["reason"])] += 1
-                    delays.append(result["attributed_ms"] - result["ts_ms"])
-                    if shown:
-                        shown -= 1
-                        print(_line(result), flush=True)
+                    if topic == "attributions":
+                        kinds[result["type"] + "/" + (result["mode"] or result["reason"])] += 1
+                        delays.append(result["attributed_ms"] - result["ts_ms"])
+                    elif topic == "commissions":
+                        money["commission events"] += 1
+                        money["commission total"] += result["delta"]
+                    else:
+                        money[f"settlements {result['state']}"] += 1
+                    if left[topic] > 0:
+                        left[topic] -= 1
+                        print(_LINES[topic](result), flush=True)
             if time.monotonic() >= next_summary:
                 next_summary += 5
                 if delays:
@@ -129,11 +145,14 @@ async def _watch_attributions(settings: Settings, *, shown: int = 15) -> None:
                           + ", ".join(f"{k} {n}" for k, n in kinds.most_common())
                           + f"; delay p50 {delays[len(delays) // 2]} ms", flush=True)
                     delays.clear()
+                if money:
+                    print("-- " + ", ".join(f"{k} {n}" for k, n in sorted(money.items())),
+                          flush=True)
     finally:
         await consumer.stop()
 
 
-def _line(result: dict) -> str:
+def _attribution_line(result: dict) -> str:
     who = (f"promoter {result['promoter_id']} via {result['channel_id']}"
            if result["type"] == "cps" else
            f"channel {result['channel_id']}" if result["type"] == "self_operated" else
@@ -141,3 +160,18 @@ def _line(result: dict) -> str:
     return (f"attribution {result['order_id']}: {result['type']}/{result['mode'] or '-'} "
             f"buyer {result['buyer_id']} shop {result['shop_id']} {who}"
             f"{' (delayed)' if result['delayed'] else ''}")
+
+
+def _commission_line(result: dict) -> str:
+    return (f"commission {result['order_id']} {result['item_id']} {result['pool']} pool: "
+            f"{result['participant']} {result['account_id']} {result['delta']:+d} "
+            f"(total {result['total']}, {result['rate_bp']} bp, {result['cause']})")
+
+
+def _settlement_line(result: dict) -> str:
+    return (f"settlement {result['order_id']}: {result['participant']} {result['account_id']} "
+            f"{result['state']} {result['amount']}")
+
+
+_LINES = {"attributions": _attribution_line, "commissions": _commission_line,
+          "settlements": _settlement_line}
