@@ -27,9 +27,8 @@ from app.services import catalog, engine, signer
 from tables.attribution import attributed, clicks, order_waits
 
 # cps.orders is read by the billing agent, which hands each order event to `accept_order`.
-source = app.topic(
+source = engine.source(
     topics.clicks, topics.clicks_by_buyer, topics.orders_by_buyer,
-    key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", acks=False,
 )
 
 

@@ -9,10 +9,7 @@ from app.records import InvalidEvent, decode_settlement
 from app.services import engine
 from tables.balances import balance_seen, balances
 
-source = app.topic(
-    topics.settlements,
-    key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", acks=False,
-)
+source = engine.source(topics.settlements)
 
 FROZEN, SETTLED, CLAWED_BACK = 0, 1, 2
 

@@ -28,9 +28,8 @@ from app.records import (
 from app.services import catalog, engine
 from tables.billing import due_payees, ledgers
 
-source = app.topic(
+source = engine.source(
     topics.orders, topics.orders_by_order, topics.attributions,
-    key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", acks=False,
 )
 schedule = Schedule(settings.settlement_schedule)
 # Payees settled per partition and timer run; the rest wait for the next run.

@@ -9,9 +9,8 @@ from app.main import app, topics
 from app.records import decode_activity, decode_channel, decode_policy, decode_shop
 from app.services import engine
 
-source = app.topic(
+source = engine.source(
     topics.shops, topics.channels, topics.activities, topics.policy,
-    key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", acks=False,
 )
 
 

@@ -153,6 +153,15 @@ class Engine(Service):
         self.tables.append(state)
         return state
 
+    def source(self, *topics: str):
+        """The Faust topic an agent of the engine reads: raw bytes, offsets left to the engine.
+
+        `acks=False` keeps Faust from committing offsets of these topics; the
+        engine commits them inside each partition's transaction.
+        """
+        return self.app.topic(*topics, key_type=bytes, value_type=bytes, key_serializer="raw",
+                              value_serializer="raw", acks=False)
+
     def handle(self, topic: str, handler: Handler) -> None:
         self.handlers[topic] = handler
         self.anchor_topic = self.anchor_topic or topic
