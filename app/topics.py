@@ -13,6 +13,7 @@ class Role(StrEnum):
     CONFIG = "config"        # compacted, keyed by id, read by every worker
     OUTPUT = "output"        # produced by the engine for others
     INTERNAL = "internal"    # produced and consumed by the engine (repartitioning)
+    PROGRESS = "progress"    # compacted bookkeeping of the engine (click spool progress)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +23,7 @@ class TopicSpec:
 
     @property
     def compacted(self) -> bool:
-        return self.role is Role.CONFIG
+        return self.role in (Role.CONFIG, Role.PROGRESS)
 
     @property
     def config(self) -> dict[str, str]:
@@ -55,6 +56,8 @@ class Topics:
         self.clicks_by_buyer = prefix + "internal.clicks-by-buyer"
         self.orders_by_buyer = prefix + "internal.orders-by-buyer"
         self.orders_by_order = prefix + "internal.orders-by-order"
+        # How far each worker's click spool has reached cps.clicks.
+        self.spool_progress = prefix + "internal.spool-progress"
 
     def specs(self) -> list[TopicSpec]:
         roles = {
@@ -65,7 +68,7 @@ class Topics:
             self.settlements: Role.OUTPUT, self.deadletter: Role.OUTPUT,
             self.sinks_deadletter: Role.OUTPUT,
             self.clicks_by_buyer: Role.INTERNAL, self.orders_by_buyer: Role.INTERNAL,
-            self.orders_by_order: Role.INTERNAL,
+            self.orders_by_order: Role.INTERNAL, self.spool_progress: Role.PROGRESS,
         }
         return [TopicSpec(name, role) for name, role in roles.items()]
 
