@@ -1,11 +1,13 @@
-"""The worker's long-lived parts, created once: topology, engine, catalog, token signer."""
+"""The worker's long-lived parts, created once: engine, catalog, signer, click spool."""
 
 from __future__ import annotations
 
 from app.catalog import Catalog
+from app.clicks import ClickService
 from app.domain.tokens import Signer
 from app.engine.processor import Engine
 from app.main import app, settings, topics
+from app.spool import ClickSpool, SpoolForwarder
 from app.topology import Topology
 
 topology = Topology(settings.partitions)
@@ -20,7 +22,13 @@ engine = Engine(
 
 catalog = Catalog(bootstrap=settings.broker, topics=topics)
 
-signer = Signer(settings.link_secret)
+signer = Signer(settings.link_secret, previous=settings.link_secrets_previous)
+
+spool = ClickSpool(settings.data_dir / "spool")
+forwarder = SpoolForwarder(spool, bootstrap=settings.broker, clicks_topic=topics.clicks,
+                           positions_topic=topics.spool_progress, app_id=settings.app_id)
+click_service = ClickService(signer, spool, dedupe_ms=settings.click_dedupe_ms,
+                             tracking_ttl_ms=settings.click_retention_ms)
 
 engine.gate(lambda: catalog.ready)
 
@@ -36,3 +44,4 @@ async def start_services() -> None:
     """Start the engine and the catalog once the app runs (after the first recovery)."""
     await app.add_runtime_dependency(catalog)
     await app.add_runtime_dependency(engine)
+    await app.add_runtime_dependency(forwarder)

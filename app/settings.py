@@ -37,6 +37,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CPS_ADMIN_TOKEN", "(required)", "bearer token of the admin API"),
     Setting("CPS_LINK_SECRET", "(required)", "HMAC key of promotion links and tracking tokens"),
     Setting("CPS_APP_ID", "cps-engine", "Faust app id and Kafka consumer group"),
+    Setting("CPS_LINK_SECRETS_PREVIOUS", "(none)",
+            "earlier link secrets, comma-separated, still accepted while links made with them "
+            "live (secret rotation)"),
+    Setting("CPS_PUBLIC_URL", "http://127.0.0.1:$CPS_WEB_PORT",
+            "base URL of the promotion links the engine makes"),
+    Setting("CPS_LINK_TTL_S", "2592000", "lifetime of a promotion link made without ttl_s"),
+    Setting("CPS_CLICK_DEDUPE_MS", "10000",
+            "repeated clicks of one buyer on one link within this time count once"),
+    Setting("CPS_ADMIN_MAX_BODY_BYTES", "65536", "largest admin request body accepted"),
     Setting("CPS_WEB_HOST", "127.0.0.1", "address the worker's web server binds to"),
     Setting("CPS_REPLICATION", "1", "replication factor of the topics the engine creates"),
     Setting("CPS_ATTRIBUTION_GRACE_MS", "30000",
@@ -67,6 +76,11 @@ class Settings:
     data_dir: Path = Path("./var")
     admin_token: str = ""
     link_secret: str = ""
+    link_secrets_previous: tuple[str, ...] = ()
+    public_url: str = "http://127.0.0.1:6066"
+    link_ttl_s: int = 30 * 86_400
+    click_dedupe_ms: int = 10_000
+    admin_max_body_bytes: int = 65_536
     app_id: str = "cps-engine"
     replication: int = 1
     attribution_grace_ms: int = 30_000
@@ -85,16 +99,25 @@ class Settings:
         env = os.environ if env is None else env
         reader = _Reader(env)
         port = reader.integer("CPS_KAFKA_PORT", 9092, minimum=0, maximum=65535)
+        web_port = reader.integer("CPS_WEB_PORT", 6066, minimum=0, maximum=65535)
         settings = cls(
             broker=reader.text("CPS_BROKER", f"127.0.0.1:{port}"),
             kafka_port=port,
             topic_prefix=reader.text("CPS_TOPIC_PREFIX", "cps.", allow_empty=True),
             partitions=reader.integer("CPS_PARTITIONS", 8, minimum=1, maximum=1024),
-            web_port=reader.integer("CPS_WEB_PORT", 6066, minimum=0, maximum=65535),
+            web_port=web_port,
             web_host=reader.text("CPS_WEB_HOST", "127.0.0.1"),
             data_dir=Path(reader.text("CPS_DATA_DIR", "./var")).expanduser(),
             admin_token=reader.text("CPS_ADMIN_TOKEN", "", allow_empty=True),
             link_secret=reader.text("CPS_LINK_SECRET", "", allow_empty=True),
+            link_secrets_previous=tuple(
+                s.strip() for s in reader.text("CPS_LINK_SECRETS_PREVIOUS", "",
+                                               allow_empty=True).split(",") if s.strip()),
+            public_url=reader.text("CPS_PUBLIC_URL", f"http://127.0.0.1:{web_port}").rstrip("/"),
+            link_ttl_s=reader.integer("CPS_LINK_TTL_S", 30 * 86_400, minimum=1),
+            click_dedupe_ms=reader.integer("CPS_CLICK_DEDUPE_MS", 10_000, minimum=0),
+            admin_max_body_bytes=reader.integer("CPS_ADMIN_MAX_BODY_BYTES", 65_536,
+                                                minimum=1024),
             app_id=reader.text("CPS_APP_ID", "cps-engine"),
             replication=reader.integer("CPS_REPLICATION", 1, minimum=1, maximum=16),
             attribution_grace_ms=reader.integer("CPS_ATTRIBUTION_GRACE_MS", 30_000, minimum=0),

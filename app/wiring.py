@@ -15,6 +15,7 @@ MODULES = (
     "agents.configuration",
     "app.web.health",
     "app.web.accounts",
+    "app.web.clicks",
 )
 
 
