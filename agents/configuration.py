@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from app.engine.processor import Context
 from app.main import app, topics
-from app.records import decode_activity, decode_channel, decode_policy, decode_shop
+from app.records import decode_activity, decode_channel, decode_policy, decode_shop, decode_sink
 from app.services import engine
 
 source = engine.source(
-    topics.shops, topics.channels, topics.activities, topics.policy,
+    topics.shops, topics.channels, topics.activities, topics.policy, topics.sinks,
 )
 
 
@@ -27,5 +27,6 @@ def _validated_by(decode):
 
 
 for topic, decoder in ((topics.shops, decode_shop), (topics.channels, decode_channel),
-                       (topics.activities, decode_activity), (topics.policy, decode_policy)):
+                       (topics.activities, decode_activity), (topics.policy, decode_policy),
+                       (topics.sinks, decode_sink)):
     engine.handle(topic, _validated_by(decoder))

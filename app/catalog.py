@@ -1,4 +1,4 @@
-"""The configuration catalog: shops, channels, activities and split policies on every worker.
+"""The configuration catalog: shops, channels, activities, split policies, sinks on every worker.
 
 Each worker reads every partition of the compacted configuration topics
 from the beginning (no consumer group, read_committed) and keeps the latest
@@ -26,7 +26,15 @@ from mode import Service
 from app.domain.model import Channel, Shop
 from app.domain.pools import DEFAULT_POLICY, Policy
 from app.domain.rates import Activity
-from app.records import InvalidEvent, decode_activity, decode_channel, decode_policy, decode_shop
+from app.records import (
+    InvalidEvent,
+    Sink,
+    decode_activity,
+    decode_channel,
+    decode_policy,
+    decode_shop,
+    decode_sink,
+)
 from app.topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -43,6 +51,7 @@ class Catalog(Service):
         self.shops: dict[str, Shop] = {}
         self.channels: dict[str, Channel] = {}
         self.policies: dict[str, Policy] = {}
+        self.sinks: dict[str, Sink] = {}
         self._activities: dict[str, Activity] = {}
         self._activities_by_shop: dict[str, dict[str, Activity]] = {}
         self._sources: dict[str, tuple[Decoder, Callable[[str, Any], None]]] = {
@@ -50,6 +59,7 @@ class Catalog(Service):
             topics.channels: (decode_channel, self._setter(self.channels)),
             topics.activities: (decode_activity, self._set_activity),
             topics.policy: (decode_policy, self._setter(self.policies)),
+            topics.sinks: (decode_sink, self._setter(self.sinks)),
         }
         self._caught_up = asyncio.Event()
         self.records_read = 0
@@ -139,7 +149,7 @@ class Catalog(Service):
 
 
 def _natural_id(entry: Any) -> str:
-    for name in ("shop_id", "channel_id", "activity_id"):
+    for name in ("shop_id", "channel_id", "activity_id", "sink_id"):
         if hasattr(entry, name):
             return getattr(entry, name)
     raise InvalidEvent("configuration record without a key or an id")

@@ -60,7 +60,7 @@ def reconcile(records: Iterable[Record], topics: Topics, *, now_ms: int,
     attributions: dict[str, list[dict]] = defaultdict(list)
     commissions: list[dict] = []
     settlements: list[dict] = []
-    config = set(topics.config_topics) - {topics.sinks}
+    config = set(topics.config_topics)
     for record in records:
         if record.topic in config:
             catalog.apply(record.topic, record.key, record.value)

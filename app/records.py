@@ -7,8 +7,9 @@ decoder raises `InvalidEvent` (never anything else) for bad input.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
@@ -258,7 +259,10 @@ def _int_map(obj: Mapping[str, Any], name: str, *, maximum: int) -> dict[str, in
     for key in value:
         if not key or len(key) > MAX_ID_CHARS:
             raise InvalidEvent(f"{name}: keys must be 1-{MAX_ID_CHARS} characters")
-        _int(value, key, maximum=maximum)
+        try:
+            _int(value, key, maximum=maximum)
+        except InvalidEvent as exc:
+            raise InvalidEvent(f"{name}.{exc}") from None
     return dict(value)
 
 
@@ -333,6 +337,110 @@ def decode_policy(raw: bytes | None, key: bytes | None = None) -> Policy:
     if problem:
         raise InvalidEvent(problem)
     return policy
+
+
+SINK_STREAMS = frozenset({"attributions", "commissions", "settlements", "order_status"})
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    max_attempts: int = 10
+    base_ms: int = 200
+    max_ms: int = 30_000
+    max_age_s: int = 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class Sink:
+    """A notification sink (SPEC 9); delivery itself is the sinks agents' concern."""
+
+    sink_id: str
+    kind: str
+    streams: frozenset[str]
+    url: str | None = None
+    topic: str | None = None
+    secret: str | None = None
+    filters: tuple[tuple[str, str], ...] = ()
+    rate_per_s: float = 100.0
+    burst: int = 100
+    max_in_flight: int = 8
+    timeout_ms: int = 5000
+    retry: Retry = Retry()
+    enabled: bool = True
+    paused: bool = False
+
+
+def decode_sink(raw: bytes | None, key: bytes | None = None) -> Sink:
+    obj = parse_object(raw)
+    ident = config_id(obj, "sink_id", key) if obj.get("sink_id") is not None else (
+        _key_text(key))
+    kind = obj.get("kind")
+    if kind not in ("webhook", "kafka"):
+        raise InvalidEvent("kind: must be webhook or kafka")
+    url = topic = None
+    if kind == "webhook":
+        url = obj.get("url")
+        if type(url) is not str or len(url) > MAX_URL_CHARS or not url.startswith(
+                ("http://", "https://")) or any(c in url for c in " \r\n\t"):
+            raise InvalidEvent("url: a webhook needs an http(s) URL")
+    else:
+        topic = obj.get("topic")
+        if type(topic) is not str or not _TOPIC_NAME.match(topic):
+            raise InvalidEvent("topic: a kafka sink needs a topic name (letters, digits, ._-)")
+    streams = _id_list(obj, "streams")
+    if not streams or not set(streams) <= SINK_STREAMS:
+        raise InvalidEvent(f"streams: one or more of {', '.join(sorted(SINK_STREAMS))}")
+    filters = obj.get("filters") or {}
+    if type(filters) is not dict or not set(filters) <= {"channel_id", "shop_id",
+                                                          "promoter_id", "type"}:
+        raise InvalidEvent("filters: an object of channel_id, shop_id, promoter_id, type")
+    for name in filters:
+        _optional_id(filters, name)
+    secret = obj.get("secret")
+    if secret is not None and (type(secret) is not str or not 1 <= len(secret) <= 256):
+        raise InvalidEvent("secret: must be a string of 1-256 characters")
+    rate = obj.get("rate_per_s", 100)
+    if type(rate) not in (int, float) or not 0 < rate <= 1_000_000:
+        raise InvalidEvent("rate_per_s: must be a number above 0 and at most 1000000")
+    retry_obj = obj.get("retry") or {}
+    if type(retry_obj) is not dict:
+        raise InvalidEvent("retry: must be an object")
+    try:
+        retry = Retry(
+            max_attempts=_optional_int(retry_obj, "max_attempts", 10, minimum=1, maximum=1000),
+            base_ms=_optional_int(retry_obj, "base_ms", 200, minimum=1, maximum=3_600_000),
+            max_ms=_optional_int(retry_obj, "max_ms", 30_000, minimum=1, maximum=86_400_000),
+            max_age_s=_optional_int(retry_obj, "max_age_s", 86_400, minimum=1,
+                                    maximum=30 * 86_400))
+    except InvalidEvent as exc:
+        raise InvalidEvent(f"retry.{exc}") from None
+    return Sink(
+        sink_id=ident, kind=kind, streams=frozenset(streams), url=url, topic=topic,
+        secret=secret, filters=tuple(sorted(filters.items())), rate_per_s=float(rate),
+        burst=_optional_int(obj, "burst", 100, minimum=1, maximum=1_000_000),
+        max_in_flight=_optional_int(obj, "max_in_flight", 8, minimum=1, maximum=1000),
+        timeout_ms=_optional_int(obj, "timeout_ms", 5000, minimum=1, maximum=120_000),
+        retry=retry,
+        enabled=obj.get("enabled", True) is not False,
+        paused=_bool(obj, "paused"),
+    )
+
+
+def encode_sink(sink: Sink) -> bytes:
+    return orjson.dumps({
+        "sink_id": sink.sink_id, "kind": sink.kind, "url": sink.url, "topic": sink.topic,
+        "secret": sink.secret, "streams": sorted(sink.streams), "filters": dict(sink.filters),
+        "rate_per_s": sink.rate_per_s, "burst": sink.burst, "max_in_flight": sink.max_in_flight,
+        "timeout_ms": sink.timeout_ms, "retry": asdict(sink.retry), "enabled": sink.enabled,
+        "paused": sink.paused,
+    })
+
+
+def _key_text(key: bytes | None) -> str:
+    if key is None:
+        raise InvalidEvent("sink_id: required (or the message key)")
+    return key.decode("utf-8", "replace")
 
 
 # -- outputs -----------------------------------------------------------------

@@ -16,6 +16,7 @@ MODULES = (
     "app.web.health",
     "app.web.accounts",
     "app.web.clicks",
+    "app.web.admin",
 )
 
 

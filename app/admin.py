@@ -1,0 +1,138 @@
+"""The admin API's rules: who may call it, which bodies it accepts, what it writes.
+
+Configuration changes are records on the compacted configuration topics
+(key = id, null = delete); every worker's catalog follows them, so a change
+reaches all workers within moments. Bodies are the SPEC's objects, checked
+by the same decoders the engine uses, so what the API accepts the engine
+accepts, and a refusal names the field.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from app.domain.links import LinkError, link_payload, promotion_from_request
+from app.domain.tokens import LINK, Signer
+from app.records import (
+    InvalidEvent,
+    decode_activity,
+    decode_channel,
+    decode_policy,
+    decode_shop,
+    decode_sink,
+)
+from app.topics import Topics
+
+MAX_TTL_S = 366 * 86_400
+
+
+class AdminError(Exception):
+    """A refused admin request: HTTP status, message and, when known, the field at fault."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.field = field
+
+    def body(self) -> dict[str, Any]:
+        return {"error": str(self), **({"field": self.field} if self.field else {})}
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """One kind of configuration: its topic, the body's id field and its validator."""
+
+    topic: str
+    id_field: str | None
+    decode: Callable[[bytes | None, bytes | None], Any]
+
+
+def kinds(topics: Topics) -> dict[str, Kind]:
+    return {
+        "shops": Kind(topics.shops, "shop_id", decode_shop),
+        "channels": Kind(topics.channels, "channel_id", decode_channel),
+        "activities": Kind(topics.activities, "activity_id", decode_activity),
+        "policy": Kind(topics.policy, None, decode_policy),
+        "sinks": Kind(topics.sinks, "sink_id", decode_sink),
+    }
+
+
+def authorize(header: str | None, expected: str) -> None:
+    """401 without a bearer token, 403 with a wrong one (compared in constant time)."""
+    if not header or not header.startswith("Bearer "):
+        raise AdminError(401, "missing bearer token (Authorization: Bearer <CPS_ADMIN_TOKEN>)")
+    given = header[len("Bearer "):].strip().encode()
+    if not hmac.compare_digest(given, expected.encode()):
+        raise AdminError(403, "wrong admin token")
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise AdminError(400, f"body is not JSON: {exc}") from None
+    if type(body) is not dict:
+        raise AdminError(400, "body must be a JSON object")
+    return body
+
+
+def config_record(kind: Kind, ident: str, body: Mapping[str, Any]) -> bytes:
+    """The record to write for `PUT /admin/<kind>/<ident>`, validated like the engine does."""
+    if not ident or len(ident) > 128:
+        raise AdminError(400, "id: must be 1-128 characters", "id")
+    if kind.id_field is not None:
+        given = body.get(kind.id_field)
+        if given is not None and given != ident:
+            raise AdminError(400, f"{kind.id_field}: {given!r} differs from the path's {ident!r}",
+                             kind.id_field)
+        body = {**body, kind.id_field: ident}
+    raw = orjson.dumps(body)
+    try:
+        kind.decode(raw, ident.encode())
+    except InvalidEvent as exc:
+        raise AdminError(400, str(exc), str(exc).split(": ", 1)[0]) from None
+    return raw
+
+
+def issue_link(signer: Signer, body: Mapping[str, Any], *, now_ms: int,
+               default_ttl_s: int, public_url: str) -> dict[str, Any]:
+    """A signed promotion link (`POST /admin/links`, `cps link`)."""
+    try:
+        promotion = promotion_from_request(body)
+    except LinkError as exc:
+        raise AdminError(400, str(exc), str(exc).split(":", 1)[0]) from None
+    ttl_s = body.get("ttl_s", default_ttl_s)
+    if type(ttl_s) is not int or not 1 <= ttl_s <= MAX_TTL_S:
+        raise AdminError(400, f"ttl_s: must be an integer from 1 to {MAX_TTL_S}", "ttl_s")
+    expires_ms = now_ms + ttl_s * 1000
+    token = signer.sign(LINK, link_payload(promotion, expires_ms=expires_ms))
+    return {"token": token, "link": f"/c/{token}", "url": f"{public_url}/c/{token}",
+            "expires_ms": expires_ms}
+
+
+class ConfigWriter:
+    """Writes configuration records (idempotent producer, acks from all replicas)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._producer: AIOKafkaProducer | None = None
+
+    async def write(self, topic: str, key: str, value: bytes | None) -> int:
+        if self._producer is None:
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
+                                        enable_idempotence=True, request_timeout_ms=10_000)
+            await producer.start()
+            self._producer = producer
+        metadata = await self._producer.send_and_wait(topic, value, key=key.encode())
+        return metadata.offset
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
