@@ -10,7 +10,9 @@ on the CPS_SETTLEMENT_SCHEDULE cron against the wall clock.
 
 from __future__ import annotations
 
-from agents import attribution
+import orjson
+
+from agents import attribution, order_center
 from app.domain import ledger as money
 from app.domain.ledger import Ledger, Source, Step
 from app.domain.model import OrderEvent
@@ -57,6 +59,7 @@ def on_rekeyed_order(ctx: Context, key: bytes | None, value: bytes | None) -> No
 
 def on_attribution(ctx: Context, key: bytes | None, value: bytes | None) -> None:
     order_id, attributed = decode_attributed(value)
+    order_center.note_attribution(ctx, order_id, orjson.loads(value))
     ledger = _ledger(ctx, order_id)
     _apply(ctx, ledger, money.record_attribution(ledger, attributed, catalog))
 
@@ -85,6 +88,7 @@ class _SettlementRuns:
 
 
 def _book(ctx: Context, event: OrderEvent, value: bytes) -> None:
+    order_center.note_order_event(ctx, event)
     message = ctx.message
     origin = Source(message.topic, message.partition, message.offset, message.key,
                     value[:DEAD_LETTER_VALUE_BYTES])

@@ -56,6 +56,8 @@ class Topics:
         self.clicks_by_buyer = prefix + "internal.clicks-by-buyer"
         self.orders_by_buyer = prefix + "internal.orders-by-buyer"
         self.orders_by_order = prefix + "internal.orders-by-order"
+        # Attributed orders re-keyed by promoter for the promoters' order lists.
+        self.orders_by_promoter = prefix + "internal.orders-by-promoter"
         # How far each worker's click spool has reached cps.clicks.
         self.spool_progress = prefix + "internal.spool-progress"
 
@@ -68,7 +70,8 @@ class Topics:
             self.settlements: Role.OUTPUT, self.deadletter: Role.OUTPUT,
             self.sinks_deadletter: Role.OUTPUT,
             self.clicks_by_buyer: Role.INTERNAL, self.orders_by_buyer: Role.INTERNAL,
-            self.orders_by_order: Role.INTERNAL, self.spool_progress: Role.PROGRESS,
+            self.orders_by_order: Role.INTERNAL, self.orders_by_promoter: Role.INTERNAL,
+            self.spool_progress: Role.PROGRESS,
         }
         return [TopicSpec(name, role) for name, role in roles.items()]
 

@@ -9,14 +9,17 @@ MODULES = (
     "tables.attribution",
     "tables.billing",
     "tables.balances",
+    "tables.order_center",
     "agents.attribution",
     "agents.billing",
     "agents.balances",
+    "agents.order_center",
     "agents.configuration",
     "app.web.health",
     "app.web.accounts",
     "app.web.clicks",
     "app.web.admin",
+    "app.web.orders",
 )
 
 

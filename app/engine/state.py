@@ -59,6 +59,17 @@ class StateTable:
                 found.append(key)
         return found
 
+    def scan_prefix(self, partition: int, prefix: bytes, *, after: bytes | None = None,
+                    limit: int) -> list[tuple[bytes, Any]]:
+        """Committed entries whose key starts with `prefix`, in key order, after `after`."""
+        start = prefix if after is None else after + b"\x00"
+        found = []
+        for key, raw in self.db(partition).items(from_key=start):
+            if not key.startswith(prefix) or len(found) >= limit:
+                break
+            found.append((key, self.decode(raw)))
+        return found
+
     def apply(self, partition: int, writes: dict[bytes, Any], changelog_offset: int) -> None:
         """Write committed values and the changelog offset they reach, atomically."""
         batch = rocksdict.WriteBatch(raw_mode=True)

@@ -1,0 +1,45 @@
+"""`cps link`: make a signed promotion link."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+import orjson
+
+from app.admin import AdminError, issue_link
+from app.domain.tokens import Signer
+from app.settings import Settings, SettingsError
+
+
+@click.command("link")
+@click.option("--channel", "channel_id", required=True, help="Channel id, e.g. kuaishou.")
+@click.option("--promoter", "promoter_id", required=True)
+@click.option("--shop", "shop_id", required=True)
+@click.option("--item", "item_id", required=True)
+@click.option("--url", required=True, help="Product page the link redirects to (http/https).")
+@click.option("--activity", "activity_id", default=None)
+@click.option("--group-leader", "group_leader_id", default=None)
+@click.option("--base", "base_id", default=None)
+@click.option("--ttl-s", type=int, default=None, help="Lifetime (default CPS_LINK_TTL_S).")
+@click.option("--json", "as_json", is_flag=True, help="Print the token, link and expiry as JSON.")
+@click.pass_obj
+def command(settings: Settings, ttl_s: int | None, as_json: bool, **fields: str | None) -> None:
+    """Sign a promotion link with CPS_LINK_SECRET; the last line is its URL (CPS_PUBLIC_URL)."""
+    if not settings.link_secret:
+        raise SettingsError("CPS_LINK_SECRET must be set to sign links")
+    body = {name: value for name, value in fields.items() if value is not None}
+    if ttl_s is not None:
+        body["ttl_s"] = ttl_s
+    try:
+        link = issue_link(Signer(settings.link_secret), body, now_ms=int(time.time() * 1000),
+                          default_ttl_s=settings.link_ttl_s, public_url=settings.public_url)
+    except AdminError as exc:
+        click.echo(f"cps link: {exc}", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(orjson.dumps(link).decode())
+    else:
+        click.echo(f"expires_ms={link['expires_ms']}")
+        click.echo(link["url"])
