@@ -51,12 +51,12 @@ class BrokerState:
 class LocalBroker:
     """The broker of one port under `home` (CPS_KAFKA_HOME)."""
 
-    def __init__(self, home: Path, port: int, *, report=print) -> None:
+    def __init__(self, home: Path, port: int, *, report=print, run_dir: Path | None = None) -> None:
         self.home = home
         self.requested_port = port
         self.report = report
         self.libs = home / f"kafka-{KAFKA_VERSION}" / "libs"
-        self.run_dir = home / ("broker-auto" if port == 0 else f"broker-{port}")
+        self.run_dir = run_dir or home / ("broker-auto" if port == 0 else f"broker-{port}")
         self.state_file = self.run_dir / "broker.json"
         self.config_file = self.run_dir / "server.properties"
         self.data_dir = self.run_dir / "data"
@@ -78,7 +78,7 @@ class LocalBroker:
             return running
         java = _require_java()
         self.ensure_jars()
-        port = self.requested_port or _free_port()
+        port = self.requested_port or self._previous_port() or _free_port()
         _require_free(port, "CPS_KAFKA_PORT")
         controller_port = _free_port()
         if fresh and self.data_dir.exists():
@@ -152,6 +152,14 @@ class LocalBroker:
 
     # -- internals -----------------------------------------------------------
 
+    def _previous_port(self) -> int | None:
+        """The port this run directory's broker had, so a restart keeps its address."""
+        try:
+            port = int((self.run_dir / "port").read_text())
+        except (OSError, ValueError):
+            return None
+        return port if _port_free(port) else None
+
     def _java_command(self, java: str, *args: str) -> list[str]:
         log4j = resources.files("app.broker") / "log4j2.properties"
         return [
@@ -181,6 +189,7 @@ class LocalBroker:
         )
         out.close()
         state = BrokerState(process.pid, port, controller_port, KAFKA_VERSION)
+        (self.run_dir / "port").write_text(str(port))
         self.state_file.write_text(json.dumps(
             {"pid": state.pid, "port": port, "controller_port": controller_port,
              "version": KAFKA_VERSION}
@@ -239,15 +248,23 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _require_free(port: int, setting: str) -> None:
+def _port_free(port: int) -> bool:
+    """Whether a listener could bind the port (as the broker does, TIME_WAIT is no obstacle)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
-            raise BrokerError(
-                f"port {port} on 127.0.0.1 is taken by another process; set {setting} "
-                "to a free port (0 picks one)"
-            ) from None
+            return False
+    return True
+
+
+def _require_free(port: int, setting: str) -> None:
+    if not _port_free(port):
+        raise BrokerError(
+            f"port {port} on 127.0.0.1 is taken by another process; set {setting} "
+            "to a free port (0 picks one)"
+        )
 
 
 def _is_our_process(pid: int, config_file: Path) -> bool:

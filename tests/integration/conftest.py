@@ -121,6 +121,11 @@ def _record(message) -> dict:
             "raw": message.value}
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
 class Worker:
     """A `cps worker` process with its own settings; start, stop, kill, wipe."""
 
@@ -163,13 +168,29 @@ class Worker:
         raise AssertionError(f"worker not ready after {timeout}s:\n{self.tail()}")
 
     def get(self, path: str) -> tuple[int, bytes]:
+        status, _headers, body = self.request("GET", path)
+        return status, body
+
+    def request(self, method: str, path: str, body: object = None, *, token: str | None = None,
+                headers: dict | None = None) -> tuple[int, dict, bytes]:
+        """(status, headers, body) of one request; redirects are not followed."""
+        data = body if isinstance(body, bytes) or body is None else orjson.dumps(body)
+        request = urllib.request.Request(self.base + path, data=data, method=method,
+                                         headers=headers or {})
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        opener = urllib.request.build_opener(_NoRedirect)
         try:
-            with urllib.request.urlopen(self.base + path, timeout=5) as response:
-                return response.status, response.read()
+            with opener.open(request, timeout=10) as response:
+                return response.status, dict(response.headers), response.read()
         except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
+            return exc.code, dict(exc.headers or {}), exc.read()
         except OSError:
-            return 0, b""
+            return 0, {}, b""
+
+    def admin(self, method: str, path: str, body: object = None) -> tuple[int, dict]:
+        status, _headers, raw = self.request(method, path, body, token="test-admin")
+        return status, orjson.loads(raw) if raw else {}
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -230,8 +251,10 @@ def kafka(bootstrap: str, prefix: str) -> Kafka:
 def make_worker(bootstrap: str, prefix: str, tmp_path: Path):
     workers: list[Worker] = []
 
-    def make(name: str = "w1", *, worker_prefix: str | None = None, **settings: str) -> Worker:
-        worker = Worker(bootstrap, worker_prefix or prefix, tmp_path / name, **settings)
+    def make(name: str = "w1", *, worker_prefix: str | None = None,
+             broker: str | None = None, **settings: str) -> Worker:
+        worker = Worker(broker or bootstrap, worker_prefix or prefix, tmp_path / name,
+                        **settings)
         workers.append(worker)
         return worker
 
