@@ -33,7 +33,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CPS_TOPIC_PREFIX", "cps.", "prefix of every topic name"),
     Setting("CPS_PARTITIONS", "8", "partitions of the topics the engine creates"),
     Setting("CPS_WEB_PORT", "6066", "web server port of a worker"),
-    Setting("CPS_DATA_DIR", "./var", "local state of a worker (RocksDB tables)"),
+    Setting("CPS_DATA_DIR", "./var", "local state of a worker (RocksDB tables, click spool)"),
     Setting("CPS_ADMIN_TOKEN", "(required)", "bearer token of the admin API"),
     Setting("CPS_LINK_SECRET", "(required)", "HMAC key of promotion links and tracking tokens"),
     Setting("CPS_APP_ID", "cps-engine", "Faust app id and Kafka consumer group"),

@@ -20,6 +20,7 @@ MODULES = (
     "app.web.clicks",
     "app.web.admin",
     "app.web.orders",
+    "app.web.demo",
 )
 
 

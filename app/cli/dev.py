@@ -18,8 +18,10 @@ import click
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from app.admin import issue_link
 from app.broker.local import BrokerError, LocalBroker
 from app.cli.demo import run_demo
+from app.domain.tokens import Signer
 from app.settings import Settings
 
 
@@ -66,6 +68,7 @@ def command(settings: Settings, rate: int) -> None:
         _wait_ready(settings, worker, log_path)
         base = f"http://127.0.0.1:{settings.web_port}"
         click.echo(f"worker ready: {base}/ready   (log: {log_path})")
+        click.echo(f"demo promotion link (open it in a browser): {_demo_link(env, base)}")
         click.echo("streaming demo traffic; attributions follow. Ctrl-C stops everything.")
         asyncio.run(_demo_and_watch(settings, rate))
     except KeyboardInterrupt:
@@ -81,6 +84,15 @@ def command(settings: Settings, rate: int) -> None:
             click.echo("stopped the worker and the broker")
         else:
             click.echo("stopped the worker (the broker was not started here; it keeps running)")
+
+
+def _demo_link(env: dict, base: str) -> str:
+    """A link of the demo's first promoter to a demo product page served by the worker."""
+    link = issue_link(Signer(env["CPS_LINK_SECRET"]), {
+        "channel_id": "kuaishou", "promoter_id": "p-0001", "shop_id": "shop-000",
+        "item_id": "shop-000-item-00", "url": f"{base}/demo/product?item=shop-000-item-00",
+    }, now_ms=int(time.time() * 1000), default_ttl_s=7 * 86_400, public_url=base)
+    return link["url"]
 
 
 def _wait_ready(settings: Settings, worker: subprocess.Popen, log_path) -> None:
