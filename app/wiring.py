@@ -21,6 +21,7 @@ MODULES = (
     "app.web.admin",
     "app.web.orders",
     "app.web.demo",
+    "app.web.metrics",
 )
 
 

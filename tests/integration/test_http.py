@@ -82,6 +82,11 @@ def test_link_click_redirect_attribution_and_order_center(worker, kafka, events)
 
     recorded = kafka.read("clicks", settle=2.0, until=lambda rs: len(rs) >= 2)
     assert len(recorded) == 2
+    status, metrics = worker.get("/metrics")
+    assert status == 200
+    assert b'cps_clicks_total{outcome="recorded"} 2.0' in metrics
+    assert b'cps_clicks_total{outcome="repeated"} 1.0' in metrics
+    assert b"cps_click_spool_depth 0.0" in metrics
     click = next(r["value"] for r in recorded if r["key"] == "u1")
     assert (click["promoter_id"], click["shop_id"], click["group_leader_id"]) == ("p1", "s1", "g1")
 
