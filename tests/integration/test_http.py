@@ -162,3 +162,35 @@ def _json(worker, path: str) -> dict:
     status, body = worker.get(path)
     assert status == 200, (path, body)
     return orjson.loads(body)
+
+
+def test_hostile_links_over_http_answer_their_status_and_record_nothing(worker, kafka):
+    from app.domain.tokens import LINK, Signer
+
+    status, link = worker.admin("POST", "/admin/links", LINK_BODY)
+    token = link["token"]
+    kid, body, sig = token.split(".")
+    forged_body = base64.urlsafe_b64encode(orjson.dumps(
+        {**orjson.loads(base64.urlsafe_b64decode(body + "==")),
+         "u": "https://evil.example.com/"})).rstrip(b"=").decode()
+    expired = Signer("test-secret").sign(LINK, {"h": "ch", "p": "p1", "s": "s1", "i": "i1",
+                                               "u": PRODUCT, "x": 1})
+    injected = Signer("test-secret").sign(LINK, {
+        "h": "ch", "p": "p1", "s": "s1", "i": "i1", "x": 4102444800000,
+        "u": "https://shop.example.com/\r\nSet-Cookie: session=stolen"})
+    cases = [
+        (f"{kid}.{forged_body}.{sig}", 403), (f"{kid}.{body}.{'A' * 22}", 403),
+        (expired, 410), (token[:-6], 400), ("not%20base64!.x.y", 400), (injected, 400),
+        ("Z" * 100_000, (400, 414)),
+    ]
+    for bad, expected in cases:
+        status, headers, _ = worker.request("GET", f"/c/{bad}?uid=u-hostile")
+        assert status in (expected if isinstance(expected, tuple) else (expected,)), (bad[:40],
+                                                                                      status)
+        assert "Location" not in headers
+    # Redirect parameters in the request change nothing: only the signed URL is used.
+    status, headers, _ = worker.request(
+        "GET", f"/c/{token}?uid=u-ok&url=https://evil.example.com&next=//evil.example.com")
+    assert status == 302 and headers["Location"].startswith("https://shop.example.com/item/i1?")
+    records = kafka.read("clicks", settle=2.0, until=lambda rs: len(rs) >= 1)
+    assert [r["key"] for r in records] == ["u-ok"]
