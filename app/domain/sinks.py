@@ -1,0 +1,88 @@
+"""Notification sinks' rules (SPEC 9): which events a sink wants, how fast, how to retry.
+
+Pure functions and small state objects; the clock and the random source
+are arguments, so the tests move time by hand.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+STREAMS = ("attributions", "commissions", "settlements", "order_status")
+
+
+def matches(streams: frozenset[str], filters: Mapping[str, str], stream: str,
+            facts: Mapping[str, object]) -> bool:
+    """Whether a sink wants an event: its stream is subscribed and every filter agrees.
+
+    `facts` are the order's fields a filter can name (channel_id, shop_id,
+    promoter_id, type); a filter on a field the event does not know fails.
+    """
+    if stream not in streams:
+        return False
+    return all(facts.get(name) == wanted for name, wanted in filters.items())
+
+
+class TokenBucket:
+    """`rate` tokens per second, at most `burst` saved up; the rate may change any time."""
+
+    def __init__(self, rate: float, burst: int, now_s: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self.updated = now_s
+
+    def reconfigure(self, rate: float, burst: int, now_s: float) -> None:
+        self._refill(now_s)
+        self.rate, self.burst = rate, burst
+        self.tokens = min(self.tokens, float(burst))
+
+    def take(self, now_s: float) -> float:
+        """Take one token; returns how long to wait first (0 when one is there)."""
+        self._refill(now_s)
+        self.tokens -= 1.0
+        if self.tokens >= 0:
+            return 0.0
+        return -self.tokens / self.rate if self.rate > 0 else float("inf")
+
+    def _refill(self, now_s: float) -> None:
+        elapsed = max(0.0, now_s - self.updated)
+        self.tokens = min(float(self.burst), self.tokens + elapsed * self.rate)
+        self.updated = now_s
+
+
+def backoff_s(attempt: int, *, base_ms: int, max_ms: int, rnd: random.Random) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(max, base x 2^attempt)]."""
+    ceiling = min(max_ms, base_ms * (2 ** min(attempt, 30)))
+    return rnd.uniform(0, ceiling) / 1000
+
+
+def retry_after_s(value: str | None, now_s: float) -> float | None:
+    """Seconds asked by a Retry-After header (delta seconds or an HTTP date), if any."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - now_s)
+
+
+@dataclass
+class Throttle:
+    """Adaptive slow-down of one sink after 429/503: halve, then recover 10 % per success."""
+
+    factor: float = 1.0
+    floor: float = 1 / 64
+
+    def pushed_back(self) -> None:
+        self.factor = max(self.floor, self.factor / 2)
+
+    def succeeded(self) -> None:
+        self.factor = min(1.0, self.factor * 1.1)
