@@ -27,7 +27,8 @@ from app.records import (
     encode_commission,
     encode_settlement,
 )
-from app.services import catalog, engine
+from app.services import catalog, engine, sink_registry
+from app.sinks.fanout import fan_out
 from tables.billing import due_payees, ledgers
 
 source = engine.source(
@@ -88,12 +89,16 @@ class _SettlementRuns:
 
 
 def _book(ctx: Context, event: OrderEvent, value: bytes) -> None:
-    order_center.note_order_event(ctx, event)
     message = ctx.message
     origin = Source(message.topic, message.partition, message.offset, message.key,
                     value[:DEAD_LETTER_VALUE_BYTES])
     ledger = _ledger(ctx, event.order_id)
-    _apply(ctx, ledger, money.record_order_event(ledger, event, catalog, origin))
+    step = money.record_order_event(ledger, event, catalog, origin)
+    if order_center.note_order_event(ctx, event):
+        refund_id = event.refund.refund_id if event.refund else None
+        _order_status(ctx, step.ledger, event.event, event.ts_ms, refund_id,
+                      fallback_channel=event.channel_id or event.fanstype)
+    _apply(ctx, ledger, step)
 
 
 def _ledger(ctx: Context, order_id: str) -> Ledger:
@@ -109,16 +114,48 @@ def _apply(ctx: Context, before: Ledger, step: Step) -> None:
     if after == before:
         return
     ctx.put(ledgers, order_key, after)
+    facts = _facts(after)
     for commission in step.commissions:
         ctx.send(topics.commissions, order_key, encode_commission(commission))
+        fan_out(ctx, sink_registry, "commissions", after.order_id, commission.event_id,
+                commission, facts)
     for settlement in step.settlements:
         ctx.send(topics.settlements, settlement.account_id.encode(),
                  encode_settlement(settlement))
+        fan_out(ctx, sink_registry, "settlements", after.order_id, settlement.event_id,
+                settlement, facts)
+    if _fully_settled(after) and not _fully_settled(before):
+        _order_status(ctx, after, "settled", ctx.now_ms, None)
     old, new = before.due_entries(), after.due_entries()
     for due_ms, participant in old - new:
         ctx.delete(due_payees, _due_key(due_ms, after.order_id, participant))
     for due_ms, participant in new - old:
         ctx.put(due_payees, _due_key(due_ms, after.order_id, participant), b"")
+
+
+def _facts(ledger: Ledger, fallback_channel: str | None = None) -> dict[str, object]:
+    """What a sink's filters may name about an order."""
+    attributed = ledger.attributed
+    return {"shop_id": ledger.shop_id,
+            "channel_id": (attributed.channel_id if attributed else None) or fallback_channel,
+            "promoter_id": attributed.promoter_id if attributed else None,
+            "type": attributed.type if attributed else None}
+
+
+def _fully_settled(ledger: Ledger) -> bool:
+    touched = [payee for payee in ledger.payees.values() if payee.touched]
+    return bool(touched) and all(payee.settled for payee in touched)
+
+
+def _order_status(ctx: Context, ledger: Ledger, status: str, ts_ms: int,
+                  refund_id: str | None, *, fallback_channel: str | None = None) -> None:
+    """Tell the sinks (channel webhooks among them) that the order's status changed."""
+    facts = _facts(ledger, fallback_channel)
+    event = {"order_id": ledger.order_id, "status": status, "ts_ms": ts_ms,
+             "refund_id": refund_id, "shop_id": ledger.shop_id, "channel_id": facts["channel_id"],
+             "buyer_id": ledger.buyer_id}
+    fan_out(ctx, sink_registry, "order_status", ledger.order_id,
+            money.event_id(ledger.order_id, "status", status, refund_id, ts_ms), event, facts)
 
 
 def _due_key(due_ms: int, order_id: str, participant: str) -> bytes:

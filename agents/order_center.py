@@ -26,17 +26,18 @@ async def promoter_orders_agent(stream) -> None:
     await engine.consume(stream)
 
 
-def note_order_event(ctx: Context, event: OrderEvent) -> None:
-    """Add an order event to its order's timeline (once per event, refund and time)."""
+def note_order_event(ctx: Context, event: OrderEvent) -> bool:
+    """Add an order event to its order's timeline; False when it was there already."""
     key = event.order_id.encode()
     view = ctx.get(order_views, key) or {"timeline": [], "attribution": None}
     refund_id = event.refund.refund_id if event.refund else None
     if any(step[0] == event.event and step[1] == event.ts_ms and step[2] == refund_id
            for step in view["timeline"]):
-        return
+        return False
     timeline = sorted([*view["timeline"], [event.event, event.ts_ms, refund_id, ctx.now_ms]],
                       key=lambda step: (step[1], step[3]))
     ctx.put(order_views, key, {**view, "timeline": timeline})
+    return True
 
 
 def note_attribution(ctx: Context, order_id: str, attribution: dict) -> None:

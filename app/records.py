@@ -341,6 +341,7 @@ def decode_policy(raw: bytes | None, key: bytes | None = None) -> Policy:
 
 SINK_STREAMS = frozenset({"attributions", "commissions", "settlements", "order_status"})
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_SINK_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +376,8 @@ def decode_sink(raw: bytes | None, key: bytes | None = None) -> Sink:
     obj = parse_object(raw)
     ident = config_id(obj, "sink_id", key) if obj.get("sink_id") is not None else (
         _key_text(key))
+    if not _SINK_ID.match(ident):
+        raise InvalidEvent("sink_id: 1-100 letters, digits, '.', '_' or '-' (it names a topic)")
     kind = obj.get("kind")
     if kind not in ("webhook", "kafka"):
         raise InvalidEvent("kind: must be webhook or kafka")

@@ -7,6 +7,7 @@ from app.clicks import ClickService
 from app.domain.tokens import Signer
 from app.engine.processor import Engine
 from app.main import app, settings, topics
+from app.sinks.fanout import SinkRegistry
 from app.spool import ClickSpool, SpoolForwarder
 from app.topology import Topology
 
@@ -29,6 +30,8 @@ forwarder = SpoolForwarder(spool, bootstrap=settings.broker, clicks_topic=topics
                            positions_topic=topics.spool_progress, app_id=settings.app_id)
 click_service = ClickService(signer, spool, dedupe_ms=settings.click_dedupe_ms,
                              tracking_ttl_ms=settings.click_retention_ms)
+
+sink_registry = SinkRegistry(catalog, settings.topic_prefix)
 
 engine.gate(lambda: catalog.ready)
 

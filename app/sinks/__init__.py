@@ -1,0 +1,1 @@
+"""Notification sinks: fan-out into per-sink queues, rate-limited delivery, subscriptions."""

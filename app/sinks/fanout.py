@@ -1,0 +1,89 @@
+"""Fan-out: every published result also goes to the queue topic of every sink that wants it.
+
+Each sink has its own queue topic (`<prefix>sink.<sink_id>`, keyed by order
+id, so one order's events stay in order), written in the same transaction
+as the result itself; a dead sink therefore builds a backlog in Kafka, not
+in memory, and loses nothing. Channels with a `webhook_url` get an implicit
+sink of their orders' status changes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import mmh3
+import orjson
+
+from app.catalog import Catalog
+from app.domain.sinks import matches
+from app.records import Sink
+
+_TOPIC_SAFE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedSink:
+    sink: Sink
+    topic: str
+
+
+class SinkRegistry:
+    """The sinks of this engine (configured and implicit), and which queues exist."""
+
+    def __init__(self, catalog: Catalog, prefix: str) -> None:
+        self.catalog = catalog
+        self.prefix = prefix
+        self.ready_topics: set[str] = set()
+        self._cached: tuple[int, list[QueuedSink]] = (-1, [])
+
+    def topic(self, sink_id: str) -> str:
+        return f"{self.prefix}sink.{sink_id}"
+
+    def sinks(self) -> list[QueuedSink]:
+        """Every sink, configured first, then one per channel with a webhook_url."""
+        version = self.catalog.records_read
+        if self._cached[0] != version:
+            self._cached = (version, self._derive())
+        return self._cached[1]
+
+    def _derive(self) -> list[QueuedSink]:
+        found = [QueuedSink(sink, self.topic(sink.sink_id))
+                 for sink in self.catalog.sinks.values()]
+        for channel in self.catalog.channels.values():
+            if channel.webhook_url:
+                sink_id = "channel-" + _topic_safe(channel.channel_id)
+                found.append(QueuedSink(Sink(
+                    sink_id=sink_id, kind="webhook", url=channel.webhook_url,
+                    streams=frozenset({"order_status"}),
+                    filters=(("channel_id", channel.channel_id),)), self.topic(sink_id)))
+        return found
+
+    def wanting(self, stream: str, facts: Mapping[str, object]) -> list[QueuedSink]:
+        return [queued for queued in self.sinks()
+                if queued.topic in self.ready_topics and queued.sink.enabled
+                and matches(queued.sink.streams, dict(queued.sink.filters), stream, facts)]
+
+
+def queue_record(stream: str, event_id: str, event: Mapping[str, object], ts_ms: int) -> bytes:
+    """What a sink queue holds and a webhook receives: the event and how to recognise it."""
+    return orjson.dumps({"stream": stream, "event_id": event_id, "ts_ms": ts_ms,
+                         "event": event})
+
+
+def fan_out(ctx, registry: SinkRegistry, stream: str, order_id: str, event_id: str,
+            event: Mapping[str, object], facts: Mapping[str, object]) -> None:
+    """Queue one published result for every sink that wants it (inside ctx's transaction)."""
+    wanting = registry.wanting(stream, facts)
+    if not wanting:
+        return
+    record = queue_record(stream, event_id, event, ctx.now_ms)
+    key = order_id.encode()
+    for queued in wanting:
+        ctx.send(queued.topic, key, record)
+
+
+def _topic_safe(text: str) -> str:
+    return text if _TOPIC_SAFE.match(text) else format(mmh3.hash128(text.encode(),
+                                                                     signed=False), "032x")
