@@ -69,6 +69,9 @@ class Catalog(Service):
     def ready(self) -> bool:
         return self._caught_up.is_set()
 
+    async def wait_ready(self) -> None:
+        await self._caught_up.wait()
+
     # -- lookups (also the billing rules' Pricing) ------------------------------
 
     def shop(self, shop_id: str) -> Shop | None:

@@ -7,6 +7,7 @@ from app.clicks import ClickService
 from app.domain.tokens import Signer
 from app.engine.processor import Engine
 from app.main import app, settings, topics
+from app.sinks.dispatcher import SinkDispatcher
 from app.sinks.fanout import SinkRegistry
 from app.spool import ClickSpool, SpoolForwarder
 from app.topology import Topology
@@ -32,8 +33,13 @@ click_service = ClickService(signer, spool, dedupe_ms=settings.click_dedupe_ms,
                              tracking_ttl_ms=settings.click_retention_ms)
 
 sink_registry = SinkRegistry(catalog, settings.topic_prefix)
+dispatcher = SinkDispatcher(sink_registry, bootstrap=settings.broker, app_id=settings.app_id,
+                            partitions=settings.partitions, replication=settings.replication,
+                            deadletter_topic=topics.sinks_deadletter)
 
 engine.gate(lambda: catalog.ready)
+# Results are fanned out only to sinks whose queue topics exist; wait until they do.
+engine.gate(lambda: dispatcher.synced.is_set())
 
 ROCKSDB_OPTIONS = {
     "block_cache_size": settings.rocksdb_cache_mb * 1024 * 1024,
@@ -48,3 +54,5 @@ async def start_services() -> None:
     await app.add_runtime_dependency(catalog)
     await app.add_runtime_dependency(engine)
     await app.add_runtime_dependency(forwarder)
+    await catalog.wait_ready()
+    await app.add_runtime_dependency(dispatcher)

@@ -22,6 +22,7 @@ MODULES = (
     "app.web.orders",
     "app.web.demo",
     "app.web.metrics",
+    "app.web.sinks",
 )
 
 

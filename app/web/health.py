@@ -5,7 +5,7 @@ from __future__ import annotations
 from faust.web import Request, Response, View
 
 from app.main import app
-from app.services import catalog, engine
+from app.services import catalog, dispatcher, engine
 
 
 def readiness() -> dict[str, bool]:
@@ -16,6 +16,7 @@ def readiness() -> dict[str, bool]:
         "tables_recovered": app.tables.recovery.completed.is_set(),
         "configuration_loaded": catalog.ready,
         "engine_started": engine.started,
+        "sinks_ready": dispatcher.synced.is_set(),
     }
 
 

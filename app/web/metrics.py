@@ -10,7 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from app.main import app
-from app.services import catalog, click_service, engine, forwarder, spool
+from app.services import catalog, click_service, dispatcher, engine, forwarder, spool
 
 
 class EngineCollector(Collector):
@@ -37,6 +37,27 @@ class EngineCollector(Collector):
                                   value=forwarder.forwarded)
         yield GaugeMetricFamily("cps_catalog_records", "Configuration records read",
                                 value=catalog.records_read)
+        families = {
+            "depth": GaugeMetricFamily("cps_sink_queue_depth",
+                                       "Queued events of a sink not delivered yet",
+                                       labels=["sink"]),
+            "sent": CounterMetricFamily("cps_sink_sent_total", "Events delivered to a sink",
+                                        labels=["sink"]),
+            "retried": CounterMetricFamily("cps_sink_retried_total",
+                                           "Delivery attempts that failed and were retried",
+                                           labels=["sink"]),
+            "dead_lettered": CounterMetricFamily("cps_sink_dead_lettered_total",
+                                                 "Events given up after the last retry",
+                                                 labels=["sink"]),
+            "rate_per_s": GaugeMetricFamily("cps_sink_rate_per_second",
+                                            "Current delivery rate limit of a sink",
+                                            labels=["sink"]),
+        }
+        for sink_id, values in dispatcher.stats().items():
+            for name, family in families.items():
+                if name in values:
+                    family.add_metric([sink_id], values[name])
+        yield from families.values()
 
 
 registry = CollectorRegistry()

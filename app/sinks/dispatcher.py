@@ -1,0 +1,107 @@
+"""Runs one delivery per sink on this worker and keeps the sinks' queue topics in place."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import aiohttp
+from aiokafka import AIOKafkaProducer
+from mode import Service
+
+from app.sinks.delivery import SinkDelivery
+from app.sinks.fanout import SinkRegistry
+from app.topics import Role, TopicSpec
+from app.topology import ensure_topics
+
+logger = logging.getLogger(__name__)
+
+
+class SinkDispatcher(Service):
+    """Follows the configured sinks: creates queue topics, starts and stops deliveries."""
+
+    def __init__(self, registry: SinkRegistry, *, bootstrap: str, app_id: str, partitions: int,
+                 replication: int, deadletter_topic: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.registry = registry
+        self.bootstrap = bootstrap
+        self.app_id = app_id
+        self.partitions = partitions
+        self.replication = replication
+        self.deadletter_topic = deadletter_topic
+        self.deliveries: dict[str, tuple[SinkDelivery, asyncio.Task]] = {}
+        self.synced = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for queued in self.registry.sinks():
+            sink = queued.sink
+            delivery = self.deliveries.get(sink.sink_id)
+            out[sink.sink_id] = {
+                "kind": sink.kind, "target": sink.url or sink.topic,
+                "streams": sorted(sink.streams), "filters": dict(sink.filters),
+                "configured_rate_per_s": sink.rate_per_s, "enabled": sink.enabled,
+                **(delivery[0].stats.as_dict() if delivery else {"starting": True}),
+            }
+        return out
+
+    @Service.task
+    async def _follow(self) -> None:
+        self._session = aiohttp.ClientSession()
+        while not self.should_stop:
+            try:
+                if self._producer is None:
+                    producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
+                                                enable_idempotence=True)
+                    await producer.start()
+                    self._producer = producer
+                await self._sync()
+                self.synced.set()
+            except Exception as exc:
+                logger.warning("sinks: could not sync with the configuration: %r", exc)
+            await self.sleep(0.5)
+
+    async def _sync(self) -> None:
+        wanted = {queued.sink.sink_id: queued for queued in self.registry.sinks()}
+        missing = [q for q in wanted.values() if q.topic not in self.registry.ready_topics]
+        if missing:
+            await ensure_topics(self.bootstrap, [TopicSpec(q.topic, Role.INTERNAL)
+                                                 for q in missing],
+                                partitions=self.partitions, replication=self.replication)
+            self.registry.ready_topics.update(q.topic for q in missing)
+        for sink_id in set(self.deliveries) - set(wanted):
+            _delivery, task = self.deliveries.pop(sink_id)
+            task.cancel()
+        for sink_id, queued in wanted.items():
+            running = self.deliveries.get(sink_id)
+            if running is not None and not running[1].done():
+                continue
+            delivery = SinkDelivery(
+                sink_id=sink_id, topic=queued.topic,
+                current=lambda sink_id=sink_id: self._current(sink_id),
+                bootstrap=self.bootstrap, group_id=f"{self.app_id}-sink-{sink_id}",
+                deadletter_topic=self.deadletter_topic, session=self._session,
+                producer=self._producer)
+            self.deliveries[sink_id] = (delivery, asyncio.ensure_future(delivery.run()))
+
+    def _current(self, sink_id: str):
+        for queued in self.registry.sinks():
+            if queued.sink.sink_id == sink_id:
+                return queued.sink
+        return None
+
+    async def on_stop(self) -> None:
+        for _delivery, task in self.deliveries.values():
+            task.cancel()
+        for _delivery, task in self.deliveries.values():
+            with contextlib.suppress(BaseException):
+                await task
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+        if self._session is not None:
+            await self._session.close()
