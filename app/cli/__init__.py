@@ -31,9 +31,9 @@ def main(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from app.cli import demo, dev, kafka, link, produce, reconcile, worker
+    from app.cli import demo, dev, kafka, link, produce, reconcile, sinks, worker
 
-    for module in (kafka, worker, link, produce, demo, reconcile, dev):
+    for module in (kafka, worker, link, produce, demo, reconcile, sinks, dev):
         main.add_command(module.command)
 
 

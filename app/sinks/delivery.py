@@ -79,6 +79,7 @@ class SinkDelivery:
         self.rnd = random.Random()
         self._bucket: TokenBucket | None = None
         self._share = 1.0
+        self._in_flight = 0
 
     async def run(self) -> None:
         """Deliver until cancelled; reconnects on Kafka errors."""
@@ -113,6 +114,7 @@ class SinkDelivery:
             total = len(consumer.partitions_for_topic(self.topic) or ()) or 1
             self._share = max(len(assignment), 1) / total
             batch = await consumer.getmany(timeout_ms=300)
+            self._in_flight = sum(len(messages) for messages in batch.values())
             await self._update_depth(consumer)
             if not batch:
                 continue
@@ -121,8 +123,8 @@ class SinkDelivery:
             await self._update_depth(consumer)
 
     async def _update_depth(self, consumer: AIOKafkaConsumer) -> None:
-        """Records of this worker's partitions not delivered yet (from the last fetch)."""
-        depth = 0
+        """Records of this worker's partitions not delivered yet: in flight and not fetched."""
+        depth = self._in_flight
         for tp in consumer.assignment():
             end = consumer.last_stable_offset(tp)
             if end is not None:
@@ -136,11 +138,14 @@ class SinkDelivery:
                 by_key.setdefault(message.key, []).append(message)
         sink = self.current()
         limit = asyncio.Semaphore(sink.max_in_flight if sink else 1)
+        self._in_flight = sum(len(messages) for messages in by_key.values())
 
         async def one_key(messages: list) -> None:
             async with limit:
                 for message in messages:
                     await self._deliver(message)
+                    self._in_flight -= 1
+                    self.stats.depth = max(0, self.stats.depth - 1)
 
         await asyncio.gather(*(one_key(messages) for messages in by_key.values()))
 

@@ -43,6 +43,7 @@ class SinkDispatcher(Service):
             delivery = self.deliveries.get(sink.sink_id)
             out[sink.sink_id] = {
                 "kind": sink.kind, "target": sink.url or sink.topic,
+                "queue": queued.topic, "ready": queued.topic in self.registry.ready_topics,
                 "streams": sorted(sink.streams), "filters": dict(sink.filters),
                 "configured_rate_per_s": sink.rate_per_s, "enabled": sink.enabled,
                 **(delivery[0].stats.as_dict() if delivery else {"starting": True}),

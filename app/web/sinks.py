@@ -10,7 +10,7 @@ from faust.web import Request, Response, View
 from app.main import app
 from app.services import dispatcher
 
-_COLUMNS = ("kind", "target", "streams", "enabled", "paused", "depth", "sent", "retried",
+_COLUMNS = ("kind", "target", "streams", "ready", "enabled", "paused", "depth", "sent", "retried",
             "dead_lettered", "configured_rate_per_s", "rate_per_s", "throttle", "last_error")
 
 

@@ -237,6 +237,92 @@ def events() -> SimpleNamespace:
     return SimpleNamespace(click=click, order=order)
 
 
+class Receiver:
+    """A webhook receiver in a thread: records every request, answers as `respond` says.
+
+    `respond(n, event)` gets the request's number (from 1) and its JSON body and returns
+    (status, headers, delay_s).
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.requests: list[dict] = []
+        self.respond = lambda n, event: (200, {}, 0.0)
+        self._loop = None
+        self._thread = None
+        self._runner = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def start(self) -> Receiver:
+        import threading
+
+        from aiohttp import web
+
+        started = threading.Event()
+
+        async def handle(request):
+            body = await request.read()
+            event = orjson.loads(body)
+            status, headers, delay = self.respond(len(self.requests) + 1, event)
+            self.requests.append({"at": time.monotonic(), "headers": dict(request.headers),
+                                  "body": body, "event": event, "status": status})
+            if delay:
+                await asyncio.sleep(delay)
+            return web.Response(status=status, headers=headers)
+
+        def serve():
+            self._loop = asyncio.new_event_loop()
+            app = web.Application()
+            app.router.add_post("/hook", handle)
+            self._runner = web.AppRunner(app)
+            self._loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+            self._loop.run_until_complete(site.start())
+            started.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+        started.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop = None
+
+    def event_ids(self) -> list[str]:
+        """Event ids of the requests answered with success, in arrival order."""
+        return [r["event"]["event_id"] for r in self.requests if 200 <= r["status"] < 300]
+
+    def wait_for(self, condition, timeout: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition(self):
+                return True
+            time.sleep(0.1)
+        return False
+
+
+@pytest.fixture
+def receivers():
+    made: list[Receiver] = []
+
+    def make() -> Receiver:
+        receiver = Receiver().start()
+        made.append(receiver)
+        return receiver
+
+    yield make
+    for receiver in made:
+        receiver.stop()
+
+
 @pytest.fixture
 def prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}."
