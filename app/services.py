@@ -9,6 +9,7 @@ from app.engine.processor import Engine
 from app.main import app, settings, topics
 from app.sinks.dispatcher import SinkDispatcher
 from app.sinks.fanout import SinkRegistry
+from app.sinks.subscriptions import Subscriptions
 from app.spool import ClickSpool, SpoolForwarder
 from app.topology import Topology
 
@@ -32,10 +33,14 @@ forwarder = SpoolForwarder(spool, bootstrap=settings.broker, clicks_topic=topics
 click_service = ClickService(signer, spool, dedupe_ms=settings.click_dedupe_ms,
                              tracking_ttl_ms=settings.click_retention_ms)
 
-sink_registry = SinkRegistry(catalog, settings.topic_prefix)
+sink_registry = SinkRegistry(catalog, settings.topic_prefix, topics.live)
 dispatcher = SinkDispatcher(sink_registry, bootstrap=settings.broker, app_id=settings.app_id,
                             partitions=settings.partitions, replication=settings.replication,
                             deadletter_topic=topics.sinks_deadletter)
+
+subscriptions = Subscriptions(bootstrap=settings.broker, topic=topics.live,
+                              partitions=lambda: topology.partitions(topics.live),
+                              limit=settings.max_subscribers)
 
 engine.gate(lambda: catalog.ready)
 # Results are fanned out only to sinks whose queue topics exist; wait until they do.

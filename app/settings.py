@@ -46,6 +46,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CPS_CLICK_DEDUPE_MS", "10000",
             "repeated clicks of one buyer on one link within this time count once"),
     Setting("CPS_ADMIN_MAX_BODY_BYTES", "65536", "largest admin request body accepted"),
+    Setting("CPS_MAX_SUBSCRIBERS", "100", "live subscribers (/subscribe) a worker serves at once"),
     Setting("CPS_WEB_HOST", "127.0.0.1", "address the worker's web server binds to"),
     Setting("CPS_REPLICATION", "1", "replication factor of the topics the engine creates"),
     Setting("CPS_ATTRIBUTION_GRACE_MS", "30000",
@@ -81,6 +82,7 @@ class Settings:
     link_ttl_s: int = 30 * 86_400
     click_dedupe_ms: int = 10_000
     admin_max_body_bytes: int = 65_536
+    max_subscribers: int = 100
     app_id: str = "cps-engine"
     replication: int = 1
     attribution_grace_ms: int = 30_000
@@ -118,6 +120,7 @@ class Settings:
             click_dedupe_ms=reader.integer("CPS_CLICK_DEDUPE_MS", 10_000, minimum=0),
             admin_max_body_bytes=reader.integer("CPS_ADMIN_MAX_BODY_BYTES", 65_536,
                                                 minimum=1024),
+            max_subscribers=reader.integer("CPS_MAX_SUBSCRIBERS", 100, minimum=1),
             app_id=reader.text("CPS_APP_ID", "cps-engine"),
             replication=reader.integer("CPS_REPLICATION", 1, minimum=1, maximum=16),
             attribution_grace_ms=reader.integer("CPS_ATTRIBUTION_GRACE_MS", 30_000, minimum=0),

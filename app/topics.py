@@ -58,6 +58,8 @@ class Topics:
         self.orders_by_order = prefix + "internal.orders-by-order"
         # Attributed orders re-keyed by promoter for the promoters' order lists.
         self.orders_by_promoter = prefix + "internal.orders-by-promoter"
+        # Every result with the facts filters name, for live subscriptions (/subscribe).
+        self.live = prefix + "internal.live"
         # How far each worker's click spool has reached cps.clicks.
         self.spool_progress = prefix + "internal.spool-progress"
 
@@ -71,6 +73,7 @@ class Topics:
             self.sinks_deadletter: Role.OUTPUT,
             self.clicks_by_buyer: Role.INTERNAL, self.orders_by_buyer: Role.INTERNAL,
             self.orders_by_order: Role.INTERNAL, self.orders_by_promoter: Role.INTERNAL,
+            self.live: Role.INTERNAL,
             self.spool_progress: Role.PROGRESS,
         }
         return [TopicSpec(name, role) for name, role in roles.items()]

@@ -23,6 +23,7 @@ MODULES = (
     "app.web.demo",
     "app.web.metrics",
     "app.web.sinks",
+    "app.web.subscribe",
 )
 
 

@@ -1,4 +1,4 @@
-"""Fan-out: every published result also goes to the queue topic of every sink that wants it.
+"""Fan-out: every published result also goes to the queue of every sink that wants it.
 
 Each sink has its own queue topic (`<prefix>sink.<sink_id>`, keyed by order
 id, so one order's events stay in order), written in the same transaction
@@ -32,9 +32,10 @@ class QueuedSink:
 class SinkRegistry:
     """The sinks of this engine (configured and implicit), and which queues exist."""
 
-    def __init__(self, catalog: Catalog, prefix: str) -> None:
+    def __init__(self, catalog: Catalog, prefix: str, live_topic: str) -> None:
         self.catalog = catalog
         self.prefix = prefix
+        self.live_topic = live_topic
         self.ready_topics: set[str] = set()
         self._cached: tuple[int, list[QueuedSink]] = (-1, [])
 
@@ -74,12 +75,19 @@ def queue_record(stream: str, event_id: str, event: Mapping[str, object], ts_ms:
 
 def fan_out(ctx, registry: SinkRegistry, stream: str, order_id: str, event_id: str,
             event: Mapping[str, object], facts: Mapping[str, object]) -> None:
-    """Queue one published result for every sink that wants it (inside ctx's transaction)."""
+    """Queue one published result for every sink that wants it and for live subscribers.
+
+    Runs inside ctx's transaction, so a result reaches its queues exactly when it is
+    published.
+    """
+    key = order_id.encode()
+    ctx.send(registry.live_topic, key, orjson.dumps({
+        "stream": stream, "event_id": event_id, "ts_ms": ctx.now_ms, "event": event,
+        "facts": facts}))
     wanting = registry.wanting(stream, facts)
     if not wanting:
         return
     record = queue_record(stream, event_id, event, ctx.now_ms)
-    key = order_id.encode()
     for queued in wanting:
         ctx.send(queued.topic, key, record)
 

@@ -10,7 +10,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from app.main import app
-from app.services import catalog, click_service, dispatcher, engine, forwarder, spool
+from app.services import (
+    catalog,
+    click_service,
+    dispatcher,
+    engine,
+    forwarder,
+    spool,
+    subscriptions,
+)
 
 
 class EngineCollector(Collector):
@@ -37,6 +45,11 @@ class EngineCollector(Collector):
                                   value=forwarder.forwarded)
         yield GaugeMetricFamily("cps_catalog_records", "Configuration records read",
                                 value=catalog.records_read)
+        yield GaugeMetricFamily("cps_subscribers", "Live subscribers connected to this worker",
+                                value=subscriptions.active)
+        yield CounterMetricFamily("cps_subscribers_cut_off_total",
+                                  "Live subscribers dropped for not reading",
+                                  value=subscriptions.cut_off)
         families = {
             "depth": GaugeMetricFamily("cps_sink_queue_depth",
                                        "Queued events of a sink not delivered yet",
