@@ -14,6 +14,7 @@ class Role(StrEnum):
     OUTPUT = "output"        # produced by the engine for others
     INTERNAL = "internal"    # produced and consumed by the engine (repartitioning)
     PROGRESS = "progress"    # compacted bookkeeping of the engine (click spool progress)
+    CHANGELOG = "changelog"  # compacted changelog of a table
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +24,7 @@ class TopicSpec:
 
     @property
     def compacted(self) -> bool:
-        return self.role in (Role.CONFIG, Role.PROGRESS)
+        return self.role in (Role.CONFIG, Role.PROGRESS, Role.CHANGELOG)
 
     @property
     def config(self) -> dict[str, str]:

@@ -8,6 +8,7 @@ import sys
 import click
 
 from app.settings import Settings
+from app.topics import Role, TopicSpec
 from app.topology import TopologyError, check_copartitioned, ensure_topics
 
 _LOG_LEVELS = {"debug": "debug", "info": "info", "warn": "warn", "error": "error"}
@@ -26,14 +27,17 @@ def command(settings: Settings) -> None:
     from app.services import engine, topology
 
     try:
-        counts = asyncio.run(ensure_topics(
-            settings.broker, topics.specs(), partitions=settings.partitions,
-            replication=settings.replication,
-        ))
         from app import wiring
 
         wiring.load()
-        check_copartitioned(counts, engine.handlers, settings.partitions)
+        # Changelogs too, in the same request: Faust would create them one by one.
+        changelogs = [TopicSpec(table.changelog_topic, Role.CHANGELOG) for table in engine.tables]
+        counts = asyncio.run(ensure_topics(
+            settings.broker, [*topics.specs(), *changelogs], partitions=settings.partitions,
+            replication=settings.replication,
+        ))
+        check_copartitioned(counts, [*engine.handlers, *(s.name for s in changelogs)],
+                            settings.partitions)
     except TopologyError as exc:
         click.echo(f"cps worker: {exc}", err=True)
         sys.exit(1)

@@ -15,7 +15,7 @@ from app.sinks.subscriptions import SubscriptionError, parse
 
 WRITE_TIMEOUT_S = 5.0
 SEND_BUFFER_BYTES = 64 * 1024
-HEARTBEAT_S = 15.0
+HEARTBEAT_S = 5.0
 
 
 @app.page("/subscribe")
