@@ -14,8 +14,10 @@ import urllib.request
 from collections import Counter
 from dataclasses import replace
 
+import aiohttp
 import click
 import orjson
+from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 
 from app.admin import issue_link
@@ -70,7 +72,7 @@ def command(settings: Settings, rate: int) -> None:
         click.echo(f"worker ready: {base}/ready   (log: {log_path})")
         click.echo(f"demo promotion link (open it in a browser): {_demo_link(env, base)}")
         click.echo("streaming demo traffic; attributions follow. Ctrl-C stops everything.")
-        asyncio.run(_demo_and_watch(settings, rate))
+        asyncio.run(_demo_and_watch(settings, rate, env["CPS_ADMIN_TOKEN"]))
     except KeyboardInterrupt:
         click.echo("\nstopping...")
     finally:
@@ -110,17 +112,72 @@ def _wait_ready(settings: Settings, worker: subprocess.Popen, log_path) -> None:
     raise click.ClickException(f"the worker was not ready after 180 s; see {log_path}")
 
 
-async def _demo_and_watch(settings: Settings, rate: int) -> None:
+async def _demo_and_watch(settings: Settings, rate: int, admin_token: str) -> None:
+    receiver = DemoReceiver()
+    await receiver.start()
+    await _configure_demo_sink(settings, admin_token, receiver.url)
+    print(f"demo webhook receiver: {receiver.url} (sink demo-webhook: commissions and "
+          "settlements of kuaishou orders, 20 per second)", flush=True)
     demo = asyncio.create_task(run_demo(settings, rate=rate, events=0, buyers=3000, seed=7))
     try:
-        await _watch_attributions(settings)
+        await _watch_attributions(settings, receiver)
     finally:
         demo.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await demo
+        await receiver.stop()
 
 
-async def _watch_attributions(settings: Settings, *, shown: int = 12) -> None:
+class DemoReceiver:
+    """A local webhook endpoint for the demo sink: counts what it receives, shows a few."""
+
+    def __init__(self) -> None:
+        self.received: Counter[str] = Counter()
+        self.shown = 3
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/demo-webhook"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/demo-webhook", self._receive)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        self.received[body["stream"]] += 1
+        if self.shown > 0:
+            self.shown -= 1
+            event = body["event"]
+            print(f"webhook got {body['stream']} {event.get('order_id')} "
+                  f"(Idempotency-Key {request.headers.get('Idempotency-Key')})", flush=True)
+        return web.Response(status=204)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+async def _configure_demo_sink(settings: Settings, admin_token: str, url: str) -> None:
+    body = {"kind": "webhook", "url": url, "streams": ["commissions", "settlements"],
+            "filters": {"channel_id": "kuaishou"}, "rate_per_s": 20, "burst": 20}
+    async with aiohttp.ClientSession() as session, session.put(
+            f"http://127.0.0.1:{settings.web_port}/admin/sinks/demo-webhook", json=body,
+            headers={"Authorization": f"Bearer {admin_token}"}) as response:
+        if response.status != 200:
+            raise click.ClickException(f"could not configure the demo sink: "
+                                       f"{response.status} {await response.text()}")
+
+
+async def _watch_attributions(settings: Settings, receiver: DemoReceiver, *,
+                              shown: int = 12) -> None:
     """Print the first results, then a summary every 5 seconds."""
     names = {settings.topic_prefix + name: name
              for name in ("attributions", "commissions", "settlements")}
@@ -160,6 +217,10 @@ async def _watch_attributions(settings: Settings, *, shown: int = 12) -> None:
                 if money:
                     print("-- " + ", ".join(f"{k} {n}" for k, n in sorted(money.items())),
                           flush=True)
+                if receiver.received:
+                    print("-- demo webhook received: " + ", ".join(
+                        f"{stream} {n}" for stream, n in sorted(receiver.received.items())),
+                        flush=True)
     finally:
         await consumer.stop()
 
