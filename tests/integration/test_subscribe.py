@@ -40,8 +40,8 @@ class SSEClient:
                 elif line == "" and data is not None:
                     self.events.append((event_id, data))
                     event_id, data = None, None
-        except (OSError, ValueError):
-            pass
+        except (OSError, ValueError, AttributeError):
+            pass  # the connection was closed under the reader
 
     def wait(self, count: int, timeout: float = 30) -> bool:
         deadline = time.monotonic() + timeout
