@@ -22,7 +22,7 @@ BOUNDS_MS: tuple[int, ...] = tuple(
 class Histogram:
     """Counts of values per bucket (the last bucket holds everything above the bounds)."""
 
-    __slots__ = ("counts", "total", "sum_ms")
+    __slots__ = ("counts", "sum_ms", "total")
 
     def __init__(self, counts: Iterable[int] | None = None) -> None:
         self.counts = list(counts) if counts is not None else [0] * (len(BOUNDS_MS) + 1)
