@@ -13,7 +13,7 @@ COPY pyproject.toml README.md ./
 COPY app ./app
 COPY agents ./agents
 COPY tables ./tables
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir . && python -m app.web.assets
 
 USER cps
 VOLUME ["/var/lib/cps"]

@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CHARTS := app/web/static/uPlot.iife.min.js
 # The test broker takes a free port (0) so it never meets the one `make run` uses.
 TEST_KAFKA_PORT ?= 0
 
@@ -18,7 +19,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
-setup: $(STAMP)
+# The dashboard's chart library (pinned, integrity-checked, not in git).
+$(CHARTS): $(STAMP)
+	$(BIN)/python -m app.web.assets
+
+setup: $(STAMP) $(CHARTS)
 
 run: setup
 	$(BIN)/cps dev

@@ -23,7 +23,7 @@ from app.engine.partitioning import partition_for
 from app.engine.processor import Context
 from app.main import app, settings, topics
 from app.records import decode_click, decode_order, encode_attribution
-from app.services import catalog, engine, signer, sink_registry
+from app.services import catalog, engine, monitor, signer, sink_registry
 from app.sinks.fanout import fan_out
 from tables.attribution import attributed, clicks, order_waits
 
@@ -146,6 +146,7 @@ def _publish(ctx: Context, facts: OrderFacts, decision: Decision, *, delayed: bo
     result = conclude(facts, decision, attributed_ms=ctx.now_ms, delayed=delayed)
     ctx.send(topics.attributions, order_key, encode_attribution(result))
     ctx.put(attributed, order_key, result.attributed_ms)
+    monitor.record_attribution(result.ts_ms, result.attributed_ms, result.click_ts_ms, delayed)
     fan_out(ctx, sink_registry, "attributions", facts.order_id, f"attribution:{facts.order_id}",
             result, {"channel_id": result.channel_id, "shop_id": result.shop_id,
                      "promoter_id": result.promoter_id, "type": result.type.value})

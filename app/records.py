@@ -339,7 +339,8 @@ def decode_policy(raw: bytes | None, key: bytes | None = None) -> Policy:
     return policy
 
 
-SINK_STREAMS = frozenset({"attributions", "commissions", "settlements", "order_status"})
+SINK_STREAMS = frozenset({"attributions", "commissions", "settlements", "order_status",
+                          "alerts"})
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _SINK_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 

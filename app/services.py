@@ -7,6 +7,7 @@ from app.clicks import ClickService
 from app.domain.tokens import Signer
 from app.engine.processor import Engine
 from app.main import app, settings, topics
+from app.monitor import Monitor
 from app.sinks.dispatcher import SinkDispatcher
 from app.sinks.fanout import SinkRegistry
 from app.sinks.subscriptions import Subscriptions
@@ -42,6 +43,17 @@ subscriptions = Subscriptions(bootstrap=settings.broker, topic=topics.live,
                               partitions=lambda: topology.partitions(topics.live),
                               limit=settings.max_subscribers)
 
+monitor = Monitor(
+    app, settings, registry=sink_registry, consumed_topics=lambda: sorted(engine.handlers),
+    output_topics=[topics.attributions, topics.commissions, topics.settlements,
+                   topics.deadletter, topics.sinks_deadletter],
+    partitions=topology.partitions,
+    sink_stats=lambda: {sink_id: {k: v for k, v in values.items()
+                                  if k in ("sent", "retried", "dead_lettered", "rate_per_s")}
+                        for sink_id, values in dispatcher.stats().items()},
+    dead_letters=lambda: engine.dead_letter_reasons,
+)
+
 engine.gate(lambda: catalog.ready)
 # Results are fanned out only to sinks whose queue topics exist; wait until they do.
 engine.gate(lambda: dispatcher.synced.is_set())
@@ -61,3 +73,4 @@ async def start_services() -> None:
     await app.add_runtime_dependency(forwarder)
     await catalog.wait_ready()
     await app.add_runtime_dependency(dispatcher)
+    await app.add_runtime_dependency(monitor)

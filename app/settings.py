@@ -60,6 +60,17 @@ SETTINGS: tuple[Setting, ...] = (
             "how long the engine gathers events before committing a transaction"),
     Setting("CPS_COMMIT_MAX_EVENTS", "5000", "events after which the engine commits at once"),
     Setting("CPS_STANDBY_REPLICAS", "0", "Faust standby replicas of each table partition"),
+    Setting("CPS_MONITOR_INTERVAL_S", "5", "how often lag, throughput and alerts are sampled"),
+    Setting("CPS_ALERT_LAG", "10000",
+            "alert when the engine's consumer lag (all partitions) stays above this"),
+    Setting("CPS_ALERT_LAG_FOR_S", "60", "... for this long"),
+    Setting("CPS_ALERT_DELAY_P99_MS", "2000",
+            "alert when the attribution delay p99 of the last minute stays above this"),
+    Setting("CPS_ALERT_DELAY_FOR_S", "60", "... for this long"),
+    Setting("CPS_ALERT_DEAD_LETTERS_PER_MIN", "60",
+            "alert when more input than this per minute goes to the dead-letter topic"),
+    Setting("CPS_BACKFILL_MS", "3600000",
+            "orders older than this when attributed count as backfill, not in delay figures"),
     Setting("CPS_ROCKSDB_CACHE_MB", "16", "RocksDB block cache per table partition, MiB"),
     Setting("CPS_KAFKA_HOME", "~/.cache/cps", "where `cps kafka` caches broker jars and data"),
     Setting("CPS_LOG_LEVEL", "info", "worker log level (debug, info, warn, error)"),
@@ -92,6 +103,13 @@ class Settings:
     commit_linger_ms: int = 5
     commit_max_events: int = 5000
     standby_replicas: int = 0
+    monitor_interval_s: int = 5
+    alert_lag: int = 10_000
+    alert_lag_for_s: int = 60
+    alert_delay_p99_ms: int = 2000
+    alert_delay_for_s: int = 60
+    alert_dead_letters_per_min: int = 60
+    backfill_ms: int = 3_600_000
     rocksdb_cache_mb: int = 16
     kafka_home: Path = field(default_factory=lambda: Path("~/.cache/cps").expanduser())
     log_level: str = "info"
@@ -130,6 +148,15 @@ class Settings:
             commit_linger_ms=reader.integer("CPS_COMMIT_LINGER_MS", 5, minimum=0, maximum=10_000),
             commit_max_events=reader.integer("CPS_COMMIT_MAX_EVENTS", 5000, minimum=1),
             standby_replicas=reader.integer("CPS_STANDBY_REPLICAS", 0, minimum=0, maximum=8),
+            monitor_interval_s=reader.integer("CPS_MONITOR_INTERVAL_S", 5, minimum=1,
+                                              maximum=300),
+            alert_lag=reader.integer("CPS_ALERT_LAG", 10_000, minimum=0),
+            alert_lag_for_s=reader.integer("CPS_ALERT_LAG_FOR_S", 60, minimum=0),
+            alert_delay_p99_ms=reader.integer("CPS_ALERT_DELAY_P99_MS", 2000, minimum=1),
+            alert_delay_for_s=reader.integer("CPS_ALERT_DELAY_FOR_S", 60, minimum=0),
+            alert_dead_letters_per_min=reader.integer("CPS_ALERT_DEAD_LETTERS_PER_MIN", 60,
+                                                      minimum=0),
+            backfill_ms=reader.integer("CPS_BACKFILL_MS", 3_600_000, minimum=1),
             rocksdb_cache_mb=reader.integer("CPS_ROCKSDB_CACHE_MB", 16, minimum=1),
             kafka_home=Path(reader.text("CPS_KAFKA_HOME", "~/.cache/cps")).expanduser(),
             log_level=reader.choice("CPS_LOG_LEVEL", "info", ("debug", "info", "warn", "error")),

@@ -24,6 +24,7 @@ MODULES = (
     "app.web.metrics",
     "app.web.sinks",
     "app.web.subscribe",
+    "app.web.monitoring",
 )
 
 

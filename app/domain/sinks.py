@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-STREAMS = ("attributions", "commissions", "settlements", "order_status")
+STREAMS = ("attributions", "commissions", "settlements", "order_status", "alerts")
 
 
 def matches(streams: frozenset[str], filters: Mapping[str, str], stream: str,

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -102,6 +103,7 @@ class Context:
             key=message.key, value=message.value, error=error, ts_ms=self.now_ms,
         )))
         self._engine.dead_letters += 1
+        self._engine.dead_letter_reasons[error.split(":", 1)[0][:60]] += 1
 
     def cache(self, factory: Callable[[Context], Any]) -> Any:
         """A per-partition object derived from committed state, rebuilt after a rebalance."""
@@ -127,6 +129,7 @@ class Engine(Service):
         self.gates: list[Callable[[], bool]] = []
         self.tables: list[StateTable] = []
         self.dead_letters = 0
+        self.dead_letter_reasons: Counter[str] = Counter()
         self.events_processed = 0
         self._pending: dict[int, PartitionWork] = {}
         self._contexts: dict[int, Context] = {}
