@@ -6,9 +6,14 @@ from collections.abc import Iterator
 
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
 
+from app.domain.metrics import BOUNDS_MS
 from app.main import app
 from app.services import (
     catalog,
@@ -16,6 +21,7 @@ from app.services import (
     dispatcher,
     engine,
     forwarder,
+    monitor,
     spool,
     subscriptions,
 )
@@ -71,6 +77,58 @@ class EngineCollector(Collector):
                 if name in values:
                     family.add_metric([sink_id], values[name])
         yield from families.values()
+        yield from _monitoring()
+
+
+def _monitoring() -> Iterator:
+    """Lag, delays, dead letters by reason, recovery and alerts (app.monitor)."""
+    lag = GaugeMetricFamily("cps_consumer_lag", "Records between the committed offset and the "
+                            "end of a partition", labels=["group", "topic", "partition"])
+    committed = GaugeMetricFamily("cps_consumer_committed_offset", "Committed offset",
+                                  labels=["group", "topic", "partition"])
+    end = GaugeMetricFamily("cps_topic_end_offset", "Last stable offset of a partition",
+                            labels=["topic", "partition"])
+    ends_seen = set()
+    for row in monitor.lag_rows:
+        labels = [row["group"], row["topic"], str(row["partition"])]
+        lag.add_metric(labels, row["lag"])
+        if row["committed"] is not None:
+            committed.add_metric(labels, row["committed"])
+        if (row["topic"], row["partition"]) not in ends_seen:
+            ends_seen.add((row["topic"], row["partition"]))
+            end.add_metric([row["topic"], str(row["partition"])], row["end"])
+    yield from (lag, committed, end)
+    rates = GaugeMetricFamily("cps_topic_records_per_second",
+                              "Records appended per second, last sample", labels=["topic"])
+    for topic, series in monitor.rate_series.items():
+        if series.last() is not None:
+            rates.add_metric([topic], series.last())
+    yield rates
+    for name, windows, help_text in (
+            ("cps_attribution_delay_ms", monitor.delay,
+             "attributed_ms - ts_ms of orders decided without waiting, last hour"),
+            ("cps_click_to_attribution_delay_ms", monitor.click_delay,
+             "attributed_ms - click ts_ms, last hour")):
+        histogram = windows.over(0)
+        buckets, running = [], 0
+        for bound, count in zip(BOUNDS_MS, histogram.counts, strict=False):
+            running += count
+            buckets.append((str(bound), running))
+        buckets.append(("+Inf", histogram.total))
+        yield HistogramMetricFamily(name, help_text, buckets=buckets, sum_value=histogram.sum_ms)
+    reasons = CounterMetricFamily("cps_dead_letters_by_reason_total",
+                                  "Dead letters by the field or cause at fault", labels=["reason"])
+    for reason, count in engine.dead_letter_reasons.items():
+        reasons.add_metric([reason], count)
+    yield reasons
+    recovery = app.tables.recovery
+    yield GaugeMetricFamily("cps_table_recovery_remaining",
+                            "Changelog records left to restore before processing resumes",
+                            value=recovery.active_remaining_total() if recovery.in_recovery else 0)
+    alerts = GaugeMetricFamily("cps_alert_firing", "1 while an alert fires", labels=["alert"])
+    for name, state in monitor.alerts.items():
+        alerts.add_metric([name], 1 if state.state == "firing" else 0)
+    yield alerts
 
 
 registry = CollectorRegistry()
