@@ -141,6 +141,8 @@ class Engine(Service):
         self._work_ready = asyncio.Event()
         self._urgent = asyncio.Event()
         self._commit_lock = asyncio.Lock()
+        self.running = asyncio.Event()
+        self.running.set()
         app.on_partitions_revoked.connect(self._on_partitions_revoked)
         app.on_partitions_assigned.connect(self._on_partitions_assigned)
 
@@ -188,7 +190,10 @@ class Engine(Service):
             await asyncio.sleep(0.05)
         app = self.app
         handlers = self.handlers
+        running = self.running
         async for event in stream.events():
+            if not running.is_set():
+                await running.wait()  # paused by an operator: the backlog waits in Kafka
             message = event.message
             partition = message.partition
             if message.generation_id != app.consumer_generation_id or partition in self._lost:

@@ -21,7 +21,7 @@ from app.admin import (
 )
 from app.main import app, settings, topics
 from app.records import encode_sink
-from app.services import catalog, signer
+from app.services import catalog, engine, signer
 
 KINDS = kinds(topics)
 writer = ConfigWriter(settings.broker)
@@ -58,6 +58,22 @@ def _kind(name: str):
     return kind
 
 
+@app.page("/admin/engine/{action}")
+class EngineSwitch(View):
+    @_admin
+    async def post(self, request: Request, action: str) -> Response:
+        """Pause or resume this worker's processing (input waits in Kafka; lag shows it)."""
+        if action == "pause":
+            engine.running.clear()
+        elif action == "resume":
+            engine.running.set()
+        else:
+            raise AdminError(404, "use /admin/engine/pause or /resume")
+        return self.json({"worker": str(app.conf.canonical_url),
+                          "processing": engine.running.is_set()})
+
+
+# Registered after /admin/engine/..., which the pattern below would otherwise shadow.
 @app.page("/admin/{kind}/{ident}")
 class ConfigEntry(View):
     @_admin
@@ -96,3 +112,4 @@ class SinkSwitch(View):
         raw = encode_sink(replace(sink, paused=action == "pause"))
         offset = await writer.write(topics.sinks, ident, raw)
         return self.json({"id": ident, "paused": action == "pause", "offset": offset})
+
