@@ -10,7 +10,7 @@ CHARTS := app/web/static/uPlot.iife.min.js
 # The test broker takes a free port (0) so it never meets the one `make run` uses.
 TEST_KAFKA_PORT ?= 0
 
-.PHONY: run test setup lint clean
+.PHONY: run test setup browser lint clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -28,7 +28,17 @@ setup: $(STAMP) $(CHARTS)
 run: setup
 	$(BIN)/cps dev
 
-test: setup
+# The dashboard test drives Debian's Chromium; install it when missing (root or sudo).
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing Debian's chromium and chromium-driver for the dashboard test"; \
+	  $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && \
+	    $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null; }; \
+	fi
+
+test: setup browser
 	$(BIN)/ruff check .
 	@export CPS_KAFKA_PORT=$(TEST_KAFKA_PORT); \
 	bootstrap=$$($(BIN)/cps kafka start | tail -n 1); \

@@ -1,0 +1,60 @@
+"""The dashboard in a real browser (Debian's headless Chromium) against a live worker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts"
+CPS = str(Path(sys.executable).with_name("cps"))
+
+
+def browser() -> webdriver.Chrome:
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1400,1100",
+                 f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def test_dashboard_draws_live_charts_without_errors(make_worker):
+    worker = make_worker(CPS_MONITOR_INTERVAL_S="1", CPS_ATTRIBUTION_GRACE_MS="1000").start()
+    demo = subprocess.Popen([CPS, "demo", "--rate", "300", "--events", "6000", "--buyers", "400"],
+                            env=worker.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = browser()
+    try:
+        time.sleep(8)  # a few samples of traffic first
+        driver.get(worker.base + "/dashboard")
+        deadline = time.monotonic() + 60
+        state = {}
+        while time.monotonic() < deadline:
+            state = driver.execute_script(
+                "return {updates: window.dashboard.updates, points: window.dashboard.points,"
+                " errors: window.dashboard.errors,"
+                " canvases: document.querySelectorAll('.uplot canvas').length,"
+                " sinks: document.querySelectorAll('#workers tr').length}")
+            if state["updates"] >= 3 and state["canvases"] >= 3 and state["points"] > 50:
+                break
+            time.sleep(1)
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+        severe = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        assert state["updates"] >= 3 and state["canvases"] >= 3, state
+        assert state["points"] > 50, state
+        assert state["errors"] == [], state
+        assert severe == [], severe
+        assert state["sinks"] >= 2  # a header row and this worker
+    finally:
+        driver.quit()
+        demo.kill()
