@@ -59,7 +59,7 @@ class Monitor(Service):
         self.backfilled = 0
         self.waited = 0
         self.lag_rows: list[dict[str, Any]] = []
-        self.lag_series: dict[str, Series] = {}      # "<group> <topic>" -> total lag
+        self.lag_series: dict[str, Series] = {}      # topic, or "sink <id>" -> total lag
         self.rate_series: dict[str, Series] = {}     # topic -> records/s
         self.dead_letter_series = Series()
         self.delay_series = {q: Series() for q in ("p50", "p90", "p99")}
@@ -100,8 +100,11 @@ class Monitor(Service):
     async def sample(self) -> None:
         now = int(time.time() * 1000)
         groups = {self.app.conf.id: self.consumed_topics()}
+        sink_labels = {}
         for queued in self.registry.sinks():
-            groups[f"{self.app.conf.id}-sink-{queued.sink.sink_id}"] = [queued.topic]
+            group = f"{self.app.conf.id}-sink-{queued.sink.sink_id}"
+            groups[group] = [queued.topic]
+            sink_labels[group] = f"sink {queued.sink.sink_id}"
         topics = sorted({t for ts in groups.values() for t in ts} | set(self.output_topics))
         ends = await self._end_offsets(topics)
         committed = await self._committed(list(groups))
@@ -118,7 +121,8 @@ class Monitor(Service):
                                  "lag": max(0, end - (done or 0))})
         self.lag_rows = rows
         for (group, topic), lag in _sum_by(rows, ("group", "topic"), "lag").items():
-            self.lag_series.setdefault(f"{group} {topic}", Series()).add(now, lag)
+            label = sink_labels.get(group, topic)
+            self.lag_series.setdefault(label, Series()).add(now, lag)
         self._rates(now, ends)
         window = self.delay.over(now - MINUTE_MS).summary()
         for q, series in self.delay_series.items():
@@ -204,12 +208,12 @@ class Monitor(Service):
             if self.app.is_leader():
                 await self._notify(transition.event_id, event)
 
-    def _per_minute(self, series: Series, now: int) -> float:
+    def _per_minute(self, series: Series, now: int) -> int:
         recent = series.since(now - MINUTE_MS)
         if len(recent) < 2:
-            return 0.0
+            return 0
         (t0, v0), (t1, v1) = recent[0], recent[-1]
-        return (v1 - v0) * MINUTE_MS / max(1, t1 - t0)
+        return (v1 - v0) * MINUTE_MS // max(1, t1 - t0)
 
     async def _notify(self, event_id: str, event: dict[str, Any]) -> None:
         """Queue an alert for every sink subscribed to the alerts stream (leader only)."""

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import webbrowser
 from collections import Counter
 from dataclasses import replace
 
@@ -30,14 +31,18 @@ from app.settings import Settings
 @click.command("dev")
 @click.option("--rate", default=200, show_default=True, type=click.IntRange(1, 100_000),
               help="Demo events per second.")
+@click.option("--browser/--no-browser", default=True, show_default=True,
+              help="Open the dashboard in a browser when a desktop is available.")
 @click.pass_obj
-def command(settings: Settings, rate: int) -> None:
+def command(settings: Settings, rate: int, browser: bool) -> None:
     """Start the local broker, a worker on CPS_WEB_PORT and the demo; Ctrl-C stops them all.
 
     Without CPS_ADMIN_TOKEN and CPS_LINK_SECRET it makes demo values and
     prints them, and it checks settlements every 10 seconds unless
     CPS_SETTLEMENT_SCHEDULE says otherwise. The worker's log goes to
-    CPS_DATA_DIR/dev-worker.log.
+    CPS_DATA_DIR/dev-worker.log. Once the worker is ready it opens the
+    dashboard in a browser when a desktop is available, and always prints
+    its address.
     """
     env = dict(os.environ)
     for name in ("CPS_ADMIN_TOKEN", "CPS_LINK_SECRET"):
@@ -70,6 +75,9 @@ def command(settings: Settings, rate: int) -> None:
         _wait_ready(settings, worker, log_path)
         base = f"http://127.0.0.1:{settings.web_port}"
         click.echo(f"worker ready: {base}/ready   (log: {log_path})")
+        click.echo(f"dashboard: {base}/dashboard")
+        if browser and _has_desktop():
+            webbrowser.open(f"{base}/dashboard")
         click.echo(f"demo promotion link (open it in a browser): {_demo_link(env, base)}")
         click.echo("streaming demo traffic; attributions follow. Ctrl-C stops everything.")
         asyncio.run(_demo_and_watch(settings, rate, env["CPS_ADMIN_TOKEN"]))
@@ -95,6 +103,12 @@ def _demo_link(env: dict, base: str) -> str:
         "item_id": "shop-000-item-00", "url": f"{base}/demo/product?item=shop-000-item-00",
     }, now_ms=int(time.time() * 1000), default_ttl_s=7 * 86_400, public_url=base)
     return link["url"]
+
+
+def _has_desktop() -> bool:
+    """Whether a graphical browser can open; without one `webbrowser` would start a text browser."""
+    return sys.platform in ("darwin", "win32") or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def _wait_ready(settings: Settings, worker: subprocess.Popen, log_path) -> None:
