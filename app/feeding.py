@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaProducer
 
 from app.settings import Settings
 from app.topics import Topics
-from app.topology import ensure_topics
+from app.topology import ensure_topics, track_topics
 
 
 class Feeder:
@@ -20,6 +20,7 @@ class Feeder:
         self.topics = Topics(settings.topic_prefix)
         self._producer: AIOKafkaProducer | None = None
         self._pending: list[asyncio.Future] = []
+        self._tracked: set[str] = set()
         self.sent = 0
 
     def topic(self, name: str) -> str:
@@ -41,7 +42,11 @@ class Feeder:
     async def send(self, topic: str, key: str | bytes | None, value: bytes | None) -> None:
         assert self._producer is not None, "use `async with Feeder(...)`"
         raw_key = key.encode() if isinstance(key, str) else key
-        self._pending.append(await self._producer.send(self.topic(topic), value, key=raw_key))
+        name = self.topic(topic)
+        if name not in self._tracked:
+            await track_topics(self._producer, (name,))
+            self._tracked.add(name)
+        self._pending.append(await self._producer.send(name, value, key=raw_key))
         self.sent += 1
         if len(self._pending) >= 10_000:
             await self.flush()

@@ -27,6 +27,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError, ProducerFenced
 from mode import Service
 
+from app.topology import track_topics
+
 logger = logging.getLogger(__name__)
 
 SEGMENT_BYTES = 4 * 1024 * 1024
@@ -252,6 +254,7 @@ class SpoolForwarder(Service):
                     await asyncio.wait_for(self.spool.appended.wait(), 1.0)
                 continue
             try:
+                await track_topics(producer, (self.clicks_topic, self.positions_topic))
                 async with producer.transaction():
                     for _seq, line in lines:
                         await producer.send(self.clicks_topic, line, key=_buyer_key(line))

@@ -99,3 +99,18 @@ def check_copartitioned(counts: dict[str, int], consumed: Iterable[str], partiti
             f"the engine's state has CPS_PARTITIONS={partitions} partitions but {listing}; "
             "set CPS_PARTITIONS to match, or recreate those topics"
         )
+
+
+async def track_topics(producer, topics: Iterable[str]) -> None:
+    """Make an aiokafka producer keep metadata for every topic in `topics`.
+
+    aiokafka tracks only the topics it had to look up: one the producer
+    already knew from a full metadata fetch is not tracked, so the first
+    send to a topic created later (a new sink's queue) narrows the metadata
+    to that topic alone. Records already queued for the other topics then
+    have no known leader, and the producer re-fetches the narrowed metadata
+    in a loop until the records expire, minutes later. Tracking every topic
+    a batch writes before sending it keeps them all in the metadata.
+    """
+    for topic in set(topics):
+        await producer.client.add_topic(topic)

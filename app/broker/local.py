@@ -290,8 +290,11 @@ def _wait_until_answering(state: BrokerState, pid: int | None, log_dir: Path,
         except Exception as exc:
             last_error = exc
             time.sleep(0.5)
+    still_up = (f"; it is still starting as pid {state.pid} (a large data directory loads "
+                "slowly): `cps kafka status` tells when it answers, `cps kafka stop` ends it"
+                if _pid_alive(state.pid) else "")
     raise BrokerError(f"the broker on {state.bootstrap} did not answer within {timeout:.0f}s "
-                      f"({last_error!r}); log:\n{_log_tail(log_dir)}")
+                      f"({last_error!r}){still_up}; log:\n{_log_tail(log_dir)}")
 
 
 async def _metadata_probe(bootstrap: str) -> None:

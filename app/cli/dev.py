@@ -44,6 +44,7 @@ def command(settings: Settings, rate: int, browser: bool) -> None:
     dashboard in a browser when a desktop is available, and always prints
     its address.
     """
+    _stop_on_signals()
     env = dict(os.environ)
     for name in ("CPS_ADMIN_TOKEN", "CPS_LINK_SECRET"):
         if not env.get(name):
@@ -94,6 +95,19 @@ def command(settings: Settings, rate: int, browser: bool) -> None:
             click.echo("stopped the worker and the broker")
         else:
             click.echo("stopped the worker (the broker was not started here; it keeps running)")
+
+
+def _stop_on_signals() -> None:
+    """Stop everything on Ctrl-C and on SIGTERM, also when started in the background.
+
+    A shell starts background jobs with SIGINT ignored, and SIGTERM would
+    end this process without stopping the worker and broker it started.
+    """
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _demo_link(env: dict, base: str) -> str:

@@ -27,6 +27,8 @@ from aiokafka.errors import (
 )
 from aiokafka.producer.transaction_manager import TransactionState
 
+from app.topology import track_topics
+
 logger = logging.getLogger(__name__)
 
 # Errors after which this worker can no longer commit for the partition.
@@ -79,6 +81,7 @@ class PartitionTransactions:
         async with lock:
             try:
                 await self._open(producer, partition)
+                await track_topics(producer, (r.topic for r in records))
                 futures = [await producer.send(r.topic, r.value, key=r.key, partition=r.partition)
                            for r in records]
                 metadata = await asyncio.gather(*futures)

@@ -30,6 +30,7 @@ from aiokafka.errors import KafkaError
 
 from app.domain.sinks import Throttle, TokenBucket, backoff_s, retry_after_s
 from app.records import Sink
+from app.topology import track_topics
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +200,7 @@ class SinkDelivery:
     async def _send(self, sink: Sink, message) -> None:
         if sink.kind == "kafka":
             try:
+                await track_topics(self.producer, (sink.topic,))  # the producer is shared
                 await self.producer.send_and_wait(sink.topic, message.value, key=message.key)
             except KafkaError as exc:
                 raise Retryable(f"kafka: {exc!r}") from exc
@@ -238,6 +240,7 @@ class SinkDelivery:
             "first_attempt_ms": first_ms, "ts_ms": int(time.time() * 1000)})
         while True:
             try:
+                await track_topics(self.producer, (self.deadletter_topic,))
                 await self.producer.send_and_wait(self.deadletter_topic, letter,
                                                   key=self.sink_id.encode())
                 break
