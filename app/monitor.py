@@ -242,6 +242,7 @@ class Monitor(Service):
         return {
             "worker": str(self.app.conf.canonical_url),
             "sampled_ms": self.sampled_ms,
+            "engine_group": self.app.conf.id,
             "lag": self.lag_rows,
             "lag_series": {k: s.since(since_ms) for k, s in self.lag_series.items()},
             "rate_series": {k: s.since(since_ms) for k, s in self.rate_series.items()},
@@ -352,6 +353,8 @@ def merge_snapshots(snapshots: list[dict[str, Any]], now_ms: int) -> dict[str, A
                      "assignment": s["assignment"], "recovery": s["recovery"]}
                     for s in snapshots],
         "lag": freshest["lag"],
+        "engine_lag": sum(row["lag"] for row in freshest["lag"]
+                          if row["group"] == freshest["engine_group"]),
         "lag_series": freshest["lag_series"],
         "rate_series": freshest["rate_series"],
         "delay_series": series("delay"),

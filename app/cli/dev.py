@@ -27,6 +27,9 @@ from app.cli.demo import run_demo
 from app.domain.tokens import Signer
 from app.settings import Settings
 
+# Above the demo's flow of kuaishou results, so the sink keeps up and its queue stays short.
+DEMO_SINK_RATE = 1000
+
 
 @click.command("dev")
 @click.option("--rate", default=200, show_default=True, type=click.IntRange(1, 100_000),
@@ -145,7 +148,7 @@ async def _demo_and_watch(settings: Settings, rate: int, admin_token: str) -> No
     await receiver.start()
     await _configure_demo_sink(settings, admin_token, receiver.url)
     print(f"demo webhook receiver: {receiver.url} (sink demo-webhook: commissions and "
-          "settlements of kuaishou orders, 20 per second)", flush=True)
+          f"settlements of kuaishou orders, at most {DEMO_SINK_RATE} per second)", flush=True)
     demo = asyncio.create_task(run_demo(settings, rate=rate, events=0, buyers=3000, seed=7))
     try:
         await _watch_attributions(settings, receiver)
@@ -195,7 +198,7 @@ class DemoReceiver:
 
 async def _configure_demo_sink(settings: Settings, admin_token: str, url: str) -> None:
     body = {"kind": "webhook", "url": url, "streams": ["commissions", "settlements"],
-            "filters": {"channel_id": "kuaishou"}, "rate_per_s": 20, "burst": 20}
+            "filters": {"channel_id": "kuaishou"}, "rate_per_s": DEMO_SINK_RATE, "burst": 100}
     async with aiohttp.ClientSession() as session, session.put(
             f"http://127.0.0.1:{settings.web_port}/admin/sinks/demo-webhook", json=body,
             headers={"Authorization": f"Bearer {admin_token}"}) as response:
