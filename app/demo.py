@@ -45,8 +45,9 @@ class _Scheduled:
 
 class DemoStream:
     def __init__(self, seed: int = 7, *, buyers: int = 3000, shops: int = 40,
-                 promoters: int = 200) -> None:
+                 promoters: int = 200, run: str = "") -> None:
         self.rnd = random.Random(seed)
+        self.run = run  # in click and order ids, so a rerun's events are new to the engine
         self.buyers = [f"u-{i:05d}" for i in range(buyers)]
         self.shops = [f"shop-{i:03d}" for i in range(shops)]
         self.promoters = [f"p-{i:04d}" for i in range(promoters)]
@@ -150,7 +151,8 @@ class DemoStream:
                                    weights=[5, 3, 1, 1])[0]
         promoter = buyer if self.rnd.random() < 0.02 else self.rnd.choice(self.promoters)
         item = self.rnd.choice(self.items[shop])
-        click = {"click_id": f"c-{self._clicks:08d}", "ts_ms": now_ms - self.rnd.randint(0, 500),
+        click = {"click_id": f"c-{self.run}{self._clicks:08d}",
+                 "ts_ms": now_ms - self.rnd.randint(0, 500),
                  "buyer_id": buyer, "shop_id": shop, "item_id": item[0], "channel_id": channel,
                  "promoter_id": promoter, "activity_id": None,
                  "group_leader_id": self.group_leaders[0] if self.rnd.random() < 0.2 else None,
@@ -160,7 +162,7 @@ class DemoStream:
 
     def _start_order(self, now_ms: int) -> None:
         self._orders += 1
-        order_id = f"o-{self._orders:08d}"
+        order_id = f"o-{self.run}{self._orders:08d}"
         if self.rnd.random() < 0.8:
             buyer = self.rnd.choice(list(self._recent)[-500:])
             shop, channel = self._recent[buyer]
@@ -173,7 +175,7 @@ class DemoStream:
             channel = channel or "kuaishou"
             self._clicks += 1
             self._schedule_event("clicks", buyer, now_ms - 1000, {
-                "click_id": f"c-{self._clicks:08d}", "ts_ms": now_ms - 3_600_000,
+                "click_id": f"c-{self.run}{self._clicks:08d}", "ts_ms": now_ms - 3_600_000,
                 "buyer_id": buyer, "shop_id": shop, "item_id": self.items[shop][0][0],
                 "channel_id": channel, "promoter_id": self.rnd.choice(self.promoters),
                 "activity_id": None, "group_leader_id": None, "base_id": None})

@@ -23,16 +23,32 @@ from app.settings import Settings
               "(0: run until Ctrl-C).")
 @click.option("--buyers", default=3000, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--run", "run_id", default=None, metavar="TEXT",
+              help="Put TEXT in every click and order id. The engine drops ids it has "
+              "seen, so by default each run takes a fresh one (the time, base 36); "
+              "`--run ''` repeats a seed's ids exactly.")
 @click.pass_obj
-def command(settings: Settings, rate: int, events: int, buyers: int, seed: int) -> None:
+def command(settings: Settings, rate: int, events: int, buyers: int, seed: int,
+            run_id: str | None) -> None:
     """Feed configuration, then clicks and order lives (with refunds and some garbage)."""
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_demo(settings, rate=rate, events=events, buyers=buyers, seed=seed))
+        asyncio.run(run_demo(settings, rate=rate, events=events, buyers=buyers, seed=seed,
+                             run_id=run_id))
+
+
+def fresh_run_id() -> str:
+    """The current second in base 36 and a dash: short, and new for every run."""
+    digits, n = "", int(time.time())
+    while n:
+        n, rest = divmod(n, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[rest] + digits
+    return digits + "-"
 
 
 async def run_demo(settings: Settings, *, rate: int, events: int, buyers: int, seed: int,
+                   run_id: str | None = None,
                    report=lambda line: print(line, file=sys.stderr, flush=True)) -> None:
-    stream = DemoStream(seed, buyers=buyers)
+    stream = DemoStream(seed, buyers=buyers, run=fresh_run_id() if run_id is None else run_id)
     tick_s = 0.1
     async with Feeder(settings) as feeder:
         now_ms = int(time.time() * 1000)
