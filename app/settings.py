@@ -56,7 +56,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CPS_CLICK_HISTORY_CAP", "100", "most clicks kept per buyer"),
     Setting("CPS_SETTLEMENT_SCHEDULE", "* * * * *",
             "cron expression of the settlement check (wall clock, UTC)"),
-    Setting("CPS_COMMIT_LINGER_MS", "5",
+    Setting("CPS_COMMIT_LINGER_MS", "50",
             "how long the engine gathers events before committing a transaction"),
     Setting("CPS_COMMIT_MAX_EVENTS", "5000", "events after which the engine commits at once"),
     Setting("CPS_STANDBY_REPLICAS", "0", "Faust standby replicas of each table partition"),
@@ -100,7 +100,7 @@ class Settings:
     click_retention_ms: int = 30 * DAY_MS
     click_history_cap: int = 100
     settlement_schedule: str = "* * * * *"
-    commit_linger_ms: int = 5
+    commit_linger_ms: int = 50
     commit_max_events: int = 5000
     standby_replicas: int = 0
     monitor_interval_s: int = 5
@@ -145,7 +145,7 @@ class Settings:
             click_retention_ms=reader.integer("CPS_CLICK_RETENTION_MS", 30 * DAY_MS, minimum=0),
             click_history_cap=reader.integer("CPS_CLICK_HISTORY_CAP", 100, minimum=1),
             settlement_schedule=reader.cron("CPS_SETTLEMENT_SCHEDULE", "* * * * *"),
-            commit_linger_ms=reader.integer("CPS_COMMIT_LINGER_MS", 5, minimum=0, maximum=10_000),
+            commit_linger_ms=reader.integer("CPS_COMMIT_LINGER_MS", 50, minimum=0, maximum=10_000),
             commit_max_events=reader.integer("CPS_COMMIT_MAX_EVENTS", 5000, minimum=1),
             standby_replicas=reader.integer("CPS_STANDBY_REPLICAS", 0, minimum=0, maximum=8),
             monitor_interval_s=reader.integer("CPS_MONITOR_INTERVAL_S", 5, minimum=1,
