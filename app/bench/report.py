@@ -1,0 +1,82 @@
+"""What `cps bench` writes: a JSON record of the run and the BENCHMARKS.md section."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import sys
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+
+from app.bench.runner import Result
+from app.broker.local import KAFKA_VERSION
+
+# The engine's events/s over each other implementation's: the issue's targets.
+TARGETS = {"d/a": ("raw", 0.5), "d/b": ("peer", 1.0), "d/c": ("naive", 3.0)}
+
+
+def machine() -> dict[str, str]:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                memory = f"{int(line.split()[1]) / 1024 / 1024:.0f} GiB"
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "memory": memory,
+            "os": f"{platform.system()} {platform.release()}"}
+
+
+def versions() -> dict[str, str]:
+    found = {"python": sys.version.split()[0], "kafka broker": KAFKA_VERSION}
+    for package in ("faust-streaming", "aiokafka", "rocksdict", "orjson", "quixstreams",
+                    "confluent-kafka"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def ratios(results: list[Result]) -> dict[str, float | None]:
+    by_name = {r.name: r for r in results if r.error is None and r.events_per_s}
+    engine = by_name.get("engine")
+    return {ratio: (engine.events_per_s / by_name[name].events_per_s
+                    if engine and name in by_name else None)
+            for ratio, (name, _target) in TARGETS.items()}
+
+
+def as_json(results: list[Result], command: str, shape: dict) -> dict:
+    return {"command": command, "machine": machine(), "versions": versions(),
+            "workload": shape, "results": [asdict(r) for r in results],
+            "ratios": ratios(results)}
+
+
+def markdown(run: dict) -> str:
+    lines = [f"Command: `{run['command']}`", "",
+             "Machine: " + ", ".join(f"{k} {v}" for k, v in run["machine"].items()), "",
+             "Versions: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items()), "",
+             "Workload: " + ", ".join(f"{k} {v}" for k, v in run["workload"].items()), "",
+             "| implementation | events/s | CPU µs/event | delay p50 / p99 / max (ms) "
+             "| peak RSS MiB | note |",
+             "|---|---:|---:|---|---:|---|"]
+    for r in run["results"]:
+        delays = r["delays_ms"]
+        delay = (" / ".join(str(delays.get(q, "-")) for q in ("p50", "p99", "max"))
+                 if delays else "not measured")
+        lines.append(f"| {r['title']} | {r['events_per_s']:,.0f} | {r['cpu_us_per_event']:,.0f}"
+                     f" | {delay} | {r['peak_rss_mb']:,.0f} | {r['error'] or ''} |")
+    lines.append("")
+    for name, value in run["ratios"].items():
+        target = TARGETS[name][1]
+        verdict = ("not measured" if value is None else
+                   f"{value:.3f} (target >= {target}: {'met' if value >= target else 'missed'})")
+        lines.append(f"- {name}: {verdict}")
+    return "\n".join(lines) + "\n"
+

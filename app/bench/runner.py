@@ -1,0 +1,266 @@
+"""Running `cps bench`: fill the input topics once, then let each implementation drain them.
+
+Every implementation runs as its own process on the same broker, input
+topics, partitions and data, with its own consumer group and output topic,
+one after the other so they do not share the machine. A run is over when
+the implementation has written one attribution for every order; its
+throughput is the input events over the time from its first progress to
+that moment, and its CPU time and peak memory come from the operating
+system (`wait4`) when it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from app.bench.workload import Shape, Workload
+from app.feeding import Feeder
+from app.settings import Settings
+from app.topics import Role, TopicSpec
+from app.topology import ensure_topics
+
+
+@dataclass(frozen=True, slots=True)
+class Implementation:
+    name: str
+    title: str
+    command: Callable[[Path, Path, str, str, str], tuple[list[str], dict[str, str]]]
+
+
+@dataclass(slots=True)
+class Result:
+    name: str
+    title: str
+    events: int
+    orders: int
+    seconds: float = 0.0
+    events_per_s: float = 0.0
+    cpu_s: float = 0.0
+    cpu_us_per_event: float = 0.0
+    peak_rss_mb: float = 0.0
+    attributions: int = 0
+    error: str | None = None
+    delays_ms: dict[str, int | None] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Prefilled:
+    prefix: str
+    partitions: int
+    events: int
+    orders: set[str]
+    config_path: Path
+
+
+def _module(module: str) -> Callable:
+    def command(state_dir: Path, config: Path, prefix: str, group: str,
+                output: str, *, bootstrap: str, partitions: int) -> tuple[list[str], dict]:
+        return ([sys.executable, "-m", module, "--bootstrap", bootstrap, "--prefix", prefix,
+                 "--group", group, "--output", output, "--state-dir", str(state_dir),
+                 "--config", str(config), "--partitions", str(partitions)], dict(os.environ))
+    return command
+
+
+async def prefill(settings: Settings, shape: Shape, prefix: str,
+                  report: Callable[[str], None]) -> Prefilled:
+    """Create the topics and write the configuration and every event, once."""
+    start_ms = int(time.time() * 1000) - 2 * 3_600_000
+    workload = Workload(shape, start_ms=start_ms, run=prefix.rstrip(".").split(".")[-1] + "-")
+    config_path = Path(tempfile.mkdtemp(prefix="cps-bench-")) / "configuration.jsonl"
+    configuration = list(workload.configuration())
+    config_path.write_bytes(b"".join(orjson.dumps(list(row)) + b"\n" for row in configuration))
+    orders: set[str] = set()
+    feeding = replace(settings, topic_prefix=prefix)
+    async with Feeder(feeding) as feeder:
+        for topic, key, value in configuration:
+            await feeder.send(topic, key, orjson.dumps(value))
+        started = time.monotonic()
+        for count, (topic, key, value) in enumerate(workload.events(), 1):
+            await feeder.send(topic, key, value)
+            if topic == "orders":
+                orders.add(key)
+            if count % 100_000 == 0:
+                report(f"bench: filled {count:,} of {shape.events:,} events "
+                       f"({count / (time.monotonic() - started):,.0f}/s)")
+    report(f"bench: input ready: {shape.events:,} events, {len(orders):,} orders, "
+           f"{workload.clicks:,} clicks, topics {prefix}clicks and {prefix}orders")
+    return Prefilled(prefix, settings.partitions, shape.events, orders, config_path)
+
+
+async def measure(settings: Settings, implementation: Implementation, data: Prefilled,
+                  report: Callable[[str], None], *, timeout_s: float) -> Result:
+    """Run one implementation over the prefilled input until every order is attributed."""
+    run = secrets.token_hex(3)
+    group = f"{data.prefix}{implementation.name}-{run}"
+    output = (f"{data.prefix}attributions" if implementation.name == "engine"
+              else f"{data.prefix}{implementation.name}-{run}.attributions")
+    if implementation.name != "engine":
+        await ensure_topics(settings.broker, [TopicSpec(output, Role.OUTPUT),
+                                              TopicSpec(f"{output}-changelog", Role.CHANGELOG)],
+                            partitions=data.partitions, replication=settings.replication)
+    state_dir = Path(tempfile.mkdtemp(prefix=f"cps-bench-{implementation.name}-"))
+    argv, env = implementation.command(state_dir, data.config_path, data.prefix, group, output)
+    result = Result(implementation.name, implementation.title, data.events, len(data.orders))
+    log_path = state_dir / "output.log"
+    counter = _OutputCounter(settings.broker, output, data.orders)
+    await counter.start()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    began = time.monotonic()
+    first_progress: float | None = None
+    try:
+        deadline = began + timeout_s
+        next_report = began + 5
+        while counter.seen < len(data.orders):
+            await counter.poll()
+            now = time.monotonic()
+            if first_progress is None and counter.seen:
+                first_progress = now
+            if process.poll() is not None:
+                result.error = f"exited with {process.returncode}; log: {log_path}"
+                break
+            if now > deadline:
+                result.error = f"not done after {timeout_s:.0f}s; log: {log_path}"
+                break
+            if now >= next_report:
+                report(f"bench: {implementation.name}: {counter.seen:,} of "
+                       f"{len(data.orders):,} orders attributed")
+                next_report = now + 5
+        finished = time.monotonic()
+    finally:
+        rusage = _stop(process)
+        await counter.stop()
+    result.attributions = counter.seen
+    if result.error is None and first_progress is not None:
+        # The first attribution marks the end of start-up (recovery, group join), not of work.
+        result.seconds = finished - first_progress
+        result.events_per_s = data.events / max(result.seconds, 1e-6)
+    if rusage is not None:
+        result.cpu_s = rusage.ru_utime + rusage.ru_stime
+        result.cpu_us_per_event = result.cpu_s * 1e6 / data.events
+        result.peak_rss_mb = rusage.ru_maxrss / 1024
+    return result
+
+
+def _stop(process: subprocess.Popen):
+    """Stop the process (and what it started) and return its resource usage."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pid, _status, rusage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            process.returncode = 0
+            return rusage
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    _pid, _status, rusage = os.wait4(process.pid, 0)
+    return rusage
+
+
+class _OutputCounter:
+    """Counts the distinct orders attributed on an output topic (committed records only)."""
+
+    def __init__(self, bootstrap: str, topic: str, orders: set[str]) -> None:
+        self.consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+            isolation_level="read_committed", enable_auto_commit=False)
+        self.orders = orders
+        self.attributed: set[bytes] = set()
+        self.delays: list[int] = []
+
+    @property
+    def seen(self) -> int:
+        return len(self.attributed)
+
+    async def start(self) -> None:
+        await self.consumer.start()
+
+    async def poll(self) -> None:
+        batches = await self.consumer.getmany(timeout_ms=100, max_records=20_000)
+        for messages in batches.values():
+            for message in messages:
+                if message.key is not None and message.key not in self.attributed:
+                    self.attributed.add(message.key)
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def engine_command(settings: Settings) -> Callable:
+    def command(state_dir: Path, config: Path, prefix: str, group: str,
+                output: str) -> tuple[list[str], dict]:
+        env = dict(os.environ, CPS_BROKER=settings.broker, CPS_TOPIC_PREFIX=prefix,
+                   CPS_APP_ID=group, CPS_DATA_DIR=str(state_dir),
+                   CPS_WEB_PORT=str(free_port()), CPS_PARTITIONS=str(settings.partitions),
+                   CPS_ADMIN_TOKEN=secrets.token_hex(8), CPS_LINK_SECRET=secrets.token_hex(8),
+                   CPS_LOG_LEVEL="warn",
+                   # Orders without a click wait this long for a late one; the others
+                   # decide at once, so a 30 s default would only add a tail to the run.
+                   CPS_ATTRIBUTION_GRACE_MS="1000")
+        return [sys.executable, "-m", "app", "worker"], env
+    return command
+
+
+def implementations(settings: Settings) -> dict[str, Implementation]:
+    def module(name: str) -> Callable:
+        command = _module(name)
+        return lambda *args: command(*args, bootstrap=settings.broker,
+                                     partitions=settings.partitions)
+    return {
+        "raw": Implementation("raw", "a. raw aiokafka loop (the limit)",
+                              module("app.bench.raw_loop")),
+        "peer": Implementation("peer", "b. Quix Streams (peer)", module("app.bench.peer_quix")),
+        "naive": Implementation("naive", "c. naive Faust agent",
+                                module("app.bench.naive_faust")),
+        "engine": Implementation("engine", "d. the engine as shipped", engine_command(settings)),
+    }
+
+
+async def admin_ready(bootstrap: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.close()
+
+
+def run_all(settings: Settings, shape: Shape, names: list[str], *, timeout_s: float,
+            report: Callable[[str], None]) -> list[Result]:
+    async def main() -> list[Result]:
+        await admin_ready(settings.broker)
+        prefix = f"bench.{secrets.token_hex(3)}."
+        data = await prefill(settings, shape, prefix, report)
+        table = implementations(settings)
+        results = []
+        for name in names:
+            report(f"bench: running {table[name].title}")
+            result = await measure(settings, table[name], data, report, timeout_s=timeout_s)
+            report(f"bench: {name}: " + (result.error or
+                   f"{result.events_per_s:,.0f} events/s, {result.cpu_us_per_event:,.0f} "
+                   f"CPU-us/event, peak RSS {result.peak_rss_mb:,.0f} MiB"))
+            results.append(result)
+        return results
+    return asyncio.run(main())

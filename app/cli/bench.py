@@ -1,0 +1,74 @@
+"""`cps bench`: the engine against the raw Kafka limit, a peer and naive Faust, same run."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import click
+import orjson
+
+from app.bench.report import as_json, markdown
+from app.bench.runner import run_all
+from app.bench.workload import Shape
+from app.broker.local import BrokerError, LocalBroker
+from app.settings import Settings
+
+NAMES = ("raw", "peer", "naive", "engine")
+DEFAULT = Shape()
+QUICK = Shape(events=20_000, buyers=10_000, shops=100)
+
+
+@click.command("bench")
+@click.option("--events", type=click.IntRange(1000), default=DEFAULT.events, show_default=True,
+              help="Input events (about 70 % clicks, 30 % order events).")
+@click.option("--buyers", type=click.IntRange(1), default=DEFAULT.buyers, show_default=True)
+@click.option("--quick", is_flag=True, help=f"{QUICK.events:,} events, a smoke run.")
+@click.option("--only", default=",".join(NAMES), show_default=True,
+              help="Implementations to run, comma-separated: raw, peer, naive, engine.")
+@click.option("--timeout-s", type=click.IntRange(10), default=3600, show_default=True,
+              help="Give up on an implementation that has not finished after this long.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
+              default=Path("artifacts/bench.json"), show_default=True)
+@click.option("--markdown", "markdown_path", type=click.Path(path_type=Path), default=None,
+              help="Also write the results as Markdown to this file (e.g. BENCHMARKS.md).")
+@click.pass_obj
+def command(settings: Settings, events: int, buyers: int, quick: bool, only: str,
+            timeout_s: int, json_path: Path, markdown_path: Path | None) -> None:
+    """Fill the input topics once, then time each implementation draining them.
+
+    a. raw: a bare aiokafka loop with rocksdict (the machine's limit);
+    b. peer: the same attribution with Quix Streams (`pip install .[bench]`);
+    c. naive: a plain Faust agent with a Faust table; d. engine: `cps worker`.
+    All run the engine's own attribution rules over the same bytes, one after
+    the other on the same broker. Reports events/s, CPU time per event, peak
+    memory and the engine's ratios to the others. Without CPS_BROKER it uses
+    (and starts if needed) the local broker of `cps kafka start`.
+    """
+    names = [name.strip() for name in only.split(",") if name.strip()]
+    unknown = [name for name in names if name not in NAMES]
+    if unknown:
+        raise click.BadParameter(f"unknown {', '.join(unknown)}; choose from {NAMES}",
+                                 param_hint="--only")
+    shape = QUICK if quick else Shape(events=events, buyers=buyers)
+    if not os.environ.get("CPS_BROKER"):
+        try:
+            state = LocalBroker(settings.kafka_home, settings.kafka_port,
+                                report=click.echo).start()
+        except BrokerError as exc:
+            raise click.ClickException(str(exc)) from exc
+        settings = replace(settings, broker=state.bootstrap)
+    results = run_all(settings, shape, names, timeout_s=timeout_s, report=click.echo)
+    run = as_json(results, "cps " + shlex.join(sys.argv[1:]), asdict(shape))
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_bytes(orjson.dumps(run, option=orjson.OPT_INDENT_2))
+    text = markdown(run)
+    click.echo(text)
+    if markdown_path is not None:
+        markdown_path.write_text(text)
+    click.echo(f"results: {json_path}" + (f", {markdown_path}" if markdown_path else ""))
+    if any(result.error for result in results):
+        sys.exit(1)
