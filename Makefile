@@ -10,13 +10,13 @@ CHARTS := app/web/static/uPlot.iife.min.js
 # The test broker takes a free port (0) so it never meets the one `make run` uses.
 TEST_KAFKA_PORT ?= 0
 
-.PHONY: run test setup browser lint clean
+.PHONY: run test setup browser lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	@touch $(STAMP)
 
 # The dashboard's chart library (pinned, integrity-checked, not in git).
@@ -47,6 +47,10 @@ test: setup browser
 	CPS_BROKER=$${bootstrap#bootstrap=} $(BIN)/python -m pytest -q; status=$$?; \
 	$(BIN)/cps kafka stop; \
 	exit $$status
+
+# The full benchmark (about 1M events; see BENCHMARKS.md); `cps bench --quick` is a smoke run.
+bench: setup
+	$(BIN)/cps bench --markdown BENCHMARKS.md
 
 lint: setup
 	$(BIN)/ruff check .

@@ -5,6 +5,7 @@ from __future__ import annotations
 from app.catalog import Catalog
 from app.clicks import ClickService
 from app.domain.tokens import Signer
+from app.engine.direct import deliver_to
 from app.engine.processor import Engine
 from app.main import app, settings, topics
 from app.monitor import Monitor
@@ -23,6 +24,7 @@ engine = Engine(
     commit_linger_ms=settings.commit_linger_ms,
     commit_max_events=settings.commit_max_events,
 )
+deliver_to(engine)
 
 catalog = Catalog(bootstrap=settings.broker, topics=topics)
 

@@ -7,9 +7,7 @@ a WriteBatch per batch, send one changelog record per key it changed (as a
 table would) and the attributions, then commit the batch's offsets. One
 process owns every partition, so orders need no re-keying hop; no
 transactions. Whatever the engine does beyond this is its price.
-
-    python -m app.bench.raw_loop --bootstrap B --prefix P --group G --output T \
-        --state-dir D --config FILE --partitions N
+(The command line: app/bench/contract.py.)
 """
 
 from __future__ import annotations
@@ -24,24 +22,12 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rocksdict import Rdict, WriteBatch
 
+from app.bench.contract import arguments, load_configuration
 from app.bench.step import AttributionStep
 from app.records import InvalidEvent
 from app.topology import track_topics
 
 BATCH = 5000
-
-
-def arguments(description: str) -> argparse.Namespace:
-    """The command line every benchmarked implementation takes."""
-    parser = argparse.ArgumentParser(description=description)
-    for name in ("--bootstrap", "--prefix", "--group", "--output", "--state-dir", "--config"):
-        parser.add_argument(name, required=True)
-    parser.add_argument("--partitions", type=int, required=True)
-    return parser.parse_args()
-
-
-def load_configuration(path: str) -> list[tuple[str, str, dict]]:
-    return [tuple(orjson.loads(line)) for line in Path(path).read_bytes().splitlines() if line]
 
 
 async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:

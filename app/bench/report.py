@@ -80,3 +80,21 @@ def markdown(run: dict) -> str:
         lines.append(f"- {name}: {verdict}")
     return "\n".join(lines) + "\n"
 
+
+
+START, END = "<!-- cps bench: start -->", "<!-- cps bench: end -->"
+
+
+def write_section(path: Path, text: str) -> None:
+    """Put `text` between the markers in `path`, keeping what is written around them."""
+    section = f"{START}\n{text}{END}\n"
+    if not path.exists():
+        path.write_text(section)
+        return
+    current = path.read_text()
+    if START in current and END in current:
+        before, rest = current.split(START, 1)
+        after = rest.split(END, 1)[1].lstrip("\n")
+        path.write_text(before + section + after)
+    else:
+        path.write_text(current.rstrip("\n") + "\n\n" + section)

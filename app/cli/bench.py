@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import orjson
 
-from app.bench.report import as_json, markdown
+from app.bench.report import as_json, markdown, write_section
 from app.bench.runner import run_all
 from app.bench.workload import Shape
 from app.broker.local import BrokerError, LocalBroker
@@ -34,7 +34,8 @@ QUICK = Shape(events=20_000, buyers=10_000, shops=100)
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
               default=Path("artifacts/bench.json"), show_default=True)
 @click.option("--markdown", "markdown_path", type=click.Path(path_type=Path), default=None,
-              help="Also write the results as Markdown to this file (e.g. BENCHMARKS.md).")
+              help="Also write the results as Markdown into this file (e.g. BENCHMARKS.md), "
+              "replacing the previous results and keeping the text around them.")
 @click.pass_obj
 def command(settings: Settings, events: int, buyers: int, quick: bool, only: str,
             timeout_s: int, json_path: Path, markdown_path: Path | None) -> None:
@@ -68,7 +69,7 @@ def command(settings: Settings, events: int, buyers: int, quick: bool, only: str
     text = markdown(run)
     click.echo(text)
     if markdown_path is not None:
-        markdown_path.write_text(text)
+        write_section(markdown_path, text)
     click.echo(f"results: {json_path}" + (f", {markdown_path}" if markdown_path else ""))
     if any(result.error for result in results):
         sys.exit(1)

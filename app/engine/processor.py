@@ -185,40 +185,54 @@ class Engine(Service):
     # -- processing -------------------------------------------------------
 
     async def consume(self, stream) -> None:
-        """The body of an agent: run every event of `stream` through its topic's handler."""
+        """The body of an agent: its topics' messages come to `deliver` (see direct.py).
+
+        The agent declares the topics, so Faust subscribes to them; the
+        consumer's fetch loop hands their messages to the engine directly.
+        """
+        await self.wait_until_stopped()
+
+    @property
+    def may_deliver(self) -> bool:
+        return self.running.is_set() and self.ready
+
+    def deliver(self, message) -> bool:
+        """Run one fetched message through its topic's handler (only while `may_deliver`).
+
+        True when so much is uncommitted that the caller must `await relieve()`.
+        """
+        partition = message.partition
+        if message.generation_id != self.app.consumer_generation_id or partition in self._lost:
+            return False  # fetched before a rebalance; whoever owns it now reprocesses it
+        context = self._context(partition)
+        context.message = message
+        context.now_ms = int(time.time() * 1000)
+        try:
+            self.handlers[message.topic](context, message.key, message.value)
+        except InvalidEvent as exc:
+            context.dead_letter(str(exc))
+        except Exception as exc:
+            logger.exception("handler for %s failed at %s:%s", message.topic, partition,
+                             message.offset)
+            context.dead_letter(f"internal error: {exc!r}")
+        work = context.work
+        work.offsets[message.topic] = message.offset + 1
+        work.events += 1
+        self.events_processed += 1
+        self._pending_events += 1
+        self._work_ready.set()
+        if self._pending_events >= self.max_events:
+            self._urgent.set()
+            return self._pending_events >= 3 * self.max_events
+        return False
+
+    async def relieve(self) -> None:
+        """Wait until processing may go on: resumed, ready, uncommitted work bounded."""
         while not self.ready:
             await asyncio.sleep(0.05)
-        app = self.app
-        handlers = self.handlers
-        running = self.running
-        async for event in stream.events():
-            if not running.is_set():
-                await running.wait()  # paused by an operator: the backlog waits in Kafka
-            message = event.message
-            partition = message.partition
-            if message.generation_id != app.consumer_generation_id or partition in self._lost:
-                continue  # fetched before a rebalance; whoever owns it now reprocesses it
-            context = self._context(partition)
-            context.message = message
-            context.now_ms = int(time.time() * 1000)
-            try:
-                handlers[message.topic](context, message.key, message.value)
-            except InvalidEvent as exc:
-                context.dead_letter(str(exc))
-            except Exception as exc:
-                logger.exception("handler for %s failed at %s:%s", message.topic, partition,
-                                 message.offset)
-                context.dead_letter(f"internal error: {exc!r}")
-            work = context.work
-            work.offsets[message.topic] = message.offset + 1
-            work.events += 1
-            self.events_processed += 1
-            self._pending_events += 1
-            self._work_ready.set()
-            if self._pending_events >= self.max_events:
-                self._urgent.set()
-                if self._pending_events >= 3 * self.max_events:
-                    await self.commit_all()
+        await self.running.wait()  # paused by an operator: the backlog waits in Kafka
+        if self._pending_events >= 3 * self.max_events:
+            await self.commit_all()
 
     def _context(self, partition: int) -> Context:
         context = self._contexts.get(partition)

@@ -1,0 +1,71 @@
+"""Fetched messages go straight to the engine instead of through Faust's streams.
+
+Faust hands every fetched message to its conductor, which wraps it in an
+event, queues it on each subscribed channel and wakes the agent's stream,
+which yields it back to the agent: several tasks and futures per message,
+about half of the worker's CPU in `cps bench` (see BENCHMARKS.md). The
+engine's handlers are synchronous, so the consumer's fetch loop can call
+them itself. Agents still declare the topics the engine reads, which is
+what makes Faust subscribe to them; a topic without an engine handler keeps
+Faust's usual path. Offsets, the generation check and flow control stay as
+Faust keeps them: `getmany` stops yielding when a rebalance begins, and the
+engine drops what was fetched for an older generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from faust.transport.consumer import CONSUMER_FETCHING, Consumer
+
+YIELD_EVERY = 200  # messages between two turns of the event loop (commits, HTTP)
+
+
+def deliver_to(engine: Any) -> None:
+    """Make the app's consumer hand the engine's topics to `engine` directly."""
+
+    async def drain(self: Consumer, fetcher: Any) -> None:
+        handled = engine.handlers
+        getmany = self.getmany
+        callback = self.callback
+        consumer_stopped = self._stopped.is_set
+        fetcher_stopped = fetcher._stopped.is_set
+        read_offset = self._read_offset
+        since_yield = 0
+        try:
+            while not (consumer_stopped() or fetcher_stopped()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                await self.sleep(0)
+                if self.should_stop:
+                    continue
+                async for tp, message in getmany(timeout=1.0):
+                    offset = message.offset
+                    seen = read_offset[tp]
+                    if seen is not None and offset < seen:
+                        continue  # fetched again after a seek: already handled
+                    if message.topic in handled:
+                        if not engine.may_deliver:
+                            await engine.relieve()
+                        if engine.deliver(message):
+                            await engine.relieve()
+                        since_yield += 1
+                        if since_yield >= YIELD_EVERY:
+                            since_yield = 0
+                            await asyncio.sleep(0)
+                    else:
+                        await self.wait_first(callback(message), self.suspend_flow.wait())
+                    read_offset[tp] = offset
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    Consumer._drain_messages = drain

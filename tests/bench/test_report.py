@@ -1,0 +1,39 @@
+"""The benchmark report: ratios against the targets, and its section in BENCHMARKS.md."""
+
+from __future__ import annotations
+
+from app.bench.report import END, START, as_json, markdown, ratios, write_section
+from app.bench.runner import Result
+
+
+def _result(name: str, events_per_s: float, error: str | None = None) -> Result:
+    return Result(name, f"{name} title", 1000, 100, seconds=1.0, events_per_s=events_per_s,
+                  error=error)
+
+
+def test_ratios_of_the_engine_to_each_other_implementation():
+    results = [_result("raw", 10_000), _result("peer", 4_000), _result("naive", 1_000),
+               _result("engine", 5_000)]
+    assert ratios(results) == {"d/a": 0.5, "d/b": 1.25, "d/c": 5.0}
+    failed = [_result("raw", 10_000), _result("engine", 5_000, error="exited with 1")]
+    assert ratios(failed) == {"d/a": None, "d/b": None, "d/c": None}
+
+
+def test_markdown_names_every_row_and_verdict():
+    run = as_json([_result("raw", 10_000), _result("engine", 4_000)], "cps bench --quick",
+                  {"events": 1000})
+    text = markdown(run)
+    assert "cps bench --quick" in text and "raw title" in text and "engine title" in text
+    assert "d/a: 0.400 (target >= 0.5: missed)" in text
+    assert "d/b: not measured" in text
+
+
+def test_the_results_section_is_replaced_and_the_text_around_it_kept(tmp_path):
+    path = tmp_path / "BENCHMARKS.md"
+    write_section(path, "first\n")
+    path.write_text("# Benchmarks\n\nintro\n\n" + path.read_text() + "\n## Analysis\n")
+    write_section(path, "second\n")
+    text = path.read_text()
+    assert text.count(START) == 1 and text.count(END) == 1
+    assert "second" in text and "first" not in text
+    assert text.startswith("# Benchmarks\n\nintro") and text.rstrip().endswith("## Analysis")
