@@ -95,6 +95,6 @@ def write_section(path: Path, text: str) -> None:
     if START in current and END in current:
         before, rest = current.split(START, 1)
         after = rest.split(END, 1)[1].lstrip("\n")
-        path.write_text(before + section + after)
+        path.write_text(before + section + ("\n" + after if after else ""))
     else:
         path.write_text(current.rstrip("\n") + "\n\n" + section)
