@@ -127,6 +127,7 @@ class Engine(Service):
         self.ticks: list[Tick] = []
         self.tick_interval_s = 0.25
         self.gates: list[Callable[[], bool]] = []
+        self._opened = False
         self.tables: list[StateTable] = []
         self.dead_letters = 0
         self.dead_letter_reasons: Counter[str] = Counter()
@@ -175,12 +176,15 @@ class Engine(Service):
         self.ticks.append(tick)
 
     def gate(self, is_open: Callable[[], bool]) -> None:
-        """Hold processing until `is_open()` (e.g. configuration caught up)."""
+        """Hold processing until `is_open()` (e.g. configuration caught up); gates stay open."""
         self.gates.append(is_open)
 
     @property
     def ready(self) -> bool:
-        return self.started and all(is_open() for is_open in self.gates)
+        # Asked before every message: once open, the gates are not asked again.
+        if not self._opened:
+            self._opened = self.started and all(is_open() for is_open in self.gates)
+        return self._opened
 
     # -- processing -------------------------------------------------------
 

@@ -7,7 +7,6 @@ any worker shows the whole engine.
 
 from __future__ import annotations
 
-import html
 import time
 from pathlib import Path
 
@@ -18,9 +17,11 @@ from app.main import app
 from app.monitor import fetch_peer, merge_snapshots
 from app.services import monitor
 from app.web import assets
+from app.web.pages import page, table
 
 DASHBOARD = Path(__file__).resolve().parent / "dashboard.html"
 HOUR_MS = 3_600_000
+_DASHBOARD_LINK = "<p><a href=/dashboard>dashboard</a></p>"
 
 
 def _since(request: Request, now: int) -> int:
@@ -71,13 +72,9 @@ class Lag(View):
         if request.query.get("format") == "json":
             return self.json({"ts_ms": now, "partitions": view["lag"],
                               "series": view["lag_series"]})
-        rows = "".join(
-            f"<tr><td>{html.escape(r['group'])}</td><td>{html.escape(r['topic'])}</td>"
-            f"<td>{r['partition']}</td><td>{r['committed']}</td><td>{r['end']}</td>"
-            f"<td><b>{r['lag']}</b></td></tr>" for r in view["lag"])
-        return self.html(_page("Consumer lag", "<table><tr><th>group</th><th>topic</th>"
-                               "<th>partition</th><th>committed</th><th>end</th><th>lag</th>"
-                               f"</tr>{rows}</table>"))
+        return self.html(page("Consumer lag", table(
+            [{k: r[k] for k in ("group", "topic", "partition", "committed", "end", "lag")}
+             for r in view["lag"]]) + _DASHBOARD_LINK, refresh_s=5))
 
 
 @app.page("/alerts")
@@ -87,14 +84,11 @@ class Alerts(View):
         if request.query.get("format") == "json":
             return self.json({"ts_ms": view["ts_ms"], "alerts": view["alerts"],
                               "transitions": view["transitions"]})
-        rows = "".join(
-            f"<tr class={a['state']}><td>{html.escape(a['name'])}</td><td>{a['state']}</td>"
-            f"<td>{html.escape(a['description'])}</td><td>{a['value']}</td>"
-            f"<td>{a['threshold']}</td><td>{_when(a['fired_ms'])}</td>"
-            f"<td>{_when(a['resolved_ms'])}</td></tr>" for a in view["alerts"])
-        return self.html(_page("Alerts", "<table><tr><th>alert</th><th>state</th><th>what</th>"
-                               "<th>value</th><th>threshold</th><th>fired</th>"
-                               f"<th>resolved</th></tr>{rows}</table>"))
+        rows = [{"alert": a["name"], "state": a["state"], "what": a["description"],
+                 "value": a["value"], "threshold": a["threshold"], "fired": _when(a["fired_ms"]),
+                 "resolved": _when(a["resolved_ms"])} for a in view["alerts"]]
+        return self.html(page("Alerts", table(rows, [a["state"] for a in view["alerts"]])
+                              + _DASHBOARD_LINK, refresh_s=5))
 
 
 @app.page("/dashboard")
@@ -119,11 +113,3 @@ class Static(View):
 
 def _when(ms: int | None) -> str:
     return "" if ms is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000))
-
-
-def _page(title: str, body: str) -> str:
-    return (f"<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=5>"
-            f"<title>{title}</title><style>body{{font:14px system-ui;margin:2em}}"
-            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
-            ".firing td{background:#fdd}.pending td{background:#ffd}</style>"
-            f"<h1>{title}</h1>{body}<p><a href=/dashboard>dashboard</a></p>")

@@ -22,6 +22,7 @@ from app.domain.ledger import Ledger
 from app.engine.partitioning import partition_for
 from app.engine.state import StateTable
 from app.main import app, settings
+from app.web.pages import page, table
 from tables.attribution import clicks
 from tables.billing import ledgers
 from tables.order_center import order_views, promoter_orders
@@ -47,24 +48,8 @@ def _wants_json(request: Request) -> bool:
 
 def _page(view: View, title: str, sections: list[tuple[str, list[dict]]],
           extra: str = "") -> Response:
-    body = [f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>",
-            "<style>body{font:14px system-ui;margin:2em}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}</style>",
-            f"<h1>{html.escape(title)}</h1>"]
-    for heading, rows in sections:
-        body.append(f"<h2>{html.escape(heading)}</h2>")
-        if not rows:
-            body.append("<p>none</p>")
-            continue
-        columns = list(rows[0])
-        body.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-                    + "</tr>")
-        for row in rows:
-            body.append("<tr>" + "".join(f"<td>{html.escape(str(row.get(c, '')))}</td>"
-                                         for c in columns) + "</tr>")
-        body.append("</table>")
-    body.append(extra)
-    return view.html("".join(body))
+    body = "".join(f"<h2>{html.escape(heading)}</h2>{table(rows)}" for heading, rows in sections)
+    return view.html(page(title, body + extra))
 
 
 # -- /orders/{order_id} ------------------------------------------------------------

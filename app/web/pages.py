@@ -1,0 +1,30 @@
+"""The plain HTML the views answer people with (programs ask for `?format=json`)."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+_STYLE = ("<style>body{font:14px system-ui;margin:2em}table{border-collapse:collapse}"
+          "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
+          ".firing td{background:#fdd}.pending td{background:#ffd}</style>")
+
+
+def page(title: str, body: str, *, refresh_s: int | None = None) -> str:
+    refresh = f"<meta http-equiv=refresh content={refresh_s}>" if refresh_s else ""
+    return (f"<!doctype html><meta charset=utf-8>{refresh}<title>{html.escape(title)}</title>"
+            f"{_STYLE}<h1>{html.escape(title)}</h1>{body}")
+
+
+def table(rows: Sequence[dict], classes: Sequence[str] | None = None) -> str:
+    """A table with a column per key of the first row; `classes` mark rows (alert states)."""
+    if not rows:
+        return "<p>none</p>"
+    columns = list(rows[0])
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = "".join(
+        (f"<tr class={html.escape(classes[i])}>" if classes else "<tr>")
+        + "".join(f"<td>{html.escape(str('' if row.get(c) is None else row[c]))}</td>"
+                  for c in columns) + "</tr>"
+        for i, row in enumerate(rows))
+    return f"<table><tr>{head}</tr>{body}</table>"
