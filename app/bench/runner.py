@@ -260,19 +260,12 @@ def implementations(settings: Settings) -> dict[str, Implementation]:
     }
 
 
-async def admin_ready(bootstrap: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    await admin.close()
-
-
 def run_all(settings: Settings, shape: Shape, names: list[str], *, timeout_s: float,
             report: Callable[[str], None]) -> list[Result]:
     async def main() -> list[Result]:
         # The output counters start as the topics are created; aiokafka logs the
         # leader elections it waits out as errors, which would only be noise here.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-        await admin_ready(settings.broker)
         prefix = f"bench.{secrets.token_hex(3)}."
         data = await prefill(settings, shape, prefix, report)
         table = implementations(settings)
