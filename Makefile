@@ -7,7 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHARTS := app/web/static/uPlot.iife.min.js
-# The test broker takes a free port (0) so it never meets the one `make run` uses.
+# The test broker takes a free port (0) so it never meets the one `make run` uses, and
+# starts with no data: every test makes topics, and a broker that kept those of all
+# earlier runs grew to tens of thousands of partitions, slow to load and then failing.
 TEST_KAFKA_PORT ?= 0
 
 .PHONY: run test setup browser lint bench clean
@@ -41,7 +43,7 @@ browser:
 test: setup browser
 	$(BIN)/ruff check .
 	@export CPS_KAFKA_PORT=$(TEST_KAFKA_PORT); \
-	bootstrap=$$($(BIN)/cps kafka start | tail -n 1); \
+	bootstrap=$$($(BIN)/cps kafka start --fresh | tail -n 1); \
 	case "$$bootstrap" in bootstrap=*) ;; *) echo "the test broker did not start"; exit 1;; esac; \
 	echo "test broker: $$bootstrap"; \
 	CPS_BROKER=$${bootstrap#bootstrap=} $(BIN)/python -m pytest -q; status=$$?; \

@@ -48,7 +48,7 @@ def bootstrap() -> Iterable[str]:
         yield given
         return
     broker = LocalBroker(Settings.from_env().kafka_home, 0, report=lambda _line: None)
-    state = broker.start()
+    state = broker.start(fresh=True)
     try:
         yield state.bootstrap
     finally:
