@@ -46,7 +46,7 @@ test: setup browser
 	bootstrap=$$($(BIN)/cps kafka start --fresh | tail -n 1); \
 	case "$$bootstrap" in bootstrap=*) ;; *) echo "the test broker did not start"; exit 1;; esac; \
 	echo "test broker: $$bootstrap"; \
-	CPS_BROKER=$${bootstrap#bootstrap=} $(BIN)/python -m pytest -q; status=$$?; \
+	CPS_BROKER=$${bootstrap#bootstrap=} $(BIN)/python -m pytest -q --durations=25; status=$$?; \
 	$(BIN)/cps kafka stop; \
 	exit $$status
 

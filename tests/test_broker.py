@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,17 @@ def test_start_reuse_status_stop_and_a_taken_port():
     assert subprocess.run([CPS, "kafka", "status", "--port", str(port)],
                           capture_output=True).returncode == 1
     shutil.rmtree(LocalBroker(Settings.from_env().kafka_home, port).run_dir)
+
+
+@pytest.mark.kafka
+def test_a_cluster_id_beginning_with_a_dash_formats(monkeypatch, tmp_path):
+    # The random id is URL-safe base64; one in 64 begins with "-" and once made the
+    # storage tool take it for an option, failing a CI run.
+    dashed = uuid.UUID(bytes=bytes([0xF8]) + bytes(15))
+    monkeypatch.setattr(local.uuid, "uuid4", lambda: dashed)
+    broker = LocalBroker(Settings.from_env().kafka_home, 0, run_dir=tmp_path)
+    broker.ensure_jars()
+    tmp_path.mkdir(exist_ok=True)
+    broker.config_file.write_text(local._server_properties(0, 0, broker.data_dir))
+    broker._format_storage(local._require_java())
+    assert "cluster.id=-" in (broker.data_dir / "meta.properties").read_text()

@@ -173,8 +173,10 @@ class LocalBroker:
     def _format_storage(self, java: str) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         result = subprocess.run(
-            self._java_command(java, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                               "-c", str(self.config_file)),
+            # `--cluster-id=` form: a random id may begin with "-", which argparse
+            # would take for an option (one format in 64 failed that way).
+            self._java_command(java, "kafka.tools.StorageTool", "format",
+                               f"--cluster-id={cluster_id}", "-c", str(self.config_file)),
             capture_output=True, text=True, check=False,
         )
         if result.returncode != 0:
