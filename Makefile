@@ -12,7 +12,7 @@ CHARTS := app/web/static/uPlot.iife.min.js
 # earlier runs grew to tens of thousands of partitions, slow to load and then failing.
 TEST_KAFKA_PORT ?= 0
 
-.PHONY: run test setup browser lint bench clean
+.PHONY: run test chaos setup browser lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -40,15 +40,26 @@ browser:
 	    $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null; }; \
 	fi
 
-test: setup browser
-	$(BIN)/ruff check .
+# $(call with_test_broker,COMMAND): run COMMAND with CPS_BROKER set to a fresh test
+# broker, stop the broker, exit with COMMAND's status.
+define with_test_broker
 	@export CPS_KAFKA_PORT=$(TEST_KAFKA_PORT); \
 	bootstrap=$$($(BIN)/cps kafka start --fresh | tail -n 1); \
 	case "$$bootstrap" in bootstrap=*) ;; *) echo "the test broker did not start"; exit 1;; esac; \
 	echo "test broker: $$bootstrap"; \
-	CPS_BROKER=$${bootstrap#bootstrap=} $(BIN)/python -m pytest -q --durations=25; status=$$?; \
+	CPS_BROKER=$${bootstrap#bootstrap=} $(1); status=$$?; \
 	$(BIN)/cps kafka stop; \
 	exit $$status
+endef
+
+test: setup browser
+	$(BIN)/ruff check .
+	$(call with_test_broker,$(BIN)/python -m pytest -q --durations=25)
+
+# The fault and garbage tests at full length (make test runs them short; see docs/chaos.md).
+chaos: setup
+	$(call with_test_broker,CPS_CHAOS=full $(BIN)/python -m pytest -q --durations=10 \
+	  tests/integration/test_chaos.py tests/integration/test_fuzz.py)
 
 # The full benchmark (about 1M events; see BENCHMARKS.md); `cps bench --quick` is a smoke run.
 bench: setup

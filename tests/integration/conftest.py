@@ -157,7 +157,10 @@ class Worker:
         return self
 
     def start(self, *, timeout: float = 120.0) -> Worker:
-        self.launch()
+        return self.launch().wait_ready(timeout=timeout)
+
+    def wait_ready(self, *, timeout: float = 120.0) -> Worker:
+        """Wait for the launched process to answer /ready with 200."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
