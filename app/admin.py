@@ -92,7 +92,11 @@ def config_record(kind: Kind, ident: str, body: Mapping[str, Any]) -> bytes:
             raise AdminError(400, f"{kind.id_field}: {given!r} differs from the path's {ident!r}",
                              kind.id_field)
         body = {**body, kind.id_field: ident}
-    raw = orjson.dumps(body)
+    try:
+        raw = orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        # orjson reads deeper nesting (1024) than it writes (255); no valid object nests so.
+        raise AdminError(400, "body: nested too deeply") from None
     try:
         kind.decode(raw, ident.encode())
     except InvalidEvent as exc:

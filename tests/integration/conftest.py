@@ -115,9 +115,13 @@ class Kafka:
 
 
 def _record(message) -> dict:
-    return {"key": message.key.decode() if message.key is not None else None,
-            "partition": message.partition, "offset": message.offset,
-            "value": orjson.loads(message.value) if message.value is not None else None,
+    """The record as a dict; `value` is None when it is not JSON (see `raw`)."""
+    try:
+        value = orjson.loads(message.value) if message.value is not None else None
+    except orjson.JSONDecodeError:
+        value = None
+    return {"key": message.key.decode(errors="replace") if message.key is not None else None,
+            "partition": message.partition, "offset": message.offset, "value": value,
             "raw": message.value}
 
 
