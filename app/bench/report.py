@@ -15,6 +15,8 @@ from app.broker.local import KAFKA_VERSION
 
 # The engine's events/s over each other implementation's: the targets.
 TARGETS = {"d/a": ("raw", 0.5), "d/b": ("peer", 1.0), "d/c": ("naive", 3.0)}
+DELAY_P99_TARGET_MS = 250
+RSS_TARGET_MB = 1024
 
 
 def machine() -> dict[str, str]:
@@ -52,10 +54,10 @@ def ratios(results: list[Result]) -> dict[str, float | None]:
             for ratio, (name, _target) in TARGETS.items()}
 
 
-def as_json(results: list[Result], command: str, shape: dict) -> dict:
+def as_json(results: list[Result], further: dict, command: str, shape: dict) -> dict:
     return {"command": command, "machine": machine(), "versions": versions(),
             "workload": shape, "results": [asdict(r) for r in results],
-            "ratios": ratios(results)}
+            "ratios": ratios(results), **further}
 
 
 def markdown(run: dict) -> str:
@@ -78,7 +80,41 @@ def markdown(run: dict) -> str:
         verdict = ("not measured" if value is None else
                    f"{value:.3f} (target >= {target}: {'met' if value >= target else 'missed'})")
         lines.append(f"- {name}: {verdict}")
+    lines += _live_lines(run) + _state_lines(run.get("state"))
     return "\n".join(lines) + "\n"
+
+
+def _live_lines(run: dict) -> list[str]:
+    if "live_rate" not in run:
+        return ["- delays: no live phase"]
+    lines = [f"- delays: each fed live at {run['live_rate']:,} events/s (half the engine's "
+             "drain rate), from an order's `ts_ms` to its committed attribution; orders that "
+             "waited for a late click (grace period) are not in the percentiles:"]
+    for r in run["results"]:
+        d = r["delays_ms"]
+        if d.get("error"):
+            lines.append(f"  - {r['name']}: {d['error']}")
+            continue
+        verdict = ""
+        if r["name"] == "engine" and d.get("p99") is not None:
+            verdict = (f", target p99 < {DELAY_P99_TARGET_MS} ms: "
+                       f"{'met' if d['p99'] < DELAY_P99_TARGET_MS else 'missed'}")
+        lines.append(f"  - {r['name']}: {d.get('orders', 0):,} orders, {d.get('waited', 0):,} "
+                     f"waited, {d.get('missing', 0):,} not attributed within 30 s{verdict}")
+    return lines
+
+
+def _state_lines(state: dict | None) -> list[str]:
+    if not state:
+        return ["- memory: no state phase"]
+    if state.get("error"):
+        return [f"- memory: {state['buyers']:,} buyers: {state['error']}"]
+    rss = state["peak_rss_mb"]
+    return [f"- memory and burst: the engine drained one click each of {state['buyers']:,} "
+            f"distinct buyers, written at once, in {state['seconds']:,} s including start-up; "
+            f"lag then {state['lag']}, dead letters {state['dead_letters']}, worker "
+            f"{'running' if state['alive'] else 'gone'}; peak RSS {rss:,} MiB (target < "
+            f"{RSS_TARGET_MB:,}: {'met' if rss < RSS_TARGET_MB else 'missed'})"]
 
 
 

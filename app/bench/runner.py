@@ -11,9 +11,7 @@ system (`wait4`) when it exits.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 import os
 import secrets
 import signal
@@ -119,7 +117,7 @@ async def measure(settings: Settings, implementation: Implementation, data: Pref
     argv, env = implementation.command(state_dir, data.config_path, data.prefix, group, output)
     result = Result(implementation.name, implementation.title, data.events, len(data.orders))
     log_path = state_dir / "output.log"
-    counter = _OutputCounter(settings.broker, output, data.orders)
+    counter = OutputCounter(settings.broker, output)
     await counter.start()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -149,7 +147,7 @@ async def measure(settings: Settings, implementation: Implementation, data: Pref
                 next_report = now + 5
         finished = time.monotonic()
     finally:
-        rusage = _stop(process)
+        rusage = stop(process)
         await counter.stop()
     result.attributions = counter.seen
     if result.error is None and first_progress is not None:
@@ -178,7 +176,7 @@ async def _committed_any(bootstrap: str, group: str, topics: list[str]) -> bool:
     return any(tp.topic in topics and meta.offset > 0 for tp, meta in offsets.items())
 
 
-def _stop(process: subprocess.Popen):
+def stop(process: subprocess.Popen):
     """Stop the process (and what it started) and return its resource usage."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
@@ -195,16 +193,22 @@ def _stop(process: subprocess.Popen):
     return rusage
 
 
-class _OutputCounter:
-    """Counts the distinct orders attributed on an output topic (committed records only)."""
+class OutputCounter:
+    """Counts the distinct orders attributed on an output topic (committed records only).
 
-    def __init__(self, bootstrap: str, topic: str, orders: set[str]) -> None:
+    With `timed`, also keeps for each of those orders the time from its `ts_ms` to the
+    moment its attribution could be read here (orders that waited for a late click or
+    their `created`, marked `delayed`, are counted apart).
+    """
+
+    def __init__(self, bootstrap: str, topic: str, *, timed: set[bytes] | None = None) -> None:
         self.consumer = AIOKafkaConsumer(
             topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
             isolation_level="read_committed", enable_auto_commit=False)
-        self.orders = orders
+        self.timed = timed
         self.attributed: set[bytes] = set()
         self.delays: list[int] = []
+        self.waited = 0
 
     @property
     def seen(self) -> int:
@@ -215,10 +219,18 @@ class _OutputCounter:
 
     async def poll(self) -> None:
         batches = await self.consumer.getmany(timeout_ms=100, max_records=20_000)
+        read_ms = int(time.time() * 1000)
         for messages in batches.values():
             for message in messages:
-                if message.key is not None and message.key not in self.attributed:
-                    self.attributed.add(message.key)
+                if message.key is None or message.key in self.attributed:
+                    continue
+                self.attributed.add(message.key)
+                if self.timed is not None and message.key in self.timed:
+                    value = orjson.loads(message.value)
+                    if value["delayed"]:
+                        self.waited += 1
+                    else:
+                        self.delays.append(read_ms - value["ts_ms"])
 
     async def stop(self) -> None:
         await self.consumer.stop()
@@ -258,24 +270,3 @@ def implementations(settings: Settings) -> dict[str, Implementation]:
                                 module("app.bench.naive_faust")),
         "engine": Implementation("engine", "d. the engine as shipped", engine_command(settings)),
     }
-
-
-def run_all(settings: Settings, shape: Shape, names: list[str], *, timeout_s: float,
-            report: Callable[[str], None]) -> list[Result]:
-    async def main() -> list[Result]:
-        # The output counters start as the topics are created; aiokafka logs the
-        # leader elections it waits out as errors, which would only be noise here.
-        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-        prefix = f"bench.{secrets.token_hex(3)}."
-        data = await prefill(settings, shape, prefix, report)
-        table = implementations(settings)
-        results = []
-        for name in names:
-            report(f"bench: running {table[name].title}")
-            result = await measure(settings, table[name], data, report, timeout_s=timeout_s)
-            report(f"bench: {name}: " + (result.error or
-                   f"{result.events_per_s:,.0f} events/s, {result.cpu_us_per_event:,.0f} "
-                   f"CPU-us/event, peak RSS {result.peak_rss_mb:,.0f} MiB"))
-            results.append(result)
-        return results
-    return asyncio.run(main())

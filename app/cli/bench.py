@@ -11,8 +11,8 @@ from pathlib import Path
 import click
 import orjson
 
+from app.bench.plan import Phases, run_all
 from app.bench.report import as_json, markdown, write_section
-from app.bench.runner import run_all
 from app.bench.workload import Shape
 from app.broker.local import BrokerError, LocalBroker
 from app.settings import Settings
@@ -20,6 +20,8 @@ from app.settings import Settings
 NAMES = ("raw", "peer", "naive", "engine")
 DEFAULT = Shape()
 QUICK = Shape(events=20_000, buyers=10_000, shops=100)
+DEFAULT_PHASES = Phases()
+QUICK_PHASES = Phases(live_seconds=5, state_buyers=10_000)
 
 
 @click.command("bench")
@@ -29,6 +31,13 @@ QUICK = Shape(events=20_000, buyers=10_000, shops=100)
 @click.option("--quick", is_flag=True, help=f"{QUICK.events:,} events, a smoke run.")
 @click.option("--only", default=",".join(NAMES), show_default=True,
               help="Implementations to run, comma-separated: raw, peer, naive, engine.")
+@click.option("--live-seconds", type=click.IntRange(0), default=DEFAULT_PHASES.live_seconds,
+              show_default=True, help="Length of the live phase (delays); 0 skips it.")
+@click.option("--live-rate", type=click.IntRange(1), default=None,
+              help="Events/s of the live phase.  [default: half the engine's drain rate]")
+@click.option("--state-buyers", type=click.IntRange(0), default=DEFAULT_PHASES.state_buyers,
+              show_default=True, help="Distinct buyers the engine takes into its state in "
+              "the memory phase (one click each, all written at once); 0 skips it.")
 @click.option("--timeout-s", type=click.IntRange(10), default=3600, show_default=True,
               help="Give up on an implementation that has not finished after this long.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
@@ -38,7 +47,8 @@ QUICK = Shape(events=20_000, buyers=10_000, shops=100)
               "replacing the previous results and keeping the text around them.")
 @click.pass_obj
 def command(settings: Settings, events: int, buyers: int, quick: bool, only: str,
-            timeout_s: int, json_path: Path, markdown_path: Path | None) -> None:
+            live_seconds: int, live_rate: int | None, state_buyers: int, timeout_s: int,
+            json_path: Path, markdown_path: Path | None) -> None:
     """Fill the input topics once, then time each implementation draining them.
 
     a. raw: a bare aiokafka loop with rocksdict (the machine's limit);
@@ -46,8 +56,12 @@ def command(settings: Settings, events: int, buyers: int, quick: bool, only: str
     c. naive: a plain Faust agent with a Faust table; d. engine: `cps worker`.
     All run the engine's own attribution rules over the same bytes, one after
     the other on the same broker. Reports events/s, CPU time per event, peak
-    memory and the engine's ratios to the others. Without CPS_BROKER it uses
-    (and starts if needed) the local broker of `cps kafka start`.
+    memory and the engine's ratios to the others. Then each is fed live at
+    half the engine's drain rate for the attribution delay (from an order's
+    time to its committed attribution), and the engine drains one click each
+    of many buyers written at once for its memory with them in state. Without
+    CPS_BROKER it uses (and starts if needed) the local broker of
+    `cps kafka start`.
     """
     names = [name.strip() for name in only.split(",") if name.strip()]
     unknown = [name for name in names if name not in NAMES]
@@ -62,8 +76,10 @@ def command(settings: Settings, events: int, buyers: int, quick: bool, only: str
         except BrokerError as exc:
             raise click.ClickException(str(exc)) from exc
         settings = replace(settings, broker=state.bootstrap)
-    results = run_all(settings, shape, names, timeout_s=timeout_s, report=click.echo)
-    run = as_json(results, "cps " + shlex.join(sys.argv[1:]), asdict(shape))
+    phases = QUICK_PHASES if quick else Phases(live_seconds, live_rate, state_buyers)
+    results, further = run_all(settings, shape, names, timeout_s=timeout_s, report=click.echo,
+                               phases=phases)
+    run = as_json(results, further, "cps " + shlex.join(sys.argv[1:]), asdict(shape))
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_bytes(orjson.dumps(run, option=orjson.OPT_INDENT_2))
     text = markdown(run)
@@ -71,5 +87,7 @@ def command(settings: Settings, events: int, buyers: int, quick: bool, only: str
     if markdown_path is not None:
         write_section(markdown_path, text)
     click.echo(f"results: {json_path}" + (f", {markdown_path}" if markdown_path else ""))
-    if any(result.error for result in results):
+    state = further.get("state", {})
+    if any(result.error or result.delays_ms.get("error") for result in results) or (
+            state.get("error") or state.get("dead_letters")):
         sys.exit(1)

@@ -20,12 +20,22 @@ def test_ratios_of_the_engine_to_each_other_implementation():
 
 
 def test_markdown_names_every_row_and_verdict():
-    run = as_json([_result("raw", 10_000), _result("engine", 4_000)], "cps bench --quick",
+    engine = _result("engine", 4_000)
+    engine.delays_ms = {"p50": 40, "p99": 120, "max": 300, "orders": 900, "waited": 90,
+                        "missing": 0}
+    further = {"live_rate": 2_000, "state": {"buyers": 1_000_000, "seconds": 200.5, "lag": 0,
+                                              "dead_letters": 0, "alive": True,
+                                              "peak_rss_mb": 1100}}
+    run = as_json([_result("raw", 10_000), engine], further, "cps bench --quick",
                   {"events": 1000})
     text = markdown(run)
     assert "cps bench --quick" in text and "raw title" in text and "engine title" in text
     assert "d/a: 0.400 (target >= 0.5: missed)" in text
     assert "d/b: not measured" in text
+    assert "| 40 / 120 / 300 |" in text and "target p99 < 250 ms: met" in text
+    assert "fed live at 2,000 events/s" in text
+    assert "1,000,000 distinct buyers" in text
+    assert "peak RSS 1,100 MiB (target < 1,024: missed)" in text
 
 
 def test_the_results_section_is_replaced_and_the_text_around_it_kept(tmp_path):

@@ -28,5 +28,13 @@ def test_quick_bench_runs_every_implementation(bootstrap, tmp_path):
         assert result["attributions"] == result["orders"] > 0  # one per order, none missing
         assert result["events_per_s"] > 0 and result["cpu_s"] > 0 and result["peak_rss_mb"] > 0
     assert set(run["ratios"]) == {"d/a", "d/b", "d/c"}
+    for result in results.values():  # the live phase: every order attributed, delays measured
+        delays = result["delays_ms"]
+        assert delays["orders"] > 0 and delays["missing"] == 0, (result["name"], delays)
+        assert 0 <= delays["p50"] <= delays["p99"] <= delays["max"]
+    state = run["state"]
+    assert (state["buyers"], state["lag"], state["dead_letters"], state["alive"]) == (
+        10_000, 0, 0, True)
+    assert state["peak_rss_mb"] > 0
     text = markdown_path.read_text()
     assert text.startswith("# Benchmarks\n\nintro") and "d. the engine as shipped" in text

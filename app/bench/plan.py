@@ -1,0 +1,62 @@
+"""One `cps bench` run: prefill, every implementation's drain, then the further phases."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from app.bench.live import measure_live, measure_state
+from app.bench.runner import Result, implementations, measure, prefill
+from app.bench.workload import Shape
+from app.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Phases:
+    """What a run measures beyond draining: see app/bench/live.py."""
+    live_seconds: int = 60        # 0: no live phase
+    live_rate: int | None = None  # None: half the engine's drain rate
+    state_buyers: int = 1_000_000  # 0: no state phase
+
+
+def run_all(settings: Settings, shape: Shape, names: list[str], *, timeout_s: float,
+            report: Callable[[str], None], phases: Phases = Phases()) -> tuple[list[Result], dict]:
+    """Every implementation drains the prefilled input, then the live and state phases run.
+
+    Returns the results and what the further phases found (`live_rate`, `state`).
+    """
+    async def main() -> tuple[list[Result], dict]:
+        # The output counters start as the topics are created; aiokafka logs the
+        # leader elections it waits out as errors, which would only be noise here.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+        prefix = f"bench.{secrets.token_hex(3)}."
+        data = await prefill(settings, shape, prefix, report)
+        table = implementations(settings)
+        results = []
+        for name in names:
+            report(f"bench: running {table[name].title}")
+            result = await measure(settings, table[name], data, report, timeout_s=timeout_s)
+            report(f"bench: {name}: " + (result.error or
+                   f"{result.events_per_s:,.0f} events/s, {result.cpu_us_per_event:,.0f} "
+                   f"CPU-us/event, peak RSS {result.peak_rss_mb:,.0f} MiB"))
+            results.append(result)
+        further: dict = {}
+        engine = next((r for r in results if r.name == "engine" and not r.error), None)
+        rate = phases.live_rate or (int(engine.events_per_s / 2) if engine else None)
+        if phases.live_seconds and rate:
+            further["live_rate"] = rate
+            for result in results:
+                result.delays_ms = await measure_live(
+                    settings, table[result.name], rate=rate, seconds=phases.live_seconds,
+                    buyers=shape.buyers, run_prefix=prefix, report=report)
+                report(f"bench: {result.name}: delay {result.delays_ms}")
+        if phases.state_buyers and "engine" in names:
+            further["state"] = await measure_state(
+                settings, table["engine"], buyers=phases.state_buyers, run_prefix=prefix,
+                report=report, timeout_s=timeout_s)
+            report(f"bench: state: {further['state']}")
+        return results, further
+    return asyncio.run(main())
