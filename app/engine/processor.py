@@ -140,6 +140,7 @@ class Engine(Service):
         self._crash: asyncio.Future | None = None
         self._pending_events = 0
         self._work_ready = asyncio.Event()
+        self._oldest_work = 0.0  # monotonic time the oldest uncommitted work came in
         self._urgent = asyncio.Event()
         self._commit_lock = asyncio.Lock()
         self.running = asyncio.Event()
@@ -224,7 +225,7 @@ class Engine(Service):
         work.events += 1
         self.events_processed += 1
         self._pending_events += 1
-        self._work_ready.set()
+        self._work_added()
         if self._pending_events >= self.max_events:
             self._urgent.set()
             return self._pending_events >= 3 * self.max_events
@@ -255,13 +256,21 @@ class Engine(Service):
 
     # -- committing ---------------------------------------------------------
 
+    def _work_added(self) -> None:
+        if not self._work_ready.is_set():
+            self._work_ready.set()
+            self._oldest_work = time.monotonic()
+
     @Service.task
     async def _commit_loop(self) -> None:
         while not self.should_stop:
             await self._work_ready.wait()
-            if self.linger_s and not self._urgent.is_set():
+            # The linger counts from the oldest uncommitted work: what came in while
+            # the previous commit ran has waited already and goes with the next one.
+            linger = self._oldest_work + self.linger_s - time.monotonic()
+            if linger > 0 and not self._urgent.is_set():
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._urgent.wait(), self.linger_s)
+                    await asyncio.wait_for(self._urgent.wait(), linger)
             await self.commit_all()
 
     async def commit_all(self) -> None:
@@ -367,7 +376,7 @@ class Engine(Service):
                     except Exception:
                         logger.exception("timer of partition %s failed", partition)
                 if context.work:
-                    self._work_ready.set()
+                    self._work_added()
 
     def _may_tick(self) -> bool:
         app = self.app

@@ -85,16 +85,19 @@ class Kafka:
             await producer.stop()
 
     def read(self, topic: str, *, until: Callable[[list[dict]], bool] | None = None,
-             timeout: float = 60.0, settle: float = 0.0) -> list[dict]:
-        """Every committed record of the topic, as dicts with key/partition/offset/value."""
-        return asyncio.run(self._read(self.prefix + topic, until, timeout, settle))
+             timeout: float = 60.0, settle: float = 0.0,
+             isolation: str = "read_committed") -> list[dict]:
+        """Every committed record of the topic, as dicts with key/partition/offset/value.
 
-    async def _read(self, topic, until, timeout, settle) -> list[dict]:
+        With isolation="read_uncommitted", also those of aborted transactions.
+        """
+        return asyncio.run(self._read(self.prefix + topic, until, timeout, settle, isolation))
+
+    async def _read(self, topic, until, timeout, settle, isolation) -> list[dict]:
         from aiokafka import AIOKafkaConsumer
 
         consumer = AIOKafkaConsumer(topic, bootstrap_servers=self.bootstrap, group_id=None,
-                                    auto_offset_reset="earliest",
-                                    isolation_level="read_committed")
+                                    auto_offset_reset="earliest", isolation_level=isolation)
         await consumer.start()
         records: list[dict] = []
         deadline = time.monotonic() + timeout
