@@ -85,19 +85,16 @@ class Kafka:
             await producer.stop()
 
     def read(self, topic: str, *, until: Callable[[list[dict]], bool] | None = None,
-             timeout: float = 60.0, settle: float = 0.0,
-             isolation: str = "read_committed") -> list[dict]:
-        """Every committed record of the topic, as dicts with key/partition/offset/value.
+             timeout: float = 60.0, settle: float = 0.0) -> list[dict]:
+        """Every committed record of the topic, as dicts with key/partition/offset/value."""
+        return asyncio.run(self._read(self.prefix + topic, until, timeout, settle))
 
-        With isolation="read_uncommitted", also those of aborted transactions.
-        """
-        return asyncio.run(self._read(self.prefix + topic, until, timeout, settle, isolation))
-
-    async def _read(self, topic, until, timeout, settle, isolation) -> list[dict]:
+    async def _read(self, topic, until, timeout, settle) -> list[dict]:
         from aiokafka import AIOKafkaConsumer
 
         consumer = AIOKafkaConsumer(topic, bootstrap_servers=self.bootstrap, group_id=None,
-                                    auto_offset_reset="earliest", isolation_level=isolation)
+                                    auto_offset_reset="earliest",
+                                    isolation_level="read_committed")
         await consumer.start()
         records: list[dict] = []
         deadline = time.monotonic() + timeout

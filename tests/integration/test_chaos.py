@@ -33,7 +33,6 @@ from app.broker.local import LocalBroker
 from app.settings import Settings
 
 CPS = str(Path(sys.executable).with_name("cps"))
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 
@@ -370,28 +369,6 @@ def test_sigkill_at_random_moments_changes_no_result(kafka, make_worker, bootstr
         worker.wait_ready()
     check_outputs(kafka, workers[0], built, timeout=SCALE.timeout_s, workers=workers)
     assert recoveries_hit == 1
-    record_aborted_copies(kafka, built, kills=SCALE.kills)
-
-
-def record_aborted_copies(kafka, built: Scenario, *, kills: int) -> None:
-    """Write down what at-least-once would have published twice (docs/chaos.md).
-
-    Results of transactions a kill aborted are still in the topics, visible to a
-    read_uncommitted reader: without transactions they would be duplicates.
-    """
-    seen = kafka.read("attributions", isolation="read_uncommitted", timeout=30, settle=1.0,
-                      until=lambda rs: len(rs) >= len(built.expected.attributions))
-    copies = len(seen) - len({r["key"] for r in seen})
-    commissions = kafka.read("commissions", isolation="read_uncommitted", timeout=30,
-                             settle=1.0)
-    ids = Counter(r["value"]["event_id"] for r in commissions if r["value"])
-    report = {"scale": os.environ.get("CPS_CHAOS", "short"), "kills": kills,
-              "orders": len(built.expected.attributions),
-              "attribution copies in aborted transactions": copies,
-              "commission copies in aborted transactions": sum(n - 1 for n in ids.values())}
-    ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / f"chaos-kill-{report['scale']}.json").write_bytes(
-        orjson.dumps(report, option=orjson.OPT_INDENT_2))
 
 
 def test_rebalance_mid_stream_changes_no_result(kafka, make_worker, bootstrap, prefix):
