@@ -298,7 +298,7 @@ class Engine(Service):
         delay = 0.1
         while True:
             try:
-                metadata = await self.transactions.commit(
+                offsets = await self.transactions.commit(
                     partition, self.anchor_topic or "", records, work.offsets)
                 break
             except PartitionLost as exc:
@@ -313,9 +313,9 @@ class Engine(Service):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         reached: dict[StateTable, int] = {}
-        for (table, _key, _value), meta in zip(changelog, metadata[len(work.records):],
-                                               strict=True):
-            reached[table] = max(reached.get(table, -1), meta.offset)
+        for (table, _key, _value), offset in zip(changelog, offsets[len(work.records):],
+                                                 strict=True):
+            reached[table] = max(reached.get(table, -1), offset)
         for table, writes in work.overlay.writes.items():
             table.apply(partition, writes, reached[table])
         if self._committing.get(partition) is work:

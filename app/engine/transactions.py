@@ -70,7 +70,7 @@ class PartitionTransactions:
                      offsets: Mapping[str, int]) -> list:
         """Send `records` and commit them with `offsets` (topic -> next offset) in one transaction.
 
-        Returns the RecordMetadata of each record, in order. Raises PartitionLost
+        Returns the offset of each record, in order. Raises PartitionLost
         when this worker may no longer write for the partition, KafkaError when a
         retry may succeed (the transaction is then aborted and nothing of it is visible).
         """
@@ -82,9 +82,7 @@ class PartitionTransactions:
             try:
                 await self._open(producer, partition)
                 await track_topics(producer, (r.topic for r in records))
-                futures = [await producer.send(r.topic, r.value, key=r.key, partition=r.partition)
-                           for r in records]
-                metadata = await asyncio.gather(*futures)
+                written = await _send_batched(producer, records)
                 if offsets:
                     await producer.send_offsets_to_transaction(
                         {TopicPartition(topic, partition): offset
@@ -97,7 +95,7 @@ class PartitionTransactions:
             except (KafkaError, IllegalOperation, AssertionError) as exc:
                 await self._abort(producer, partition, exc)
                 raise KafkaError(f"transaction of partition {partition} failed: {exc!r}") from exc
-        return metadata
+        return written
 
     async def _open(self, producer, partition: int) -> None:
         """Begin a transaction, first aborting one an earlier error left half done."""
@@ -118,3 +116,36 @@ class PartitionTransactions:
             raise PartitionLost(f"partition {partition} fenced: {exc!r}") from exc
         except (KafkaError, IllegalOperation, AssertionError) as exc:
             logger.warning("abort of partition %s failed too: %r", partition, exc)
+
+
+async def _send_batched(producer, records: list[Record]) -> list[int]:
+    """Send `records` as one batch per topic-partition; the offset of each, in order.
+
+    One `BatchBuilder` per topic-partition instead of one `send` (partitioner,
+    accumulator, future) per record: the producer's per-record cost was a fifth
+    of the worker's CPU in the benchmark's profiles.
+    """
+    open_batches: dict[tuple[str, int], tuple[object, list[int]]] = {}
+    submitted: list[tuple[asyncio.Future, list[int]]] = []
+    for index, record in enumerate(records):
+        where = (record.topic, record.partition)
+        batch, members = open_batches.get(where) or (None, [])
+        if batch is None or batch.append(timestamp=None, key=record.key,
+                                         value=record.value) is None:
+            if batch is not None:  # full: send it, start the next
+                submitted.append((await producer.send_batch(
+                    batch, record.topic, partition=record.partition), members))
+            batch, members = producer.create_batch(), []
+            # A fresh batch takes any one record, however large.
+            batch.append(timestamp=None, key=record.key, value=record.value)
+        members.append(index)
+        open_batches[where] = (batch, members)
+    for (topic, partition), (batch, members) in open_batches.items():
+        submitted.append((await producer.send_batch(batch, topic, partition=partition),
+                          members))
+    offsets = [0] * len(records)
+    for future, members in submitted:
+        base = (await future).offset
+        for relative, index in enumerate(members):
+            offsets[index] = base + relative
+    return offsets

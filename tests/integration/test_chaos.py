@@ -28,6 +28,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from app.broker.local import LocalBroker
 from app.settings import Settings
@@ -243,13 +245,24 @@ class Feeder(threading.Thread):
             self.error = exc
 
     async def _feed(self) -> None:
-        from aiokafka import AIOKafkaProducer
+        step = max(1, self.rate // 10)
+        failures = 0
+        while self.sent < len(self.stream):
+            try:
+                await self._feed_with_one_producer(step)
+            except KafkaError:
+                # A producer that lived through a broker restart may be unusable; a new one
+                # sends the batch again (a copy the engine must take as a duplicate).
+                failures += 1
+                if failures > 30:
+                    raise
+                await asyncio.sleep(1)
 
+    async def _feed_with_one_producer(self, step: int) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
                                     enable_idempotence=True)
         await producer.start()
         try:
-            step = max(1, self.rate // 10)
             while self.sent < len(self.stream):
                 while not self.running.is_set():
                     await asyncio.sleep(0.05)
