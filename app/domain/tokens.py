@@ -56,9 +56,14 @@ def _b64decode(text: str) -> bytes:
     if not text or any(c not in _B64_ALPHABET for c in text):
         raise MalformedToken("not base64url")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise MalformedToken("not base64url") from None
+    # The last character's spare bits are ignored when decoding; without this check a
+    # token would have several spellings that all verify (found by the fuzz test).
+    if _b64encode(raw) != text:
+        raise MalformedToken("not canonical base64url")
+    return raw
 
 
 _B64_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")

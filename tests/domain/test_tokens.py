@@ -61,6 +61,23 @@ def test_any_tampered_part_is_a_bad_signature(part):
         signer.verify(LINK, ".".join(parts), now_ms=NOW)
 
 
+@pytest.mark.parametrize("part", [1, 2])
+def test_no_second_spelling_of_a_token_verifies(part):
+    # A 32-byte signature is 43 base64url characters; the last one carries 2 spare bits
+    # that decoding ignores. Found by the fuzz test: "...l9" and "...l8" both verified.
+    token = signer.sign(LINK, {"p": "promoter", "x": NOW + 1000})
+    parts = token.split(".")
+    raw = base64.urlsafe_b64decode(parts[part] + "=" * (-len(parts[part]) % 4))
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = parts[part][-1]
+    twins = [c for c in alphabet if c != last and base64.urlsafe_b64decode(
+        parts[part][:-1] + c + "=" * (-len(parts[part]) % 4)) == raw]
+    assert twins  # the encoding has spare bits here
+    parts[part] = parts[part][:-1] + twins[0]
+    with pytest.raises(MalformedToken):
+        signer.verify(LINK, ".".join(parts), now_ms=NOW)
+
+
 def test_tampered_payload_with_valid_encoding_is_403():
     token = signer.sign(LINK, {"p": "promoter"})
     kid, _body, sig = token.split(".")
