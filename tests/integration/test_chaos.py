@@ -52,6 +52,7 @@ SCALES = {
     "full": Scale(orders=3000, rate=150, kills=10, timeout_s=600),
 }
 SCALE = SCALES[os.environ.get("CPS_CHAOS", "short")]
+pytestmark = pytest.mark.timeout(1800 if SCALE is SCALES["full"] else 300)
 
 # The grace is long so that no order is ever decided without its click, whatever
 # the faults do to the relative pace of the click and order partitions.

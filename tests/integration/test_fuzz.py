@@ -18,12 +18,14 @@ import urllib.parse
 from collections import Counter
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from app.domain.model import DAY_MS
 
 FULL = os.environ.get("CPS_CHAOS") == "full"
+pytestmark = pytest.mark.timeout(1800 if FULL else 300)
 MESSAGES = 50_000 if FULL else 10_000
 REQUESTS = 10_000 if FULL else 2_000
 MEGABYTE_FIELDS_PER_TOPIC = 2
