@@ -16,6 +16,7 @@ its peak RSS with all those buyers in its tables, and any dead letter.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 import subprocess
 import tempfile
@@ -133,7 +134,7 @@ async def _warm_up(feeder: Feeder, workload: Workload, counter: OutputCounter,
     """Send a click and its order every half second until one is attributed."""
     shop = workload.shops[0]
     deadline = time.monotonic() + WARM_UP_TIMEOUT_S
-    for n in range(10**9):
+    for n in itertools.count():
         if counter.seen or process.poll() is not None or time.monotonic() > deadline:
             break
         now = int(time.time() * 1000)
