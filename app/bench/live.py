@@ -17,25 +17,28 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import secrets
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
-from app.bench.runner import Implementation, OutputCounter, stop
+from app.bench.runner import (
+    Implementation,
+    Launched,
+    OutputCounter,
+    launch,
+    output_topic,
+    stop,
+    write_configuration,
+)
 from app.bench.workload import Shape, Workload
 from app.feeding import Feeder
 from app.settings import Settings
-from app.topics import Role, TopicSpec
-from app.topology import ensure_topics
 
 WARM_UP_TIMEOUT_S = 180
 TAIL_TIMEOUT_S = 30
@@ -51,13 +54,8 @@ def percentile(values: list[int], share: float) -> int | None:
 async def _start(settings: Settings, implementation: Implementation, prefix: str,
                  workload: Workload, burst: Iterable[tuple[str, str, bytes]] = ()) -> _Started:
     """Topics, configuration and `burst` of `prefix`, then the implementation's process."""
-    run = secrets.token_hex(3)
-    output = (f"{prefix}attributions" if implementation.name == "engine"
-              else f"{prefix}{implementation.name}-{run}.attributions")
-    state_dir = Path(tempfile.mkdtemp(prefix=f"cps-bench-{implementation.name}-"))
     configuration = list(workload.configuration())
-    config_path = state_dir / "configuration.jsonl"
-    config_path.write_bytes(b"".join(orjson.dumps(list(row)) + b"\n" for row in configuration))
+    config_path = write_configuration(configuration)
     feeder = Feeder(replace(settings, topic_prefix=prefix))
     await feeder.__aenter__()
     for topic, key, value in configuration:
@@ -65,24 +63,15 @@ async def _start(settings: Settings, implementation: Implementation, prefix: str
     for topic, key, value in burst:
         await feeder.send(topic, key, value)
     await feeder.flush()
-    if implementation.name != "engine":
-        await ensure_topics(settings.broker, [TopicSpec(output, Role.OUTPUT),
-                                              TopicSpec(f"{output}-changelog", Role.CHANGELOG)],
-                            partitions=settings.partitions, replication=settings.replication)
-    group = f"{prefix}{implementation.name}-{run}"
-    argv, env = implementation.command(state_dir, config_path, prefix, group, output)
-    with open(state_dir / "output.log", "wb") as log:
-        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    return _Started(process, output, group, state_dir, feeder)
+    output = output_topic(implementation, prefix)
+    launched = await launch(settings, implementation, prefix, config_path, output=output)
+    return _Started(launched, output, feeder)
 
 
 @dataclass
 class _Started:
-    process: subprocess.Popen
+    launched: Launched
     output: str
-    group: str
-    state_dir: Path
     feeder: Feeder
 
 
@@ -95,8 +84,8 @@ async def measure_live(settings: Settings, implementation: Implementation, *, ra
                   burst_share=0.0, seed=2)
     workload = Workload(shape, start_ms=int(time.time() * 1000))
     started = await _start(settings, implementation, prefix, workload)
-    process, output, state_dir, feeder = (started.process, started.output, started.state_dir,
-                                          started.feeder)
+    output, feeder = started.output, started.feeder
+    process, state_dir = started.launched.process, started.launched.state_dir
     timed: set[bytes] = set()
     counter = OutputCounter(settings.broker, output, timed=timed)
     await counter.start()
@@ -192,11 +181,12 @@ async def measure_state(settings: Settings, engine: Implementation, *, buyers: i
     result: dict = {"buyers": buyers}
     try:
         while True:
-            remaining = await lag(settings.broker, started.group, inputs, settings.partitions)
+            remaining = await lag(settings.broker, started.launched.group, inputs,
+                                  settings.partitions)
             if remaining == 0:
                 break
-            if started.process.poll() is not None or time.monotonic() - began > timeout_s:
-                result["error"] = f"lag {remaining:,} left; log: {started.state_dir}"
+            if started.launched.process.poll() is not None or time.monotonic() - began > timeout_s:
+                result["error"] = f"lag {remaining:,} left; log: {started.launched.log_path}"
                 break
             report(f"bench: state: lag {remaining:,}")
             await asyncio.sleep(5)
@@ -204,10 +194,10 @@ async def measure_state(settings: Settings, engine: Implementation, *, buyers: i
         result["lag"] = remaining
         result["dead_letters"] = await _records(settings.broker, f"{prefix}deadletter",
                                                 settings.partitions)
-        result["alive"] = started.process.poll() is None
+        result["alive"] = started.launched.process.poll() is None
     finally:
         await started.feeder.__aexit__(None, None, None)
-        rusage = stop(started.process)
+        rusage = stop(started.launched.process)
     result["peak_rss_mb"] = round(rusage.ru_maxrss / 1024) if rusage else None
     return result
 

@@ -76,14 +76,20 @@ def _module(module: str) -> Callable:
     return command
 
 
+def write_configuration(rows: list[tuple[str, str, dict]]) -> Path:
+    """The configuration records as the file an implementation loads at start."""
+    path = Path(tempfile.mkdtemp(prefix="cps-bench-")) / "configuration.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(list(row)) + b"\n" for row in rows))
+    return path
+
+
 async def prefill(settings: Settings, shape: Shape, prefix: str,
                   report: Callable[[str], None]) -> Prefilled:
     """Create the topics and write the configuration and every event, once."""
     start_ms = int(time.time() * 1000) - 2 * 3_600_000
     workload = Workload(shape, start_ms=start_ms, run=prefix.rstrip(".").split(".")[-1] + "-")
-    config_path = Path(tempfile.mkdtemp(prefix="cps-bench-")) / "configuration.jsonl"
     configuration = list(workload.configuration())
-    config_path.write_bytes(b"".join(orjson.dumps(list(row)) + b"\n" for row in configuration))
+    config_path = write_configuration(configuration)
     orders: set[str] = set()
     feeding = replace(settings, topic_prefix=prefix)
     async with Feeder(feeding) as feeder:
@@ -105,23 +111,12 @@ async def prefill(settings: Settings, shape: Shape, prefix: str,
 async def measure(settings: Settings, implementation: Implementation, data: Prefilled,
                   report: Callable[[str], None], *, timeout_s: float) -> Result:
     """Run one implementation over the prefilled input until every order is attributed."""
-    run = secrets.token_hex(3)
-    group = f"{data.prefix}{implementation.name}-{run}"
-    output = (f"{data.prefix}attributions" if implementation.name == "engine"
-              else f"{data.prefix}{implementation.name}-{run}.attributions")
-    if implementation.name != "engine":
-        await ensure_topics(settings.broker, [TopicSpec(output, Role.OUTPUT),
-                                              TopicSpec(f"{output}-changelog", Role.CHANGELOG)],
-                            partitions=data.partitions, replication=settings.replication)
-    state_dir = Path(tempfile.mkdtemp(prefix=f"cps-bench-{implementation.name}-"))
-    argv, env = implementation.command(state_dir, data.config_path, data.prefix, group, output)
     result = Result(implementation.name, implementation.title, data.events, len(data.orders))
-    log_path = state_dir / "output.log"
-    counter = OutputCounter(settings.broker, output)
+    counter = OutputCounter(settings.broker, output_topic(implementation, data.prefix))
     await counter.start()
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+    launched = await launch(settings, implementation, data.prefix, data.config_path,
+                            output=counter.topic)
+    process, log_path, group = launched.process, launched.log_path, launched.group
     began = time.monotonic()
     first_progress: float | None = None
     inputs = [f"{data.prefix}clicks", f"{data.prefix}orders"]
@@ -163,6 +158,44 @@ async def measure(settings: Settings, implementation: Implementation, data: Pref
     return result
 
 
+LOG_NAME = "output.log"
+
+
+@dataclass(slots=True)
+class Launched:
+    process: subprocess.Popen
+    group: str
+    state_dir: Path
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / LOG_NAME
+
+
+def output_topic(implementation: Implementation, prefix: str) -> str:
+    """The engine writes its own attributions topic; the others one named for the run."""
+    if implementation.name == "engine":
+        return f"{prefix}attributions"
+    return f"{prefix}{implementation.name}-{secrets.token_hex(3)}.attributions"
+
+
+async def launch(settings: Settings, implementation: Implementation, prefix: str,
+                 config_path: Path, *, output: str) -> Launched:
+    """Start `implementation` on the topics of `prefix` in a process and state directory
+    of its own, with a fresh consumer group, writing its attributions to `output`."""
+    if implementation.name != "engine":
+        await ensure_topics(settings.broker, [TopicSpec(output, Role.OUTPUT),
+                                              TopicSpec(f"{output}-changelog", Role.CHANGELOG)],
+                            partitions=settings.partitions, replication=settings.replication)
+    group = f"{prefix}{implementation.name}-{secrets.token_hex(3)}"
+    state_dir = Path(tempfile.mkdtemp(prefix=f"cps-bench-{implementation.name}-"))
+    argv, env = implementation.command(state_dir, config_path, prefix, group, output)
+    with open(state_dir / LOG_NAME, "wb") as log:
+        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    return Launched(process, group, state_dir)
+
+
 async def _committed_any(bootstrap: str, group: str, topics: list[str]) -> bool:
     """Whether `group` has committed an offset beyond 0 on any of `topics`."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -202,6 +235,7 @@ class OutputCounter:
     """
 
     def __init__(self, bootstrap: str, topic: str, *, timed: set[bytes] | None = None) -> None:
+        self.topic = topic
         self.consumer = AIOKafkaConsumer(
             topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
             isolation_level="read_committed", enable_auto_commit=False)
