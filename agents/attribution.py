@@ -60,11 +60,15 @@ def on_rekeyed_order(ctx: Context, key: bytes | None, value: bytes | None) -> No
 
 
 def _in_buyer_partition(ctx: Context, buyer_id: str, rekeyed_topic: str, value: bytes) -> bool:
-    """True when the record sits in its buyer's partition; otherwise forward it there."""
+    """True when the record sits in its buyer's partition; otherwise forward it there.
+
+    Forwarded at once, outside the transaction: a second copy after a crash is
+    harmless here (one attribution per order, clicks deduplicated by id).
+    """
     buyer_key = buyer_id.encode()
     if partition_for(buyer_key, settings.partitions) == ctx.partition:
         return True
-    ctx.send(rekeyed_topic, buyer_key, value)
+    ctx.forward(rekeyed_topic, buyer_key, value)
     return False
 
 

@@ -19,6 +19,7 @@ topology = Topology(settings.partitions)
 
 engine = Engine(
     app,
+    bootstrap=settings.broker,
     topology=topology,
     deadletter_topic=topics.deadletter,
     commit_linger_ms=settings.commit_linger_ms,

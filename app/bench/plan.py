@@ -48,6 +48,7 @@ def run_all(settings: Settings, shape: Shape, names: list[str], *, timeout_s: fl
         rate = phases.live_rate or (int(engine.events_per_s / 2) if engine else None)
         if phases.live_seconds and rate:
             further["live_rate"] = rate
+            further["live_rate_set"] = phases.live_rate is not None
             for result in results:
                 result.delays_ms = await measure_live(
                     settings, table[result.name], rate=rate, seconds=phases.live_seconds,

@@ -87,9 +87,10 @@ def markdown(run: dict) -> str:
 def _live_lines(run: dict) -> list[str]:
     if "live_rate" not in run:
         return ["- delays: no live phase"]
-    lines = [f"- delays: each fed live at {run['live_rate']:,} events/s (half the engine's "
-             "drain rate), from an order's `ts_ms` to its committed attribution; orders that "
-             "waited for a late click (grace period) are not in the percentiles:"]
+    how = "set with --live-rate" if run.get("live_rate_set") else "half the engine's drain rate"
+    lines = [f"- delays: each fed live at {run['live_rate']:,} events/s ({how}), from an "
+             "order's `ts_ms` to its committed attribution; orders that waited for a late "
+             "click (grace period) are not in the percentiles:"]
     for r in run["results"]:
         d = r["delays_ms"]
         if d.get("error"):

@@ -27,6 +27,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from mode import Service
 
+from app.engine.forwarding import Forwarder
 from app.engine.partitioning import partition_for
 from app.engine.state import DELETED, Overlay, StateTable
 from app.engine.transactions import PartitionLost, PartitionTransactions, Record
@@ -42,16 +43,17 @@ Tick = Callable[["Context"], None]
 class PartitionWork:
     """Everything one partition did since its last commit."""
 
-    __slots__ = ("events", "offsets", "overlay", "records")
+    __slots__ = ("events", "forwarded", "offsets", "overlay", "records")
 
     def __init__(self) -> None:
         self.overlay = Overlay()
         self.records: list[Record] = []
         self.offsets: dict[str, int] = {}
         self.events = 0
+        self.forwarded: list[asyncio.Future] = []  # the deliveries its offsets must wait for
 
     def __bool__(self) -> bool:
-        return bool(self.records or self.offsets or self.overlay)
+        return bool(self.records or self.offsets or self.overlay or self.forwarded)
 
 
 class Context:
@@ -90,6 +92,15 @@ class Context:
         self.work.records.append(Record(topic, partition, key, value))
         return partition
 
+    def forward(self, topic: str, key: bytes, value: bytes) -> None:
+        """Send a record at once, outside the transaction (see forwarding.py): only to
+        a topic whose handler treats a second copy of a record as a no-op."""
+        partition = partition_for(key, self._engine.topology.partitions(topic))
+        delivered = self._engine.forwarder.forward(Record(topic, partition, key, value))
+        forwarded = self.work.forwarded
+        if not forwarded or forwarded[-1] is not delivered:
+            forwarded.append(delivered)
+
     def send_to(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
         self.work.records.append(Record(topic, partition, key, value))
 
@@ -113,10 +124,12 @@ class Context:
 class Engine(Service):
     """Partitioned, transactional processing shared by all agents of a worker."""
 
-    def __init__(self, app, *, topology: Topology, deadletter_topic: str,
+    def __init__(self, app, *, bootstrap: str, topology: Topology, deadletter_topic: str,
                  commit_linger_ms: int, commit_max_events: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.app = app
+        self.forwarder = Forwarder(bootstrap=bootstrap, client_id=app.conf.id)
+        self.add_dependency(self.forwarder)
         self.topology = topology
         self.deadletter_topic = deadletter_topic
         self.linger_s = commit_linger_ms / 1000
@@ -295,6 +308,11 @@ class Engine(Service):
                    None if value is DELETED else table.encode(value))
             for table, key, value in changelog
         ]
+        try:
+            await asyncio.gather(*work.forwarded)
+        except Exception as exc:  # the forwarder failed: its records may be lost
+            self._lose(partition, exc)
+            return
         delay = 0.1
         while True:
             try:

@@ -82,7 +82,7 @@ class PartitionTransactions:
             try:
                 await self._open(producer, partition)
                 await track_topics(producer, (r.topic for r in records))
-                written = await _send_batched(producer, records)
+                written = await send_batched(producer, records)
                 if offsets:
                     await producer.send_offsets_to_transaction(
                         {TopicPartition(topic, partition): offset
@@ -118,7 +118,7 @@ class PartitionTransactions:
             logger.warning("abort of partition %s failed too: %r", partition, exc)
 
 
-async def _send_batched(producer, records: list[Record]) -> list[int]:
+async def send_batched(producer, records: list[Record]) -> list[int]:
     """Send `records` as one batch per topic-partition; the offset of each, in order.
 
     One `BatchBuilder` per topic-partition instead of one `send` (partitioner,
