@@ -6,7 +6,9 @@ event's partition. Handlers are plain synchronous functions: they read and
 write state through the context, send records and dead letters, and never
 await. A background committer gathers the work of each partition for a few
 milliseconds and commits it in one Kafka transaction (records, changelog and
-input offsets), then writes the state to RocksDB (see `state.py`). Timers
+input offsets), then writes the state to RocksDB (see `state.py`); each
+partition commits on its own, while the others go on. Records re-keyed for
+another partition can be forwarded at once instead (see `forwarding.py`). Timers
 (`every`) run per partition under the same rules, so a timeout decided by
 the wall clock is committed exactly like an event.
 
@@ -43,13 +45,14 @@ Tick = Callable[["Context"], None]
 class PartitionWork:
     """Everything one partition did since its last commit."""
 
-    __slots__ = ("events", "forwarded", "offsets", "overlay", "records")
+    __slots__ = ("events", "forwarded", "offsets", "overlay", "records", "since")
 
     def __init__(self) -> None:
         self.overlay = Overlay()
         self.records: list[Record] = []
         self.offsets: dict[str, int] = {}
         self.events = 0
+        self.since = 0.0  # monotonic time its first piece of work came in
         self.forwarded: list[asyncio.Future] = []  # the deliveries its offsets must wait for
 
     def __bool__(self) -> bool:
@@ -152,10 +155,8 @@ class Engine(Service):
         self._lost: set[int] = set()
         self._crash: asyncio.Future | None = None
         self._pending_events = 0
-        self._work_ready = asyncio.Event()
-        self._oldest_work = 0.0  # monotonic time the oldest uncommitted work came in
-        self._urgent = asyncio.Event()
-        self._commit_lock = asyncio.Lock()
+        self._inflight: dict[int, asyncio.Task] = {}
+        self._commits_due = asyncio.Event()
         self.running = asyncio.Event()
         self.running.set()
         app.on_partitions_revoked.connect(self._on_partitions_revoked)
@@ -238,9 +239,9 @@ class Engine(Service):
         work.events += 1
         self.events_processed += 1
         self._pending_events += 1
-        self._work_added()
+        self._work_added(work)
         if self._pending_events >= self.max_events:
-            self._urgent.set()
+            self._commits_due.set()
             return self._pending_events >= 3 * self.max_events
         return False
 
@@ -269,35 +270,74 @@ class Engine(Service):
 
     # -- committing ---------------------------------------------------------
 
-    def _work_added(self) -> None:
-        if not self._work_ready.is_set():
-            self._work_ready.set()
-            self._oldest_work = time.monotonic()
+    def _work_added(self, work: PartitionWork) -> None:
+        if not work.since:
+            work.since = time.monotonic()
+            self._commits_due.set()
 
     @Service.task
     async def _commit_loop(self) -> None:
+        """Commit each partition on its own as soon as its work is due and its last commit done.
+
+        Work is due when its oldest part has lingered `linger_s` or when the
+        worker holds `max_events` uncommitted events. A partition never waits
+        for another's transaction, so one slow commit delays only its own
+        partition's results.
+        """
         while not self.should_stop:
-            await self._work_ready.wait()
-            # The linger counts from the oldest uncommitted work: what came in while
-            # the previous commit ran has waited already and goes with the next one.
-            linger = self._oldest_work + self.linger_s - time.monotonic()
-            if linger > 0 and not self._urgent.is_set():
+            await self._commits_due.wait()
+            self._commits_due.clear()
+            wait = self._start_due_commits()
+            if wait is not None:
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._urgent.wait(), linger)
-            await self.commit_all()
+                    await asyncio.wait_for(self._commits_due.wait(), wait)
+                self._commits_due.set()
+
+    def _start_due_commits(self) -> float | None:
+        """Start the commits that are due; seconds until the next one is (None: none waits)."""
+        now = time.monotonic()
+        urgent = self._pending_events >= self.max_events
+        next_due: float | None = None
+        for partition, work in list(self._pending.items()):
+            if not work or self._committing_now(partition):
+                continue
+            due = work.since + self.linger_s
+            if urgent or due <= now:
+                self._start_commit(partition)
+            elif next_due is None or due < next_due:
+                next_due = due
+        return None if next_due is None else max(next_due - now, 0.0)
+
+    def _committing_now(self, partition: int) -> bool:
+        task = self._inflight.get(partition)
+        return task is not None and not task.done()
+
+    def _start_commit(self, partition: int) -> None:
+        work = self._pending.pop(partition)
+        self._contexts.pop(partition, None)
+        self._pending_events -= work.events
+        self._committing[partition] = work
+        task = self._inflight[partition] = asyncio.ensure_future(
+            self._commit_partition(partition, work))
+        task.add_done_callback(self._commit_done)
+
+    def _commit_done(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("commit failed unexpectedly; restarting the worker",
+                         exc_info=task.exception())
+            self._crash = asyncio.ensure_future(self.app.crash(task.exception()))
+        self._commits_due.set()  # its partition's next work may be due already
 
     async def commit_all(self) -> None:
-        """Commit the work of every partition; returns when all are durable (or lost)."""
-        async with self._commit_lock:
-            batch = {p: work for p, work in self._pending.items() if work}
-            self._pending = {p: work for p, work in self._pending.items() if not work}
-            self._contexts = {p: c for p, c in self._contexts.items() if p in self._pending}
-            self._committing.update(batch)
-            self._pending_events = 0
-            self._work_ready.clear()
-            self._urgent.clear()
-            if batch:
-                await asyncio.gather(*(self._commit_partition(p, w) for p, w in batch.items()))
+        """Commit the work of every partition; returns when all of it is durable (or lost)."""
+        # The second round commits what waited for a commit running at the first.
+        for _round in range(2):
+            for partition in [p for p, work in self._pending.items()
+                              if work and not self._committing_now(p)]:
+                self._start_commit(partition)
+            running = [task for task in self._inflight.values() if not task.done()]
+            if running:
+                await asyncio.wait(running)
 
     async def _commit_partition(self, partition: int, work: PartitionWork) -> None:
         changelog = [(table, key, value)
@@ -341,10 +381,7 @@ class Engine(Service):
 
     def _lose(self, partition: int, cause: BaseException) -> None:
         """Forget all uncommitted work of a partition this worker may no longer write."""
-        self._pending.pop(partition, None)
-        self._contexts.pop(partition, None)
-        self._committing.pop(partition, None)
-        self._caches.pop(partition, None)
+        self._forget(partition)
         if partition in self._assigned_partitions():
             logger.error("partition %s lost while still assigned (%r); restarting the worker so "
                          "it recovers from committed state", partition, cause)
@@ -364,10 +401,15 @@ class Engine(Service):
         with contextlib.suppress(Exception):
             await self.commit_all()
         for partition in {tp.partition for tp in revoked if tp.topic == self.anchor_topic}:
-            self._pending.pop(partition, None)
-            self._contexts.pop(partition, None)
-            self._committing.pop(partition, None)
-            self._caches.pop(partition, None)
+            self._forget(partition)
+
+    def _forget(self, partition: int) -> None:
+        work = self._pending.pop(partition, None)
+        if work is not None:
+            self._pending_events -= work.events
+        self._contexts.pop(partition, None)
+        self._committing.pop(partition, None)
+        self._caches.pop(partition, None)
 
     async def _on_partitions_assigned(self, sender: Any, assigned: Iterable, **_: Any) -> None:
         partitions = {tp.partition for tp in assigned if tp.topic == self.anchor_topic}
@@ -394,7 +436,7 @@ class Engine(Service):
                     except Exception:
                         logger.exception("timer of partition %s failed", partition)
                 if context.work:
-                    self._work_added()
+                    self._work_added(context.work)
 
     def _may_tick(self) -> bool:
         app = self.app
