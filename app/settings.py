@@ -57,7 +57,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CPS_SETTLEMENT_SCHEDULE", "* * * * *",
             "cron expression of the settlement check (wall clock, UTC)"),
     Setting("CPS_COMMIT_LINGER_MS", "50",
-            "how long the oldest uncommitted event waits for others before the engine commits"),
+            "how long a partition's oldest uncommitted event waits before the engine commits it"),
     Setting("CPS_COMMIT_MAX_EVENTS", "5000", "events after which the engine commits at once"),
     Setting("CPS_STANDBY_REPLICAS", "0", "Faust standby replicas of each table partition"),
     Setting("CPS_MONITOR_INTERVAL_S", "5", "how often lag, throughput and alerts are sampled"),
