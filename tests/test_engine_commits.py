@@ -1,0 +1,171 @@
+"""The engine's committer, without Kafka: per-partition commits and forwards before offsets.
+
+The transactions and the forwarder are replaced by fakes the test controls,
+so each test can hold one partition's commit or one forward open and see
+what the others do meanwhile. The real broker path is covered by the
+integration tests (tests/integration/test_chaos.py above all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+from aiokafka import TopicPartition
+
+from app.engine.processor import Engine
+from app.engine.transactions import Record
+from app.topology import Topology
+
+INPUT = "in"
+
+
+class FakeApp:
+    consumer_generation_id = 1
+
+    def __init__(self, partitions: int) -> None:
+        self.conf = SimpleNamespace(id="engine-test")
+        self.on_partitions_revoked = self.on_partitions_assigned = SimpleNamespace(
+            connect=lambda receiver: receiver)
+        actives = [TopicPartition(INPUT, p) for p in range(partitions)]
+        self.assignor = SimpleNamespace(assigned_actives=lambda: actives)
+        self.crashed: list[BaseException] = []
+
+    async def crash(self, reason: BaseException) -> None:
+        self.crashed.append(reason)
+
+
+class HeldTransactions:
+    """Commits that finish only when the test opens their partition's gate."""
+
+    def __init__(self) -> None:
+        self.gates: dict[int, asyncio.Event] = {}
+        self.started: list[int] = []
+        self.committed: list[tuple[int, list[Record], dict[str, int]]] = []
+
+    def gate(self, partition: int) -> asyncio.Event:
+        return self.gates.setdefault(partition, asyncio.Event())
+
+    async def commit(self, partition, anchor_topic, records, offsets):
+        self.started.append(partition)
+        await self.gate(partition).wait()
+        self.committed.append((partition, list(records), dict(offsets)))
+        return list(range(len(records)))
+
+
+class HeldForwarder:
+    def __init__(self) -> None:
+        self.sent: list[Record] = []
+        self.delivered = asyncio.get_running_loop().create_future()
+
+    def forward(self, record: Record) -> asyncio.Future:
+        self.sent.append(record)
+        return self.delivered
+
+
+def make_engine(partitions: int = 2) -> tuple[Engine, FakeApp, HeldTransactions]:
+    app = FakeApp(partitions)
+    engine = Engine(app, bootstrap="127.0.0.1:1", topology=Topology(partitions),
+                    deadletter_topic="deadletter", commit_linger_ms=0, commit_max_events=1000)
+    engine.transactions = held = HeldTransactions()
+    engine.forwarder = HeldForwarder()
+    return engine, app, held
+
+
+def message(partition: int, offset: int) -> SimpleNamespace:
+    return SimpleNamespace(topic=INPUT, partition=partition, offset=offset, key=b"k",
+                           value=b"v", generation_id=FakeApp.consumer_generation_id)
+
+
+def send_output(ctx, key, value) -> None:
+    ctx.send("out", key, value)
+
+
+def forward_output(ctx, key, value) -> None:
+    ctx.forward("by-buyer", key, value)
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def run(coroutine) -> None:
+    asyncio.run(coroutine)
+
+
+def test_a_slow_partition_does_not_hold_back_the_others():
+    async def scenario():
+        engine, _app, held = make_engine()
+        engine.handle(INPUT, send_output)
+        engine.deliver(message(0, 10))
+        engine.deliver(message(1, 20))
+        engine._start_due_commits()
+        held.gate(1).set()  # partition 0's transaction stays open
+        await settle()
+        assert [(p, offsets) for p, _records, offsets in held.committed] == [(1, {INPUT: 21})]
+        # New work of the partition still committing waits for that commit.
+        engine.deliver(message(0, 11))
+        engine.deliver(message(1, 21))
+        engine._start_due_commits()
+        await settle()
+        assert held.started == [0, 1, 1]
+        held.gate(0).set()
+        await engine.commit_all()
+        assert sorted((p, offsets[INPUT]) for p, _records, offsets in held.committed) == [
+            (0, 11), (0, 12), (1, 21), (1, 22)]
+    run(scenario())
+
+
+def test_offsets_wait_until_the_forwarded_records_are_acknowledged():
+    async def scenario():
+        engine, _app, held = make_engine()
+        engine.handle(INPUT, forward_output)
+        for gate in (held.gate(0), held.gate(1)):
+            gate.set()
+        engine.deliver(message(0, 5))
+        engine.deliver(message(0, 6))
+        assert len(engine.forwarder.sent) == 2  # sent at once, not at the commit
+        committing = asyncio.ensure_future(engine.commit_all())
+        await settle()
+        assert held.started == []
+        engine.forwarder.delivered.set_result(None)
+        await committing
+        assert [(p, records, offsets) for p, records, offsets in held.committed] == [
+            (0, [], {INPUT: 7})]
+    run(scenario())
+
+
+def test_a_failed_forward_commits_nothing_and_restarts_the_worker():
+    async def scenario():
+        engine, app, held = make_engine()
+        engine.handle(INPUT, forward_output)
+        held.gate(0).set()
+        engine.deliver(message(0, 5))
+        committing = asyncio.ensure_future(engine.commit_all())
+        await settle()
+        engine.forwarder.delivered.set_exception(RuntimeError("producer gone"))
+        await committing
+        await settle()
+        assert held.started == []
+        assert [repr(reason) for reason in app.crashed] == ["RuntimeError('producer gone')"]
+        assert 0 in engine._lost  # later deliveries of the partition are ignored
+        assert not engine.deliver(message(0, 6)) and not engine._pending
+    run(scenario())
+
+
+def test_uncommitted_events_past_the_limit_make_every_idle_partition_due():
+    async def scenario():
+        engine, _app, held = make_engine()
+        engine.linger_s = 60.0
+        engine.max_events = 3
+        engine.handle(INPUT, send_output)
+        engine.deliver(message(0, 1))
+        engine.deliver(message(1, 1))
+        assert engine._start_due_commits() is not None  # lingering, nothing started
+        assert held.started == []
+        engine.deliver(message(1, 2))
+        engine._start_due_commits()
+        await settle()
+        assert sorted(held.started) == [0, 1]
+    run(scenario())
