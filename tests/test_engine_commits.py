@@ -1,4 +1,4 @@
-"""The engine's committer, without Kafka: per-partition commits and forwards before offsets.
+"""The engine's committer and forwarder, without Kafka: per-partition commits, forwards first.
 
 The transactions and the forwarder are replaced by fakes the test controls,
 so each test can hold one partition's commit or one forward open and see
@@ -12,7 +12,10 @@ import asyncio
 from types import SimpleNamespace
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
+from app.engine import forwarding
+from app.engine.forwarding import Forwarder, ForwardingFailed
 from app.engine.processor import Engine
 from app.engine.transactions import Record
 from app.topology import Topology
@@ -168,4 +171,39 @@ def test_uncommitted_events_past_the_limit_make_every_idle_partition_due():
         engine._start_due_commits()
         await settle()
         assert sorted(held.started) == [0, 1]
+    run(scenario())
+
+
+class RefusingProducer:
+    """A producer whose every send fails, as with a broker gone for good."""
+
+    def __init__(self) -> None:
+        self.client = SimpleNamespace(add_topic=self._known)
+        self.attempts = 0
+
+    async def _known(self, topic: str) -> None:
+        return None
+
+    def create_batch(self):
+        return SimpleNamespace(append=lambda **record: record)
+
+    async def send_batch(self, batch, topic, *, partition):
+        self.attempts += 1
+        raise KafkaConnectionError("broker gone")
+
+
+def test_the_forwarder_retries_then_fails_the_waiting_and_every_later_forward(monkeypatch):
+    monkeypatch.setattr(forwarding, "GIVE_UP_S", 0.5)
+
+    async def scenario():
+        forwarder = Forwarder(bootstrap="127.0.0.1:1", client_id="engine-test")
+        forwarder._producer = producer = RefusingProducer()
+        sending = asyncio.ensure_future(Forwarder._send_loop(forwarder))
+        waiting = forwarder.forward(Record("by-buyer", 0, b"u1", b"order"))
+        done, _ = await asyncio.wait([waiting], timeout=10)
+        assert waiting in done and isinstance(waiting.exception(), ForwardingFailed)
+        assert producer.attempts > 1  # retried before giving up
+        later = forwarder.forward(Record("by-buyer", 1, b"u2", b"order"))
+        assert later.done() and isinstance(later.exception(), ForwardingFailed)
+        await asyncio.wait_for(sending, 1)  # the loop has ended
     run(scenario())

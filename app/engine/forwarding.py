@@ -26,6 +26,13 @@ from app.topology import track_topics
 
 logger = logging.getLogger(__name__)
 
+# Past this, a producer that keeps failing is not expected to recover.
+GIVE_UP_S = 120.0
+
+
+class ForwardingFailed(Exception):
+    """Forwarded records could not be delivered; their source partitions must not commit."""
+
 
 class Forwarder(Service):
     """Sends forwarded records in the order they came, batch after batch, until acknowledged."""
@@ -46,6 +53,14 @@ class Forwarder(Service):
             self._delivered = asyncio.get_running_loop().create_future()
             self._ready.set()
         return self._delivered
+
+    def _fail(self, delivered: asyncio.Future, failure: Exception) -> None:
+        """Fail the waiting commits, and every later one at once (the worker is restarting)."""
+        logger.error("forwarding failed, restarting the worker: %r", failure)
+        delivered.set_exception(failure)
+        if self._delivered is None:
+            self._delivered = asyncio.get_running_loop().create_future()
+        self._delivered.set_exception(failure)  # returned to every later `forward`
 
     async def on_start(self) -> None:
         self._producer = AIOKafkaProducer(
@@ -70,13 +85,15 @@ class Forwarder(Service):
                 delivered.cancel()
                 raise
             except Exception as exc:
-                delivered.set_exception(exc)  # the commits waiting for it fail, not hang
-                raise
+                self._fail(delivered, exc)
+                return
             delivered.set_result(None)
 
     async def _send_until_acknowledged(self, records: list[Record]) -> None:
         # Sending all of them again after an error may write a second copy of some:
         # the receiving handlers dedupe, and losing one is not an option.
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + GIVE_UP_S
         delay = 0.1
         while True:
             try:
@@ -84,6 +101,11 @@ class Forwarder(Service):
                 await send_batched(self._producer, records)
                 return
             except KafkaError as exc:
+                if loop.time() >= give_up:
+                    # The commits waiting for these fail and restart the worker, which
+                    # handles the events again from the last committed offsets.
+                    raise ForwardingFailed(f"{len(records)} records not acknowledged in "
+                                           f"{GIVE_UP_S:.0f}s: {exc!r}") from exc
                 logger.warning("forwarding %d records failed (%r); again in %.1fs",
                                len(records), exc, delay)
                 await asyncio.sleep(delay)
