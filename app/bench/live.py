@@ -110,7 +110,7 @@ async def measure_live(settings: Settings, implementation: Implementation, *, ra
         polling.cancel()
         await counter.stop()
         await feeder.__aexit__(None, None, None)
-        stop(process)
+        await asyncio.to_thread(stop, process)
 
 
 async def _keep_polling(counter: OutputCounter) -> None:
@@ -197,7 +197,7 @@ async def measure_state(settings: Settings, engine: Implementation, *, buyers: i
         result["alive"] = started.launched.process.poll() is None
     finally:
         await started.feeder.__aexit__(None, None, None)
-        rusage = stop(started.launched.process)
+        rusage = await asyncio.to_thread(stop, started.launched.process)
     result["peak_rss_mb"] = round(rusage.ru_maxrss / 1024) if rusage else None
     return result
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from app.bench.live import measure_live, measure_state
 from app.bench.runner import Result, implementations, measure, prefill
 from app.bench.workload import Shape
 from app.settings import Settings
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +23,8 @@ class Phases:
     live_seconds: int = 60        # 0: no live phase
     live_rate: int | None = None  # None: half the engine's drain rate
     state_buyers: int = 1_000_000  # 0: no state phase
+    # All implementations at once (a smoke run's speed; their numbers then not comparable).
+    side_by_side: bool = False
 
 
 def run_all(settings: Settings, shape: Shape, names: list[str], *, timeout_s: float,
@@ -35,25 +40,29 @@ def run_all(settings: Settings, shape: Shape, names: list[str], *, timeout_s: fl
         prefix = f"bench.{secrets.token_hex(3)}."
         data = await prefill(settings, shape, prefix, report)
         table = implementations(settings)
-        results = []
-        for name in names:
+
+        async def drain(name: str) -> Result:
             report(f"bench: running {table[name].title}")
             result = await measure(settings, table[name], data, report, timeout_s=timeout_s)
             report(f"bench: {name}: " + (result.error or
                    f"{result.events_per_s:,.0f} events/s, {result.cpu_us_per_event:,.0f} "
                    f"CPU-us/event, peak RSS {result.peak_rss_mb:,.0f} MiB"))
-            results.append(result)
-        further: dict = {}
+            return result
+
+        async def live(result: Result, rate: int) -> None:
+            result.delays_ms = await measure_live(
+                settings, table[result.name], rate=rate, seconds=phases.live_seconds,
+                buyers=shape.buyers, run_prefix=prefix, report=report)
+            report(f"bench: {result.name}: delay {result.delays_ms}")
+
+        results = await _each(phases.side_by_side, [lambda n=n: drain(n) for n in names])
+        further: dict = {"side_by_side": phases.side_by_side}
         engine = next((r for r in results if r.name == "engine" and not r.error), None)
         rate = phases.live_rate or (int(engine.events_per_s / 2) if engine else None)
         if phases.live_seconds and rate:
             further["live_rate"] = rate
             further["live_rate_set"] = phases.live_rate is not None
-            for result in results:
-                result.delays_ms = await measure_live(
-                    settings, table[result.name], rate=rate, seconds=phases.live_seconds,
-                    buyers=shape.buyers, run_prefix=prefix, report=report)
-                report(f"bench: {result.name}: delay {result.delays_ms}")
+            await _each(phases.side_by_side, [lambda r=r: live(r, rate) for r in results])
         if phases.state_buyers and "engine" in names:
             further["state"] = await measure_state(
                 settings, table["engine"], buyers=phases.state_buyers, run_prefix=prefix,
@@ -61,3 +70,10 @@ def run_all(settings: Settings, shape: Shape, names: list[str], *, timeout_s: fl
             report(f"bench: state: {further['state']}")
         return results, further
     return asyncio.run(main())
+
+
+async def _each(together: bool, jobs: list[Callable[[], Awaitable[T]]]) -> list[T]:
+    """Run the jobs one after the other, or all at once when `together`."""
+    if together:
+        return list(await asyncio.gather(*(job() for job in jobs)))
+    return [await job() for job in jobs]

@@ -72,9 +72,13 @@ def markdown(run: dict) -> str:
         delays = r["delays_ms"]
         delay = (" / ".join(str(delays.get(q, "-")) for q in ("p50", "p99", "max"))
                  if delays else "not measured")
+        note = r["error"] or r.get("note") or ""
         lines.append(f"| {r['title']} | {r['events_per_s']:,.0f} | {r['cpu_us_per_event']:,.0f}"
-                     f" | {delay} | {r['peak_rss_mb']:,.0f} | {r['error'] or ''} |")
+                     f" | {delay} | {r['peak_rss_mb']:,.0f} | {note} |")
     lines.append("")
+    if run.get("side_by_side"):
+        lines.append("- a smoke run: the implementations ran side by side, sharing the machine, "
+                     "so these numbers are not comparable")
     for name, value in run["ratios"].items():
         target = TARGETS[name][1]
         verdict = ("not measured" if value is None else
@@ -87,7 +91,7 @@ def markdown(run: dict) -> str:
 def _live_lines(run: dict) -> list[str]:
     if "live_rate" not in run:
         return ["- delays: no live phase"]
-    how = "set with --live-rate" if run.get("live_rate_set") else "half the engine's drain rate"
+    how = "as set for the run" if run.get("live_rate_set") else "half the engine's drain rate"
     lines = [f"- delays: each fed live at {run['live_rate']:,} events/s ({how}), from an "
              "order's `ts_ms` to its committed attribution; orders that waited for a late "
              "click (grace period) are not in the percentiles:"]

@@ -19,16 +19,19 @@ from app.settings import Settings
 
 NAMES = ("raw", "peer", "naive", "engine")
 DEFAULT = Shape()
-QUICK = Shape(events=20_000, buyers=10_000, shops=100)
+QUICK = Shape(events=10_000, buyers=5_000, shops=100)
 DEFAULT_PHASES = Phases()
-QUICK_PHASES = Phases(live_seconds=5, state_buyers=10_000)
+# A smoke run in under a minute: everything side by side, the live phase at a fixed low rate.
+QUICK_PHASES = Phases(live_seconds=5, live_rate=200, state_buyers=10_000, side_by_side=True)
 
 
 @click.command("bench")
 @click.option("--events", type=click.IntRange(1000), default=DEFAULT.events, show_default=True,
               help="Input events (about 70 % clicks, 30 % order events).")
 @click.option("--buyers", type=click.IntRange(1), default=DEFAULT.buyers, show_default=True)
-@click.option("--quick", is_flag=True, help=f"{QUICK.events:,} events, a smoke run.")
+@click.option("--quick", is_flag=True,
+              help=f"{QUICK.events:,} events, a smoke run in under a minute: the implementations "
+              "run side by side, so its numbers are not comparable.")
 @click.option("--only", default=",".join(NAMES), show_default=True,
               help="Implementations to run, comma-separated: raw, peer, naive, engine.")
 @click.option("--live-seconds", type=click.IntRange(0), default=DEFAULT_PHASES.live_seconds,

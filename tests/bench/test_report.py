@@ -36,6 +36,18 @@ def test_markdown_names_every_row_and_verdict():
     assert "fed live at 2,000 events/s" in text
     assert "1,000,000 distinct buyers" in text
     assert "peak RSS 1,100 MiB (target < 1,024: missed)" in text
+    assert "(half the engine's drain rate)" in text and "side by side" not in text
+
+
+def test_a_smoke_run_says_its_numbers_are_not_comparable():
+    raw = _result("raw", 20_000)
+    raw.note = "done within 0.5 s: events/s is a lower bound"
+    further = {"live_rate": 200, "live_rate_set": True, "side_by_side": True}
+    text = markdown(as_json([raw, _result("engine", 3_000)], further, "cps bench --quick",
+                            {"events": 1000}))
+    assert "ran side by side, sharing the machine, so these numbers are not comparable" in text
+    assert "| done within 0.5 s: events/s is a lower bound |" in text
+    assert "fed live at 200 events/s (as set for the run)" in text
 
 
 def test_the_results_section_is_replaced_and_the_text_around_it_kept(tmp_path):
