@@ -207,3 +207,14 @@ def test_the_forwarder_retries_then_fails_the_waiting_and_every_later_forward(mo
         assert later.done() and isinstance(later.exception(), ForwardingFailed)
         await asyncio.wait_for(sending, 1)  # the loop has ended
     run(scenario())
+
+
+def test_stopping_gives_up_on_a_commit_that_never_finishes():
+    async def scenario():
+        engine, _app, held = make_engine()
+        engine.stop_commit_timeout_s = 0.2
+        engine.handle(INPUT, send_output)
+        engine.deliver(message(0, 1))  # its transaction never ends
+        await asyncio.wait_for(engine.on_stop(), 5)
+        assert held.started == [0] and held.committed == []
+    run(scenario())

@@ -142,6 +142,7 @@ class Engine(Service):
         self.anchor_topic: str | None = None
         self.ticks: list[Tick] = []
         self.tick_interval_s = 0.25
+        self.stop_commit_timeout_s = 15.0
         self.gates: list[Callable[[], bool]] = []
         self._opened = False
         self.tables: list[StateTable] = []
@@ -444,5 +445,16 @@ class Engine(Service):
                 and app.tables.recovery.completed.is_set())
 
     async def on_stop(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.commit_all()
+        # A commit that keeps failing (broker gone) would retry for ever and the
+        # worker would never stop; what is left uncommitted is handled again from
+        # the committed offsets by whoever owns the partition next.
+        try:
+            await asyncio.wait_for(self.commit_all(), self.stop_commit_timeout_s)
+        except TimeoutError:
+            logger.warning("stopping with uncommitted work after %.0fs of commit attempts; "
+                           "it will be processed again from the committed offsets",
+                           self.stop_commit_timeout_s)
+            for task in self._inflight.values():
+                task.cancel()  # an open transaction is aborted by the broker or the next owner
+        except Exception:
+            logger.exception("last commit before stopping failed")
