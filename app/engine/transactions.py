@@ -13,6 +13,7 @@ sends table changelog records through a buffer outside the transaction, and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -30,6 +31,10 @@ from aiokafka.producer.transaction_manager import TransactionState
 from app.topology import track_topics
 
 logger = logging.getLogger(__name__)
+
+# An abort waits for the broker to end the transaction; past this it is not coming.
+ABORT_TIMEOUT_S = 60.0
+RENEW_TIMEOUT_S = 30.0
 
 # Errors after which this worker can no longer commit for the partition.
 FENCED_ERRORS = (ProducerFenced, InvalidProducerEpoch, TransactionalIdAuthorizationFailed)
@@ -59,12 +64,30 @@ class PartitionTransactions:
         try:
             group = self.app.assignor.group_for_topic(topic)
         except KeyError:
-            return None, None
+            return None, None, None
         tid = f"{self.app.conf.id}-{group}-{partition}"
         # Faust's driver keeps these per transactional id; no public accessor exists.
         producer = faust_producer._transaction_producers.get(tid)
         lock = faust_producer._trn_locks.get(tid)
-        return producer, lock
+        return tid, producer, lock
+
+    async def _renew(self, tid: str, dead) -> object:
+        """Replace a producer whose sender routine died by a new one of the same id.
+
+        aiokafka's sender can die on a connection closed mid-request (seen in the
+        broker-restart test), leaving a producer that never sends again. The new
+        producer's initialisation aborts the dead one's open transaction, as
+        Faust's does on a rebalance; the engine only retries a partition it still
+        owns, so no other worker's producer is fenced.
+        """
+        logger.warning("transactional producer %s stopped sending; starting a new one", tid)
+        faust_producer = self.app.producer
+        fresh = faust_producer._new_producer(transactional_id=tid)
+        await asyncio.wait_for(fresh.start(), RENEW_TIMEOUT_S)
+        faust_producer._transaction_producers[tid] = fresh
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(dead.stop(), RENEW_TIMEOUT_S)
+        return fresh
 
     async def commit(self, partition: int, anchor_topic: str, records: Iterable[Record],
                      offsets: Mapping[str, int]) -> list:
@@ -74,12 +97,14 @@ class PartitionTransactions:
         when this worker may no longer write for the partition, KafkaError when a
         retry may succeed (the transaction is then aborted and nothing of it is visible).
         """
-        producer, lock = self._producer(partition, anchor_topic)
+        tid, producer, lock = self._producer(partition, anchor_topic)
         if producer is None or lock is None:
             raise PartitionLost(f"no transactional producer for partition {partition}")
         records = list(records)
         async with lock:
             try:
+                if _sender_dead(producer):
+                    producer = await self._renew(tid, producer)
                 await self._open(producer, partition)
                 await track_topics(producer, (r.topic for r in records))
                 written = await send_batched(producer, records)
@@ -92,7 +117,7 @@ class PartitionTransactions:
                 await producer.commit_transaction()
             except FENCED_ERRORS as exc:
                 raise PartitionLost(f"partition {partition} fenced: {exc!r}") from exc
-            except (KafkaError, IllegalOperation, AssertionError) as exc:
+            except (KafkaError, IllegalOperation, AssertionError, TimeoutError) as exc:
                 await self._abort(producer, partition, exc)
                 raise KafkaError(f"transaction of partition {partition} failed: {exc!r}") from exc
         return written
@@ -110,12 +135,22 @@ class PartitionTransactions:
 
     async def _abort(self, producer, partition: int, cause: BaseException) -> None:
         logger.warning("aborting the transaction of partition %s after %r", partition, cause)
+        if _sender_dead(producer):
+            return  # the abort would wait for ever; the next attempt renews the producer
         try:
-            await producer.abort_transaction()
+            await asyncio.wait_for(producer.abort_transaction(), ABORT_TIMEOUT_S)
         except FENCED_ERRORS as exc:
             raise PartitionLost(f"partition {partition} fenced: {exc!r}") from exc
+        except TimeoutError as exc:
+            raise PartitionLost(f"partition {partition}: abort not done in "
+                                f"{ABORT_TIMEOUT_S:.0f}s") from exc
         except (KafkaError, IllegalOperation, AssertionError) as exc:
             logger.warning("abort of partition %s failed too: %r", partition, exc)
+
+
+def _sender_dead(producer) -> bool:
+    task = producer._sender.sender_task  # aiokafka exposes it only here
+    return task is not None and task.done()
 
 
 async def send_batched(producer, records: list[Record]) -> list[int]:
