@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
+from app.bench import cpu
 from app.bench.runner import (
     Implementation,
     Launched,
@@ -96,7 +97,9 @@ async def measure_live(settings: Settings, implementation: Implementation, *, ra
             result["error"] = f"no attribution after {WARM_UP_TIMEOUT_S}s; log: {state_dir}"
             return result
         report(f"bench: {implementation.name}: live at {rate:,} events/s for {seconds}s")
+        began = cpu.sample(process.pid)
         sent = await _feed_live(feeder, shape, timed)
+        fed = cpu.sample(process.pid)
         deadline = time.monotonic() + TAIL_TIMEOUT_S
         while len(timed - counter.attributed) and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
@@ -104,7 +107,10 @@ async def measure_live(settings: Settings, implementation: Implementation, *, ra
             "orders": len(timed), "events": sent,
             "p50": percentile(counter.delays, 0.50), "p99": percentile(counter.delays, 0.99),
             "max": max(counter.delays, default=None), "waited": counter.waited,
-            "missing": len(timed - counter.attributed)})
+            "missing": len(timed - counter.attributed),
+            # Until the tail is attributed: the work of catching up belongs to these events.
+            "cpu_us_per_event": cpu.cpu_us_per_event(began, cpu.sample(process.pid), sent),
+            "machine_busy_percent": cpu.machine_busy_percent(began, fed)})
         return result
     finally:
         polling.cancel()

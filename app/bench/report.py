@@ -105,8 +105,18 @@ def _live_lines(run: dict) -> list[str]:
             verdict = (f", target p99 < {DELAY_P99_TARGET_MS} ms: "
                        f"{'met' if d['p99'] < DELAY_P99_TARGET_MS else 'missed'}")
         lines.append(f"  - {r['name']}: {d.get('orders', 0):,} orders, {d.get('waited', 0):,} "
-                     f"waited, {d.get('missing', 0):,} not attributed within 30 s{verdict}")
+                     f"waited, {d.get('missing', 0):,} not attributed within 30 s{verdict}"
+                     + _live_cpu(d))
     return lines
+
+
+def _live_cpu(delays: dict) -> str:
+    parts = []
+    if delays.get("cpu_us_per_event") is not None:
+        parts.append(f"{delays['cpu_us_per_event']:,} CPU µs/event")
+    if delays.get("machine_busy_percent") is not None:
+        parts.append(f"machine {delays['machine_busy_percent']} % busy while fed")
+    return "; " + ", ".join(parts) if parts else ""
 
 
 def _state_lines(state: dict | None) -> list[str]:

@@ -61,7 +61,8 @@ def command(settings: Settings, events: int, buyers: int, quick: bool, only: str
     the other on the same broker. Reports events/s, CPU time per event, peak
     memory and the engine's ratios to the others. Then each is fed live at
     half the engine's drain rate for the attribution delay (from an order's
-    time to its committed attribution), and the engine drains one click each
+    time to its committed attribution) and its CPU per event while live, with
+    how busy the machine was; and the engine drains one click each
     of many buyers written at once for its memory with them in state. Without
     CPS_BROKER it uses (and starts if needed) the local broker of
     `cps kafka start`.

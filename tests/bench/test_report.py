@@ -22,7 +22,7 @@ def test_ratios_of_the_engine_to_each_other_implementation():
 def test_markdown_names_every_row_and_verdict():
     engine = _result("engine", 4_000)
     engine.delays_ms = {"p50": 40, "p99": 120, "max": 300, "orders": 900, "waited": 90,
-                        "missing": 0}
+                        "missing": 0, "cpu_us_per_event": 750, "machine_busy_percent": 97}
     further = {"live_rate": 2_000, "state": {"buyers": 1_000_000, "seconds": 200.5, "lag": 0,
                                               "dead_letters": 0, "alive": True,
                                               "peak_rss_mb": 1100}}
@@ -34,6 +34,7 @@ def test_markdown_names_every_row_and_verdict():
     assert "d/b: not measured" in text
     assert "| 40 / 120 / 300 |" in text and "target p99 < 250 ms: met" in text
     assert "fed live at 2,000 events/s" in text
+    assert "750 CPU µs/event, machine 97 % busy while fed" in text
     assert "1,000,000 distinct buyers" in text
     assert "peak RSS 1,100 MiB (target < 1,024: missed)" in text
     assert "(half the engine's drain rate)" in text and "side by side" not in text
