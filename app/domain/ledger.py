@@ -200,7 +200,7 @@ class Step:
 
 def event_id(*parts: object) -> str:
     """A deterministic id: the same order, line, pool, participant and cause, the same id."""
-    text = "\x1f".join("" if part is None else str(part) for part in parts)
+    text = "\x1f".join(["" if part is None else str(part) for part in parts])
     return format(mmh3.hash128(text.encode(), signed=False), "032x")
 
 
@@ -210,26 +210,32 @@ def event_id(*parts: object) -> str:
 def record_order_event(ledger: Ledger, event: OrderEvent, pricing: Pricing,
                        source: Source) -> Step:
     """Fold one order event into the ledger."""
-    ledger = replace(ledger, buyer_id=ledger.buyer_id or event.buyer_id,
-                     shop_id=ledger.shop_id or event.shop_id)
+    # One replace for all the changes: a ledger is rebuilt per event, so it must be cheap.
+    changes: dict[str, object] = {}
+    if (buyer_id := ledger.buyer_id or event.buyer_id) != ledger.buyer_id:
+        changes["buyer_id"] = buyer_id
+    if (shop_id := ledger.shop_id or event.shop_id) != ledger.shop_id:
+        changes["shop_id"] = shop_id
     kind = event.event
     if kind == "created" and not ledger.lines_paid and not ledger.lines:
-        ledger = replace(ledger, lines=event.items)
+        changes["lines"] = event.items
     elif kind == "paid" and ledger.paid_ms is None:
-        ledger = replace(ledger, lines=event.items, lines_paid=True, paid_ms=event.ts_ms)
+        changes.update(lines=event.items, lines_paid=True, paid_ms=event.ts_ms)
     elif kind == "completed" and ledger.completed_ms is None:
-        ledger = replace(ledger, completed_ms=event.ts_ms)
+        changes["completed_ms"] = event.ts_ms
     elif kind == "closed" and ledger.closed_ms is None:
-        ledger = replace(ledger, closed_ms=event.ts_ms)
+        changes["closed_ms"] = event.ts_ms
     elif kind == "refund_started" and not _applied(ledger, event.refund.refund_id):
-        ledger = replace(ledger, open_refunds=ledger.open_refunds | {event.refund.refund_id})
+        changes["open_refunds"] = ledger.open_refunds | {event.refund.refund_id}
     elif kind == "refund_cancelled":
-        ledger = replace(ledger, open_refunds=ledger.open_refunds - {event.refund.refund_id})
+        changes["open_refunds"] = ledger.open_refunds - {event.refund.refund_id}
     elif kind == "refunded" and not _applied(ledger, event.refund.refund_id):
         refund = Refund(event.refund.refund_id, event.refund.item_id, event.refund.amount,
                         event.ts_ms)
-        ledger = replace(ledger, pending=(*ledger.pending, PendingRefund(refund, source)),
-                         open_refunds=ledger.open_refunds - {refund.refund_id})
+        changes.update(pending=(*ledger.pending, PendingRefund(refund, source)),
+                       open_refunds=ledger.open_refunds - {refund.refund_id})
+    if changes:
+        ledger = replace(ledger, **changes)
     return _settle_facts(ledger, pricing)
 
 
@@ -410,7 +416,8 @@ def _due_ms(ledger: Ledger, participant: str) -> int | None:
 
 
 def _with_due_times(ledger: Ledger) -> Ledger:
-    if ledger.finished_ms is None or ledger.terms is None:
+    if ledger.finished_ms is None or ledger.terms is None or all(
+            payee.due_ms is not None for payee in ledger.payees.values()):
         return ledger
     payees = {participant: payee if payee.due_ms is not None
               else replace(payee, due_ms=_due_ms(ledger, participant))

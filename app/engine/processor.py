@@ -341,14 +341,14 @@ class Engine(Service):
                 await asyncio.wait(running)
 
     async def _commit_partition(self, partition: int, work: PartitionWork) -> None:
-        changelog = [(table, key, value)
-                     for table, writes in work.overlay.writes.items()
-                     for key, value in writes.items()]
-        records = work.records + [
-            Record(table.changelog_topic, partition, key,
-                   None if value is DELETED else table.encode(value))
-            for table, key, value in changelog
-        ]
+        # Encoded once: the same bytes go to the changelog and, after the commit, to RocksDB.
+        changelogs = [(table, [(key, None if value is DELETED else table.encode(value))
+                               for key, value in writes.items()])
+                      for table, writes in work.overlay.writes.items()]
+        records = list(work.records)
+        for table, rows in changelogs:
+            topic = table.changelog_topic
+            records += [Record(topic, partition, key, raw) for key, raw in rows]
         try:
             await asyncio.gather(*work.forwarded)
         except Exception as exc:  # the forwarder failed: its records may be lost
@@ -371,12 +371,10 @@ class Engine(Service):
                                partition, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        reached: dict[StateTable, int] = {}
-        for (table, _key, _value), offset in zip(changelog, offsets[len(work.records):],
-                                                 strict=True):
-            reached[table] = max(reached.get(table, -1), offset)
-        for table, writes in work.overlay.writes.items():
-            table.apply(partition, writes, reached[table])
+        start = len(work.records)
+        for table, rows in changelogs:
+            table.apply(partition, rows, max(offsets[start:start + len(rows)]))
+            start += len(rows)
         if self._committing.get(partition) is work:
             del self._committing[partition]
 

@@ -70,15 +70,16 @@ class StateTable:
             found.append((key, self.decode(raw)))
         return found
 
-    def apply(self, partition: int, writes: dict[bytes, Any], changelog_offset: int) -> None:
-        """Write committed values and the changelog offset they reach, atomically."""
+    def apply(self, partition: int, rows: list[tuple[bytes, bytes | None]],
+              changelog_offset: int) -> None:
+        """Write committed (key, encoded value or None to delete) rows and the changelog
+        offset they reach, atomically."""
         batch = rocksdict.WriteBatch(raw_mode=True)
-        encode = self.encode
-        for key, value in writes.items():
-            if value is DELETED:
+        for key, raw in rows:
+            if raw is None:
                 batch.delete(key)
             else:
-                batch.put(key, encode(value))
+                batch.put(key, raw)
         batch.put(self.table.data.offset_key, str(changelog_offset).encode())
         self.db(partition).write(batch)
 

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from aiokafka import TopicPartition
 from aiokafka.errors import (
@@ -44,8 +44,8 @@ class PartitionLost(Exception):
     """The partition's transactions were fenced or its producer is gone (it moved away)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
+    # A NamedTuple, not a dataclass: one is built per output record and changelog entry.
     topic: str
     partition: int
     key: bytes | None

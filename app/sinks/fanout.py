@@ -37,17 +37,31 @@ class SinkRegistry:
         self.prefix = prefix
         self.live_topic = live_topic
         self.ready_topics: set[str] = set()
-        self._cached: tuple[int, list[QueuedSink]] = (-1, [])
+        self._derived = _Derived(-1, [], {})
 
     def topic(self, sink_id: str) -> str:
         return f"{self.prefix}sink.{sink_id}"
 
     def sinks(self) -> list[QueuedSink]:
         """Every sink, configured first, then one per channel with a webhook_url."""
+        return self._current().sinks
+
+    def wanting(self, stream: str, facts: Mapping[str, object]) -> list[QueuedSink]:
+        return [queued for queued, filters in self._current().by_stream.get(stream, ())
+                if queued.topic in self.ready_topics and queued.sink.enabled
+                and matches(queued.sink.streams, filters, stream, facts)]
+
+    def _current(self) -> _Derived:
+        # Asked for every published result: derived once per catalog change, not per event.
         version = self.catalog.records_read
-        if self._cached[0] != version:
-            self._cached = (version, self._derive())
-        return self._cached[1]
+        if self._derived.version != version:
+            sinks = self._derive()
+            by_stream: dict[str, list[tuple[QueuedSink, dict[str, str]]]] = {}
+            for queued in sinks:
+                for stream in queued.sink.streams:
+                    by_stream.setdefault(stream, []).append((queued, dict(queued.sink.filters)))
+            self._derived = _Derived(version, sinks, by_stream)
+        return self._derived
 
     def _derive(self) -> list[QueuedSink]:
         found = [QueuedSink(sink, self.topic(sink.sink_id))
@@ -61,10 +75,12 @@ class SinkRegistry:
                     filters=(("channel_id", channel.channel_id),)), self.topic(sink_id)))
         return found
 
-    def wanting(self, stream: str, facts: Mapping[str, object]) -> list[QueuedSink]:
-        return [queued for queued in self.sinks()
-                if queued.topic in self.ready_topics and queued.sink.enabled
-                and matches(queued.sink.streams, dict(queued.sink.filters), stream, facts)]
+
+@dataclass(frozen=True, slots=True)
+class _Derived:
+    version: int
+    sinks: list[QueuedSink]
+    by_stream: dict[str, list[tuple[QueuedSink, dict[str, str]]]]
 
 
 def queue_record(stream: str, event_id: str, event: Mapping[str, object], ts_ms: int) -> bytes:
