@@ -38,13 +38,14 @@ def encode_waiting(waiting: Waiting) -> bytes:
     created = waiting.created
     return orjson.dumps([_facts_row(waiting.first),
                          None if created is None else _facts_row(created),
-                         waiting.deadline_ms])
+                         waiting.deadline_ms, waiting.held])
 
 
 def decode_waiting(raw: bytes) -> Waiting:
-    first, created, deadline_ms = orjson.loads(raw)
+    # Rows written before `held` existed: every stored wait then meant `delayed`.
+    first, created, deadline_ms, held = [*orjson.loads(raw), True][:4]
     return Waiting(OrderFacts(*first), None if created is None else OrderFacts(*created),
-                   deadline_ms)
+                   deadline_ms, held)
 
 
 # -- billing: order ledgers ---------------------------------------------------------

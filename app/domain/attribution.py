@@ -3,14 +3,16 @@
 `decide` applies the rules to what is known at the attribution time T;
 `Waiting` and `next_decision` say when an order must hold on for a late
 click or for its `created` event; `conclude` turns a decision into the
-output value. All take the clock as an argument.
+output value. All take the clock as an argument. `WaitingIndex` is the
+in-memory view of a partition's waiting orders.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from app.domain import clicks
@@ -154,15 +156,20 @@ def _with_self_purchase_rule(click: Click, mode: Mode, order: OrderFacts,
 
 @dataclass(frozen=True, slots=True)
 class Waiting:
-    """An order held back: its `created` event or a late click may still come.
+    """An order not attributed yet.
 
-    `first` is the earliest event seen (by ts_ms), used when `created` never
-    arrives; `deadline_ms` is processing time (first arrival + grace period).
+    It waits until its buyer's clicks already in Kafka have been read (the
+    engine's catch-up barrier), and beyond that for its `created` event or,
+    when CPS failed for want of a click, for a late click, both until
+    `deadline_ms` (processing time: first arrival + grace period). `first` is
+    the earliest event seen (by ts_ms), used when `created` never arrives.
+    `held` says it was held back for `created` or a late click.
     """
 
     first: OrderFacts
     created: OrderFacts | None
     deadline_ms: int
+    held: bool = False
 
     @property
     def facts(self) -> OrderFacts:
@@ -171,7 +178,8 @@ class Waiting:
 
 def start_waiting(event: OrderFacts, *, now_ms: int, grace_ms: int) -> Waiting:
     created = event if event.event == "created" else None
-    return Waiting(first=event, created=created, deadline_ms=now_ms + grace_ms)
+    return Waiting(first=event, created=created, deadline_ms=now_ms + grace_ms,
+                   held=created is None)
 
 
 def record_event(waiting: Waiting, event: OrderFacts) -> Waiting:
@@ -182,7 +190,14 @@ def record_event(waiting: Waiting, event: OrderFacts) -> Waiting:
         created = event
     if first is waiting.first and created is waiting.created:
         return waiting
-    return Waiting(first=first, created=created, deadline_ms=waiting.deadline_ms)
+    return Waiting(first=first, created=created, deadline_ms=waiting.deadline_ms,
+                   held=waiting.held)
+
+
+def may_decide(before: Waiting | None, after: Waiting) -> bool:
+    """Whether the event that turned `before` into `after` makes a decision possible now:
+    the order's `created` just arrived (before it, the order can only wait or expire)."""
+    return after.created is not None and (before is None or before.created is None)
 
 
 def next_decision(waiting: Waiting, now_ms: int,
@@ -191,6 +206,7 @@ def next_decision(waiting: Waiting, now_ms: int,
 
     An order waits for `created` (so T is the created time) and, when CPS
     failed for want of a click, for a late click, both until its deadline.
+    Asked only once the buyer's clicks already in Kafka have been read.
     """
     expired = now_ms >= waiting.deadline_ms
     if waiting.created is None and not expired:
@@ -199,6 +215,21 @@ def next_decision(waiting: Waiting, now_ms: int,
     if decision.awaits_click and not expired:
         return None
     return decision
+
+
+def hold(waiting: Waiting) -> Waiting:
+    """The state of an order that `next_decision` keeps waiting."""
+    return waiting if waiting.held else replace(waiting, held=True)
+
+
+def is_delayed(waiting: Waiting, decision: Decision) -> bool:
+    """The `delayed` flag: the result was held back for `created` or a late click.
+
+    A decision that a late click could have changed counts as delayed even if
+    the grace period ran out while the order waited for its buyer's clicks to
+    be read, so the flag does not depend on how far the worker lagged.
+    """
+    return waiting.held or decision.awaits_click
 
 
 def conclude(facts: OrderFacts, decision: Decision, *, attributed_ms: int,
@@ -221,7 +252,8 @@ def conclude(facts: OrderFacts, decision: Decision, *, attributed_ms: int,
 
 
 class WaitingIndex:
-    """Which orders of a partition wait, by deadline and by buyer (derived, in memory).
+    """Which orders of a partition wait, by deadline, by buyer and by catch-up ticket
+    (derived, in memory).
 
     Rebuilt from the stored waiting states whenever a partition is assigned;
     entries of orders decided in the meantime are skipped lazily.
@@ -230,6 +262,7 @@ class WaitingIndex:
     def __init__(self) -> None:
         self._deadlines: list[tuple[int, str]] = []
         self._by_buyer: dict[str, set[str]] = {}
+        self._behind: deque[tuple[int, str]] = deque()  # (ticket, order_id), tickets ascending
 
     def add(self, order_id: str, buyer_id: str, deadline_ms: int) -> None:
         heapq.heappush(self._deadlines, (deadline_ms, order_id))
@@ -244,6 +277,18 @@ class WaitingIndex:
 
     def of_buyer(self, buyer_id: str) -> list[str]:
         return sorted(self._by_buyer.get(buyer_id, ()))
+
+    def behind(self, order_id: str, ticket: int) -> None:
+        """Consider `order_id` again once the catch-up ticket (never lower than the last) is
+        reached."""
+        self._behind.append((ticket, order_id))
+
+    def caught_up(self, ticket: int) -> list[str]:
+        """The orders behind tickets up to `ticket`, each once, in the order they came."""
+        orders: dict[str, None] = {}
+        while self._behind and self._behind[0][0] <= ticket:
+            orders[self._behind.popleft()[1]] = None
+        return list(orders)
 
     def due(self, now_ms: int) -> list[str]:
         """Orders whose deadline has passed, removed from the deadline queue."""

@@ -10,6 +10,10 @@ what makes Faust subscribe to them; a topic without an engine handler keeps
 Faust's usual path. Offsets, the generation check and flow control stay as
 Faust keeps them: `getmany` stops yielding when a rebalance begins, and the
 engine drops what was fetched for an older generation.
+
+Between two fetched batches, when everything the consumer handed out has
+been handled, the loop tells the engine's catch-up barriers how far the
+consumer has read the partitions they wait on (see catchup.py).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from aiokafka import TopicPartition
 from faust.transport.consumer import CONSUMER_FETCHING, Consumer
 
 YIELD_EVERY = 200  # messages between two turns of the event loop (commits, HTTP)
@@ -27,6 +32,7 @@ def deliver_to(engine: Any) -> None:
 
     async def drain(self: Consumer, fetcher: Any) -> None:
         handled = engine.handlers
+        barriers = engine.barriers
         getmany = self.getmany
         callback = self.callback
         consumer_stopped = self._stopped.is_set
@@ -56,6 +62,8 @@ def deliver_to(engine: Any) -> None:
                     else:
                         await self.wait_first(callback(message), self.suspend_flow.wait())
                     read_offset[tp] = offset
+                if barriers.watching and self.flow_active:
+                    barriers.note_positions(consumed_positions(self, barriers.watched()))
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -69,3 +77,25 @@ def deliver_to(engine: Any) -> None:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
     Consumer._drain_messages = drain
+
+
+def consumed_positions(consumer: Consumer, partitions: list[tuple[str, int]]
+                       ) -> dict[tuple[str, int], int]:
+    """aiokafka's position in each assigned partition: the offset after the last record it
+    handed out, and after any transaction marker or aborted record it skipped there.
+
+    Asked between two `getmany` calls, when it stands still and every record
+    before it has been handled. aiokafka's public `position()` is a coroutine
+    of the consumer thread's event loop that returns this same value; reading
+    it here costs no hop to that thread (aiokafka is pinned below 0.15 for it).
+    """
+    subscription = consumer._thread._consumer._subscription.subscription
+    assignment = subscription.assignment if subscription is not None else None
+    if assignment is None:
+        return {}
+    positions = {}
+    for topic, partition in partitions:
+        state = assignment.state_value(TopicPartition(topic, partition))
+        if state is not None and state.has_valid_position:
+            positions[(topic, partition)] = state.position
+    return positions

@@ -9,8 +9,9 @@ milliseconds and commits it in one Kafka transaction (records, changelog and
 input offsets), then writes the state to RocksDB (see `state.py`); each
 partition commits on its own, while the others go on. Records re-keyed for
 another partition can be forwarded at once instead (see `forwarding.py`). Timers
-(`every`) run per partition under the same rules, so a timeout decided by
-the wall clock is committed exactly like an event.
+(`every_tick`) and the hooks of catch-up barriers (`catch_up`, see `catchup.py`)
+run per partition under the same rules, so a timeout decided by the wall
+clock is committed exactly like an event.
 
 Faust commits no offsets for the engine's topics (they are declared with
 `acks=False`); the engine commits them inside its transactions.
@@ -29,6 +30,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from mode import Service
 
+from app.engine.catchup import Barriers, CatchUp
 from app.engine.forwarding import Forwarder
 from app.engine.partitioning import partition_for
 from app.engine.state import DELETED, Overlay, StateTable
@@ -133,6 +135,8 @@ class Engine(Service):
         self.app = app
         self.forwarder = Forwarder(bootstrap=bootstrap, client_id=app.conf.id)
         self.add_dependency(self.forwarder)
+        self.barriers = Barriers(bootstrap=bootstrap, run_in_partition=self._run_in_partition)
+        self.add_dependency(self.barriers)
         self.topology = topology
         self.deadletter_topic = deadletter_topic
         self.linger_s = commit_linger_ms / 1000
@@ -190,6 +194,11 @@ class Engine(Service):
 
     def every_tick(self, tick: Tick) -> None:
         self.ticks.append(tick)
+
+    def catch_up(self, topics: Iterable[str], hook: Callable[[Context, int], None]) -> CatchUp:
+        """A barrier over `topics`: handlers ask it for tickets; `hook(ctx, ticket)` runs in
+        the partition once each of those topics is read as far as it reached after the ask."""
+        return self.barriers.add(topics, hook)
 
     def gate(self, is_open: Callable[[], bool]) -> None:
         """Hold processing until `is_open()` (e.g. configuration caught up); gates stay open."""
@@ -409,12 +418,14 @@ class Engine(Service):
         self._contexts.pop(partition, None)
         self._committing.pop(partition, None)
         self._caches.pop(partition, None)
+        self.barriers.forget([partition])
 
     async def _on_partitions_assigned(self, sender: Any, assigned: Iterable, **_: Any) -> None:
         partitions = {tp.partition for tp in assigned if tp.topic == self.anchor_topic}
         self._lost -= partitions
         for partition in partitions:
             self._caches.pop(partition, None)
+        self.barriers.forget(partitions)
 
     # -- timers -----------------------------------------------------------------
 
@@ -424,18 +435,27 @@ class Engine(Service):
             await asyncio.sleep(self.tick_interval_s)
             if not self.ticks or not self._may_tick():
                 continue
-            now_ms = int(time.time() * 1000)
             for partition in sorted(self._assigned_partitions() - self._lost):
-                context = self._context(partition)
-                context.message = None
-                context.now_ms = now_ms
                 for tick in self.ticks:
-                    try:
-                        tick(context)
-                    except Exception:
-                        logger.exception("timer of partition %s failed", partition)
-                if context.work:
-                    self._work_added(context.work)
+                    self._run_in_partition(partition, tick)
+
+    def _run_in_partition(self, partition: int, action: Tick) -> bool:
+        """Run a timer or a barrier's hook in `partition`, its work committed like an event's;
+        False when the partition cannot run it now (not ready, rebalancing, not owned)."""
+        if (not self._may_tick() or partition in self._lost
+                or partition not in self._assigned_partitions()):
+            return False
+        context = self._context(partition)
+        context.message = None
+        context.now_ms = int(time.time() * 1000)
+        try:
+            action(context)
+        except Exception:
+            logger.exception("timer or hook %s of partition %s failed",
+                             getattr(action, "__name__", action), partition)
+        if context.work:
+            self._work_added(context.work)
+        return True
 
     def _may_tick(self) -> bool:
         app = self.app

@@ -1,0 +1,225 @@
+"""Attribution in a buyer's partition: clicks and orders meet, one attribution per order goes out.
+
+Clicks are keyed by buyer and orders by order id, so orders (and clicks a
+producer keyed otherwise) are first re-keyed by buyer onto internal topics;
+a record that already sits in its buyer's partition is handled in place.
+
+An order is decided only once every click of its partition's click inputs
+that was in Kafka when the order (or the click or timer that re-tries it)
+came has been read: the engine's catch-up barrier over those topics
+(app/engine/catchup.py). Until then, and while it waits for `created` or a
+late click, it is stored in `order_waits`, so the result does not depend on
+which topic the worker happens to read first (docs/attribution.md).
+
+The handlers take the engine's per-partition `Context` (state, sends, the
+clock); everything else comes in through the constructor, so they run in
+tests on a fake context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from app.domain import clicks as click_history
+from app.domain.attribution import (
+    Attribution,
+    Decision,
+    Waiting,
+    WaitingIndex,
+    conclude,
+    decide,
+    hold,
+    is_delayed,
+    may_decide,
+    next_decision,
+    record_event,
+    start_waiting,
+)
+from app.domain.model import Channel, Click, OrderEvent, OrderFacts, Shop
+from app.domain.tokens import TRACKING, Signer, TokenError, click_from_tracking
+from app.engine.partitioning import partition_for
+from app.records import decode_click, decode_order, encode_attribution
+
+
+class Catalog(Protocol):
+    def shop(self, shop_id: str) -> Shop | None: ...
+
+    def channel(self, channel_id: str) -> Channel: ...
+
+
+class CatchUp(Protocol):
+    def request(self, ctx: Any) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AttributionTopics:
+    clicks: str
+    clicks_by_buyer: str
+    orders_by_buyer: str
+    attributions: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttributionTables:
+    clicks: Any       # buyer_id -> click history rows (app.domain.clicks)
+    order_waits: Any  # order_id -> Waiting
+    attributed: Any   # order_id -> attributed_ms, so each order is attributed once
+
+
+@dataclass(frozen=True, slots=True)
+class AttributionRules:
+    partitions: int
+    grace_ms: int
+    click_retention_ms: int
+    click_history_cap: int
+
+
+class Attributor:
+    """The attribution handlers of the engine, one instance per worker."""
+
+    def __init__(self, *, topics: AttributionTopics, tables: AttributionTables,
+                 rules: AttributionRules, catalog: Catalog, signer: Signer,
+                 catch_up: Callable[[Iterable[str], Callable[[Any, int], None]], CatchUp],
+                 published: Callable[[Any, Attribution], None]) -> None:
+        self.topics = topics
+        self.tables = tables
+        self.rules = rules
+        self.catalog = catalog
+        self.signer = signer
+        self.published = published
+        self.clicks_read = catch_up((topics.clicks, topics.clicks_by_buyer),
+                                    self.decide_caught_up)
+
+    # -- handlers ------------------------------------------------------------------
+
+    def on_click(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+        click = decode_click(value)
+        if self._in_buyer_partition(ctx, click.buyer_id, self.topics.clicks_by_buyer, value):
+            self._record_click(ctx, click)
+
+    def on_rekeyed_click(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+        self._record_click(ctx, decode_click(value))
+
+    def accept_order(self, ctx: Any, event: OrderEvent, value: bytes) -> None:
+        """An order event: attributed here if in its buyer's partition, else forwarded there."""
+        if self._in_buyer_partition(ctx, event.buyer_id, self.topics.orders_by_buyer, value):
+            self._order_event(ctx, event.facts())
+
+    def on_rekeyed_order(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+        self._order_event(ctx, decode_order(value).facts())
+
+    def expire_waiting_orders(self, ctx: Any) -> None:
+        """Timer: re-try the orders whose grace period is over, once the clicks are read."""
+        index = ctx.cache(self._load_waiting_index)
+        due = index.due(ctx.now_ms)
+        if due:
+            ticket = self.clicks_read.request(ctx)
+            for order_id in due:
+                index.behind(order_id, ticket)
+
+    def decide_caught_up(self, ctx: Any, ticket: int) -> None:
+        """Catch-up hook: decide the orders behind `ticket`, now that their clicks are read."""
+        index = ctx.cache(self._load_waiting_index)
+        for order_id in index.caught_up(ticket):
+            order_key = order_id.encode()
+            waiting = ctx.get(self.tables.order_waits, order_key)
+            if waiting is None:
+                continue  # decided in the meantime
+            decision = next_decision(waiting, ctx.now_ms, lambda f: self._decide(ctx, f))
+            if decision is not None:
+                self._publish(ctx, waiting, decision)
+            elif not waiting.held:
+                ctx.put(self.tables.order_waits, order_key, hold(waiting))
+
+    # -- inside ----------------------------------------------------------------------
+
+    def _in_buyer_partition(self, ctx: Any, buyer_id: str, rekeyed_topic: str,
+                            value: bytes) -> bool:
+        """True when the record sits in its buyer's partition; otherwise forward it there.
+
+        Forwarded at once, outside the transaction: a second copy after a crash is
+        harmless here (one attribution per order, clicks deduplicated by id).
+        """
+        buyer_key = buyer_id.encode()
+        if partition_for(buyer_key, self.rules.partitions) == ctx.partition:
+            return True
+        ctx.forward(rekeyed_topic, buyer_key, value)
+        return False
+
+    def _record_click(self, ctx: Any, click: Click) -> None:
+        buyer_key = click.buyer_id.encode()
+        rules = self.rules
+        history = ctx.get(self.tables.clicks, buyer_key) or []
+        updated = click_history.add_click(
+            history, click_history.to_row(click), now_ms=ctx.now_ms,
+            retention_ms=rules.click_retention_ms, cap=rules.click_history_cap,
+        )
+        if updated is None:
+            return  # a duplicate click changes nothing
+        ctx.put(self.tables.clicks, buyer_key, updated)
+        index = ctx.cache(self._load_waiting_index)
+        waiting_orders = index.of_buyer(click.buyer_id)
+        if waiting_orders:
+            ticket = self.clicks_read.request(ctx)
+            for order_id in waiting_orders:
+                index.behind(order_id, ticket)
+
+    def _order_event(self, ctx: Any, facts: OrderFacts) -> None:
+        order_key = facts.order_id.encode()
+        if ctx.get(self.tables.attributed, order_key) is not None:
+            return  # one attribution per order; later events change nothing
+        stored = ctx.get(self.tables.order_waits, order_key)
+        if stored is None:
+            waiting = start_waiting(facts, now_ms=ctx.now_ms, grace_ms=self.rules.grace_ms)
+        else:
+            waiting = record_event(stored, facts)
+        if waiting is stored:
+            return  # a repeated or later event: nothing a decision depends on changed
+        ctx.put(self.tables.order_waits, order_key, waiting)
+        index = ctx.cache(self._load_waiting_index)
+        if stored is None:
+            index.add(facts.order_id, facts.buyer_id, waiting.deadline_ms)
+        if may_decide(stored, waiting):
+            index.behind(facts.order_id, self.clicks_read.request(ctx))
+
+    def _decide(self, ctx: Any, facts: OrderFacts) -> Decision:
+        history = ctx.get(self.tables.clicks, facts.buyer_id.encode()) or []
+        return decide(facts, history, self.catalog.shop(facts.shop_id), self.catalog.channel,
+                      self._tracked_click(facts))
+
+    def _tracked_click(self, facts: OrderFacts) -> Click | None:
+        """The click in the order's tracking token, if the token is genuine (judged at T)."""
+        if not facts.tracking:
+            return None
+        try:
+            return click_from_tracking(
+                self.signer.verify(TRACKING, facts.tracking, now_ms=facts.ts_ms))
+        except TokenError:
+            return None
+
+    def _publish(self, ctx: Any, waiting: Waiting, decision: Decision) -> None:
+        facts = waiting.facts
+        order_key = facts.order_id.encode()
+        ctx.delete(self.tables.order_waits, order_key)
+        ctx.cache(self._load_waiting_index).discard(facts.order_id, facts.buyer_id)
+        if ctx.get(self.tables.attributed, order_key) is not None:
+            return  # never a second attribution, whatever state a bug or a replay left behind
+        result = conclude(facts, decision, attributed_ms=ctx.now_ms,
+                          delayed=is_delayed(waiting, decision))
+        ctx.send(self.topics.attributions, order_key, encode_attribution(result))
+        ctx.put(self.tables.attributed, order_key, result.attributed_ms)
+        self.published(ctx, result)
+
+    def _load_waiting_index(self, ctx: Any) -> WaitingIndex:
+        """The partition's waiting orders, all re-tried once the clicks are read (after a
+        restart or a rebalance nobody knows which of them were about to be decided)."""
+        index = WaitingIndex()
+        stored = list(self.tables.order_waits.scan(ctx.partition))
+        if stored:
+            ticket = self.clicks_read.request(ctx)
+            for _key, waiting in stored:
+                index.add(waiting.first.order_id, waiting.first.buyer_id, waiting.deadline_ms)
+                index.behind(waiting.first.order_id, ticket)
+        return index
