@@ -15,13 +15,15 @@ and more kills.
 
 from __future__ import annotations
 
+import asyncio
 import os
-import random
 import time
 from collections import Counter
 from dataclasses import dataclass
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from scenarios import backlog_scenario, check_outputs, configure, produce
 
 from app.domain.attribution import Mode, Reason
@@ -34,13 +36,15 @@ class Scale:
     timeout_s: float  # for the outputs to be complete once the backlog is written
 
 
-SCALES = {"short": Scale(orders=2000, kills=2, timeout_s=240),
+SCALES = {"short": Scale(orders=3000, kills=3, timeout_s=240),
           "full": Scale(orders=6000, kills=6, timeout_s=900)}
 SCALE = SCALES[os.environ.get("CPS_CHAOS", "short")]
 pytestmark = pytest.mark.timeout(1800 if SCALE is SCALES["full"] else 420)
 
 SECRET = "test-secret"  # the link secret of the test workers (conftest.py)
 # Orders without a fitting click wait this long for a late one; none comes here.
+PARTITIONS = 4  # CPS_PARTITIONS of the test workers
+INPUTS = ("clicks", "orders", "internal.clicks-by-buyer", "internal.orders-by-buyer")
 WORKER_SETTINGS = {"CPS_ATTRIBUTION_GRACE_MS": "5000", "CPS_SETTLEMENT_SCHEDULE": "* * * * * *"}
 
 
@@ -81,15 +85,54 @@ def test_a_backlog_drained_through_kills_and_a_joining_worker(kafka, make_worker
     first.stop()
     produce(bootstrap, prefix, built.stream)
     second = make_worker("b", **WORKER_SETTINGS)
-    rnd = random.Random(5)
     first.start()
+    total = input_lag(bootstrap, prefix)
+    left = []
     for n in range(SCALE.kills):
-        time.sleep(rnd.uniform(0.5, 2.0))
+        # Kills spread over the drain: at 3/4, 2/4, 1/4 of the backlog left (three kills).
+        left.append(lag_down_to(bootstrap, prefix, total * (SCALE.kills - n) // (SCALE.kills + 1)))
         first.kill()
         if n == 0:
             first.wipe_state()  # its tables come back from their changelogs
         first.start()
-        if n == SCALE.kills // 2:
-            second.launch()  # joins mid-drain: the partitions are shared out anew
-    second.wait_ready()
+        if n == 0:
+            # A second worker joins: the first holds still meanwhile, so the partitions
+            # are shared out anew with a backlog left on every input.
+            assert first.admin("POST", "/admin/engine/pause")[0] == 200
+            second.start()
+            left.append(input_lag(bootstrap, prefix))
+            assert first.admin("POST", "/admin/engine/resume")[0] == 200
+    print(f"input lag at the kills and the join: {left} of {total}")
+    assert all(left), f"a fault came after the drain: input lag {left} of {total}"
     check_outputs(kafka, first, built, timeout=SCALE.timeout_s, workers=[first, second])
+
+
+def lag_down_to(bootstrap: str, prefix: str, threshold: int, timeout: float = 120) -> int:
+    """Wait until the engine's input lag is at most `threshold`; the lag then."""
+    deadline = time.monotonic() + timeout
+    while (lag := input_lag(bootstrap, prefix)) > threshold and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return lag
+
+
+def input_lag(bootstrap: str, prefix: str) -> int:
+    """Records of the input topics (re-keying topics included) the engine has not committed."""
+
+    async def run() -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                    isolation_level="read_committed")
+        await admin.start()
+        await consumer.start()
+        try:
+            committed = await admin.list_consumer_group_offsets(prefix.rstrip("."))
+            inputs = [TopicPartition(prefix + name, partition) for name in INPUTS
+                      for partition in range(PARTITIONS)]
+            ends = await consumer.end_offsets(inputs)
+            return sum(end - (committed[tp].offset if tp in committed else 0)
+                       for tp, end in ends.items())
+        finally:
+            await consumer.stop()
+            await admin.close()
+
+    return asyncio.run(run())

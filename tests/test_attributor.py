@@ -1,0 +1,235 @@
+"""The attribution handlers on a fake partition: the reading order across topics changes nothing.
+
+A partition's three inputs (clicks, re-keyed clicks, orders) hold a backlog;
+the handlers read them in every interleaving hypothesis draws, each topic in
+its own order. The fake catch-up barrier behaves as the engine's: a ticket
+is reached once every click input is read as far as it reached when the
+ticket was asked for (here: all of it, the backlog being written before).
+Every interleaving must give every order the result of the rules over all
+of its buyer's clicks, with the same `delayed` flag.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.attributor import AttributionRules, AttributionTables, AttributionTopics, Attributor
+from app.codecs import decode_waiting, encode_waiting
+from app.domain.attribution import Waiting, decide
+from app.domain.clicks import to_row
+from app.domain.model import DAY_MS, Channel, OrderFacts, Shop
+from app.domain.tokens import Signer
+
+NOW = 1_800_000_000_000
+GRACE_MS = 30_000
+CLICKS, REKEYED_CLICKS, ORDERS = "clicks", "clicks-by-buyer", "orders-by-buyer"
+SHOPS = {"s1": Shop("s1", cps_joined_ms=NOW - 90 * DAY_MS, authorized_channels=frozenset({"fans"})),
+         "s2": Shop("s2", cps_joined_ms=NOW - 90 * DAY_MS)}
+CHANNELS = {"wide": Channel("wide", site_wide=True, self_purchase=True),
+            "short": Channel("short", attribution_window_ms=DAY_MS)}
+
+
+class Catalog:
+    def shop(self, shop_id: str) -> Shop | None:
+        return SHOPS.get(shop_id)
+
+    def channel(self, channel_id: str) -> Channel:
+        return CHANNELS.get(channel_id) or Channel.unconfigured(channel_id)
+
+
+class Table:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def scan(self, partition: int):
+        return []  # nothing committed before the test
+
+
+class Context:
+    """The engine's per-partition context, over dicts."""
+
+    def __init__(self) -> None:
+        self.partition = 0
+        self.now_ms = NOW
+        self.state: dict[tuple[str, bytes], Any] = {}
+        self.sent: list[tuple[str, bytes, bytes]] = []
+        self._caches: dict[Callable, Any] = {}
+
+    def get(self, table: Table, key: bytes) -> Any:
+        return self.state.get((table.name, key))
+
+    def put(self, table: Table, key: bytes, value: Any) -> None:
+        self.state[(table.name, key)] = value
+
+    def delete(self, table: Table, key: bytes) -> None:
+        self.state.pop((table.name, key), None)
+
+    def send(self, topic: str, key: bytes, value: bytes) -> None:
+        self.sent.append((topic, key, value))
+
+    def forward(self, topic: str, key: bytes, value: bytes) -> None:
+        raise AssertionError("one partition: nothing is forwarded")
+
+    def cache(self, factory: Callable[[Context], Any]) -> Any:
+        if factory not in self._caches:
+            self._caches[factory] = factory(self)
+        return self._caches[factory]
+
+
+class Partition:
+    """One partition's inputs, read in a given interleaving, with the engine's barrier."""
+
+    def __init__(self, backlog: dict[str, list[bytes]], *, immediate_barrier: bool = False):
+        self.backlog = backlog
+        self.read = dict.fromkeys(backlog, 0)
+        self.immediate = immediate_barrier
+        self.ends: dict[int, dict[str, int]] = {}  # ticket -> click inputs' ends when asked
+        self.ctx = Context()
+        self.attributor = Attributor(
+            topics=AttributionTopics(CLICKS, REKEYED_CLICKS, ORDERS, "attributions"),
+            tables=AttributionTables(Table("clicks"), Table("order_waits"), Table("attributed")),
+            rules=AttributionRules(partitions=1, grace_ms=GRACE_MS,
+                                   click_retention_ms=60 * DAY_MS, click_history_cap=100),
+            catalog=Catalog(), signer=Signer("secret"), catch_up=self._catch_up,
+            published=lambda ctx, result: None)
+        self.handlers = {CLICKS: self.attributor.on_click,
+                         REKEYED_CLICKS: self.attributor.on_rekeyed_click,
+                         ORDERS: self.attributor.on_rekeyed_order}
+
+    def _catch_up(self, topics, hook):
+        assert set(topics) == {CLICKS, REKEYED_CLICKS}
+        partition = self
+
+        class Barrier:
+            def request(self, ctx) -> int:
+                ticket = len(partition.ends) + 1
+                partition.ends[ticket] = {t: len(partition.backlog[t]) for t in topics}
+                return ticket
+
+        self.hook = hook
+        return Barrier()
+
+    def run(self, order_of_topics: list[str]) -> dict[str, dict]:
+        announced = 0
+        for topic in order_of_topics:
+            self.handlers[topic](self.ctx, None, self.backlog[topic][self.read[topic]])
+            self.read[topic] += 1
+            reached = [ticket for ticket, ends in self.ends.items() if self.immediate or all(
+                self.read[t] >= end for t, end in ends.items())]
+            if reached and max(reached) > announced:
+                announced = max(reached)
+                self.hook(self.ctx, announced)
+        self.ctx.now_ms += GRACE_MS  # every grace period ends; the timer re-tries
+        self.attributor.expire_waiting_orders(self.ctx)
+        self.hook(self.ctx, len(self.ends))
+        results = {}
+        for topic, key, value in self.ctx.sent:
+            if topic == "attributions":
+                result = orjson.loads(value)
+                assert key.decode() not in results, "two attributions of one order"
+                results[key.decode()] = {k: result[k] for k in (
+                    "type", "mode", "reason", "click_id", "delayed")}
+        return results
+
+
+clicks_st = st.lists(st.tuples(
+    st.sampled_from(["s1", "s2"]), st.sampled_from(["ch", "wide", "short"]),
+    st.sampled_from(["p1", "u1"]), st.integers(-10 * DAY_MS, 0), st.booleans()),
+    max_size=6)
+orders_st = st.lists(st.tuples(
+    st.sampled_from(["s1", "s2"]), st.integers(-8 * DAY_MS, 0),
+    st.sampled_from([None, "fans"]), st.booleans()), min_size=1, max_size=4)
+
+
+def backlog_of(clicks, orders) -> tuple[dict[str, list[bytes]], list, list[OrderFacts]]:
+    backlog: dict[str, list[bytes]] = {CLICKS: [], REKEYED_CLICKS: [], ORDERS: []}
+    all_clicks = []
+    for n, (shop, channel, promoter, ts, rekeyed) in enumerate(clicks):
+        click = {"click_id": f"c{n}", "ts_ms": NOW + ts, "buyer_id": "u1", "shop_id": shop,
+                 "channel_id": channel, "promoter_id": promoter}
+        all_clicks.append(click)
+        backlog[REKEYED_CLICKS if rekeyed else CLICKS].append(orjson.dumps(click))
+    facts = []
+    for n, (shop, ts, fanstype, paid_first) in enumerate(orders):
+        created = {"order_id": f"o{n}", "event": "created", "ts_ms": NOW + ts, "buyer_id": "u1",
+                   "shop_id": shop, "fanstype": fanstype,
+                   "items": [{"item_id": "i", "quantity": 1, "amount": 100}]}
+        paid = {**created, "event": "paid", "ts_ms": NOW + ts + 1000}
+        backlog[ORDERS] += [orjson.dumps(e) for e in ([paid, created] if paid_first
+                                                       else [created, paid])]
+        facts.append(OrderFacts(f"o{n}", "created", NOW + ts, "u1", shop, fanstype=fanstype))
+    return backlog, all_clicks, facts
+
+
+def interleaving(backlog: dict[str, list[bytes]], rnd: random.Random) -> list[str]:
+    """Every topic read in its own order, the topics mixed at random."""
+    left = {topic: len(records) for topic, records in backlog.items()}
+    order = []
+    while any(left.values()):
+        topic = rnd.choice([t for t, n in left.items() if n])
+        left[topic] -= 1
+        order.append(topic)
+    return order
+
+
+def by_the_rules(all_clicks: list[dict], facts: list[OrderFacts]) -> dict[str, tuple]:
+    from app.domain.model import Click
+
+    history = sorted((to_row(Click(**c)) for c in all_clicks), key=lambda r: (r[0], r[1]))
+    decisions = {f.order_id: decide(f, history, Catalog().shop(f.shop_id), Catalog().channel)
+                 for f in facts}
+    return {order_id: (d.type.value, d.mode and d.mode.value, d.reason and d.reason.value,
+                       d.click.click_id if d.click else None)
+            for order_id, d in decisions.items()}
+
+
+@settings(max_examples=200, deadline=None)
+@given(clicks=clicks_st, orders=orders_st, seeds=st.lists(st.integers(), min_size=2,
+                                                          max_size=4))
+def test_every_reading_order_gives_the_rules_result(clicks, orders, seeds):
+    backlog, all_clicks, facts = backlog_of(clicks, orders)
+    canonical = Partition(backlog).run(
+        [CLICKS] * len(backlog[CLICKS]) + [REKEYED_CLICKS] * len(backlog[REKEYED_CLICKS])
+        + [ORDERS] * len(backlog[ORDERS]))
+    assert {o: (r["type"], r["mode"], r["reason"], r["click_id"]) for o, r in canonical.items()
+            } == by_the_rules(all_clicks, facts)
+    for seed in seeds:
+        assert Partition(backlog).run(interleaving(backlog, random.Random(seed))) == canonical
+
+
+def test_without_the_barrier_an_order_read_first_misses_its_newer_click():
+    # The buyer's older click is read, then the order, then the newer click at the same shop.
+    clicks = [("s1", "ch", "p1", -2 * DAY_MS, False), ("s1", "ch", "p1", -DAY_MS, True)]
+    backlog, _all, _facts = backlog_of(clicks, [("s1", 0, None, False)])
+    reading = [CLICKS, ORDERS, ORDERS, REKEYED_CLICKS]
+    assert Partition(backlog).run(reading)["o0"]["click_id"] == "c1"
+    assert Partition(backlog, immediate_barrier=True).run(reading)["o0"]["click_id"] == "c0"
+
+
+def test_an_order_without_a_click_waits_for_a_late_one_and_says_so():
+    backlog, _all, _facts = backlog_of([], [("s1", 0, None, False)])
+    partition = Partition(backlog)
+    for created_then_paid in backlog[ORDERS]:
+        partition.attributor.on_rekeyed_order(partition.ctx, None, created_then_paid)
+    partition.hook(partition.ctx, len(partition.ends))
+    assert partition.ctx.sent == []  # no click in Kafka: it waits for a late one
+    late = orjson.dumps({"click_id": "late", "ts_ms": NOW - 1000, "buyer_id": "u1",
+                         "shop_id": "s1", "channel_id": "ch", "promoter_id": "p1"})
+    partition.attributor.on_click(partition.ctx, None, late)
+    partition.hook(partition.ctx, len(partition.ends))
+    (_topic, _key, value), = partition.ctx.sent
+    result = orjson.loads(value)
+    assert (result["click_id"], result["delayed"]) == ("late", True)
+
+
+def test_waiting_state_round_trips_and_old_rows_count_as_held():
+    waiting = Waiting(OrderFacts("o", "paid", 5, "u", "s"), None, 99, held=False)
+    assert decode_waiting(encode_waiting(waiting)) == waiting
+    old_row = orjson.dumps([["o", "paid", 5, "u", "s", None, None, None], None, 99])
+    assert decode_waiting(old_row).held
