@@ -59,7 +59,8 @@ test: setup browser
 # The fault and garbage tests at full length (make test runs them short; see docs/chaos.md).
 chaos: setup
 	$(call with_test_broker,CPS_CHAOS=full $(BIN)/python -m pytest -q --durations=10 \
-	  tests/integration/test_chaos.py tests/integration/test_fuzz.py)
+	  tests/integration/test_chaos.py tests/integration/test_backlog.py \
+	  tests/integration/test_fuzz.py)
 
 # The full benchmark (about 1M events; see BENCHMARKS.md); `cps bench --quick` is a smoke run.
 bench: setup

@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaConnectionError
 from app.engine import forwarding
 from app.engine.forwarding import Forwarder, ForwardingFailed
 from app.engine.processor import Engine
+from app.engine.state import DELETED, StateTable
 from app.engine.transactions import Record
 from app.topology import Topology
 
@@ -217,4 +218,22 @@ def test_stopping_gives_up_on_a_commit_that_never_finishes():
         engine.deliver(message(0, 1))  # its transaction never ends
         await asyncio.wait_for(engine.on_stop(), 5)
         assert held.started == [0] and held.committed == []
+    run(scenario())
+
+
+def test_a_key_written_and_deleted_before_any_commit_leaves_no_changelog_record():
+    async def scenario():
+        engine, _app, _held = make_engine(1)
+        committed = {b"old": b"1"}
+        faust_table = SimpleNamespace(data=SimpleNamespace(
+            _db_for_partition=lambda partition: committed, offset_key=b"__offset"))
+        table = StateTable("waits", faust_table, encode=bytes, decode=bytes)
+        ctx = engine._context(0)
+        ctx.put(table, b"new", b"2")
+        ctx.delete(table, b"new")    # only ever in this overlay: forgotten
+        ctx.put(table, b"old", b"3")
+        ctx.delete(table, b"old")    # in the committed state: needs its tombstone
+        ctx.delete(table, b"never")  # not written here: a tombstone, as before
+        assert ctx.work.overlay.writes == {table: {b"old": DELETED, b"never": DELETED}}
+        assert ctx.get(table, b"new") is None and ctx.get(table, b"old") is None
     run(scenario())

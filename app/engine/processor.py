@@ -89,7 +89,18 @@ class Context:
         self.work.overlay.put(table, key, value)
 
     def delete(self, table: StateTable, key: bytes) -> None:
-        self.work.overlay.put(table, key, DELETED)
+        overlay = self.work.overlay
+        if overlay.holds(table, key) and not self._committed_or_committing(table, key):
+            overlay.drop(table, key)  # written and deleted before any commit: nothing to log
+        else:
+            overlay.put(table, key, DELETED)
+
+    def _committed_or_committing(self, table: StateTable, key: bytes) -> bool:
+        if self._committing is not None:
+            found, value = self._committing.overlay.lookup(table, key)
+            if found:
+                return value is not None
+        return table.holds(self.partition, key)
 
     def send(self, topic: str, key: bytes, value: bytes) -> int:
         """Queue a record for the transaction, placed by its key; returns its partition."""

@@ -41,6 +41,9 @@ class StateTable:
         raw = self.db(partition).get(key)
         return None if raw is None else self.decode(raw)
 
+    def holds(self, partition: int, key: bytes) -> bool:
+        return self.db(partition).get(key) is not None
+
     def scan(self, partition: int):
         """Every (key, value) of the partition as committed (offset bookkeeping excluded)."""
         offset_key = self.table.data.offset_key
@@ -104,6 +107,17 @@ class Overlay:
         if table_writes is None:
             table_writes = self.writes[table] = {}
         table_writes[key] = value
+
+    def holds(self, table: StateTable, key: bytes) -> bool:
+        table_writes = self.writes.get(table)
+        return table_writes is not None and key in table_writes
+
+    def drop(self, table: StateTable, key: bytes) -> None:
+        """Forget a write (of a key no committed state holds) as if it never happened."""
+        table_writes = self.writes[table]
+        del table_writes[key]
+        if not table_writes:
+            del self.writes[table]
 
     def __bool__(self) -> bool:
         return bool(self.writes)
