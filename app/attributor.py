@@ -113,11 +113,7 @@ class Attributor:
     def expire_waiting_orders(self, ctx: Any) -> None:
         """Timer: re-try the orders whose grace period is over, once the clicks are read."""
         index = ctx.cache(self._load_waiting_index)
-        due = index.due(ctx.now_ms)
-        if due:
-            ticket = self.clicks_read.request(ctx)
-            for order_id in due:
-                index.behind(order_id, ticket)
+        self._retry_once_clicks_read(ctx, index, index.due(ctx.now_ms))
 
     def decide_caught_up(self, ctx: Any, ticket: int) -> None:
         """Catch-up hook: decide the orders behind `ticket`, now that their clicks are read."""
@@ -160,11 +156,7 @@ class Attributor:
             return  # a duplicate click changes nothing
         ctx.put(self.tables.clicks, buyer_key, updated)
         index = ctx.cache(self._load_waiting_index)
-        waiting_orders = index.of_buyer(click.buyer_id)
-        if waiting_orders:
-            ticket = self.clicks_read.request(ctx)
-            for order_id in waiting_orders:
-                index.behind(order_id, ticket)
+        self._retry_once_clicks_read(ctx, index, index.of_buyer(click.buyer_id))
 
     def _order_event(self, ctx: Any, facts: OrderFacts) -> None:
         order_key = facts.order_id.encode()
@@ -182,7 +174,15 @@ class Attributor:
         if stored is None:
             index.add(facts.order_id, facts.buyer_id, waiting.deadline_ms)
         if may_decide(stored, waiting):
-            index.behind(facts.order_id, self.clicks_read.request(ctx))
+            self._retry_once_clicks_read(ctx, index, [facts.order_id])
+
+    def _retry_once_clicks_read(self, ctx: Any, index: WaitingIndex,
+                                order_ids: list[str]) -> None:
+        """Decide `order_ids` (again) once the partition's clicks now in Kafka are read."""
+        if order_ids:
+            ticket = self.clicks_read.request(ctx)
+            for order_id in order_ids:
+                index.behind(order_id, ticket)
 
     def _decide(self, ctx: Any, facts: OrderFacts) -> Decision:
         history = ctx.get(self.tables.clicks, facts.buyer_id.encode()) or []
@@ -216,10 +216,7 @@ class Attributor:
         """The partition's waiting orders, all re-tried once the clicks are read (after a
         restart or a rebalance nobody knows which of them were about to be decided)."""
         index = WaitingIndex()
-        stored = list(self.tables.order_waits.scan(ctx.partition))
-        if stored:
-            ticket = self.clicks_read.request(ctx)
-            for _key, waiting in stored:
-                index.add(waiting.first.order_id, waiting.first.buyer_id, waiting.deadline_ms)
-                index.behind(waiting.first.order_id, ticket)
+        for _key, waiting in self.tables.order_waits.scan(ctx.partition):
+            index.add(waiting.first.order_id, waiting.first.buyer_id, waiting.deadline_ms)
+        self._retry_once_clicks_read(ctx, index, index.waiting())
         return index

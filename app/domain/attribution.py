@@ -278,6 +278,9 @@ class WaitingIndex:
     def of_buyer(self, buyer_id: str) -> list[str]:
         return sorted(self._by_buyer.get(buyer_id, ()))
 
+    def waiting(self) -> list[str]:
+        return sorted(order for orders in self._by_buyer.values() for order in orders)
+
     def behind(self, order_id: str, ticket: int) -> None:
         """Consider `order_id` again once the catch-up ticket (never lower than the last) is
         reached."""
