@@ -47,8 +47,9 @@ SCALES = {
 SCALE = SCALES[os.environ.get("CPS_CHAOS", "short")]
 pytestmark = pytest.mark.timeout(1800 if SCALE is SCALES["full"] else 300)
 
-# The grace is long so that no order is ever decided without its click, whatever
-# the faults do to the relative pace of the click and order partitions.
+# A click and its order are sent in one batch, so the click can reach Kafka a moment
+# after the order was read (a late click, SPEC 5); the long grace lets such an order
+# wait for it whatever the faults do to the pace.
 WORKER_SETTINGS = {"CPS_ATTRIBUTION_GRACE_MS": "600000",
                    "CPS_SETTLEMENT_SCHEDULE": "* * * * * *"}
 
