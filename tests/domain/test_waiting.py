@@ -1,4 +1,4 @@
-"""Orders waiting for `created` or for a late click."""
+"""Orders waiting for their clicks to be read, for `created` or for a late click."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from app.domain.attribution import (
     Reason,
     Type,
     WaitingIndex,
+    hold,
+    is_delayed,
+    may_decide,
     next_decision,
     record_event,
     start_waiting,
@@ -88,3 +91,38 @@ def test_waiting_index():
     index.discard("o3", "u2")
     assert len(index) == 0
     assert index.of_buyer("u1") == []
+
+
+def test_a_decision_is_worth_trying_when_created_arrives_and_not_before():
+    paid = start_waiting(facts("paid", 200), now_ms=NOW, grace_ms=GRACE)
+    assert not may_decide(None, paid)
+    created = record_event(paid, facts("created", 150))
+    assert may_decide(paid, created)
+    assert may_decide(None, start_waiting(facts("created", 1), now_ms=NOW, grace_ms=GRACE))
+    assert not may_decide(created, record_event(created, facts("paid", 100)))
+
+
+def test_delayed_means_held_for_created_or_for_a_click_whatever_the_lag():
+    created = start_waiting(facts("created", 100), now_ms=NOW, grace_ms=GRACE)
+    assert not created.held and not is_delayed(created, CPS)
+    assert is_delayed(created, NO_CLICK)  # waited for a click, or its grace ran out meanwhile
+    assert not is_delayed(created, NOT_CPS)
+    held = hold(created)
+    assert held.held and hold(held) is held and is_delayed(held, CPS)  # a late click came
+    paid_first = record_event(start_waiting(facts("paid", 200), now_ms=NOW, grace_ms=GRACE),
+                              facts("created", 150))
+    assert paid_first.held and is_delayed(paid_first, CPS)
+
+
+def test_orders_behind_tickets_come_back_once_each_in_order():
+    index = WaitingIndex()
+    index.add("o1", "u1", 30)
+    index.add("o2", "u2", 30)
+    index.behind("o2", 1)
+    index.behind("o1", 1)
+    index.behind("o2", 2)
+    index.behind("o1", 3)
+    assert index.caught_up(2) == ["o2", "o1"]
+    assert index.caught_up(2) == []
+    assert index.caught_up(5) == ["o1"]
+    assert index.waiting() == ["o1", "o2"]
