@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import partial
@@ -43,6 +44,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
+
+from app.domain.metrics import Histogram
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +59,14 @@ RunInPartition = Callable[[int, Callable[[Any], None]], bool]
 class PartitionBarrier:
     """One barrier's tickets in one partition."""
 
-    __slots__ = ("announced", "asked", "open", "reached", "targets")
+    __slots__ = ("announced", "asked", "open", "opened_at", "reached", "targets")
 
     def __init__(self) -> None:
         self.open: int | None = None  # the ticket of requests no end-offset request covers yet
+        self.opened_at = 0.0          # ... first asked for at this monotonic time
         self.asked = 0                # the newest ticket handed out
-        self.targets: deque[tuple[int, dict[tuple[str, int], int]]] = deque()
+        # (ticket, end offset of each input, monotonic time the ticket was first asked for)
+        self.targets: deque[tuple[int, dict[tuple[str, int], int], float]] = deque()
         self.reached = 0              # every ticket up to this one is reached
         self.announced = 0            # ... and the hook has run for up to this one
 
@@ -90,6 +95,7 @@ class CatchUp:
             state = self.partitions[ctx.partition] = PartitionBarrier()
         if state.open is None:
             state.open = state.asked = next(self._tickets)
+            state.opened_at = time.monotonic()
             self._barriers.asked.set()
         return state.open
 
@@ -108,6 +114,8 @@ class Barriers(Service):
         self.catch_ups: list[CatchUp] = []
         self.asked = asyncio.Event()
         self._positions: dict[tuple[str, int], int] = {}
+        self.waits = Histogram()  # ms from a ticket's first ask until it was reached
+        self.requests = 0         # end-offset requests sent
         self._asks_broker = end_offsets is None
         self._end_offsets = end_offsets or self._ask_broker
         self._consumer: AIOKafkaConsumer | None = None
@@ -150,12 +158,14 @@ class Barriers(Service):
     def check(self) -> None:
         """Mark the tickets whose end offsets the positions reached; run the hooks due."""
         positions = self._positions
+        now = time.monotonic()
         for catch_up in self.catch_ups:
             for partition, state in list(catch_up.partitions.items()):
                 targets = state.targets
                 while targets and all(positions.get(tp, -1) >= end
                                       for tp, end in targets[0][1].items()):
-                    state.reached = targets.popleft()[0]
+                    state.reached, _ends, asked_at = targets.popleft()
+                    self.waits.record(int((now - asked_at) * 1000))
                 if state.reached > state.announced and self.run_in_partition(
                         partition, partial(_announce, catch_up.hook, state.reached)):
                     state.announced = state.reached
@@ -168,32 +178,33 @@ class Barriers(Service):
         while not self.should_stop:
             await self.asked.wait()
             self.asked.clear()
-            asked = [(catch_up, partition, state, state.open)
+            asked = [(catch_up, partition, state, state.open, state.opened_at)
                      for catch_up in self.catch_ups
                      for partition, state in catch_up.partitions.items()
                      if state.open is not None]
-            for _catch_up, _partition, state, _ticket in asked:
+            for _catch_up, _partition, state, _ticket, _at in asked:
                 state.open = None
-            inputs = sorted({tp for catch_up, partition, _state, _ticket in asked
+            inputs = sorted({tp for catch_up, partition, *_rest in asked
                              for tp in catch_up.inputs(partition)})
+            self.requests += 1
             try:
                 ends = await self._end_offsets(inputs)
             except Exception as exc:
                 # The tickets stay unreached: ask again (a newer ticket covers an older one).
                 logger.warning("end offsets of %d input partitions not read (%r); "
                                "again in %.1fs", len(inputs), exc, delay)
-                for _catch_up, _partition, state, ticket in asked:
+                for _catch_up, _partition, state, ticket, asked_at in asked:
                     if state.open is None:
-                        state.open = ticket
+                        state.open, state.opened_at = ticket, asked_at
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 self.asked.set()
                 continue
             delay = 0.1
-            for catch_up, partition, state, ticket in asked:
+            for catch_up, partition, state, ticket, asked_at in asked:
                 if catch_up.partitions.get(partition) is state:  # not revoked meanwhile
                     state.targets.append(
-                        (ticket, {tp: ends[tp] for tp in catch_up.inputs(partition)}))
+                        (ticket, {tp: ends[tp] for tp in catch_up.inputs(partition)}, asked_at))
             self.check()
 
     async def on_start(self) -> None:

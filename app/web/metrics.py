@@ -13,7 +13,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from app.domain.metrics import BOUNDS_MS
+from app.domain.metrics import BOUNDS_MS, Histogram
 from app.main import app
 from app.services import (
     catalog,
@@ -77,6 +77,11 @@ class EngineCollector(Collector):
                 if name in values:
                     family.add_metric([sink_id], values[name])
         yield from families.values()
+        yield CounterMetricFamily("cps_catch_up_requests_total",
+                                  "End-offset requests of the catch-up barriers (one per "
+                                  "batch of orders that asked)", value=engine.barriers.requests)
+        yield _histogram("cps_catch_up_wait_ms", engine.barriers.waits,
+                         "From an order's ask until every click already in Kafka was read")
         yield from _monitoring()
 
 
@@ -109,13 +114,7 @@ def _monitoring() -> Iterator:
              "attributed_ms - ts_ms of orders decided without waiting, last hour"),
             ("cps_click_to_attribution_delay_ms", monitor.click_delay,
              "attributed_ms - click ts_ms, last hour")):
-        histogram = windows.over(0)
-        buckets, running = [], 0
-        for bound, count in zip(BOUNDS_MS, histogram.counts, strict=False):
-            running += count
-            buckets.append((str(bound), running))
-        buckets.append(("+Inf", histogram.total))
-        yield HistogramMetricFamily(name, help_text, buckets=buckets, sum_value=histogram.sum_ms)
+        yield _histogram(name, windows.over(0), help_text)
     reasons = CounterMetricFamily("cps_dead_letters_by_reason_total",
                                   "Dead letters by the field or cause at fault", labels=["reason"])
     for reason, count in engine.dead_letter_reasons.items():
@@ -129,6 +128,15 @@ def _monitoring() -> Iterator:
     for name, state in monitor.alerts.items():
         alerts.add_metric([name], 1 if state.state == "firing" else 0)
     yield alerts
+
+
+def _histogram(name: str, histogram: Histogram, help_text: str) -> HistogramMetricFamily:
+    buckets, running = [], 0
+    for bound, count in zip(BOUNDS_MS, histogram.counts, strict=False):
+        running += count
+        buckets.append((str(bound), running))
+    buckets.append(("+Inf", histogram.total))
+    return HistogramMetricFamily(name, help_text, buckets=buckets, sum_value=histogram.sum_ms)
 
 
 registry = CollectorRegistry()
