@@ -86,6 +86,7 @@ def test_a_ticket_is_reached_when_every_input_is_read_as_far_as_it_reached_after
         s.barriers.note_positions({(CLICKS, 0): 12})
         assert s.runs == [(0, ticket), (0, later)]
         assert not s.barriers.watching
+        assert (s.barriers.waits.total, s.barriers.requests) == (2, 2)
         task.cancel()
 
     asyncio.run(scenario())

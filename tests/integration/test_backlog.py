@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -72,6 +73,9 @@ def test_a_paused_worker_resumed_on_a_backlog_attributes_by_the_rules(kafka, mak
     time.sleep(2.0)  # the paused worker's fetcher buffers some of it meanwhile
     assert worker.admin("POST", "/admin/engine/resume")[0] == 200
     check_outputs(kafka, worker, built, timeout=SCALE.timeout_s, workers=[worker])
+    status, body = worker.get("/metrics")
+    waits = re.search(rb"^cps_catch_up_wait_ms_count (\S+)$", body, re.MULTILINE)
+    assert status == 200 and waits and float(waits.group(1)) > 0
 
 
 def test_a_backlog_drained_through_kills_and_a_joining_worker(kafka, make_worker, bootstrap,
