@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.engine.catchup import Barriers
-from app.engine.direct import consumed_positions
+from app.engine.direct import consumed_positions, fetched_ends
 
 CLICKS, REKEYED = "clicks", "clicks-by-buyer"
 
@@ -53,8 +53,8 @@ class Setup:
     def hook(self, ctx, ticket: int) -> None:
         self.runs.append((ctx.partition, ticket))
 
-    def request(self, partition: int) -> int:
-        return self.catch_up.request(SimpleNamespace(partition=partition))
+    def request(self, partition: int, message=None) -> int:
+        return self.catch_up.request(SimpleNamespace(partition=partition, message=message))
 
 
 async def settle() -> None:
@@ -167,6 +167,60 @@ def test_a_hook_the_partition_cannot_run_now_runs_at_a_later_check():
         s.barriers.note_positions({})
         assert s.runs == [(0, ticket)] and not s.barriers.watching
         task.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_ends_a_fetch_reported_need_no_request_and_never_overtake_one():
+    async def scenario():
+        s = Setup()
+        reported = {}
+        s.barriers.read_fetched_ends = lambda source, inputs: reported.get(source)
+        task = asyncio.ensure_future(Barriers._ask_loop(s.barriers))
+        order = SimpleNamespace(topic="orders", partition=0)
+        reported[("orders", 0)] = {(CLICKS, 0): 5, (REKEYED, 0): 1}
+        first = s.request(0, order)
+        assert s.request(0, order) == first  # the same ends: the same ticket
+        reported[("orders", 0)] = {(CLICKS, 0): 7, (REKEYED, 0): 1}
+        second = s.request(0, order)
+        assert second > first
+        await settle()
+        assert s.broker.asked == [] and s.barriers.from_fetches == 3
+        s.barriers.note_positions({(CLICKS, 0): 5, (REKEYED, 0): 1})
+        assert s.runs == [(0, first)]
+        # Not reported for this source (an input was not in its fetch): the broker is asked,
+        # and a ticket from a fetch asked for meanwhile waits behind that one.
+        asked = s.request(0, SimpleNamespace(topic="orders", partition=9))
+        await settle()
+        assert len(s.broker.asked) == 1
+        reported[("orders", 0)] = {(CLICKS, 0): 1, (REKEYED, 0): 1}
+        assert s.request(0, order) > asked  # a new open ticket, not one from the fetch
+        s.broker.ends = {(CLICKS, 0): 9, (REKEYED, 0): 1}
+        s.broker.answer.set()
+        await settle()
+        s.barriers.note_positions({(CLICKS, 0): 8})
+        assert s.runs == [(0, first), (0, second)]
+        task.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_fetched_ends_are_used_only_when_as_recent_as_the_source_records_fetch():
+    async def scenario():
+        consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")
+        order, clicks, rekeyed = (TopicPartition("orders", 0), TopicPartition(CLICKS, 0),
+                                  TopicPartition(REKEYED, 0))
+        consumer._subscription.assign_from_user([order, clicks, rekeyed])
+        faust_consumer = SimpleNamespace(_thread=SimpleNamespace(_consumer=consumer))
+        state = consumer._subscription.subscription.assignment.state_value
+        inputs = [(CLICKS, 0), (REKEYED, 0)]
+        assert fetched_ends(faust_consumer, ("orders", 0), inputs) is None  # nothing fetched
+        for tp, lso, at in ((order, 40, 1000), (clicks, 12, 1000), (rekeyed, 3, 999)):
+            state(tp).lso, state(tp).timestamp = lso, at
+        assert fetched_ends(faust_consumer, ("orders", 0), inputs) is None  # 999 is older
+        state(rekeyed).timestamp = 1001
+        assert fetched_ends(faust_consumer, ("orders", 0), inputs) == {(CLICKS, 0): 12,
+                                                                        (REKEYED, 0): 3}
 
     asyncio.run(scenario())
 

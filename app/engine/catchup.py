@@ -2,28 +2,32 @@
 
 Kafka Streams keeps the input partitions of a task in step: before it
 processes a record it waits for any input partition that has data not yet
-fetched (`max.task.idle.ms`), judging that by the consumer's position
-against the end offset the last fetch response reported. The engine needs
-the same for one kind of decision (an order must see every click of its
-buyer that is already in Kafka, whichever topic the worker happens to read
-first), and asks for it explicitly:
+fetched, judging that by the consumer's position against the end offset
+the last fetch response reported. The engine needs the same for one kind
+of decision (an order must see every click of its buyer that is already in
+Kafka, whichever topic the worker happens to read first), and asks for it
+explicitly:
 
 - a handler asks a `CatchUp` for a ticket in its partition (`request`);
-- the engine then asks the broker for the end offsets of the barrier's
-  input topics in that partition: one ListOffsets request, read_committed
-  (so the last stable offset), covering every partition that asked since the
-  previous request;
+- the ticket gets the end offset of each of the barrier's input topics in
+  that partition (read_committed, so the last stable offset), as of a
+  moment after the record being handled was in Kafka;
 - the ticket is reached once the consumer's position in each of those
   partitions is at or past that end offset, that is, every record before it
   (and every transaction marker, which takes an offset but is never
   delivered) has gone through the handlers. The barrier's hook then runs in
   the partition with the newest ticket reached, as a timer would.
 
-The end offsets come from a request sent after the ticket was asked for, not
-from the last fetch response: a partition whose records sit fetched but not
-yet handled (a paused or busy worker) reports the end it had when they were
-fetched, which can be older than the order asking. docs/attribution.md says
-what this means for attribution.
+The end offsets come from one of two places. If every input partition was
+in the fetch response that brought the record being handled, or in a later
+one, the ends that response reported are used: nothing to ask, and the
+ticket is usually reached as soon as the batch is handled (the live case).
+Otherwise (an input whose records sit fetched but not yet handled was not
+fetched again, so the end it last reported may be older than the record,
+as with a paused or lagging worker; or no record is being handled: a timer)
+the engine asks the broker: one ListOffsets request after the ticket was
+asked for, covering every partition that asked since the previous one.
+docs/attribution.md says what this means for attribution.
 
 Tickets are numbered per barrier and never reused. Everything of a partition
 (tickets, answers, positions) is forgotten when the partition is revoked or
@@ -54,16 +58,20 @@ Offsets = Mapping[tuple[str, int], int]
 EndOffsets = Callable[[list[tuple[str, int]]], Awaitable[Offsets]]
 # Runs an action in a partition as a timer would; False when the partition cannot run it now.
 RunInPartition = Callable[[int, Callable[[Any], None]], bool]
+# (source, inputs): the ends of `inputs` reported by the fetch that brought the records of
+# the `source` partition being handled, or by a later one; None when some input's are older.
+FetchedEnds = Callable[[tuple[str, int], list[tuple[str, int]]], dict[tuple[str, int], int] | None]
 
 
 class PartitionBarrier:
     """One barrier's tickets in one partition."""
 
-    __slots__ = ("announced", "asked", "open", "opened_at", "reached", "targets")
+    __slots__ = ("announced", "asked", "open", "opened_at", "probing", "reached", "targets")
 
     def __init__(self) -> None:
         self.open: int | None = None  # the ticket of requests no end-offset request covers yet
         self.opened_at = 0.0          # ... first asked for at this monotonic time
+        self.probing: int | None = None  # the ticket of the end-offset request under way
         self.asked = 0                # the newest ticket handed out
         # (ticket, end offset of each input, monotonic time the ticket was first asked for)
         self.targets: deque[tuple[int, dict[tuple[str, int], int], float]] = deque()
@@ -74,6 +82,16 @@ class PartitionBarrier:
     def pending(self) -> bool:
         """A ticket is not reached yet, or its hook has not run yet."""
         return self.asked > self.announced
+
+    def expect(self, ends: dict[tuple[str, int], int], new_ticket: Callable[[], int]) -> int:
+        """A ticket for `ends` known already: the newest one if it waits for as much."""
+        if self.targets:
+            ticket, last_ends, _at = self.targets[-1]
+            if all(last_ends[tp] >= end for tp, end in ends.items()):
+                return ticket
+        ticket = self.asked = new_ticket()
+        self.targets.append((ticket, ends, time.monotonic()))
+        return ticket
 
 
 class CatchUp:
@@ -93,6 +111,11 @@ class CatchUp:
         state = self.partitions.get(ctx.partition)
         if state is None:
             state = self.partitions[ctx.partition] = PartitionBarrier()
+        # A ticket with ends from a fetch must not overtake one whose ends are still asked for.
+        if state.open is None and state.probing is None and ctx.message is not None:
+            ends = self._barriers.fetched_ends(ctx.message, self.inputs(ctx.partition))
+            if ends is not None:
+                return state.expect(ends, self._tickets.__next__)
         if state.open is None:
             state.open = state.asked = next(self._tickets)
             state.opened_at = time.monotonic()
@@ -116,6 +139,9 @@ class Barriers(Service):
         self._positions: dict[tuple[str, int], int] = {}
         self.waits = Histogram()  # ms from a ticket's first ask until it was reached
         self.requests = 0         # end-offset requests sent
+        self.from_fetches = 0     # tickets whose ends a fetch response had reported
+        # Set by the consumer's loop (direct.py) once it runs.
+        self.read_fetched_ends: FetchedEnds | None = None
         self._asks_broker = end_offsets is None
         self._end_offsets = end_offsets or self._ask_broker
         self._consumer: AIOKafkaConsumer | None = None
@@ -138,6 +164,15 @@ class Barriers(Service):
         return [tp for catch_up in self.catch_ups
                 for partition, state in catch_up.partitions.items() if state.pending
                 for tp in catch_up.inputs(partition)]
+
+    def fetched_ends(self, message: Any, inputs: list[tuple[str, int]]
+                     ) -> dict[tuple[str, int], int] | None:
+        if self.read_fetched_ends is None:
+            return None
+        ends = self.read_fetched_ends((message.topic, message.partition), inputs)
+        if ends is not None:
+            self.from_fetches += 1
+        return ends
 
     def note_positions(self, positions: Offsets) -> None:
         """The consumer's positions at a moment when everything it handed out has been handled."""
@@ -182,8 +217,8 @@ class Barriers(Service):
                      for catch_up in self.catch_ups
                      for partition, state in catch_up.partitions.items()
                      if state.open is not None]
-            for _catch_up, _partition, state, _ticket, _at in asked:
-                state.open = None
+            for _catch_up, _partition, state, ticket, _at in asked:
+                state.open, state.probing = None, ticket
             inputs = sorted({tp for catch_up, partition, *_rest in asked
                              for tp in catch_up.inputs(partition)})
             self.requests += 1
@@ -194,6 +229,7 @@ class Barriers(Service):
                 logger.warning("end offsets of %d input partitions not read (%r); "
                                "again in %.1fs", len(inputs), exc, delay)
                 for _catch_up, _partition, state, ticket, asked_at in asked:
+                    state.probing = None
                     if state.open is None:
                         state.open, state.opened_at = ticket, asked_at
                 await asyncio.sleep(delay)
@@ -202,6 +238,7 @@ class Barriers(Service):
                 continue
             delay = 0.1
             for catch_up, partition, state, ticket, asked_at in asked:
+                state.probing = None
                 if catch_up.partitions.get(partition) is state:  # not revoked meanwhile
                     state.targets.append(
                         (ticket, {tp: ends[tp] for tp in catch_up.inputs(partition)}, asked_at))

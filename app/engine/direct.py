@@ -13,12 +13,14 @@ engine drops what was fetched for an older generation.
 
 Between two fetched batches, when everything the consumer handed out has
 been handled, the loop tells the engine's catch-up barriers how far the
-consumer has read the partitions they wait on (see catchup.py).
+consumer has read the partitions they wait on; and the barriers read the
+end offsets the consumer's fetches reported (see catchup.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -33,6 +35,7 @@ def deliver_to(engine: Any) -> None:
     async def drain(self: Consumer, fetcher: Any) -> None:
         handled = engine.handlers
         barriers = engine.barriers
+        barriers.read_fetched_ends = partial(fetched_ends, self)
         getmany = self.getmany
         callback = self.callback
         consumer_stopped = self._stopped.is_set
@@ -89,8 +92,7 @@ def consumed_positions(consumer: Consumer, partitions: list[tuple[str, int]]
     of the consumer thread's event loop that returns this same value; reading
     it here costs no hop to that thread (aiokafka is pinned below 0.15 for it).
     """
-    subscription = consumer._thread._consumer._subscription.subscription
-    assignment = subscription.assignment if subscription is not None else None
+    assignment = _assignment(consumer)
     if assignment is None:
         return {}
     positions = {}
@@ -99,3 +101,39 @@ def consumed_positions(consumer: Consumer, partitions: list[tuple[str, int]]
         if state is not None and state.has_valid_position:
             positions[(topic, partition)] = state.position
     return positions
+
+
+def fetched_ends(consumer: Consumer, source: tuple[str, int], inputs: list[tuple[str, int]]
+                 ) -> dict[tuple[str, int], int] | None:
+    """The end offset (last stable offset) of each of `inputs` as the fetch response that
+    brought the records of `source` being handled, or a later one, reported it; None when an
+    input's last report is older (it was not in that fetch) or missing.
+
+    aiokafka notes, per partition and response, the ends and then the
+    response's time in ms; `source`'s time is that of its last response, the
+    one that brought the records being handled or a later one. The time is
+    read before the end, so an end is never older than its time.
+    """
+    assignment = _assignment(consumer)
+    if assignment is None:
+        return None
+    source_state = assignment.state_value(TopicPartition(*source))
+    since = source_state.timestamp if source_state is not None else None
+    if since is None:
+        return None
+    ends = {}
+    for topic, partition in inputs:
+        state = assignment.state_value(TopicPartition(topic, partition))
+        if state is None:
+            return None
+        fetched_at = state.timestamp
+        end = state.lso
+        if fetched_at is None or fetched_at < since or end is None:
+            return None
+        ends[(topic, partition)] = end
+    return ends
+
+
+def _assignment(consumer: Consumer) -> Any:
+    subscription = consumer._thread._consumer._subscription.subscription
+    return subscription.assignment if subscription is not None else None

@@ -80,6 +80,9 @@ class EngineCollector(Collector):
         yield CounterMetricFamily("cps_catch_up_requests_total",
                                   "End-offset requests of the catch-up barriers (one per "
                                   "batch of orders that asked)", value=engine.barriers.requests)
+        yield CounterMetricFamily("cps_catch_up_from_fetches_total",
+                                  "Catch-up asks answered by the end offsets a fetch reported",
+                                  value=engine.barriers.from_fetches)
         yield _histogram("cps_catch_up_wait_ms", engine.barriers.waits,
                          "From an order's ask until every click already in Kafka was read")
         yield from _monitoring()

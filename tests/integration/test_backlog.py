@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -89,54 +90,86 @@ def test_a_backlog_drained_through_kills_and_a_joining_worker(kafka, make_worker
     first.stop()
     produce(bootstrap, prefix, built.stream)
     second = make_worker("b", **WORKER_SETTINGS)
-    first.start()
-    total = input_lag(bootstrap, prefix)
-    left = []
-    for n in range(SCALE.kills):
-        # Kills spread over the drain: at 3/4, 2/4, 1/4 of the backlog left (three kills).
-        left.append(lag_down_to(bootstrap, prefix, total * (SCALE.kills - n) // (SCALE.kills + 1)))
+    with InputLag(bootstrap, prefix) as lag:
+        total = lag()
+        first.launch()
+        left = [lag.down_to(total * 3 // 4)]
         first.kill()
-        if n == 0:
-            first.wipe_state()  # its tables come back from their changelogs
-        first.start()
-        if n == 0:
-            # A second worker joins: the first holds still meanwhile, so the partitions
-            # are shared out anew with a backlog left on every input.
-            assert first.admin("POST", "/admin/engine/pause")[0] == 200
-            second.start()
-            left.append(input_lag(bootstrap, prefix))
-            assert first.admin("POST", "/admin/engine/resume")[0] == 200
+        first.wipe_state()  # its tables come back from their changelogs
+        first.launch()
+        # A second worker joins while the first holds still (from before it processes
+        # anything): the partitions are shared out anew with a backlog on every input.
+        switch(first, "pause")
+        second.start()
+        left.append(lag())
+        # Then the second holds still, so a backlog is left whenever the first is killed.
+        switch(second, "pause")
+        switch(first, "resume")
+        for _kill in range(SCALE.kills - 1):
+            before = lag()
+            left.append(lag.down_to(before - before // 8, timeout=60))
+            first.kill()
+            first.launch()
+        switch(second, "resume")
+    first.wait_ready()
     print(f"input lag at the kills and the join: {left} of {total}")
     assert all(left), f"a fault came after the drain: input lag {left} of {total}"
     check_outputs(kafka, first, built, timeout=SCALE.timeout_s, workers=[first, second])
 
 
-def lag_down_to(bootstrap: str, prefix: str, threshold: int, timeout: float = 120) -> int:
-    """Wait until the engine's input lag is at most `threshold`; the lag then."""
+def switch(worker, action: str, timeout: float = 60) -> None:
+    """Pause or resume the worker's processing, as soon as its web server answers."""
     deadline = time.monotonic() + timeout
-    while (lag := input_lag(bootstrap, prefix)) > threshold and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return lag
+    while worker.admin("POST", f"/admin/engine/{action}")[0] != 200:
+        assert time.monotonic() < deadline, worker.tail()
+        time.sleep(0.1)
 
 
-def input_lag(bootstrap: str, prefix: str) -> int:
-    """Records of the input topics (re-keying topics included) the engine has not committed."""
+class InputLag:
+    """Records of the engine's inputs (re-keying topics included) it has not committed,
+    asked of the broker by clients that live as long as the test (a poll takes milliseconds)."""
 
-    async def run() -> int:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                    isolation_level="read_committed")
-        await admin.start()
-        await consumer.start()
-        try:
-            committed = await admin.list_consumer_group_offsets(prefix.rstrip("."))
-            inputs = [TopicPartition(prefix + name, partition) for name in INPUTS
-                      for partition in range(PARTITIONS)]
-            ends = await consumer.end_offsets(inputs)
-            return sum(end - (committed[tp].offset if tp in committed else 0)
-                       for tp, end in ends.items())
-        finally:
-            await consumer.stop()
-            await admin.close()
+    def __init__(self, bootstrap: str, prefix: str) -> None:
+        self.bootstrap = bootstrap
+        self.group = prefix.rstrip(".")
+        self.inputs = [TopicPartition(prefix + name, partition) for name in INPUTS
+                       for partition in range(PARTITIONS)]
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
-    return asyncio.run(run())
+    def __enter__(self) -> InputLag:
+        self.thread.start()
+        self._run(self._start())
+        return self
+
+    async def _start(self) -> None:
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
+                                         isolation_level="read_committed")
+        await self.admin.start()
+        await self.consumer.start()
+
+    def __exit__(self, *exc) -> None:
+        self._run(self.consumer.stop())
+        self._run(self.admin.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    def _run(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)
+
+    def __call__(self) -> int:
+        return self._run(self._lag())
+
+    async def _lag(self) -> int:
+        committed = await self.admin.list_consumer_group_offsets(self.group)
+        ends = await self.consumer.end_offsets(self.inputs)
+        return sum(end - (committed[tp].offset if tp in committed else 0)
+                   for tp, end in ends.items())
+
+    def down_to(self, threshold: int, timeout: float = 120) -> int:
+        """Wait until the lag is at most `threshold`; the lag then."""
+        deadline = time.monotonic() + timeout
+        while (lag := self()) > threshold and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return lag
