@@ -97,13 +97,14 @@ def test_a_backlog_drained_through_kills_and_a_joining_worker(kafka, make_worker
         first.kill()
         first.wipe_state()  # its tables come back from their changelogs
         first.launch()
-        # A second worker joins while the first holds still (from before it processes
-        # anything): the partitions are shared out anew with a backlog on every input.
+        # A second worker joins while the first holds still, both paused from before they
+        # process anything: the partitions are shared out anew with a backlog on every
+        # input. The second then holds still, so a backlog is left at every later kill.
         switch(first, "pause")
-        second.start()
-        left.append(lag())
-        # Then the second holds still, so a backlog is left whenever the first is killed.
+        second.launch()
         switch(second, "pause")
+        second.wait_ready()
+        left.append(lag())
         switch(first, "resume")
         for _kill in range(SCALE.kills - 1):
             before = lag()
