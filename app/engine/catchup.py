@@ -107,7 +107,8 @@ class CatchUp:
 
     def request(self, ctx: Any) -> int:
         """A ticket of `ctx`'s partition; the hook gets `(ctx, ticket)` or a later one when every
-        input of the barrier has been read as far as it reached after this call."""
+        input of the barrier has been read as far as it reached when the record being handled
+        was fetched (or, when that is not known, after this call)."""
         state = self.partitions.get(ctx.partition)
         if state is None:
             state = self.partitions[ctx.partition] = PartitionBarrier()
