@@ -50,7 +50,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CPS_WEB_HOST", "127.0.0.1", "address the worker's web server binds to"),
     Setting("CPS_REPLICATION", "1", "replication factor of the topics the engine creates"),
     Setting("CPS_ATTRIBUTION_GRACE_MS", "30000",
-            "how long an order without a click (or without `created`) waits, processing time"),
+            "how long an order without a click (or without `created`) waits for a late one, "
+            "processing time (clicks already in Kafka are always waited for)"),
     Setting("CPS_CLICK_RETENTION_MS", str(30 * DAY_MS),
             "click history kept per buyer, by event time against the wall clock"),
     Setting("CPS_CLICK_HISTORY_CAP", "100", "most clicks kept per buyer"),
