@@ -108,7 +108,7 @@ def test_a_backlog_drained_through_kills_and_a_joining_worker(kafka, make_worker
         switch(first, "resume")
         for _kill in range(SCALE.kills - 1):
             before = lag()
-            left.append(lag.down_to(before - before // 8, timeout=60))
+            left.append(lag.down_to(before - before // 16, timeout=60))
             first.kill()
             first.launch()
         switch(second, "resume")
