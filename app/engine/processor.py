@@ -79,6 +79,10 @@ class Context:
         found, value = self.work.overlay.lookup(table, key)
         if found:
             return value
+        return self._committed(table, key)
+
+    def _committed(self, table: StateTable, key: bytes) -> Any:
+        """The value as the partition's commits (the one under way included) leave it."""
         if self._committing is not None:
             found, value = self._committing.overlay.lookup(table, key)
             if found:
@@ -90,17 +94,10 @@ class Context:
 
     def delete(self, table: StateTable, key: bytes) -> None:
         overlay = self.work.overlay
-        if overlay.holds(table, key) and not self._committed_or_committing(table, key):
+        if overlay.holds(table, key) and self._committed(table, key) is None:
             overlay.drop(table, key)  # written and deleted before any commit: nothing to log
         else:
             overlay.put(table, key, DELETED)
-
-    def _committed_or_committing(self, table: StateTable, key: bytes) -> bool:
-        if self._committing is not None:
-            found, value = self._committing.overlay.lookup(table, key)
-            if found:
-                return value is not None
-        return table.holds(self.partition, key)
 
     def send(self, topic: str, key: bytes, value: bytes) -> int:
         """Queue a record for the transaction, placed by its key; returns its partition."""

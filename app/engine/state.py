@@ -41,9 +41,6 @@ class StateTable:
         raw = self.db(partition).get(key)
         return None if raw is None else self.decode(raw)
 
-    def holds(self, partition: int, key: bytes) -> bool:
-        return self.db(partition).get(key) is not None
-
     def scan(self, partition: int):
         """Every (key, value) of the partition as committed (offset bookkeeping excluded)."""
         offset_key = self.table.data.offset_key
