@@ -1,0 +1,139 @@
+"""How the engine reaches Kafka: one connection config, one factory for every client.
+
+Every consumer, producer and admin client of the engine (and Faust's own,
+through `faust_credentials`) is made here, so the bootstrap servers, the
+security protocol, SASL and TLS are set in one place (the `CPS_KAFKA_*`
+settings) and a managed cluster needs nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.helpers import create_ssl_context
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+class BrokerUnreachable(RuntimeError):
+    """Kafka cannot be reached or refuses the credentials; the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConnection:
+    bootstrap: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    sasl_username: str = ""
+    sasl_password: str = ""
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> KafkaConnection:
+        return cls(
+            bootstrap=settings.broker,
+            security_protocol=settings.kafka_security_protocol,
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_username=settings.kafka_sasl_username,
+            sasl_password=settings.kafka_sasl_password,
+            ssl_cafile=settings.kafka_ssl_cafile,
+            ssl_certfile=settings.kafka_ssl_certfile,
+            ssl_keyfile=settings.kafka_ssl_keyfile,
+        )
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def servers(self) -> list[str]:
+        return [server.strip() for server in self.bootstrap.split(",") if server.strip()]
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.uses_tls:
+            return None
+        # An empty CA file means the system's trusted roots (managed clusters).
+        return create_ssl_context(cafile=self.ssl_cafile or None,
+                                  certfile=self.ssl_certfile or None,
+                                  keyfile=self.ssl_keyfile or None)
+
+    def options(self) -> dict[str, Any]:
+        """The aiokafka keyword arguments every client of this connection takes."""
+        options: dict[str, Any] = {"bootstrap_servers": self.bootstrap,
+                                   "security_protocol": self.security_protocol}
+        context = self.ssl_context()
+        if context is not None:
+            options["ssl_context"] = context
+        if self.uses_sasl:
+            options.update(sasl_mechanism=self.sasl_mechanism,
+                           sasl_plain_username=self.sasl_username,
+                           sasl_plain_password=self.sasl_password)
+        return options
+
+    def consumer(self, *topics: str, **options: Any) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(*topics, **self.options(), **options)
+
+    def producer(self, **options: Any) -> AIOKafkaProducer:
+        return AIOKafkaProducer(**self.options(), **options)
+
+    def admin(self, **options: Any) -> AIOKafkaAdminClient:
+        return AIOKafkaAdminClient(**self.options(), **options)
+
+    def faust_credentials(self) -> Any:
+        """Faust's `broker_credentials` for this connection (None for PLAINTEXT)."""
+        import faust
+
+        if self.uses_sasl:
+            return faust.SASLCredentials(username=self.sasl_username,
+                                         password=self.sasl_password,
+                                         ssl_context=self.ssl_context(),
+                                         mechanism=self.sasl_mechanism)
+        if self.uses_tls:
+            return faust.SSLCredentials(self.ssl_context())
+        return None
+
+    def faust_urls(self) -> list[str]:
+        return [f"kafka://{server}" for server in self.servers]
+
+    async def check(self, *, timeout_s: float = 30.0) -> None:
+        """Connect once and ask for metadata: a clear error now instead of a worker that
+        retries a refused login for ever."""
+        admin = self.admin(request_timeout_ms=int(timeout_s * 1000))
+        try:
+            await asyncio.wait_for(_list_topics(admin), timeout_s)
+        except TimeoutError:
+            raise BrokerUnreachable(
+                f"Kafka at {self.bootstrap} ({self.security_protocol}) did not answer within "
+                f"{timeout_s:.0f}s; check CPS_BROKER and CPS_KAFKA_SECURITY_PROTOCOL") from None
+        except Exception as exc:
+            raise BrokerUnreachable(self._explain(exc)) from exc
+        finally:
+            await admin.close()
+
+    def _explain(self, exc: Exception) -> str:
+        text = f"{type(exc).__name__}: {exc}"
+        if self.uses_sasl and "auth" in text.lower():
+            return (f"Kafka at {self.bootstrap} refused the login of {self.sasl_username!r} "
+                    f"({self.sasl_mechanism}): {text}; check CPS_KAFKA_SASL_USERNAME, "
+                    "CPS_KAFKA_SASL_PASSWORD and CPS_KAFKA_SASL_MECHANISM")
+        if isinstance(exc, ssl.SSLError) or "ssl" in text.lower() or "certificate" in text.lower():
+            return (f"TLS with Kafka at {self.bootstrap} failed: {text}; check "
+                    "CPS_KAFKA_SSL_CAFILE (the CA that signed the broker's certificate)")
+        return f"cannot reach Kafka at {self.bootstrap} ({self.security_protocol}): {text}"
+
+
+async def _list_topics(admin: AIOKafkaAdminClient) -> None:
+    await admin.start()
+    await admin.list_topics()
