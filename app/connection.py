@@ -29,7 +29,7 @@ class BrokerUnreachable(RuntimeError):
 class KafkaConnection:
     bootstrap: str
     security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str = "SCRAM-SHA-512"
+    sasl_mechanism: str = "PLAIN"
     sasl_username: str = ""
     sasl_password: str = ""
     ssl_cafile: str = ""
