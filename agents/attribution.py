@@ -1,58 +1,238 @@
-"""Attribution: clicks and orders meet per buyer; one attribution per order goes out.
+"""Attribution in a buyer's partition: clicks and orders meet, one attribution per order goes out.
 
-The handlers are `app.attributor.Attributor`'s; this module wires them to
-the engine, the tables and the sinks.
+Clicks are keyed by buyer and orders by order id, so orders (and clicks a
+producer keyed otherwise) are first re-keyed by buyer onto internal topics;
+a record that already sits in its buyer's partition is handled in place.
+
+An order is decided only once every click of its partition's click inputs
+that was in Kafka when the order (or the click or timer that re-tries it)
+came has been read: the engine's catch-up barrier over those topics
+(app/engine/catchup.py). Until then, and while it waits for `created` or a
+late click, it is stored in `order_waits`, so the result does not depend on
+which topic the worker happens to read first (docs/attribution.md).
+
+The handlers take the engine's per-partition `Context` (state, sends, the
+clock); everything else comes in through the constructor, so they run in
+tests on a fake context.
 """
 
 from __future__ import annotations
 
-from app.attributor import (
-    AttributionRules,
-    AttributionTables,
-    AttributionTopics,
-    Attributor,
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from app.domain import clicks as click_history
+from app.domain.attribution import (
+    Attribution,
+    Decision,
+    Waiting,
+    WaitingIndex,
+    conclude,
+    decide,
+    hold,
+    is_delayed,
+    may_decide,
+    next_decision,
+    record_event,
+    start_waiting,
 )
-from app.domain.attribution import Attribution
-from app.engine.processor import Context
-from app.main import app, settings, topics
-from app.services import catalog, engine, monitor, signer, sink_registry
+from app.domain.model import Channel, Click, OrderEvent, OrderFacts, Shop
+from app.domain.tokens import TRACKING, Signer, TokenError, click_from_tracking
+from app.records import decode_click, decode_order, encode_attribution
 from app.sinks.fanout import fan_out
-from tables.attribution import attributed, clicks, order_waits
+from tables.attribution import AttributionTables
 
-# cps.orders is read by the billing agent, which hands each order event to `accept_order`.
-source = engine.source(
-    topics.clicks, topics.clicks_by_buyer, topics.orders_by_buyer,
-)
+if TYPE_CHECKING:
+    from app.bootstrap import Services
 
 
-@app.agent(source, name="attribution")
-async def attribution(stream) -> None:
-    await engine.consume(stream)
+class Catalog(Protocol):
+    def shop(self, shop_id: str) -> Shop | None: ...
+
+    def channel(self, channel_id: str) -> Channel: ...
 
 
-def _published(ctx: Context, result: Attribution) -> None:
-    monitor.record_attribution(result.ts_ms, result.attributed_ms, result.click_ts_ms,
-                               result.delayed)
-    fan_out(ctx, sink_registry, "attributions", result.order_id,
-            f"attribution:{result.order_id}", result,
-            {"channel_id": result.channel_id, "shop_id": result.shop_id,
-             "promoter_id": result.promoter_id, "type": result.type.value})
+class CatchUp(Protocol):
+    def request(self, ctx: Any) -> int: ...
 
 
-attributor = Attributor(
-    topics=AttributionTopics(clicks=topics.clicks, clicks_by_buyer=topics.clicks_by_buyer,
-                             orders_by_buyer=topics.orders_by_buyer,
-                             attributions=topics.attributions),
-    tables=AttributionTables(clicks=clicks, order_waits=order_waits, attributed=attributed),
-    rules=AttributionRules(partitions=settings.partitions,
-                           grace_ms=settings.attribution_grace_ms,
-                           click_retention_ms=settings.click_retention_ms,
-                           click_history_cap=settings.click_history_cap),
-    catalog=catalog, signer=signer, catch_up=engine.catch_up, published=_published,
-)
-accept_order = attributor.accept_order
+@dataclass(frozen=True, slots=True)
+class AttributionTopics:
+    clicks: str
+    clicks_by_buyer: str
+    orders_by_buyer: str
+    attributions: str
 
-engine.handle(topics.clicks, attributor.on_click)
-engine.handle(topics.clicks_by_buyer, attributor.on_rekeyed_click)
-engine.handle(topics.orders_by_buyer, attributor.on_rekeyed_order)
-engine.every_tick(attributor.expire_waiting_orders)
+
+@dataclass(frozen=True, slots=True)
+class AttributionRules:
+    grace_ms: int
+    click_retention_ms: int
+    click_history_cap: int
+
+
+class Attributor:
+    """The attribution handlers of the engine, one instance per worker."""
+
+    def __init__(self, *, topics: AttributionTopics, tables: AttributionTables,
+                 rules: AttributionRules, catalog: Catalog, signer: Signer,
+                 catch_up: Callable[[Iterable[str], Callable[[Any, int], None]], CatchUp],
+                 published: Callable[[Any, Attribution], None]) -> None:
+        self.topics = topics
+        self.tables = tables
+        self.rules = rules
+        self.catalog = catalog
+        self.signer = signer
+        self.published = published
+        self.clicks_read = catch_up((topics.clicks, topics.clicks_by_buyer),
+                                    self.decide_caught_up)
+
+    # -- handlers ------------------------------------------------------------------
+
+    def on_click(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+        click = decode_click(value)
+        # Forwarded at once, outside the transaction: a second copy after a crash is
+        # harmless here (clicks are deduplicated by id).
+        if ctx.route(click.buyer_id.encode(), self.topics.clicks_by_buyer, value, at_once=True):
+            self._record_click(ctx, click)
+
+    def on_rekeyed_click(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+        self._record_click(ctx, decode_click(value))
+
+    def on_order_event(self, ctx: Any, event: OrderEvent) -> None:
+        """An order event in its buyer's partition (routed by the orders pipeline)."""
+        self._order_event(ctx, event.facts())
+
+    def on_rekeyed_order(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+        self._order_event(ctx, decode_order(value).facts())
+
+    def expire_waiting_orders(self, ctx: Any) -> None:
+        """Timer: re-try the orders whose grace period is over, once the clicks are read."""
+        index = ctx.cache(self._load_waiting_index)
+        self._retry_once_clicks_read(ctx, index, index.due(ctx.now_ms))
+
+    def decide_caught_up(self, ctx: Any, ticket: int) -> None:
+        """Catch-up hook: decide the orders behind `ticket`, now that their clicks are read."""
+        index = ctx.cache(self._load_waiting_index)
+        for order_id in index.caught_up(ticket):
+            order_key = order_id.encode()
+            waiting = ctx.get(self.tables.order_waits, order_key)
+            if waiting is None:
+                continue  # decided in the meantime
+            decision = next_decision(waiting, ctx.now_ms, lambda f: self._decide(ctx, f))
+            if decision is not None:
+                self._publish(ctx, waiting, decision)
+            elif not waiting.held:
+                ctx.put(self.tables.order_waits, order_key, hold(waiting))
+
+    # -- inside ----------------------------------------------------------------------
+
+    def _record_click(self, ctx: Any, click: Click) -> None:
+        buyer_key = click.buyer_id.encode()
+        rules = self.rules
+        history = ctx.get(self.tables.clicks, buyer_key) or []
+        updated = click_history.add_click(
+            history, click_history.to_row(click), now_ms=ctx.now_ms,
+            retention_ms=rules.click_retention_ms, cap=rules.click_history_cap,
+        )
+        if updated is None:
+            return  # a duplicate click changes nothing
+        ctx.put(self.tables.clicks, buyer_key, updated)
+        index = ctx.cache(self._load_waiting_index)
+        self._retry_once_clicks_read(ctx, index, index.of_buyer(click.buyer_id))
+
+    def _order_event(self, ctx: Any, facts: OrderFacts) -> None:
+        order_key = facts.order_id.encode()
+        if ctx.get(self.tables.attributed, order_key) is not None:
+            return  # one attribution per order; later events change nothing
+        stored = ctx.get(self.tables.order_waits, order_key)
+        if stored is None:
+            waiting = start_waiting(facts, now_ms=ctx.now_ms, grace_ms=self.rules.grace_ms)
+        else:
+            waiting = record_event(stored, facts)
+        if waiting is stored:
+            return  # a repeated or later event: nothing a decision depends on changed
+        ctx.put(self.tables.order_waits, order_key, waiting)
+        index = ctx.cache(self._load_waiting_index)
+        if stored is None:
+            index.add(facts.order_id, facts.buyer_id, waiting.deadline_ms)
+        if may_decide(stored, waiting):
+            self._retry_once_clicks_read(ctx, index, [facts.order_id])
+
+    def _retry_once_clicks_read(self, ctx: Any, index: WaitingIndex,
+                                order_ids: list[str]) -> None:
+        """Decide `order_ids` (again) once the partition's clicks now in Kafka are read."""
+        if order_ids:
+            ticket = self.clicks_read.request(ctx)
+            for order_id in order_ids:
+                index.behind(order_id, ticket)
+
+    def _decide(self, ctx: Any, facts: OrderFacts) -> Decision:
+        history = ctx.get(self.tables.clicks, facts.buyer_id.encode()) or []
+        return decide(facts, history, self.catalog.shop(facts.shop_id), self.catalog.channel,
+                      self._tracked_click(facts))
+
+    def _tracked_click(self, facts: OrderFacts) -> Click | None:
+        """The click in the order's tracking token, if the token is genuine (judged at T)."""
+        if not facts.tracking:
+            return None
+        try:
+            return click_from_tracking(
+                self.signer.verify(TRACKING, facts.tracking, now_ms=facts.ts_ms))
+        except TokenError:
+            return None
+
+    def _publish(self, ctx: Any, waiting: Waiting, decision: Decision) -> None:
+        facts = waiting.facts
+        order_key = facts.order_id.encode()
+        ctx.delete(self.tables.order_waits, order_key)
+        ctx.cache(self._load_waiting_index).discard(facts.order_id, facts.buyer_id)
+        if ctx.get(self.tables.attributed, order_key) is not None:
+            return  # never a second attribution, whatever state a bug or a replay left behind
+        result = conclude(facts, decision, attributed_ms=ctx.now_ms,
+                          delayed=is_delayed(waiting, decision))
+        ctx.send(self.topics.attributions, order_key, encode_attribution(result))
+        ctx.put(self.tables.attributed, order_key, result.attributed_ms)
+        self.published(ctx, result)
+
+    def _load_waiting_index(self, ctx: Any) -> WaitingIndex:
+        """The partition's waiting orders, all re-tried once the clicks are read (after a
+        restart or a rebalance nobody knows which of them were about to be decided)."""
+        index = WaitingIndex()
+        for _key, waiting in self.tables.order_waits.scan(ctx.partition):
+            index.add(waiting.first.order_id, waiting.first.buyer_id, waiting.deadline_ms)
+        self._retry_once_clicks_read(ctx, index, index.waiting())
+        return index
+
+
+def register(services: Services) -> Attributor:
+    """Run attribution on the engine: clicks, re-keyed clicks and re-keyed order events in,
+    attributions out (fanned out to the sinks)."""
+    topics, settings, engine = services.topics, services.settings, services.engine
+    monitor, sink_registry = services.monitor, services.sink_registry
+
+    def published(ctx: Any, result: Attribution) -> None:
+        monitor.record_attribution(result.ts_ms, result.attributed_ms, result.click_ts_ms,
+                                   result.delayed)
+        fan_out(ctx, sink_registry, "attributions", result.order_id,
+                f"attribution:{result.order_id}", result,
+                {"channel_id": result.channel_id, "shop_id": result.shop_id,
+                 "promoter_id": result.promoter_id, "type": result.type.value})
+
+    attributor = Attributor(
+        topics=AttributionTopics(clicks=topics.clicks, clicks_by_buyer=topics.clicks_by_buyer,
+                                 orders_by_buyer=topics.orders_by_buyer,
+                                 attributions=topics.attributions),
+        tables=services.state.attribution,
+        rules=AttributionRules(grace_ms=settings.attribution_grace_ms,
+                               click_retention_ms=settings.click_retention_ms,
+                               click_history_cap=settings.click_history_cap),
+        catalog=services.catalog, signer=services.signer, catch_up=engine.catch_up,
+        published=published)
+    engine.pipeline("attribution", {
+        topics.clicks: attributor.on_click,
+        topics.clicks_by_buyer: attributor.on_rekeyed_click,
+        topics.orders_by_buyer: attributor.on_rekeyed_order,
+    }, ticks=[attributor.expire_waiting_orders])
+    return attributor

@@ -2,42 +2,37 @@
 
 from __future__ import annotations
 
-from app.engine.partitioning import partition_for
-from app.engine.processor import Context
-from app.main import app, settings, topics
+from typing import TYPE_CHECKING, Any
+
+from app.domain.balances import Balance, apply_settlement, is_new
 from app.records import InvalidEvent, decode_settlement
-from app.services import engine
-from tables.balances import balance_seen, balances
+from tables.balances import BalanceTables
 
-source = engine.source(topics.settlements)
-
-FROZEN, SETTLED, CLAWED_BACK = 0, 1, 2
+if TYPE_CHECKING:
+    from app.bootstrap import Services
 
 
-@app.agent(source, name="balances")
-async def balances_agent(stream) -> None:
-    await engine.consume(stream)
+class Balances:
+    def __init__(self, tables: BalanceTables) -> None:
+        self.tables = tables
+
+    def on_settlement(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+        settlement = decode_settlement(value)
+        account_key = settlement.account_id.encode()
+        if not ctx.owns(account_key):
+            raise InvalidEvent("settlement not keyed by its account_id")
+        payee_key = b"\x1f".join((account_key, settlement.order_id.encode(),
+                                  settlement.participant.encode()))
+        if not is_new(settlement.seq, ctx.get(self.tables.balance_seen, payee_key)):
+            return  # already applied: a replay changes nothing
+        ctx.put(self.tables.balance_seen, payee_key, settlement.seq)
+        balance = ctx.get(self.tables.balances, account_key) or Balance()
+        ctx.put(self.tables.balances, account_key,
+                apply_settlement(balance, settlement.state, settlement.amount))
 
 
-def on_settlement(ctx: Context, key: bytes | None, value: bytes | None) -> None:
-    settlement = decode_settlement(value)
-    account_key = settlement.account_id.encode()
-    if partition_for(account_key, settings.partitions) != ctx.partition:
-        raise InvalidEvent("settlement not keyed by its account_id")
-    seen_key = b"\x1f".join((account_key, settlement.order_id.encode(),
-                             settlement.participant.encode()))
-    if settlement.seq <= (ctx.get(balance_seen, seen_key) or 0):
-        return  # already applied: a replay changes nothing
-    ctx.put(balance_seen, seen_key, settlement.seq)
-    balance = list(ctx.get(balances, account_key) or (0, 0, 0))
-    if settlement.state == "settled":
-        balance[FROZEN] -= settlement.amount
-        balance[SETTLED] += settlement.amount
-    elif settlement.state == "clawback":
-        balance[CLAWED_BACK] += settlement.amount
-    else:  # frozen, adjusted
-        balance[FROZEN] += settlement.amount
-    ctx.put(balances, account_key, balance)
-
-
-engine.handle(topics.settlements, on_settlement)
+def register(services: Services) -> Balances:
+    """Read cps.settlements into each account's balance."""
+    balances = Balances(services.state.balances)
+    services.engine.pipeline("balances", {services.topics.settlements: balances.on_settlement})
+    return balances

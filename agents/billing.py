@@ -1,25 +1,24 @@
 """Billing: every order's commissions and settlement, partitioned by order.
 
-Reads the orders (keyed by order id), the attributions this engine
-publishes (keyed by order id) and orders a producer keyed otherwise,
-re-keyed onto an internal topic. Each fact goes into the order's ledger
-(app.domain.ledger); what changed goes out on cps.commissions (key order
-id) and cps.settlements (key account id). A timer runs the settlement check
-on the CPS_SETTLEMENT_SCHEDULE cron against the wall clock.
+Reads the order events in their order's partition (the orders pipeline
+routes them here) and the attributions this engine publishes (keyed by
+order id). Each fact goes into the order's ledger (app.domain.ledger); what
+changed goes out on cps.commissions (key order id) and cps.settlements (key
+account id), and to the sinks. A timer runs the settlement check on the
+CPS_SETTLEMENT_SCHEDULE cron against the wall clock.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
 import orjson
 
-from agents import attribution, order_center
 from app.domain import ledger as money
-from app.domain.ledger import Ledger, Source, Step
+from app.domain.ledger import Ledger, Pricing, Source, Step
 from app.domain.model import OrderEvent
 from app.domain.schedule import Schedule
-from app.engine.partitioning import partition_for
-from app.engine.processor import Context
-from app.main import app, settings, topics
 from app.records import (
     DEAD_LETTER_VALUE_BYTES,
     decode_attributed,
@@ -27,113 +26,133 @@ from app.records import (
     encode_commission,
     encode_settlement,
 )
-from app.services import catalog, engine, sink_registry
-from app.sinks.fanout import fan_out
-from tables.billing import due_payees, ledgers
+from app.sinks.fanout import SinkRegistry, fan_out
+from tables.billing import BillingTables
 
-source = engine.source(
-    topics.orders, topics.orders_by_order, topics.attributions,
-)
-schedule = Schedule(settings.settlement_schedule)
+if TYPE_CHECKING:
+    from app.bootstrap import Services
+
 # Payees settled per partition and timer run; the rest wait for the next run.
 SETTLE_BATCH = 2000
 
 
-@app.agent(source, name="billing")
-async def billing(stream) -> None:
-    await engine.consume(stream)
+class OrderCenter(Protocol):
+    """What billing tells the order center (agents/order_center.py)."""
+
+    def note_order_event(self, ctx: Any, event: OrderEvent) -> bool: ...
+
+    def note_attribution(self, ctx: Any, order_id: str, attribution: dict) -> None: ...
 
 
-def on_order(ctx: Context, key: bytes | None, value: bytes | None) -> None:
-    event = decode_order(value)
-    attribution.accept_order(ctx, event, value)
-    order_key = event.order_id.encode()
-    if partition_for(order_key, settings.partitions) == ctx.partition:
-        _book(ctx, event, value)
-    else:
-        ctx.send(topics.orders_by_order, order_key, value)
+@dataclass(frozen=True, slots=True)
+class BillingTopics:
+    commissions: str
+    settlements: str
 
 
-def on_rekeyed_order(ctx: Context, key: bytes | None, value: bytes | None) -> None:
-    _book(ctx, decode_order(value), value)
+class Billing:
+    """The billing handlers of the engine, one instance per worker."""
 
+    def __init__(self, *, topics: BillingTopics, tables: BillingTables, pricing: Pricing,
+                 sinks: SinkRegistry, order_center: OrderCenter, schedule: Schedule) -> None:
+        self.topics = topics
+        self.tables = tables
+        self.pricing = pricing
+        self.sinks = sinks
+        self.order_center = order_center
+        self.schedule = schedule
 
-def on_attribution(ctx: Context, key: bytes | None, value: bytes | None) -> None:
-    order_id, attributed = decode_attributed(value)
-    order_center.note_attribution(ctx, order_id, orjson.loads(value))
-    ledger = _ledger(ctx, order_id)
-    _apply(ctx, ledger, money.record_attribution(ledger, attributed, catalog))
+    # -- handlers ------------------------------------------------------------------
 
+    def on_rekeyed_order(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+        self.book(ctx, decode_order(value), value)
 
-def settle_due_payees(ctx: Context) -> None:
-    """Timer: at each firing of the schedule, settle the payees whose due time has passed."""
-    state = ctx.cache(_SettlementRuns)
-    firing = schedule.last_firing_ms(ctx.now_ms)
-    if state.done_for == firing:
-        return
-    due_keys = due_payees.keys_up_to(ctx.partition, b"%016d\x1f\xff" % ctx.now_ms,
-                                     SETTLE_BATCH)
-    for order_id in dict.fromkeys(key.split(b"\x1f")[1].decode() for key in due_keys):
-        ledger = ctx.get(ledgers, order_id.encode())
-        if ledger is not None:
-            _apply(ctx, ledger, money.settle_due(ledger, ctx.now_ms))
-    if len(due_keys) < SETTLE_BATCH:
-        state.done_for = firing
+    def book(self, ctx: Any, event: OrderEvent, value: bytes) -> None:
+        """An order event in its order's partition: into the ledger and the timeline."""
+        message = ctx.message
+        origin = Source(message.topic, message.partition, message.offset, message.key,
+                        value[:DEAD_LETTER_VALUE_BYTES])
+        ledger = self._ledger(ctx, event.order_id)
+        step = money.record_order_event(ledger, event, self.pricing, origin)
+        if self.order_center.note_order_event(ctx, event):
+            refund_id = event.refund.refund_id if event.refund else None
+            self._order_status(ctx, step.ledger, event.event, event.ts_ms, refund_id,
+                               fallback_channel=event.channel_id or event.fanstype)
+        self._apply(ctx, ledger, step)
+
+    def on_attribution(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+        order_id, attributed = decode_attributed(value)
+        self.order_center.note_attribution(ctx, order_id, orjson.loads(value))
+        ledger = self._ledger(ctx, order_id)
+        self._apply(ctx, ledger, money.record_attribution(ledger, attributed, self.pricing))
+
+    def settle_due_payees(self, ctx: Any) -> None:
+        """Timer: at each firing of the schedule, settle the payees whose due time has passed."""
+        runs = ctx.cache(_SettlementRuns)
+        firing = self.schedule.last_firing_ms(ctx.now_ms)
+        if runs.done_for == firing:
+            return
+        due_keys = self.tables.due_payees.keys_up_to(
+            ctx.partition, b"%016d\x1f\xff" % ctx.now_ms, SETTLE_BATCH)
+        for order_id in dict.fromkeys(key.split(b"\x1f")[1].decode() for key in due_keys):
+            ledger = ctx.get(self.tables.ledgers, order_id.encode())
+            if ledger is not None:
+                self._apply(ctx, ledger, money.settle_due(ledger, ctx.now_ms))
+        if len(due_keys) < SETTLE_BATCH:
+            runs.done_for = firing
+
+    # -- inside ----------------------------------------------------------------------
+
+    def _ledger(self, ctx: Any, order_id: str) -> Ledger:
+        return ctx.get(self.tables.ledgers, order_id.encode()) or Ledger(order_id)
+
+    def _apply(self, ctx: Any, before: Ledger, step: Step) -> None:
+        """Store the new ledger, publish its events and keep the settlement index current."""
+        after = step.ledger
+        order_key = after.order_id.encode()
+        for origin, reason in step.rejected:
+            ctx.dead_letter(reason, source=origin)
+        if after == before:
+            return
+        ctx.put(self.tables.ledgers, order_key, after)
+        facts = _sink_facts(after)
+        for commission in step.commissions:
+            ctx.send(self.topics.commissions, order_key, encode_commission(commission))
+            fan_out(ctx, self.sinks, "commissions", after.order_id, commission.event_id,
+                    commission, facts)
+        for settlement in step.settlements:
+            ctx.send(self.topics.settlements, settlement.account_id.encode(),
+                     encode_settlement(settlement))
+            fan_out(ctx, self.sinks, "settlements", after.order_id, settlement.event_id,
+                    settlement, facts)
+        if after.fully_settled and not before.fully_settled:
+            self._order_status(ctx, after, "settled", ctx.now_ms, None)
+        old, new = before.due_entries(), after.due_entries()
+        for due_ms, participant in old - new:
+            ctx.delete(self.tables.due_payees, due_key(due_ms, after.order_id, participant))
+        for due_ms, participant in new - old:
+            ctx.put(self.tables.due_payees, due_key(due_ms, after.order_id, participant), b"")
+
+    def _order_status(self, ctx: Any, ledger: Ledger, status: str, ts_ms: int,
+                      refund_id: str | None, *, fallback_channel: str | None = None) -> None:
+        """Tell the sinks (channel webhooks among them) that the order's status changed."""
+        facts = _sink_facts(ledger, fallback_channel)
+        event = {"order_id": ledger.order_id, "status": status, "ts_ms": ts_ms,
+                 "refund_id": refund_id, "shop_id": ledger.shop_id,
+                 "channel_id": facts["channel_id"], "buyer_id": ledger.buyer_id}
+        fan_out(ctx, self.sinks, "order_status", ledger.order_id,
+                money.event_id(ledger.order_id, "status", status, refund_id, ts_ms), event,
+                facts)
 
 
 class _SettlementRuns:
     """The schedule firing this partition has finished (rebuilt after a rebalance: run again)."""
 
-    def __init__(self, _ctx: Context) -> None:
+    def __init__(self, _ctx: Any) -> None:
         self.done_for: int | None = None
 
 
-def _book(ctx: Context, event: OrderEvent, value: bytes) -> None:
-    message = ctx.message
-    origin = Source(message.topic, message.partition, message.offset, message.key,
-                    value[:DEAD_LETTER_VALUE_BYTES])
-    ledger = _ledger(ctx, event.order_id)
-    step = money.record_order_event(ledger, event, catalog, origin)
-    if order_center.note_order_event(ctx, event):
-        refund_id = event.refund.refund_id if event.refund else None
-        _order_status(ctx, step.ledger, event.event, event.ts_ms, refund_id,
-                      fallback_channel=event.channel_id or event.fanstype)
-    _apply(ctx, ledger, step)
-
-
-def _ledger(ctx: Context, order_id: str) -> Ledger:
-    return ctx.get(ledgers, order_id.encode()) or Ledger(order_id)
-
-
-def _apply(ctx: Context, before: Ledger, step: Step) -> None:
-    """Store the new ledger, publish its events and keep the settlement index current."""
-    after = step.ledger
-    order_key = after.order_id.encode()
-    for origin, reason in step.rejected:
-        ctx.dead_letter(reason, source=origin)
-    if after == before:
-        return
-    ctx.put(ledgers, order_key, after)
-    facts = _facts(after)
-    for commission in step.commissions:
-        ctx.send(topics.commissions, order_key, encode_commission(commission))
-        fan_out(ctx, sink_registry, "commissions", after.order_id, commission.event_id,
-                commission, facts)
-    for settlement in step.settlements:
-        ctx.send(topics.settlements, settlement.account_id.encode(),
-                 encode_settlement(settlement))
-        fan_out(ctx, sink_registry, "settlements", after.order_id, settlement.event_id,
-                settlement, facts)
-    if _fully_settled(after) and not _fully_settled(before):
-        _order_status(ctx, after, "settled", ctx.now_ms, None)
-    old, new = before.due_entries(), after.due_entries()
-    for due_ms, participant in old - new:
-        ctx.delete(due_payees, _due_key(due_ms, after.order_id, participant))
-    for due_ms, participant in new - old:
-        ctx.put(due_payees, _due_key(due_ms, after.order_id, participant), b"")
-
-
-def _facts(ledger: Ledger, fallback_channel: str | None = None) -> dict[str, object]:
+def _sink_facts(ledger: Ledger, fallback_channel: str | None = None) -> dict[str, object]:
     """What a sink's filters may name about an order."""
     attributed = ledger.attributed
     return {"shop_id": ledger.shop_id,
@@ -142,27 +161,21 @@ def _facts(ledger: Ledger, fallback_channel: str | None = None) -> dict[str, obj
             "type": attributed.type if attributed else None}
 
 
-def _fully_settled(ledger: Ledger) -> bool:
-    touched = [payee for payee in ledger.payees.values() if payee.touched]
-    return bool(touched) and all(payee.settled for payee in touched)
-
-
-def _order_status(ctx: Context, ledger: Ledger, status: str, ts_ms: int,
-                  refund_id: str | None, *, fallback_channel: str | None = None) -> None:
-    """Tell the sinks (channel webhooks among them) that the order's status changed."""
-    facts = _facts(ledger, fallback_channel)
-    event = {"order_id": ledger.order_id, "status": status, "ts_ms": ts_ms,
-             "refund_id": refund_id, "shop_id": ledger.shop_id, "channel_id": facts["channel_id"],
-             "buyer_id": ledger.buyer_id}
-    fan_out(ctx, sink_registry, "order_status", ledger.order_id,
-            money.event_id(ledger.order_id, "status", status, refund_id, ts_ms), event, facts)
-
-
-def _due_key(due_ms: int, order_id: str, participant: str) -> bytes:
+def due_key(due_ms: int, order_id: str, participant: str) -> bytes:
+    """The key of a payee in `due_payees`: sorted by due time."""
     return b"%016d\x1f%s\x1f%s" % (due_ms, order_id.encode(), participant.encode())
 
 
-engine.handle(topics.orders, on_order)
-engine.handle(topics.orders_by_order, on_rekeyed_order)
-engine.handle(topics.attributions, on_attribution)
-engine.every_tick(settle_due_payees)
+def register(services: Services, order_center: OrderCenter) -> Billing:
+    """Run billing on the engine: re-keyed order events and attributions in, commissions
+    and settlements out; the settlement check on every tick."""
+    topics = services.topics
+    billing = Billing(
+        topics=BillingTopics(commissions=topics.commissions, settlements=topics.settlements),
+        tables=services.state.billing, pricing=services.catalog, sinks=services.sink_registry,
+        order_center=order_center, schedule=Schedule(services.settings.settlement_schedule))
+    services.engine.pipeline("billing", {
+        topics.orders_by_order: billing.on_rekeyed_order,
+        topics.attributions: billing.on_attribution,
+    }, ticks=[billing.settle_due_payees])
+    return billing

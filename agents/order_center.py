@@ -1,67 +1,73 @@
 """The order center: what operators and promoters look up about orders.
 
-Each order's view (timeline of its events and its attribution) is kept by
-the billing agent as it reads the order's events and attribution, beside
-the order's ledger. Attributed orders are also re-keyed by promoter, and
-the `promoter_orders` agent keeps each promoter's list, newest first.
+Each order's view (timeline of its events and its attribution) is kept as
+billing reads the order's events and attribution, beside the order's ledger
+(billing calls `note_order_event` and `note_attribution`). Attributed
+orders are also re-keyed by promoter, and this pipeline keeps each
+promoter's list, newest first.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import orjson
 
 from app.domain.model import OrderEvent
-from app.engine.processor import Context
-from app.main import app, topics
-from app.services import engine
-from tables.order_center import order_views, promoter_orders
+from app.domain.order_views import empty_view, promoter_order, with_attribution, with_event
+from tables.order_center import OrderCenterTables
 
-source = engine.source(topics.orders_by_promoter)
+if TYPE_CHECKING:
+    from app.bootstrap import Services
+
 # Keys sort newest first: the order time is stored as (MAX_TS - ts_ms).
 MAX_TS = 10**16
 
 
-@app.agent(source, name="promoter_orders")
-async def promoter_orders_agent(stream) -> None:
-    await engine.consume(stream)
+class OrderCenter:
+    def __init__(self, *, tables: OrderCenterTables, by_promoter_topic: str) -> None:
+        self.tables = tables
+        self.by_promoter_topic = by_promoter_topic
 
+    def note_order_event(self, ctx: Any, event: OrderEvent) -> bool:
+        """Add an order event to its order's timeline; False when it was there already."""
+        key = event.order_id.encode()
+        refund_id = event.refund.refund_id if event.refund else None
+        view = with_event(ctx.get(self.tables.order_views, key) or empty_view(), event.event,
+                          event.ts_ms, refund_id, ctx.now_ms)
+        if view is None:
+            return False
+        ctx.put(self.tables.order_views, key, view)
+        return True
 
-def note_order_event(ctx: Context, event: OrderEvent) -> bool:
-    """Add an order event to its order's timeline; False when it was there already."""
-    key = event.order_id.encode()
-    view = ctx.get(order_views, key) or {"timeline": [], "attribution": None}
-    refund_id = event.refund.refund_id if event.refund else None
-    if any(step[0] == event.event and step[1] == event.ts_ms and step[2] == refund_id
-           for step in view["timeline"]):
-        return False
-    timeline = sorted([*view["timeline"], [event.event, event.ts_ms, refund_id, ctx.now_ms]],
-                      key=lambda step: (step[1], step[3]))
-    ctx.put(order_views, key, {**view, "timeline": timeline})
-    return True
+    def note_attribution(self, ctx: Any, order_id: str, attribution: dict) -> None:
+        key = order_id.encode()
+        view = with_attribution(ctx.get(self.tables.order_views, key) or empty_view(),
+                                attribution)
+        if view is None:
+            return
+        ctx.put(self.tables.order_views, key, view)
+        promoter = attribution.get("promoter_id")
+        if promoter:
+            ctx.send(self.by_promoter_topic, promoter.encode(),
+                     orjson.dumps(promoter_order(attribution)))
 
-
-def note_attribution(ctx: Context, order_id: str, attribution: dict) -> None:
-    key = order_id.encode()
-    view = ctx.get(order_views, key) or {"timeline": [], "attribution": None}
-    if view["attribution"] is not None:
-        return
-    ctx.put(order_views, key, {**view, "attribution": attribution})
-    promoter = attribution.get("promoter_id")
-    if promoter:
-        ctx.send(topics.orders_by_promoter, promoter.encode(), orjson.dumps({
-            field: attribution.get(field) for field in (
-                "order_id", "ts_ms", "buyer_id", "shop_id", "channel_id", "promoter_id",
-                "type", "mode", "click_id")}))
-
-
-def on_promoter_order(ctx: Context, key: bytes | None, value: bytes | None) -> None:
-    summary = orjson.loads(value)
-    ctx.put(promoter_orders, promoter_order_key(summary["promoter_id"], summary["ts_ms"],
-                                                summary["order_id"]), summary)
+    def on_promoter_order(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+        summary = orjson.loads(value)
+        ctx.put(self.tables.promoter_orders,
+                promoter_order_key(summary["promoter_id"], summary["ts_ms"],
+                                   summary["order_id"]), summary)
 
 
 def promoter_order_key(promoter_id: str, ts_ms: int, order_id: str) -> bytes:
     return b"%s\x1f%016d\x1f%s" % (promoter_id.encode(), MAX_TS - ts_ms, order_id.encode())
 
 
-engine.handle(topics.orders_by_promoter, on_promoter_order)
+def register(services: Services) -> OrderCenter:
+    """Keep the promoters' order lists from the re-keyed attributed orders."""
+    topics = services.topics
+    center = OrderCenter(tables=services.state.order_center,
+                         by_promoter_topic=topics.orders_by_promoter)
+    services.engine.pipeline("promoter_orders",
+                             {topics.orders_by_promoter: center.on_promoter_order})
+    return center

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from app.connection import KafkaConnection
 from app.domain.links import LinkError, link_payload, promotion_from_request
 from app.domain.tokens import LINK, Signer
 from app.records import (
@@ -123,14 +124,14 @@ def issue_link(signer: Signer, body: Mapping[str, Any], *, now_ms: int,
 class ConfigWriter:
     """Writes configuration records (idempotent producer, acks from all replicas)."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, connection: KafkaConnection) -> None:
+        self.connection = connection
         self._producer: AIOKafkaProducer | None = None
 
     async def write(self, topic: str, key: str, value: bytes | None) -> int:
         if self._producer is None:
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
-                                        enable_idempotence=True, request_timeout_ms=10_000)
+            producer = self.connection.producer(acks="all", enable_idempotence=True,
+                                                request_timeout_ms=10_000)
             await producer.start()
             self._producer = producer
         metadata = await self._producer.send_and_wait(topic, value, key=key.encode())

@@ -23,6 +23,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from mode import Service
 
+from app.connection import KafkaConnection
 from app.domain.model import Channel, Shop
 from app.domain.pools import DEFAULT_POLICY, Policy
 from app.domain.rates import Activity
@@ -45,9 +46,9 @@ Decoder = Callable[[bytes | None, bytes | None], Any]
 class Catalog(Service):
     """Latest configuration, kept current from its topics."""
 
-    def __init__(self, *, bootstrap: str, topics: Topics, **kwargs: Any) -> None:
+    def __init__(self, connection: KafkaConnection, *, topics: Topics, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.bootstrap = bootstrap
+        self.connection = connection
         self.shops: dict[str, Shop] = {}
         self.channels: dict[str, Channel] = {}
         self.policies: dict[str, Policy] = {}
@@ -94,8 +95,8 @@ class Catalog(Service):
     @Service.task
     async def _follow(self) -> None:
         # Without a group id, aiokafka assigns every partition of the topics.
-        consumer = AIOKafkaConsumer(
-            *self._sources, bootstrap_servers=self.bootstrap, group_id=None,
+        consumer = self.connection.consumer(
+            *self._sources, group_id=None,
             enable_auto_commit=False, isolation_level="read_committed",
             auto_offset_reset="earliest",
         )

@@ -7,6 +7,7 @@ from types import TracebackType
 
 from aiokafka import AIOKafkaProducer
 
+from app.connection import KafkaConnection
 from app.settings import Settings
 from app.topics import Topics
 from app.topology import ensure_topics, track_topics
@@ -17,6 +18,7 @@ class Feeder:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.connection = KafkaConnection.from_settings(settings)
         self.topics = Topics(settings.topic_prefix)
         self._producer: AIOKafkaProducer | None = None
         self._pending: list[asyncio.Future] = []
@@ -29,11 +31,11 @@ class Feeder:
         return name if name.startswith(prefix) else prefix + name
 
     async def __aenter__(self) -> Feeder:
-        await ensure_topics(self.settings.broker, self.topics.specs(),
+        await ensure_topics(self.connection, self.topics.specs(),
                             partitions=self.settings.partitions,
                             replication=self.settings.replication)
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.broker, acks="all", enable_idempotence=True,
+        self._producer = self.connection.producer(
+            acks="all", enable_idempotence=True,
             linger_ms=5, max_batch_size=256 * 1024,
         )
         await self._producer.start()

@@ -25,10 +25,10 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaProducer, TopicPartition
 from mode import Service
 
+from app.connection import KafkaConnection
 from app.domain.alerts import AlertState, Transition, observe
 from app.domain.metrics import Histogram, Series, WindowedHistogram
 from app.settings import Settings
@@ -40,13 +40,15 @@ MINUTE_MS = 60_000
 
 
 class Monitor(Service):
-    def __init__(self, app, settings: Settings, *, registry: SinkRegistry,
-                 consumed_topics: Callable[[], list[str]], output_topics: list[str],
-                 partitions: Callable[[str], int], sink_stats: Callable[[], dict],
-                 dead_letters: Callable[[], Counter], **kwargs: Any) -> None:
+    def __init__(self, app, settings: Settings, connection: KafkaConnection, *,
+                 registry: SinkRegistry, consumed_topics: Callable[[], list[str]],
+                 output_topics: list[str], partitions: Callable[[str], int],
+                 sink_stats: Callable[[], dict], dead_letters: Callable[[], Counter],
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.app = app
         self.settings = settings
+        self.connection = connection
         self.registry = registry
         self.consumed_topics = consumed_topics
         self.output_topics = output_topics
@@ -146,8 +148,8 @@ class Monitor(Service):
         self._ends = dict(per_topic)
 
     async def _end_offsets(self, topics: list[str]) -> dict[tuple[str, int], int]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.broker, group_id=None,
-                                    isolation_level="read_committed", enable_auto_commit=False)
+        consumer = self.connection.consumer(group_id=None, isolation_level="read_committed",
+                                            enable_auto_commit=False)
         await consumer.start()
         try:
             tps = [TopicPartition(t, p) for t in topics for p in range(self.partitions(t))]
@@ -157,7 +159,7 @@ class Monitor(Service):
         return {(tp.topic, tp.partition): end for tp, end in ends.items()}
 
     async def _committed(self, groups: list[str]) -> dict[str, dict[tuple[str, int], int]]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.broker)
+        admin = self.connection.admin()
         await admin.start()
         try:
             found = {}
@@ -221,8 +223,7 @@ class Monitor(Service):
         if not wanting:
             return
         if self._producer is None:
-            producer = AIOKafkaProducer(bootstrap_servers=self.settings.broker, acks="all",
-                                        enable_idempotence=True)
+            producer = self.connection.producer(acks="all", enable_idempotence=True)
             await producer.start()
             self._producer = producer
         record = queue_record("alerts", event_id, event, int(time.time() * 1000))

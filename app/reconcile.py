@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from app.catalog import Catalog
+from app.connection import KafkaConnection
 from app.domain import ledger as money
 from app.domain.ledger import Ledger, Source
 from app.records import InvalidEvent, decode_attributed, decode_order
@@ -55,7 +56,7 @@ def reconcile(records: Iterable[Record], topics: Topics, *, now_ms: int,
               until_ms: int | None = None) -> Report:
     """Check every invariant over `records` (all topics mixed, each in its offset order)."""
     report = Report()
-    catalog = Catalog(bootstrap="", topics=topics)
+    catalog = Catalog(KafkaConnection(""), topics=topics)
     orders: dict[str, list[tuple[Record, object]]] = defaultdict(list)
     attributions: dict[str, list[dict]] = defaultdict(list)
     commissions: list[dict] = []

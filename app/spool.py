@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError, ProducerFenced
 from mode import Service
 
+from app.connection import KafkaConnection
 from app.topology import track_topics
 
 logger = logging.getLogger(__name__)
@@ -207,11 +208,11 @@ def _fsync_directory(directory: Path) -> None:
 class SpoolForwarder(Service):
     """Moves spooled clicks into cps.clicks, each exactly once, whenever Kafka answers."""
 
-    def __init__(self, spool: ClickSpool, *, bootstrap: str, clicks_topic: str,
+    def __init__(self, spool: ClickSpool, connection: KafkaConnection, *, clicks_topic: str,
                  positions_topic: str, app_id: str, batch: int = 2000, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.spool = spool
-        self.bootstrap = bootstrap
+        self.connection = connection
         self.clicks_topic = clicks_topic
         self.positions_topic = positions_topic
         self.transactional_id = f"{app_id}-spool-{spool.spool_id}"
@@ -223,9 +224,8 @@ class SpoolForwarder(Service):
     async def _forward(self) -> None:
         delay = 0.2
         while not self.should_stop:
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
-                                        enable_idempotence=True,
-                                        transactional_id=self.transactional_id)
+            producer = self.connection.producer(acks="all", enable_idempotence=True,
+                                                transactional_id=self.transactional_id)
             try:
                 # Starting fences an earlier run of this spool and ends its open transaction,
                 # so the progress read next is final.
@@ -269,9 +269,9 @@ class SpoolForwarder(Service):
 
     async def _read_progress(self) -> int:
         """How far this spool reached the topic, from its compacted progress records."""
-        consumer = AIOKafkaConsumer(self.positions_topic, bootstrap_servers=self.bootstrap,
-                                    group_id=None, isolation_level="read_committed",
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        consumer = self.connection.consumer(self.positions_topic, group_id=None,
+                                            isolation_level="read_committed",
+                                            auto_offset_reset="earliest", enable_auto_commit=False)
         await consumer.start()
         key = self.spool.spool_id.encode()
         sent = 0

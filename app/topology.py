@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from app.connection import KafkaConnection
 from app.topics import TopicSpec
 
 logger = logging.getLogger(__name__)
@@ -39,12 +40,12 @@ class Topology:
         return self._partitions.get(topic, self.default_partitions)
 
 
-async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], *, partitions: int,
+async def ensure_topics(connection: KafkaConnection, specs: Iterable[TopicSpec], *, partitions: int,
                         replication: int, timeout_s: float = 60.0) -> dict[str, int]:
     """Create missing topics; return the partition count of each."""
     specs = list(specs)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
-    await _start_with_retry(admin, bootstrap, timeout_s)
+    admin = connection.admin(request_timeout_ms=15_000)
+    await _start_with_retry(admin, connection.bootstrap, timeout_s)
     try:
         existing = set(await admin.list_topics())
         missing = [spec for spec in specs if spec.name not in existing]

@@ -7,23 +7,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import orjson
 
 from app.codecs import decode_waiting, encode_waiting
-from app.main import settings
-from app.services import ROCKSDB_OPTIONS, engine
+from app.engine.processor import Engine
 
-clicks = engine.state_table(
-    "clicks", partitions=settings.partitions, encode=orjson.dumps, decode=orjson.loads,
-    rocksdb_options=ROCKSDB_OPTIONS,
-)
 
-order_waits = engine.state_table(
-    "order_waits", partitions=settings.partitions, encode=encode_waiting, decode=decode_waiting,
-    rocksdb_options=ROCKSDB_OPTIONS,
-)
+@dataclass(frozen=True, slots=True)
+class AttributionTables:
+    # StateTable in a worker, any object with the same `read`/`scan` in tests.
+    clicks: Any       # buyer_id -> click history rows (app.domain.clicks)
+    order_waits: Any  # order_id -> Waiting
+    attributed: Any   # order_id -> attributed_ms, so each order is attributed once
 
-attributed = engine.state_table(
-    "attributed", partitions=settings.partitions, encode=lambda ms: b"%d" % ms, decode=int,
-    rocksdb_options=ROCKSDB_OPTIONS,
-)
+
+def define(engine: Engine) -> AttributionTables:
+    return AttributionTables(
+        clicks=engine.state_table("clicks", encode=orjson.dumps, decode=orjson.loads),
+        order_waits=engine.state_table("order_waits", encode=encode_waiting,
+                                       decode=decode_waiting),
+        attributed=engine.state_table("attributed", encode=lambda ms: b"%d" % ms, decode=int),
+    )

@@ -7,16 +7,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from app.codecs import decode_ledger, encode_ledger
-from app.main import settings
-from app.services import ROCKSDB_OPTIONS, engine
+from app.engine.processor import Engine
+from app.engine.state import StateTable
 
-ledgers = engine.state_table(
-    "ledgers", partitions=settings.partitions, encode=encode_ledger, decode=decode_ledger,
-    rocksdb_options=ROCKSDB_OPTIONS,
-)
 
-due_payees = engine.state_table(
-    "due_payees", partitions=settings.partitions, encode=bytes, decode=bytes,
-    rocksdb_options=ROCKSDB_OPTIONS,
-)
+@dataclass(frozen=True, slots=True)
+class BillingTables:
+    ledgers: StateTable
+    due_payees: StateTable
+
+
+def define(engine: Engine) -> BillingTables:
+    return BillingTables(
+        ledgers=engine.state_table("ledgers", encode=encode_ledger, decode=decode_ledger),
+        due_payees=engine.state_table("due_payees", encode=bytes, decode=bytes),
+    )

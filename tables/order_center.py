@@ -8,17 +8,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import orjson
 
-from app.main import settings
-from app.services import ROCKSDB_OPTIONS, engine
+from app.engine.processor import Engine
+from app.engine.state import StateTable
 
-order_views = engine.state_table(
-    "order_views", partitions=settings.partitions, encode=orjson.dumps, decode=orjson.loads,
-    rocksdb_options=ROCKSDB_OPTIONS,
-)
 
-promoter_orders = engine.state_table(
-    "promoter_orders", partitions=settings.partitions, encode=orjson.dumps,
-    decode=orjson.loads, rocksdb_options=ROCKSDB_OPTIONS,
-)
+@dataclass(frozen=True, slots=True)
+class OrderCenterTables:
+    order_views: StateTable
+    promoter_orders: StateTable
+
+
+def define(engine: Engine) -> OrderCenterTables:
+    return OrderCenterTables(
+        order_views=engine.state_table("order_views", encode=orjson.dumps,
+                                       decode=orjson.loads),
+        promoter_orders=engine.state_table("promoter_orders", encode=orjson.dumps,
+                                           decode=orjson.loads),
+    )

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from app.connection import KafkaConnection
 from app.engine.catchup import Barriers
 from app.engine.direct import consumed_positions, fetched_ends
 
@@ -41,7 +42,7 @@ class Setup:
         self.broker = Broker()
         self.runs: list[tuple[int, int]] = []
         self.runnable = runnable
-        self.barriers = Barriers(bootstrap="unused", run_in_partition=self.run,
+        self.barriers = Barriers(KafkaConnection("unused"), run_in_partition=self.run,
                                  end_offsets=self.broker.end_offsets)
         self.catch_up = self.barriers.add((CLICKS, REKEYED), self.hook)
 

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
+from app.connection import KafkaConnection
 from app.engine import forwarding
 from app.engine.forwarding import Forwarder, ForwardingFailed
 from app.engine.processor import Engine
@@ -37,6 +38,12 @@ class FakeApp:
 
     async def crash(self, reason: BaseException) -> None:
         self.crashed.append(reason)
+
+    def topic(self, *topics: str, **options) -> tuple[str, ...]:
+        return topics
+
+    def agent(self, source, *, name: str):
+        return lambda consume: consume
 
 
 class HeldTransactions:
@@ -69,8 +76,10 @@ class HeldForwarder:
 
 def make_engine(partitions: int = 2) -> tuple[Engine, FakeApp, HeldTransactions]:
     app = FakeApp(partitions)
-    engine = Engine(app, bootstrap="127.0.0.1:1", topology=Topology(partitions),
-                    deadletter_topic="deadletter", commit_linger_ms=0, commit_max_events=1000)
+    engine = Engine(app, connection=KafkaConnection("127.0.0.1:1"),
+                    topology=Topology(partitions), partitions=partitions,
+                    deadletter_topic="deadletter", commit_linger_ms=0, commit_max_events=1000,
+                    rocksdb_options={})
     engine.transactions = held = HeldTransactions()
     engine.forwarder = HeldForwarder()
     return engine, app, held
@@ -101,7 +110,7 @@ def run(coroutine) -> None:
 def test_a_slow_partition_does_not_hold_back_the_others():
     async def scenario():
         engine, _app, held = make_engine()
-        engine.handle(INPUT, send_output)
+        engine.pipeline("test", {INPUT: send_output})
         engine.deliver(message(0, 10))
         engine.deliver(message(1, 20))
         engine._start_due_commits()
@@ -124,7 +133,7 @@ def test_a_slow_partition_does_not_hold_back_the_others():
 def test_offsets_wait_until_the_forwarded_records_are_acknowledged():
     async def scenario():
         engine, _app, held = make_engine()
-        engine.handle(INPUT, forward_output)
+        engine.pipeline("test", {INPUT: forward_output})
         for gate in (held.gate(0), held.gate(1)):
             gate.set()
         engine.deliver(message(0, 5))
@@ -143,7 +152,7 @@ def test_offsets_wait_until_the_forwarded_records_are_acknowledged():
 def test_a_failed_forward_commits_nothing_and_restarts_the_worker():
     async def scenario():
         engine, app, held = make_engine()
-        engine.handle(INPUT, forward_output)
+        engine.pipeline("test", {INPUT: forward_output})
         held.gate(0).set()
         engine.deliver(message(0, 5))
         committing = asyncio.ensure_future(engine.commit_all())
@@ -163,7 +172,7 @@ def test_uncommitted_events_past_the_limit_make_every_idle_partition_due():
         engine, _app, held = make_engine()
         engine.linger_s = 60.0
         engine.max_events = 3
-        engine.handle(INPUT, send_output)
+        engine.pipeline("test", {INPUT: send_output})
         engine.deliver(message(0, 1))
         engine.deliver(message(1, 1))
         assert engine._start_due_commits() is not None  # lingering, nothing started
@@ -197,7 +206,7 @@ def test_the_forwarder_retries_then_fails_the_waiting_and_every_later_forward(mo
     monkeypatch.setattr(forwarding, "GIVE_UP_S", 0.5)
 
     async def scenario():
-        forwarder = Forwarder(bootstrap="127.0.0.1:1", client_id="engine-test")
+        forwarder = Forwarder(KafkaConnection("127.0.0.1:1"), client_id="engine-test")
         forwarder._producer = producer = RefusingProducer()
         sending = asyncio.ensure_future(Forwarder._send_loop(forwarder))
         waiting = forwarder.forward(Record("by-buyer", 0, b"u1", b"order"))
@@ -214,7 +223,7 @@ def test_stopping_gives_up_on_a_commit_that_never_finishes():
     async def scenario():
         engine, _app, held = make_engine()
         engine.stop_commit_timeout_s = 0.2
-        engine.handle(INPUT, send_output)
+        engine.pipeline("test", {INPUT: send_output})
         engine.deliver(message(0, 1))  # its transaction never ends
         await asyncio.wait_for(engine.on_stop(), 5)
         assert held.started == [0] and held.committed == []

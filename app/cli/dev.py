@@ -19,11 +19,11 @@ import aiohttp
 import click
 import orjson
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer
 
 from app.admin import issue_link
 from app.broker.local import BrokerError, LocalBroker
 from app.cli.demo import run_demo
+from app.connection import KafkaConnection
 from app.domain.tokens import Signer
 from app.settings import Settings
 
@@ -212,8 +212,8 @@ async def _watch_attributions(settings: Settings, receiver: DemoReceiver, *,
     """Print the first results, then a summary every 5 seconds."""
     names = {settings.topic_prefix + name: name
              for name in ("attributions", "commissions", "settlements")}
-    consumer = AIOKafkaConsumer(*names, bootstrap_servers=settings.broker, group_id=None,
-                                auto_offset_reset="latest", isolation_level="read_committed")
+    consumer = KafkaConnection.from_settings(settings).consumer(
+        *names, group_id=None, auto_offset_reset="latest", isolation_level="read_committed")
     await consumer.start()
     kinds: Counter[str] = Counter()
     money: Counter[str] = Counter()

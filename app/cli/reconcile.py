@@ -7,8 +7,8 @@ import sys
 import time
 
 import click
-from aiokafka import AIOKafkaConsumer
 
+from app.connection import KafkaConnection
 from app.reconcile import Record, reconcile
 from app.settings import Settings
 from app.topics import Topics
@@ -37,7 +37,7 @@ def command(settings: Settings, since_ms: int | None, until_ms: int | None,
     names = [*topics.config_topics, topics.orders, topics.attributions, topics.commissions,
              topics.settlements]
     started = time.time()
-    records = asyncio.run(_read_all(settings.broker, names))
+    records = asyncio.run(_read_all(KafkaConnection.from_settings(settings), names))
     report = reconcile(records, topics, now_ms=int(time.time() * 1000),
                        in_flight_ms=in_flight_s * 1000, since_ms=since_ms, until_ms=until_ms)
     click.echo(f"read {len(records)} records in {time.time() - started:.1f}s")
@@ -52,11 +52,11 @@ def command(settings: Settings, since_ms: int | None, until_ms: int | None,
         sys.exit(1)
 
 
-async def _read_all(bootstrap: str, names: list[str]) -> list[Record]:
+async def _read_all(connection: KafkaConnection, names: list[str]) -> list[Record]:
     """Every committed record of the topics up to their end at the start of the read."""
-    consumer = AIOKafkaConsumer(*names, bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False, isolation_level="read_committed",
-                                auto_offset_reset="earliest", max_poll_records=10_000)
+    consumer = connection.consumer(*names, group_id=None, enable_auto_commit=False,
+                                   isolation_level="read_committed",
+                                   auto_offset_reset="earliest", max_poll_records=10_000)
     await consumer.start()
     records: list[Record] = []
     try:

@@ -7,8 +7,8 @@ import sys
 
 import click
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from app.connection import KafkaConnection
 from app.settings import Settings
 from app.topics import Topics
 
@@ -38,11 +38,11 @@ def replay(settings: Settings, name: str, since_ms: int | None) -> None:
 async def _replay(settings: Settings, name: str, since_ms: int | None) -> int:
     topics = Topics(settings.topic_prefix)
     queue = f"{settings.topic_prefix}sink.{name}"
-    consumer = AIOKafkaConsumer(topics.sinks_deadletter, bootstrap_servers=settings.broker,
-                                group_id=None, isolation_level="read_committed",
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.broker, acks="all",
-                                enable_idempotence=True)
+    connection = KafkaConnection.from_settings(settings)
+    consumer = connection.consumer(topics.sinks_deadletter, group_id=None,
+                                   isolation_level="read_committed",
+                                   auto_offset_reset="earliest", enable_auto_commit=False)
+    producer = connection.producer(acks="all", enable_idempotence=True)
     await consumer.start()
     await producer.start()
     count = 0

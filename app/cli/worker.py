@@ -23,17 +23,21 @@ def command(settings: Settings) -> None:
     CPS_DATA_DIR and CPS_WEB_PORT); Kafka spreads the partitions over them.
     """
     settings.require_secrets()
-    from app.main import app, topics
-    from app.services import engine, topology
+    from app.bootstrap import build
+    from app.connection import BrokerUnreachable
 
+    services = build(settings)
     try:
-        from app import wiring
-
-        wiring.load()
+        asyncio.run(services.connection.check())
+    except BrokerUnreachable as exc:
+        click.echo(f"cps worker: {exc}", err=True)
+        sys.exit(1)
+    engine, topics = services.engine, services.topics
+    try:
         # Changelogs too, in the same request: Faust would create them one by one.
         changelogs = [TopicSpec(table.changelog_topic, Role.CHANGELOG) for table in engine.tables]
         counts = asyncio.run(ensure_topics(
-            settings.broker, [*topics.specs(), *changelogs], partitions=settings.partitions,
+            services.connection, [*topics.specs(), *changelogs], partitions=settings.partitions,
             replication=settings.replication,
         ))
         check_copartitioned(counts, [*engine.handlers, *(s.name for s in changelogs)],
@@ -41,12 +45,12 @@ def command(settings: Settings) -> None:
     except TopologyError as exc:
         click.echo(f"cps worker: {exc}", err=True)
         sys.exit(1)
-    topology.record(counts)
+    services.topology.record(counts)
     (settings.data_dir / "state").mkdir(parents=True, exist_ok=True)
 
     import faust
 
-    worker = faust.Worker(app, loglevel=_LOG_LEVELS[settings.log_level], quiet=True)
+    worker = faust.Worker(services.app, loglevel=_LOG_LEVELS[settings.log_level], quiet=True)
     # Faust's start-up spinner sets the root logger to DEBUG for good, so every
     # debug call of aiokafka built a log record for nothing: 8 % of the CPU.
     worker.spinner = None

@@ -184,6 +184,12 @@ class Ledger:
     def refunded(self, item_id: str) -> int:
         return sum(r.amount for r in self.refunds if r.item_id == item_id)
 
+    @property
+    def fully_settled(self) -> bool:
+        """Every payee that was ever published has been settled (and there is one)."""
+        touched = [payee for payee in self.payees.values() if payee.touched]
+        return bool(touched) and all(payee.settled for payee in touched)
+
     def due_entries(self) -> set[tuple[int, str]]:
         """(due_ms, participant) of every payee still to settle."""
         return {(p.due_ms, p.participant) for p in self.payees.values()

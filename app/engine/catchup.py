@@ -49,6 +49,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
+from app.connection import KafkaConnection
 from app.domain.metrics import Histogram
 
 logger = logging.getLogger(__name__)
@@ -130,10 +131,10 @@ class CatchUp:
 class Barriers(Service):
     """The catch-up barriers of an engine: end-offset requests, consumer positions, hooks."""
 
-    def __init__(self, *, bootstrap: str, run_in_partition: RunInPartition,
+    def __init__(self, connection: KafkaConnection, *, run_in_partition: RunInPartition,
                  end_offsets: EndOffsets | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.bootstrap = bootstrap
+        self.connection = connection
         self.run_in_partition = run_in_partition
         self.catch_ups: list[CatchUp] = []
         self.asked = asyncio.Event()
@@ -248,8 +249,8 @@ class Barriers(Service):
     async def on_start(self) -> None:
         if self._asks_broker:
             # No group: it only asks for end offsets, read_committed like the engine's consumer.
-            self._consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+            self._consumer = self.connection.consumer(
+                group_id=None, enable_auto_commit=False,
                 isolation_level="read_committed")
             await self._consumer.start()
 

@@ -20,6 +20,7 @@ end offsets the consumer's fetches reported (see catchup.py).
 from __future__ import annotations
 
 import asyncio
+import weakref
 from functools import partial
 from typing import Any
 
@@ -29,57 +30,64 @@ from faust.transport.consumer import CONSUMER_FETCHING, Consumer
 YIELD_EVERY = 200  # messages between two turns of the event loop (commits, HTTP)
 
 
+# Each app's engine; the consumer class is patched once for every app of the process.
+_ENGINES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
 def deliver_to(engine: Any) -> None:
-    """Make the app's consumer hand the engine's topics to `engine` directly."""
+    """Make the consumer of `engine.app` hand the engine's topics to `engine` directly."""
+    _ENGINES[engine.app] = engine
+    if Consumer._drain_messages is not _drain:
+        Consumer._drain_messages = _drain
 
-    async def drain(self: Consumer, fetcher: Any) -> None:
-        handled = engine.handlers
-        barriers = engine.barriers
-        barriers.read_fetched_ends = partial(fetched_ends, self)
-        getmany = self.getmany
-        callback = self.callback
-        consumer_stopped = self._stopped.is_set
-        fetcher_stopped = fetcher._stopped.is_set
-        read_offset = self._read_offset
-        since_yield = 0
-        try:
-            while not (consumer_stopped() or fetcher_stopped()):
-                self.diag.set_flag(CONSUMER_FETCHING)
-                await self.sleep(0)
-                if self.should_stop:
-                    continue
-                async for tp, message in getmany(timeout=1.0):
-                    offset = message.offset
-                    seen = read_offset[tp]
-                    if seen is not None and offset < seen:
-                        continue  # fetched again after a seek: already handled
-                    if message.topic in handled:
-                        if not engine.may_deliver:
-                            await engine.relieve()
-                        if engine.deliver(message):
-                            await engine.relieve()
-                        since_yield += 1
-                        if since_yield >= YIELD_EVERY:
-                            since_yield = 0
-                            await asyncio.sleep(0)
-                    else:
-                        await self.wait_first(callback(message), self.suspend_flow.wait())
-                    read_offset[tp] = offset
-                if barriers.watching and self.flow_active:
-                    barriers.note_positions(consumed_positions(self, barriers.watched()))
-                self.diag.unset_flag(CONSUMER_FETCHING)
-        except self.consumer_stopped_errors:
-            if self.transport.app.should_stop:
-                return
-            raise
-        except asyncio.CancelledError:
-            if self.transport.app.should_stop:
-                return
-            raise
-        finally:
+
+async def _drain(self: Consumer, fetcher: Any) -> None:
+    engine = _ENGINES[self.app]
+    handled = engine.handlers
+    barriers = engine.barriers
+    barriers.read_fetched_ends = partial(fetched_ends, self)
+    getmany = self.getmany
+    callback = self.callback
+    consumer_stopped = self._stopped.is_set
+    fetcher_stopped = fetcher._stopped.is_set
+    read_offset = self._read_offset
+    since_yield = 0
+    try:
+        while not (consumer_stopped() or fetcher_stopped()):
+            self.diag.set_flag(CONSUMER_FETCHING)
+            await self.sleep(0)
+            if self.should_stop:
+                continue
+            async for tp, message in getmany(timeout=1.0):
+                offset = message.offset
+                seen = read_offset[tp]
+                if seen is not None and offset < seen:
+                    continue  # fetched again after a seek: already handled
+                if message.topic in handled:
+                    if not engine.may_deliver:
+                        await engine.relieve()
+                    if engine.deliver(message):
+                        await engine.relieve()
+                    since_yield += 1
+                    if since_yield >= YIELD_EVERY:
+                        since_yield = 0
+                        await asyncio.sleep(0)
+                else:
+                    await self.wait_first(callback(message), self.suspend_flow.wait())
+                read_offset[tp] = offset
+            if barriers.watching and self.flow_active:
+                barriers.note_positions(consumed_positions(self, barriers.watched()))
             self.diag.unset_flag(CONSUMER_FETCHING)
-
-    Consumer._drain_messages = drain
+    except self.consumer_stopped_errors:
+        if self.transport.app.should_stop:
+            return
+        raise
+    except asyncio.CancelledError:
+        if self.transport.app.should_stop:
+            return
+        raise
+    finally:
+        self.diag.unset_flag(CONSUMER_FETCHING)
 
 
 def consumed_positions(consumer: Consumer, partitions: list[tuple[str, int]]

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from mode import Service
 
+from app.connection import KafkaConnection
 from app.engine.transactions import Record, send_batched
 from app.topology import track_topics
 
@@ -37,9 +38,9 @@ class ForwardingFailed(Exception):
 class Forwarder(Service):
     """Sends forwarded records in the order they came, batch after batch, until acknowledged."""
 
-    def __init__(self, *, bootstrap: str, client_id: str, **kwargs) -> None:
+    def __init__(self, connection: KafkaConnection, *, client_id: str, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.bootstrap = bootstrap
+        self.connection = connection
         self.client_id = client_id
         self._queued: list[Record] = []
         self._delivered: asyncio.Future | None = None
@@ -63,8 +64,8 @@ class Forwarder(Service):
         self._delivered.set_exception(failure)  # returned to every later `forward`
 
     async def on_start(self) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, client_id=f"{self.client_id}-forwarder",
+        self._producer = self.connection.producer(
+            client_id=f"{self.client_id}-forwarder",
             enable_idempotence=True, acks="all", linger_ms=0)
         await self._producer.start()
 

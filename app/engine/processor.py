@@ -30,6 +30,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from mode import Service
 
+from app.connection import KafkaConnection
 from app.engine.catchup import Barriers, CatchUp
 from app.engine.forwarding import Forwarder
 from app.engine.partitioning import partition_for
@@ -99,6 +100,25 @@ class Context:
         else:
             overlay.put(table, key, DELETED)
 
+    def owns(self, key: bytes) -> bool:
+        """Whether `key` belongs to this partition (every topic of the engine is co-partitioned)."""
+        return partition_for(key, self._engine.partitions) == self.partition
+
+    def route(self, key: bytes, topic: str, value: bytes, *, at_once: bool = False) -> bool:
+        """True when `key` belongs to this partition, to be handled here; otherwise re-key
+        `value` onto `topic` (the partition of `key` reads it) and return False.
+
+        `at_once` forwards it outside the transaction (see `forward`), only for a
+        topic whose handler treats a second copy of a record as a no-op.
+        """
+        if self.owns(key):
+            return True
+        if at_once:
+            self.forward(topic, key, value)
+        else:
+            self.send(topic, key, value)
+        return False
+
     def send(self, topic: str, key: bytes, value: bytes) -> int:
         """Queue a record for the transaction, placed by its key; returns its partition."""
         partition = partition_for(key, self._engine.topology.partitions(topic))
@@ -137,15 +157,19 @@ class Context:
 class Engine(Service):
     """Partitioned, transactional processing shared by all agents of a worker."""
 
-    def __init__(self, app, *, bootstrap: str, topology: Topology, deadletter_topic: str,
-                 commit_linger_ms: int, commit_max_events: int, **kwargs: Any) -> None:
+    def __init__(self, app, *, connection: KafkaConnection, topology: Topology,
+                 partitions: int, deadletter_topic: str, commit_linger_ms: int,
+                 commit_max_events: int, rocksdb_options: dict[str, int],
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.app = app
-        self.forwarder = Forwarder(bootstrap=bootstrap, client_id=app.conf.id)
+        self.forwarder = Forwarder(connection, client_id=app.conf.id)
         self.add_dependency(self.forwarder)
-        self.barriers = Barriers(bootstrap=bootstrap, run_in_partition=self._run_in_partition)
+        self.barriers = Barriers(connection, run_in_partition=self._run_in_partition)
         self.add_dependency(self.barriers)
         self.topology = topology
+        self.partitions = partitions
+        self.rocksdb_options = rocksdb_options
         self.deadletter_topic = deadletter_topic
         self.linger_s = commit_linger_ms / 1000
         self.max_events = commit_max_events
@@ -175,33 +199,42 @@ class Engine(Service):
         app.on_partitions_revoked.connect(self._on_partitions_revoked)
         app.on_partitions_assigned.connect(self._on_partitions_assigned)
 
-    # -- wiring (import time) ----------------------------------------------
+    # -- wiring (before the worker starts) ------------------------------------
 
-    def state_table(self, name: str, *, partitions: int, encode: Callable[[Any], bytes],
-                    decode: Callable[[bytes], Any], rocksdb_options: dict) -> StateTable:
-        table = self.app.Table(name, partitions=partitions, key_type=bytes, value_type=bytes,
-                               options=rocksdb_options, help=f"engine state: {name}")
+    def state_table(self, name: str, *, encode: Callable[[Any], bytes],
+                    decode: Callable[[bytes], Any]) -> StateTable:
+        table = self.app.Table(name, partitions=self.partitions, key_type=bytes,
+                               value_type=bytes, options=self.rocksdb_options,
+                               help=f"engine state: {name}")
         # Faust would pick json for bytes; the changelog carries our own encoding.
         table.key_serializer = table.value_serializer = "raw"
         state = StateTable(name, table, encode, decode)
         self.tables.append(state)
         return state
 
-    def source(self, *topics: str):
-        """The Faust topic an agent of the engine reads: raw bytes, offsets left to the engine.
+    def pipeline(self, name: str, handlers: dict[str, Handler], ticks: Iterable[Tick] = ()
+                 ) -> None:
+        """Run `handlers` (topic -> handler) on the engine and `ticks` every tick.
 
-        `acks=False` keeps Faust from committing offsets of these topics; the
-        engine commits them inside each partition's transaction.
+        A Faust agent named `name` declares the topics, which is what makes Faust
+        subscribe to them; its messages come to `deliver` (see direct.py). The
+        topics are read as raw bytes with `acks=False`, which keeps Faust from
+        committing their offsets: the engine commits them inside each
+        partition's transaction.
         """
-        return self.app.topic(*topics, key_type=bytes, value_type=bytes, key_serializer="raw",
-                              value_serializer="raw", acks=False)
+        for topic, handler in handlers.items():
+            if topic in self.handlers:
+                raise ValueError(f"{topic} has a handler already; one pipeline per topic")
+            self.handlers[topic] = handler
+            self.anchor_topic = self.anchor_topic or topic
+        self.ticks.extend(ticks)
+        source = self.app.topic(*handlers, key_type=bytes, value_type=bytes,
+                                key_serializer="raw", value_serializer="raw", acks=False)
 
-    def handle(self, topic: str, handler: Handler) -> None:
-        self.handlers[topic] = handler
-        self.anchor_topic = self.anchor_topic or topic
+        async def consume(stream) -> None:
+            await self.wait_until_stopped()
 
-    def every_tick(self, tick: Tick) -> None:
-        self.ticks.append(tick)
+        self.app.agent(source, name=name)(consume)
 
     def catch_up(self, topics: Iterable[str], hook: Callable[[Context, int], None]) -> CatchUp:
         """A barrier over `topics`: handlers ask it for tickets; `hook(ctx, ticket)` runs in
@@ -220,14 +253,6 @@ class Engine(Service):
         return self._opened
 
     # -- processing -------------------------------------------------------
-
-    async def consume(self, stream) -> None:
-        """The body of an agent: its topics' messages come to `deliver` (see direct.py).
-
-        The agent declares the topics, so Faust subscribes to them; the
-        consumer's fetch loop hands their messages to the engine directly.
-        """
-        await self.wait_until_stopped()
 
     @property
     def may_deliver(self) -> bool:

@@ -28,6 +28,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from app.connection import KafkaConnection
 from app.domain.sinks import Throttle, TokenBucket, backoff_s, retry_after_s
 from app.records import Sink
 from app.topology import track_topics
@@ -66,12 +67,12 @@ class SinkStats:
 
 class SinkDelivery:
     def __init__(self, *, sink_id: str, topic: str, current: Callable[[], Sink | None],
-                 bootstrap: str, group_id: str, deadletter_topic: str,
+                 connection: KafkaConnection, group_id: str, deadletter_topic: str,
                  session: aiohttp.ClientSession, producer: AIOKafkaProducer) -> None:
         self.sink_id = sink_id
         self.topic = topic
         self.current = current
-        self.bootstrap = bootstrap
+        self.connection = connection
         self.group_id = group_id
         self.deadletter_topic = deadletter_topic
         self.session = session
@@ -85,8 +86,8 @@ class SinkDelivery:
     async def run(self) -> None:
         """Deliver until cancelled; reconnects on Kafka errors."""
         while True:
-            consumer = AIOKafkaConsumer(
-                self.topic, bootstrap_servers=self.bootstrap, group_id=self.group_id,
+            consumer = self.connection.consumer(
+                self.topic, group_id=self.group_id,
                 enable_auto_commit=False, auto_offset_reset="earliest",
                 isolation_level="read_committed", max_poll_records=500)
             try:

@@ -11,6 +11,7 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 from mode import Service
 
+from app.connection import KafkaConnection
 from app.sinks.delivery import SinkDelivery
 from app.sinks.fanout import SinkRegistry
 from app.topics import Role, TopicSpec
@@ -22,11 +23,11 @@ logger = logging.getLogger(__name__)
 class SinkDispatcher(Service):
     """Follows the configured sinks: creates queue topics, starts and stops deliveries."""
 
-    def __init__(self, registry: SinkRegistry, *, bootstrap: str, app_id: str, partitions: int,
-                 replication: int, deadletter_topic: str, **kwargs: Any) -> None:
+    def __init__(self, registry: SinkRegistry, connection: KafkaConnection, *, app_id: str,
+                 partitions: int, replication: int, deadletter_topic: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.registry = registry
-        self.bootstrap = bootstrap
+        self.connection = connection
         self.app_id = app_id
         self.partitions = partitions
         self.replication = replication
@@ -56,8 +57,7 @@ class SinkDispatcher(Service):
         while not self.should_stop:
             try:
                 if self._producer is None:
-                    producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
-                                                enable_idempotence=True)
+                    producer = self.connection.producer(acks="all", enable_idempotence=True)
                     await producer.start()
                     self._producer = producer
                 await self._sync()
@@ -70,8 +70,8 @@ class SinkDispatcher(Service):
         wanted = {queued.sink.sink_id: queued for queued in self.registry.sinks()}
         missing = [q for q in wanted.values() if q.topic not in self.registry.ready_topics]
         if missing:
-            await ensure_topics(self.bootstrap, [TopicSpec(q.topic, Role.INTERNAL)
-                                                 for q in missing],
+            await ensure_topics(self.connection, [TopicSpec(q.topic, Role.INTERNAL)
+                                                  for q in missing],
                                 partitions=self.partitions, replication=self.replication)
             self.registry.ready_topics.update(q.topic for q in missing)
         for sink_id in set(self.deliveries) - set(wanted):
@@ -84,7 +84,7 @@ class SinkDispatcher(Service):
             delivery = SinkDelivery(
                 sink_id=sink_id, topic=queued.topic,
                 current=lambda sink_id=sink_id: self._current(sink_id),
-                bootstrap=self.bootstrap, group_id=f"{self.app_id}-sink-{sink_id}",
+                connection=self.connection, group_id=f"{self.app_id}-sink-{sink_id}",
                 deadletter_topic=self.deadletter_topic, session=self._session,
                 producer=self._producer)
             self.deliveries[sink_id] = (delivery, asyncio.ensure_future(delivery.run()))

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
+
+from app.connection import KafkaConnection
 
 FILTERS = ("channel_id", "promoter_id", "shop_id")
 STREAMS = ("attributions", "commissions", "settlements", "order_status")
@@ -72,8 +74,8 @@ def decode_position(text: str | None) -> dict[int, int] | None:
 class Subscriptions:
     """Counts live subscribers (at most `limit` per worker) and feeds each one."""
 
-    def __init__(self, *, bootstrap: str, topic: str, partitions, limit: int) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, connection: KafkaConnection, *, topic: str, partitions, limit: int) -> None:
+        self.connection = connection
         self.topic = topic
         self.partitions = partitions  # () -> the topic's partition count
         self.limit = limit
@@ -90,9 +92,9 @@ class Subscriptions:
 
     async def follow(self, subscription: Subscription) -> AsyncIterator[tuple[str, bytes]]:
         """(event id, data) of every new matching result, forever."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                    enable_auto_commit=False, isolation_level="read_committed",
-                                    auto_offset_reset="earliest")
+        consumer = self.connection.consumer(group_id=None, enable_auto_commit=False,
+                                            isolation_level="read_committed",
+                                            auto_offset_reset="earliest")
         await consumer.start()
         try:
             partitions = [TopicPartition(self.topic, p) for p in range(self.partitions())]

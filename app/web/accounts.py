@@ -3,30 +3,36 @@
 from __future__ import annotations
 
 import html
+from typing import TYPE_CHECKING
 
 from faust.web import Request, Response, View
 
+from app.domain.balances import Balance
 from app.engine.partitioning import partition_for
-from app.main import app, settings
-from tables.balances import balances
 
-_table = balances.table
+if TYPE_CHECKING:
+    from app.bootstrap import Services
 
 
-@app.page("/accounts/{account_id}")
-class Account(View):
-    @app.table_route(table=_table, match_info="account_id")
-    async def get(self, request: Request, account_id: str) -> Response:
-        key = account_id.encode()
-        frozen, settled, clawed_back = balances.read(
-            partition_for(key, settings.partitions), key) or (0, 0, 0)
-        body = {"account_id": account_id, "frozen": frozen, "settled": settled,
-                "clawed_back": clawed_back, "commissions": frozen + settled + clawed_back}
-        if request.query.get("format") == "json":
-            return self.json(body)
-        rows = "".join(f"<tr><th>{name}</th><td>{value}</td></tr>"
-                       for name, value in body.items() if name != "account_id")
-        return self.html(
-            f"<!doctype html><title>Account {html.escape(account_id)}</title>"
-            f"<h1>Account {html.escape(account_id)}</h1>"
-            f"<p>Amounts in minor units (fen/cents).</p><table>{rows}</table>")
+def register(services: Services) -> None:
+    """Serve `/accounts/{account_id}` from the balances table."""
+    app, balances = services.app, services.state.balances.balances
+    partitions = services.settings.partitions
+
+    @app.page("/accounts/{account_id}")
+    class Account(View):
+        @app.table_route(table=balances.table, match_info="account_id")
+        async def get(self, request: Request, account_id: str) -> Response:
+            key = account_id.encode()
+            balance = balances.read(partition_for(key, partitions), key) or Balance()
+            body = {"account_id": account_id, "frozen": balance.frozen,
+                    "settled": balance.settled, "clawed_back": balance.clawed_back,
+                    "commissions": balance.commissions}
+            if request.query.get("format") == "json":
+                return self.json(body)
+            rows = "".join(f"<tr><th>{name}</th><td>{value}</td></tr>"
+                           for name, value in body.items() if name != "account_id")
+            return self.html(
+                f"<!doctype html><title>Account {html.escape(account_id)}</title>"
+                f"<h1>Account {html.escape(account_id)}</h1>"
+                f"<p>Amounts in minor units (fen/cents).</p><table>{rows}</table>")

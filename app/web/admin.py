@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from functools import wraps
+from typing import TYPE_CHECKING
 
 import orjson
 from aiokafka.errors import KafkaError
@@ -19,16 +20,13 @@ from app.admin import (
     kinds,
     parse_body,
 )
-from app.main import app, settings, topics
 from app.records import encode_sink
-from app.services import catalog, engine, signer
 
-KINDS = kinds(topics)
-writer = ConfigWriter(settings.broker)
+if TYPE_CHECKING:
+    from app.bootstrap import Services
 
 
-async def _body(request: Request) -> dict:
-    limit = settings.admin_max_body_bytes
+async def _body(request: Request, limit: int) -> dict:
     if (request.content_length or 0) > limit:
         raise AdminError(413, f"body larger than {limit} bytes")
     raw = await request.content.read(limit + 1)
@@ -37,79 +35,87 @@ async def _body(request: Request) -> dict:
     return parse_body(raw)
 
 
-def _admin(method):
-    """Authorize the request first; answer refusals and Kafka failures as JSON."""
-    @wraps(method)
-    async def guarded(view: View, request: Request, **kwargs) -> Response:
-        try:
-            authorize(request.headers.get("Authorization"), settings.admin_token)
-            return await method(view, request, **kwargs)
-        except AdminError as exc:
-            return view.json(exc.body(), status=exc.status)
-        except KafkaError as exc:
-            return view.json({"error": f"Kafka did not take the write: {exc!r}"}, status=503)
-    return guarded
+def _guarded_by(admin_token: str):
+    """A decorator: authorize the request first; answer refusals and Kafka failures as JSON."""
+    def decorate(method):
+        @wraps(method)
+        async def guarded(view: View, request: Request, **kwargs) -> Response:
+            try:
+                authorize(request.headers.get("Authorization"), admin_token)
+                return await method(view, request, **kwargs)
+            except AdminError as exc:
+                return view.json(exc.body(), status=exc.status)
+            except KafkaError as exc:
+                return view.json({"error": f"Kafka did not take the write: {exc!r}"},
+                                 status=503)
+        return guarded
+    return decorate
 
 
-def _kind(name: str):
-    kind = KINDS.get(name)
-    if kind is None:
-        raise AdminError(404, f"unknown kind {name!r}; one of {', '.join(KINDS)}")
-    return kind
+def register(services: Services) -> None:
+    """Serve the admin API (`/admin/...`)."""
+    app, settings, topics = services.app, services.settings, services.topics
+    catalog, engine, signer = services.catalog, services.engine, services.signer
+    config_kinds = kinds(topics)
+    writer = ConfigWriter(services.connection)
+    admin_only = _guarded_by(settings.admin_token)
+    body_limit = settings.admin_max_body_bytes
 
+    def config_kind(name: str):
+        kind = config_kinds.get(name)
+        if kind is None:
+            raise AdminError(404, f"unknown kind {name!r}; one of {', '.join(config_kinds)}")
+        return kind
 
-@app.page("/admin/engine/{action}")
-class EngineSwitch(View):
-    @_admin
-    async def post(self, request: Request, action: str) -> Response:
-        """Pause or resume this worker's processing (input waits in Kafka; lag shows it)."""
-        if action == "pause":
-            engine.running.clear()
-        elif action == "resume":
-            engine.running.set()
-        else:
-            raise AdminError(404, "use /admin/engine/pause or /resume")
-        return self.json({"worker": str(app.conf.canonical_url),
-                          "processing": engine.running.is_set()})
+    @app.page("/admin/engine/{action}")
+    class EngineSwitch(View):
+        @admin_only
+        async def post(self, request: Request, action: str) -> Response:
+            """Pause or resume this worker's processing (input waits in Kafka; lag shows it)."""
+            if action == "pause":
+                engine.running.clear()
+            elif action == "resume":
+                engine.running.set()
+            else:
+                raise AdminError(404, "use /admin/engine/pause or /resume")
+            return self.json({"worker": str(app.conf.canonical_url),
+                              "processing": engine.running.is_set()})
 
+    # Registered after /admin/engine/..., which the pattern below would otherwise shadow.
+    @app.page("/admin/{kind}/{ident}")
+    class ConfigEntry(View):
+        @admin_only
+        async def put(self, request: Request, kind: str, ident: str) -> Response:
+            entry = config_kind(kind)
+            record = config_record(entry, ident, await _body(request, body_limit))
+            offset = await writer.write(entry.topic, ident, record)
+            return self.json({"kind": kind, "id": ident, "topic": entry.topic, "offset": offset,
+                              "value": orjson.loads(record)})
 
-# Registered after /admin/engine/..., which the pattern below would otherwise shadow.
-@app.page("/admin/{kind}/{ident}")
-class ConfigEntry(View):
-    @_admin
-    async def put(self, request: Request, kind: str, ident: str) -> Response:
-        entry = _kind(kind)
-        record = config_record(entry, ident, await _body(request))
-        offset = await writer.write(entry.topic, ident, record)
-        return self.json({"kind": kind, "id": ident, "topic": entry.topic, "offset": offset,
-                          "value": orjson.loads(record)})
+        @admin_only
+        async def delete(self, request: Request, kind: str, ident: str) -> Response:
+            entry = config_kind(kind)
+            offset = await writer.write(entry.topic, ident, None)
+            return self.json({"kind": kind, "id": ident, "deleted": True, "offset": offset})
 
-    @_admin
-    async def delete(self, request: Request, kind: str, ident: str) -> Response:
-        entry = _kind(kind)
-        offset = await writer.write(entry.topic, ident, None)
-        return self.json({"kind": kind, "id": ident, "deleted": True, "offset": offset})
+    @app.page("/admin/links")
+    class Links(View):
+        @admin_only
+        async def post(self, request: Request) -> Response:
+            link = issue_link(signer, await _body(request, body_limit),
+                              now_ms=int(time.time() * 1000),
+                              default_ttl_s=settings.link_ttl_s, public_url=settings.public_url)
+            return self.json(link, status=201)
 
-
-@app.page("/admin/links")
-class Links(View):
-    @_admin
-    async def post(self, request: Request) -> Response:
-        link = issue_link(signer, await _body(request), now_ms=int(time.time() * 1000),
-                          default_ttl_s=settings.link_ttl_s, public_url=settings.public_url)
-        return self.json(link, status=201)
-
-
-@app.page("/admin/sinks/{ident}/{action}")
-class SinkSwitch(View):
-    @_admin
-    async def post(self, request: Request, ident: str, action: str) -> Response:
-        if action not in ("pause", "resume"):
-            raise AdminError(404, "use /admin/sinks/<id>/pause or /resume")
-        sink = catalog.sinks.get(ident)
-        if sink is None:
-            raise AdminError(404, f"no sink {ident!r}")
-        raw = encode_sink(replace(sink, paused=action == "pause"))
-        offset = await writer.write(topics.sinks, ident, raw)
-        return self.json({"id": ident, "paused": action == "pause", "offset": offset})
-
+    @app.page("/admin/sinks/{ident}/{action}")
+    class SinkSwitch(View):
+        @admin_only
+        async def post(self, request: Request, ident: str, action: str) -> Response:
+            if action not in ("pause", "resume"):
+                raise AdminError(404, "use /admin/sinks/<id>/pause or /resume")
+            sink = catalog.sinks.get(ident)
+            if sink is None:
+                raise AdminError(404, f"no sink {ident!r}")
+            raw = encode_sink(replace(sink, paused=action == "pause"))
+            offset = await writer.write(topics.sinks, ident, raw)
+            return self.json({"id": ident, "paused": action == "pause", "offset": offset})

@@ -2,33 +2,38 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from faust.web import Request, Response, View
 
-from app.main import app
-from app.services import catalog, dispatcher, engine
+if TYPE_CHECKING:
+    from app.bootstrap import Services
 
 
-def readiness() -> dict[str, bool]:
-    """Each condition of readiness, by name."""
-    assigned = app.assignor.assigned_actives() is not None and app.consumer_generation_id > 0
-    return {
-        "partitions_assigned": bool(assigned) and not app.rebalancing,
-        "tables_recovered": app.tables.recovery.completed.is_set(),
-        "configuration_loaded": catalog.ready,
-        "engine_started": engine.started,
-        "sinks_ready": dispatcher.synced.is_set(),
-    }
+def register(services: Services) -> None:
+    """/health and /ready."""
+    app = services.app
+    catalog, dispatcher, engine = services.catalog, services.dispatcher, services.engine
 
+    def readiness() -> dict[str, bool]:
+        """Each condition of readiness, by name."""
+        assigned = app.assignor.assigned_actives() is not None and app.consumer_generation_id > 0
+        return {
+            "partitions_assigned": bool(assigned) and not app.rebalancing,
+            "tables_recovered": app.tables.recovery.completed.is_set(),
+            "configuration_loaded": catalog.ready,
+            "engine_started": engine.started,
+            "sinks_ready": dispatcher.synced.is_set(),
+        }
 
-@app.page("/health")
-class Health(View):
-    async def get(self, request: Request) -> Response:
-        return self.json({"status": "ok"})
+    @app.page("/health")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"status": "ok"})
 
-
-@app.page("/ready")
-class Ready(View):
-    async def get(self, request: Request) -> Response:
-        checks = readiness()
-        ready = all(checks.values())
-        return self.json({"ready": ready, "checks": checks}, status=200 if ready else 503)
+    @app.page("/ready")
+    class Ready(View):
+        async def get(self, request: Request) -> Response:
+            checks = readiness()
+            ready = all(checks.values())
+            return self.json({"ready": ready, "checks": checks}, status=200 if ready else 503)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry, generate_latest
@@ -14,23 +15,21 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from app.domain.metrics import BOUNDS_MS, Histogram
-from app.main import app
-from app.services import (
-    catalog,
-    click_service,
-    dispatcher,
-    engine,
-    forwarder,
-    monitor,
-    spool,
-    subscriptions,
-)
+
+if TYPE_CHECKING:
+    from app.bootstrap import Services
 
 
 class EngineCollector(Collector):
     """The worker's own counters, read when scraped (nothing is counted twice on the hot path)."""
 
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
     def collect(self) -> Iterator:
+        services = self.services
+        engine, click_service, dispatcher = (services.engine, services.click_service,
+                                             services.dispatcher)
         yield CounterMetricFamily("cps_events_processed_total",
                                   "Input events handled by this worker's engine",
                                   value=engine.events_processed)
@@ -45,17 +44,17 @@ class EngineCollector(Collector):
         yield clicks
         yield GaugeMetricFamily("cps_click_spool_depth",
                                 "Clicks spooled on this worker and not yet in Kafka",
-                                value=spool.depth)
+                                value=services.spool.depth)
         yield CounterMetricFamily("cps_click_spool_forwarded_total",
                                   "Spooled clicks this worker moved into Kafka",
-                                  value=forwarder.forwarded)
+                                  value=services.forwarder.forwarded)
         yield GaugeMetricFamily("cps_catalog_records", "Configuration records read",
-                                value=catalog.records_read)
+                                value=services.catalog.records_read)
         yield GaugeMetricFamily("cps_subscribers", "Live subscribers connected to this worker",
-                                value=subscriptions.active)
+                                value=services.subscriptions.active)
         yield CounterMetricFamily("cps_subscribers_cut_off_total",
                                   "Live subscribers dropped for not reading",
-                                  value=subscriptions.cut_off)
+                                  value=services.subscriptions.cut_off)
         families = {
             "depth": GaugeMetricFamily("cps_sink_queue_depth",
                                        "Queued events of a sink not delivered yet",
@@ -85,11 +84,12 @@ class EngineCollector(Collector):
                                   value=engine.barriers.from_fetches)
         yield _histogram("cps_catch_up_wait_ms", engine.barriers.waits,
                          "From an order's ask until every click already in Kafka was read")
-        yield from _monitoring()
+        yield from _monitoring(services)
 
 
-def _monitoring() -> Iterator:
+def _monitoring(services: Services) -> Iterator:
     """Lag, delays, dead letters by reason, recovery and alerts (app.monitor)."""
+    monitor, engine = services.monitor, services.engine
     lag = GaugeMetricFamily("cps_consumer_lag", "Records between the committed offset and the "
                             "end of a partition", labels=["group", "topic", "partition"])
     committed = GaugeMetricFamily("cps_consumer_committed_offset", "Committed offset",
@@ -123,7 +123,7 @@ def _monitoring() -> Iterator:
     for reason, count in engine.dead_letter_reasons.items():
         reasons.add_metric([reason], count)
     yield reasons
-    recovery = app.tables.recovery
+    recovery = services.app.tables.recovery
     yield GaugeMetricFamily("cps_table_recovery_remaining",
                             "Changelog records left to restore before processing resumes",
                             value=recovery.active_remaining_total() if recovery.in_recovery else 0)
@@ -142,12 +142,13 @@ def _histogram(name: str, histogram: Histogram, help_text: str) -> HistogramMetr
     return HistogramMetricFamily(name, help_text, buckets=buckets, sum_value=histogram.sum_ms)
 
 
-registry = CollectorRegistry()
-registry.register(EngineCollector())
+def register(services: Services) -> None:
+    """Serve `/metrics` from this engine's own registry (two engines never mix figures)."""
+    registry = CollectorRegistry()
+    registry.register(EngineCollector(services))
 
-
-@app.page("/metrics")
-class Metrics(View):
-    async def get(self, request: Request) -> Response:
-        return self.text(generate_latest(registry).decode(),
-                         content_type="text/plain; version=0.0.4")
+    @services.app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            return self.text(generate_latest(registry).decode(),
+                             content_type="text/plain; version=0.0.4")

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 from faust.web import Request, Response, View
 
-from app.main import app
-from app.monitor import fetch_peer, merge_snapshots
-from app.services import monitor
+from app.monitor import Monitor, fetch_peer, merge_snapshots
 from app.web import assets
 from app.web.pages import page, table
+
+if TYPE_CHECKING:
+    from app.bootstrap import Services
 
 DASHBOARD = Path(__file__).resolve().parent / "dashboard.html"
 HOUR_MS = 3_600_000
@@ -32,7 +34,7 @@ def _since(request: Request, now: int) -> int:
     return now - minutes * 60_000
 
 
-async def merged_view(since_ms: int) -> dict:
+async def merged_view(app, monitor: Monitor, since_ms: int) -> dict:
     """Every worker's snapshot (this one's locally), merged."""
     now = int(time.time() * 1000)
     own = str(app.conf.canonical_url)
@@ -48,67 +50,68 @@ async def merged_view(since_ms: int) -> dict:
     return view
 
 
-@app.page("/monitor/local")
-class MonitorLocal(View):
-    async def get(self, request: Request) -> Response:
-        try:
-            since = int(request.query.get("since_ms", "0"))
-        except ValueError:
-            since = 0
-        return self.json(monitor.snapshot(since))
+def register(services: Services) -> None:
+    """Serve `/monitor`, `/monitor/local`, `/lag`, `/alerts`, `/dashboard` and `/static`."""
+    app, monitor = services.app, services.monitor
 
+    @app.page("/monitor/local")
+    class MonitorLocal(View):
+        async def get(self, request: Request) -> Response:
+            try:
+                since = int(request.query.get("since_ms", "0"))
+            except ValueError:
+                since = 0
+            return self.json(monitor.snapshot(since))
 
-@app.page("/monitor")
-class Monitor(View):
-    async def get(self, request: Request) -> Response:
-        return self.json(await merged_view(_since(request, int(time.time() * 1000))))
+    @app.page("/monitor")
+    class MonitorView(View):
+        async def get(self, request: Request) -> Response:
+            since = _since(request, int(time.time() * 1000))
+            return self.json(await merged_view(app, monitor, since))
 
+    @app.page("/lag")
+    class Lag(View):
+        async def get(self, request: Request) -> Response:
+            now = int(time.time() * 1000)
+            view = await merged_view(app, monitor, _since(request, now))
+            if request.query.get("format") == "json":
+                return self.json({"ts_ms": now, "partitions": view["lag"],
+                                  "series": view["lag_series"]})
+            return self.html(page("Consumer lag", table(
+                [{k: r[k] for k in ("group", "topic", "partition", "committed", "end", "lag")}
+                 for r in view["lag"]]) + _DASHBOARD_LINK, refresh_s=5))
 
-@app.page("/lag")
-class Lag(View):
-    async def get(self, request: Request) -> Response:
-        now = int(time.time() * 1000)
-        view = await merged_view(_since(request, now))
-        if request.query.get("format") == "json":
-            return self.json({"ts_ms": now, "partitions": view["lag"],
-                              "series": view["lag_series"]})
-        return self.html(page("Consumer lag", table(
-            [{k: r[k] for k in ("group", "topic", "partition", "committed", "end", "lag")}
-             for r in view["lag"]]) + _DASHBOARD_LINK, refresh_s=5))
+    @app.page("/alerts")
+    class Alerts(View):
+        async def get(self, request: Request) -> Response:
+            view = await merged_view(app, monitor, int(time.time() * 1000) - HOUR_MS)
+            if request.query.get("format") == "json":
+                return self.json({"ts_ms": view["ts_ms"], "alerts": view["alerts"],
+                                  "transitions": view["transitions"]})
+            rows = [{"alert": a["name"], "state": a["state"], "what": a["description"],
+                     "value": a["value"], "threshold": a["threshold"],
+                     "fired": _when(a["fired_ms"]), "resolved": _when(a["resolved_ms"])}
+                    for a in view["alerts"]]
+            return self.html(page("Alerts", table(rows, [a["state"] for a in view["alerts"]])
+                                  + _DASHBOARD_LINK, refresh_s=5))
 
+    @app.page("/dashboard")
+    class Dashboard(View):
+        async def get(self, request: Request) -> Response:
+            return self.html(DASHBOARD.read_text())
 
-@app.page("/alerts")
-class Alerts(View):
-    async def get(self, request: Request) -> Response:
-        view = await merged_view(int(time.time() * 1000) - HOUR_MS)
-        if request.query.get("format") == "json":
-            return self.json({"ts_ms": view["ts_ms"], "alerts": view["alerts"],
-                              "transitions": view["transitions"]})
-        rows = [{"alert": a["name"], "state": a["state"], "what": a["description"],
-                 "value": a["value"], "threshold": a["threshold"], "fired": _when(a["fired_ms"]),
-                 "resolved": _when(a["resolved_ms"])} for a in view["alerts"]]
-        return self.html(page("Alerts", table(rows, [a["state"] for a in view["alerts"]])
-                              + _DASHBOARD_LINK, refresh_s=5))
-
-
-@app.page("/dashboard")
-class Dashboard(View):
-    async def get(self, request: Request) -> Response:
-        return self.html(DASHBOARD.read_text())
-
-
-@app.page("/static/{name}")
-class Static(View):
-    async def get(self, request: Request, name: str) -> Response:
-        if name not in assets.FILES.values():
-            return self.notfound()
-        path = assets.STATIC / name
-        if not path.exists():
-            return self.text("chart library missing: run `python -m app.web.assets`",
-                             status=503)
-        kind = "application/javascript" if name.endswith(".js") else "text/css"
-        return self.bytes(path.read_bytes(), content_type=kind,
-                          headers={"Cache-Control": "public, max-age=86400"})
+    @app.page("/static/{name}")
+    class Static(View):
+        async def get(self, request: Request, name: str) -> Response:
+            if name not in assets.FILES.values():
+                return self.notfound()
+            path = assets.STATIC / name
+            if not path.exists():
+                return self.text("chart library missing: run `python -m app.web.assets`",
+                                 status=503)
+            kind = "application/javascript" if name.endswith(".js") else "text/css"
+            return self.bytes(path.read_bytes(), content_type=kind,
+                              headers={"Cache-Control": "public, max-age=86400"})
 
 
 def _when(ms: int | None) -> str:

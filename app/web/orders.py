@@ -11,7 +11,7 @@ import base64
 import binascii
 import html
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faust.exceptions import SameNode
 from faust.web import Request, Response, View
@@ -21,22 +21,21 @@ from app.domain.clicks import from_row
 from app.domain.ledger import Ledger
 from app.engine.partitioning import partition_for
 from app.engine.state import StateTable
-from app.main import app, settings
 from app.web.pages import page, table
-from tables.attribution import clicks
-from tables.billing import ledgers
-from tables.order_center import order_views, promoter_orders
+
+if TYPE_CHECKING:
+    from app.bootstrap import Services
 
 MAX_PAGE = 200
 
 
 async def _owned(view: View, request: Request, table: StateTable, key: str,
-                 answer: Callable[[int], Awaitable[Response]]) -> Response:
+                 answer: Callable[[int], Awaitable[Response]], partitions: int) -> Response:
     """Answer here when this worker owns `key` in `table`, else pass the request on."""
     try:
-        return await app.router.route_req(table.table.name, key, view.web, request)
+        return await view.app.router.route_req(table.table.name, key, view.web, request)
     except SameNode:
-        return await answer(partition_for(key.encode(), settings.partitions))
+        return await answer(partition_for(key.encode(), partitions))
     except (KeyError, ServiceUnavailable):
         return view.json({"error": "the owner of this key is not known yet; retry shortly"},
                          status=503)
@@ -52,7 +51,6 @@ def _page(view: View, title: str, sections: list[tuple[str, list[dict]]],
     return view.html(page(title, body + extra))
 
 
-# -- /orders/{order_id} ------------------------------------------------------------
 
 
 def order_document(order_id: str, ledger: Ledger | None, view: dict | None) -> dict[str, Any]:
@@ -94,29 +92,6 @@ def order_document(order_id: str, ledger: Ledger | None, view: dict | None) -> d
     return document
 
 
-@app.page("/orders/{order_id}")
-class Order(View):
-    async def get(self, request: Request, order_id: str) -> Response:
-        async def answer(partition: int) -> Response:
-            key = order_id.encode()
-            ledger, view = ledgers.read(partition, key), order_views.read(partition, key)
-            if ledger is None and view is None:
-                return self.json({"error": f"no order {order_id!r}"}, status=404)
-            document = order_document(order_id, ledger, view)
-            if _wants_json(request):
-                return self.json(document)
-            attribution = document["attribution"]
-            return _page(self, f"Order {order_id} ({document['status']})", [
-                ("Timeline", document["timeline"]),
-                ("Attribution", [attribution] if attribution else []),
-                ("Lines", document["lines"]),
-                ("Commissions", document["commissions"]),
-                ("Settlement", document["settlement"]),
-            ])
-        return await _owned(self, request, ledgers, order_id, answer)
-
-
-# -- /promoters/{promoter_id}/orders ------------------------------------------------
 
 
 def _limit(request: Request) -> int:
@@ -126,59 +101,86 @@ def _limit(request: Request) -> int:
         return 20
 
 
-@app.page("/promoters/{promoter_id}/orders")
-class PromoterOrders(View):
-    async def get(self, request: Request, promoter_id: str) -> Response:
-        async def answer(partition: int) -> Response:
-            prefix = promoter_id.encode() + b"\x1f"
-            after = None
-            cursor = request.query.get("cursor")
-            if cursor:
-                try:
-                    after = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-                except (binascii.Error, ValueError):
-                    after = b""
-                if not after.startswith(prefix):
-                    return self.json({"error": "cursor: not a cursor of this promoter's list"},
-                                     status=400)
-            limit = _limit(request)
-            entries = promoter_orders.scan_prefix(partition, prefix, after=after,
-                                                  limit=limit + 1)
-            page, more = entries[:limit], len(entries) > limit
-            next_cursor = (base64.urlsafe_b64encode(page[-1][0]).rstrip(b"=").decode()
-                           if more else None)
-            document = {"promoter_id": promoter_id, "orders": [v for _k, v in page],
-                        "next_cursor": next_cursor}
-            if _wants_json(request):
-                return self.json(document)
-            more_link = (f'<p><a href="?cursor={html.escape(next_cursor)}&limit={limit}">'
-                         "older orders</a></p>") if next_cursor else ""
-            return _page(self, f"Orders of promoter {promoter_id}",
-                         [("Newest first", document["orders"])], more_link)
-        return await _owned(self, request, promoter_orders, promoter_id, answer)
 
 
-# -- /clicks?buyer_id=&shop_id= ---------------------------------------------------------
+def register(services: Services) -> None:
+    """Serve `/orders/{order_id}`, `/promoters/{promoter_id}/orders` and `/clicks`."""
+    app, partitions = services.app, services.settings.partitions
+    clicks = services.state.attribution.clicks
+    ledgers = services.state.billing.ledgers
+    order_views = services.state.order_center.order_views
+    promoter_orders = services.state.order_center.promoter_orders
 
+    @app.page("/orders/{order_id}")
+    class Order(View):
+        async def get(self, request: Request, order_id: str) -> Response:
+            async def answer(partition: int) -> Response:
+                key = order_id.encode()
+                ledger, view = ledgers.read(partition, key), order_views.read(partition, key)
+                if ledger is None and view is None:
+                    return self.json({"error": f"no order {order_id!r}"}, status=404)
+                document = order_document(order_id, ledger, view)
+                if _wants_json(request):
+                    return self.json(document)
+                attribution = document["attribution"]
+                return _page(self, f"Order {order_id} ({document['status']})", [
+                    ("Timeline", document["timeline"]),
+                    ("Attribution", [attribution] if attribution else []),
+                    ("Lines", document["lines"]),
+                    ("Commissions", document["commissions"]),
+                    ("Settlement", document["settlement"]),
+                ])
+            return await _owned(self, request, ledgers, order_id, answer, partitions)
 
-@app.page("/clicks")
-class Clicks(View):
-    async def get(self, request: Request) -> Response:
-        buyer_id = request.query.get("buyer_id")
-        if not buyer_id:
-            return self.json({"error": "buyer_id: required query parameter"}, status=400)
-        shop_id = request.query.get("shop_id")
+    @app.page("/promoters/{promoter_id}/orders")
+    class PromoterOrders(View):
+        async def get(self, request: Request, promoter_id: str) -> Response:
+            async def answer(partition: int) -> Response:
+                prefix = promoter_id.encode() + b"\x1f"
+                after = None
+                cursor = request.query.get("cursor")
+                if cursor:
+                    try:
+                        after = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+                    except (binascii.Error, ValueError):
+                        after = b""
+                    if not after.startswith(prefix):
+                        return self.json({"error": "cursor: not a cursor of this promoter's list"},
+                                         status=400)
+                limit = _limit(request)
+                entries = promoter_orders.scan_prefix(partition, prefix, after=after,
+                                                      limit=limit + 1)
+                page, more = entries[:limit], len(entries) > limit
+                next_cursor = (base64.urlsafe_b64encode(page[-1][0]).rstrip(b"=").decode()
+                               if more else None)
+                document = {"promoter_id": promoter_id, "orders": [v for _k, v in page],
+                            "next_cursor": next_cursor}
+                if _wants_json(request):
+                    return self.json(document)
+                more_link = (f'<p><a href="?cursor={html.escape(next_cursor)}&limit={limit}">'
+                             "older orders</a></p>") if next_cursor else ""
+                return _page(self, f"Orders of promoter {promoter_id}",
+                             [("Newest first", document["orders"])], more_link)
+            return await _owned(self, request, promoter_orders, promoter_id, answer, partitions)
 
-        async def answer(partition: int) -> Response:
-            history = clicks.read(partition, buyer_id.encode()) or []
-            found = [from_row(buyer_id, row) for row in reversed(history)]
-            rows = [{"click_id": c.click_id, "ts_ms": c.ts_ms, "shop_id": c.shop_id,
-                     "channel_id": c.channel_id, "promoter_id": c.promoter_id,
-                     "item_id": c.item_id, "activity_id": c.activity_id,
-                     "group_leader_id": c.group_leader_id, "base_id": c.base_id}
-                    for c in found if shop_id is None or c.shop_id == shop_id][:_limit(request)]
-            document = {"buyer_id": buyer_id, "shop_id": shop_id, "clicks": rows}
-            if _wants_json(request):
-                return self.json(document)
-            return _page(self, f"Recent clicks of buyer {buyer_id}", [("Newest first", rows)])
-        return await _owned(self, request, clicks, buyer_id, answer)
+    @app.page("/clicks")
+    class Clicks(View):
+        async def get(self, request: Request) -> Response:
+            buyer_id = request.query.get("buyer_id")
+            if not buyer_id:
+                return self.json({"error": "buyer_id: required query parameter"}, status=400)
+            shop_id = request.query.get("shop_id")
+
+            async def answer(partition: int) -> Response:
+                history = clicks.read(partition, buyer_id.encode()) or []
+                found = [from_row(buyer_id, row) for row in reversed(history)]
+                rows = [{"click_id": c.click_id, "ts_ms": c.ts_ms, "shop_id": c.shop_id,
+                         "channel_id": c.channel_id, "promoter_id": c.promoter_id,
+                         "item_id": c.item_id, "activity_id": c.activity_id,
+                         "group_leader_id": c.group_leader_id, "base_id": c.base_id}
+                        for c in found if shop_id is None or c.shop_id == shop_id][:_limit(request)]
+                document = {"buyer_id": buyer_id, "shop_id": shop_id, "clicks": rows}
+                if _wants_json(request):
+                    return self.json(document)
+                return _page(self, f"Recent clicks of buyer {buyer_id}", [("Newest first", rows)])
+            return await _owned(self, request, clicks, buyer_id, answer, partitions)

@@ -1,4 +1,4 @@
-"""The attribution handlers on a fake partition: the reading order across topics changes nothing.
+"""Attribution handlers on an in-memory partition: the reading order changes nothing.
 
 A partition's three inputs (clicks, re-keyed clicks, orders) hold a backlog;
 the handlers read them in every interleaving hypothesis draws, each topic in
@@ -12,19 +12,20 @@ of its buyer's clicks, with the same `delayed` flag.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from typing import Any
 
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.attributor import AttributionRules, AttributionTables, AttributionTopics, Attributor
+import tables.attribution as tables_module
+from agents.attribution import AttributionRules, AttributionTopics, Attributor
 from app.codecs import decode_waiting, encode_waiting
 from app.domain.attribution import Waiting, decide
 from app.domain.clicks import to_row
 from app.domain.model import DAY_MS, Channel, OrderFacts, Shop
 from app.domain.tokens import Signer
+from app.engine.memory import MemoryContext, MemoryTables
+from tables.attribution import AttributionTables
 
 NOW = 1_800_000_000_000
 GRACE_MS = 30_000
@@ -43,46 +44,6 @@ class Catalog:
         return CHANNELS.get(channel_id) or Channel.unconfigured(channel_id)
 
 
-class Table:
-    """A table partition whose every write counts as committed at once."""
-
-    def __init__(self) -> None:
-        self.rows: dict[bytes, Any] = {}
-
-    def scan(self, partition: int):
-        return list(self.rows.items())
-
-
-class Context:
-    """The engine's per-partition context, over the tables' dicts."""
-
-    def __init__(self) -> None:
-        self.partition = 0
-        self.now_ms = NOW
-        self.sent: list[tuple[str, bytes, bytes]] = []
-        self._caches: dict[Callable, Any] = {}
-
-    def get(self, table: Table, key: bytes) -> Any:
-        return table.rows.get(key)
-
-    def put(self, table: Table, key: bytes, value: Any) -> None:
-        table.rows[key] = value
-
-    def delete(self, table: Table, key: bytes) -> None:
-        table.rows.pop(key, None)
-
-    def send(self, topic: str, key: bytes, value: bytes) -> None:
-        self.sent.append((topic, key, value))
-
-    def forward(self, topic: str, key: bytes, value: bytes) -> None:
-        raise AssertionError("one partition: nothing is forwarded")
-
-    def cache(self, factory: Callable[[Context], Any]) -> Any:
-        if factory not in self._caches:
-            self._caches[factory] = factory(self)
-        return self._caches[factory]
-
-
 class Partition:
     """One partition's inputs, read in a given interleaving, with the engine's barrier."""
 
@@ -92,11 +53,11 @@ class Partition:
         self.read = dict.fromkeys(backlog, 0)
         self.immediate = immediate_barrier
         self.ends: dict[int, dict[str, int]] = {}  # ticket -> click inputs' ends when asked
-        self.ctx = Context()
+        self.ctx = MemoryContext(now_ms=NOW)
         self.attributor = Attributor(
             topics=AttributionTopics(CLICKS, REKEYED_CLICKS, ORDERS, "attributions"),
-            tables=tables or AttributionTables(Table(), Table(), Table()),
-            rules=AttributionRules(partitions=1, grace_ms=GRACE_MS,
+            tables=tables or tables_module.define(MemoryTables()),
+            rules=AttributionRules(grace_ms=GRACE_MS,
                                    click_retention_ms=60 * DAY_MS, click_history_cap=100),
             catalog=Catalog(), signer=Signer("secret"), catch_up=self._catch_up,
             published=lambda ctx, result: None)
@@ -220,12 +181,12 @@ def test_an_order_without_a_click_waits_for_a_late_one_and_says_so():
     for created_then_paid in backlog[ORDERS]:
         partition.attributor.on_rekeyed_order(partition.ctx, None, created_then_paid)
     partition.hook(partition.ctx, len(partition.ends))
-    assert partition.ctx.sent == []  # no click in Kafka: it waits for a late one
+    assert partition.ctx.sent_to("attributions") == []  # no click in Kafka: it waits for a late one
     late = orjson.dumps({"click_id": "late", "ts_ms": NOW - 1000, "buyer_id": "u1",
                          "shop_id": "s1", "channel_id": "ch", "promoter_id": "p1"})
     partition.attributor.on_click(partition.ctx, None, late)
     partition.hook(partition.ctx, len(partition.ends))
-    (_topic, _key, value), = partition.ctx.sent
+    (_topic, _key, value), = partition.ctx.sent_to("attributions")
     result = orjson.loads(value)
     assert (result["click_id"], result["delayed"]) == ("late", True)
 
@@ -236,7 +197,7 @@ def test_after_a_restart_the_stored_orders_are_decided_once_the_clicks_are_read(
     before = Partition(backlog)
     for created_then_paid in backlog[ORDERS]:
         before.attributor.on_rekeyed_order(before.ctx, None, created_then_paid)
-    assert before.ctx.sent == []  # killed before the click was read
+    assert before.ctx.sent_to("attributions") == []  # killed before the click was read
     after = Partition(backlog, tables=before.attributor.tables)
     assert after.run([CLICKS]) == {"o0": {"type": "cps", "mode": "last_click", "reason": None,
                                           "click_id": "c0", "delayed": False}}

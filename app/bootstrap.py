@@ -1,0 +1,179 @@
+"""Building one engine from its settings: every part made here, nothing at import.
+
+`build(settings)` makes the Faust app, the engine and the worker's services,
+defines the tables (tables/), registers the pipelines (agents/) and the web
+views (app/web/), and returns them all as `Services`. `cps worker` runs the
+result; a test may build two engines in one process.
+
+Adding a pipeline: its handlers in `agents/<name>.py` with a
+`register(services, ...)` that calls `services.engine.pipeline(...)`; its
+tables in `tables/<name>.py` with a `define(engine)`; both called from
+`build` below; topics in `app/topics.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+import tables.attribution
+import tables.balances
+import tables.billing
+import tables.order_center
+from agents import attribution, balances, billing, configuration, order_center, orders
+from app.catalog import Catalog
+from app.clicks import ClickService
+from app.connection import KafkaConnection
+from app.domain.tokens import Signer
+from app.engine import faust_patches
+from app.engine.direct import deliver_to
+from app.engine.processor import Engine
+from app.faust_app import create_app
+from app.monitor import Monitor
+from app.settings import Settings
+from app.sinks.dispatcher import SinkDispatcher
+from app.sinks.fanout import SinkRegistry
+from app.sinks.subscriptions import Subscriptions
+from app.spool import ClickSpool, SpoolForwarder
+from app.topics import Topics
+from app.topology import Topology
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """The engine's tables, by pipeline."""
+
+    attribution: tables.attribution.AttributionTables
+    billing: tables.billing.BillingTables
+    balances: tables.balances.BalanceTables
+    order_center: tables.order_center.OrderCenterTables
+
+
+@dataclass(slots=True)
+class Services:
+    """The long-lived parts of one engine; pipelines and web views take what they need."""
+
+    settings: Settings
+    connection: KafkaConnection
+    topics: Topics
+    app: faust.App
+    topology: Topology
+    engine: Engine
+    catalog: Catalog
+    signer: Signer
+    spool: ClickSpool
+    forwarder: SpoolForwarder
+    click_service: ClickService
+    sink_registry: SinkRegistry
+    dispatcher: SinkDispatcher
+    subscriptions: Subscriptions
+    monitor: Monitor
+    state: State = None  # type: ignore[assignment]  # defined once the engine exists
+
+
+def build(settings: Settings) -> Services:
+    """The whole engine of one worker, ready for `faust.Worker`."""
+    services = _services(settings)
+    engine = services.engine
+    services.state = State(
+        attribution=tables.attribution.define(engine),
+        billing=tables.billing.define(engine),
+        balances=tables.balances.define(engine),
+        order_center=tables.order_center.define(engine),
+    )
+    # Attribution first: its first topic (cps.clicks) anchors the engine's partitions.
+    attributor = attribution.register(services)
+    center = order_center.register(services)
+    biller = billing.register(services, order_center=center)
+    orders.register(services, attribute=attributor.on_order_event, book=biller.book)
+    balances.register(services)
+    configuration.register(services)
+    _register_web_views(services)
+    _start_services_with_the_app(services)
+    return services
+
+
+def _services(settings: Settings) -> Services:
+    connection = KafkaConnection.from_settings(settings)
+    topics = Topics(settings.topic_prefix)
+    app = create_app(settings, connection)
+    faust_patches.apply(app)
+    topology = Topology(settings.partitions)
+    engine = Engine(
+        app, connection=connection, topology=topology, partitions=settings.partitions,
+        deadletter_topic=topics.deadletter, commit_linger_ms=settings.commit_linger_ms,
+        commit_max_events=settings.commit_max_events,
+        rocksdb_options={"block_cache_size": settings.rocksdb_cache_mb * 1024 * 1024,
+                         "write_buffer_size": 8 * 1024 * 1024,
+                         "max_write_buffer_number": 2})
+    deliver_to(engine)
+    catalog = Catalog(connection, topics=topics)
+    signer = Signer(settings.link_secret, previous=settings.link_secrets_previous)
+    spool = ClickSpool(settings.data_dir / "spool")
+    forwarder = SpoolForwarder(spool, connection, clicks_topic=topics.clicks,
+                               positions_topic=topics.spool_progress, app_id=settings.app_id)
+    click_service = ClickService(signer, spool, dedupe_ms=settings.click_dedupe_ms,
+                                 tracking_ttl_ms=settings.click_retention_ms)
+    sink_registry = SinkRegistry(catalog, settings.topic_prefix, topics.live)
+    dispatcher = SinkDispatcher(sink_registry, connection, app_id=settings.app_id,
+                                partitions=settings.partitions,
+                                replication=settings.replication,
+                                deadletter_topic=topics.sinks_deadletter)
+    subscriptions = Subscriptions(connection, topic=topics.live,
+                                  partitions=lambda: topology.partitions(topics.live),
+                                  limit=settings.max_subscribers)
+    monitor = Monitor(
+        app, settings, connection, registry=sink_registry,
+        consumed_topics=lambda: sorted(engine.handlers),
+        output_topics=[topics.attributions, topics.commissions, topics.settlements,
+                       topics.deadletter, topics.sinks_deadletter],
+        partitions=topology.partitions,
+        sink_stats=lambda: {sink_id: {k: v for k, v in values.items()
+                                      if k in ("sent", "retried", "dead_lettered", "rate_per_s")}
+                            for sink_id, values in dispatcher.stats().items()},
+        dead_letters=lambda: engine.dead_letter_reasons,
+    )
+    engine.gate(lambda: catalog.ready)
+    # Results are fanned out only to sinks whose queue topics exist; wait until they do.
+    engine.gate(lambda: dispatcher.synced.is_set())
+    return Services(settings=settings, connection=connection, topics=topics, app=app,
+                    topology=topology, engine=engine, catalog=catalog, signer=signer,
+                    spool=spool, forwarder=forwarder, click_service=click_service,
+                    sink_registry=sink_registry, dispatcher=dispatcher,
+                    subscriptions=subscriptions, monitor=monitor)
+
+
+def _register_web_views(services: Services) -> None:
+    from app.web import (
+        accounts,
+        admin,
+        clicks,
+        demo,
+        health,
+        metrics,
+        monitoring,
+        orders,
+        sinks,
+        subscribe,
+    )
+
+    for view in (health, accounts, clicks, admin, orders, demo, metrics, sinks, subscribe,
+                 monitoring):
+        view.register(services)
+
+
+def _start_services_with_the_app(services: Services) -> None:
+    app = services.app
+
+    async def start_services() -> Any:
+        """Start the engine and the catalog once the app runs (after the first recovery)."""
+        await app.add_runtime_dependency(services.catalog)
+        await app.add_runtime_dependency(services.engine)
+        await app.add_runtime_dependency(services.forwarder)
+        await services.catalog.wait_ready()
+        await app.add_runtime_dependency(services.dispatcher)
+        await app.add_runtime_dependency(services.monitor)
+
+    app.task(start_services)

@@ -1,0 +1,42 @@
+"""The Faust application of one engine, made from its settings and Kafka connection."""
+
+from __future__ import annotations
+
+import faust
+
+from app.connection import KafkaConnection
+from app.settings import Settings
+
+
+def create_app(settings: Settings, connection: KafkaConnection) -> faust.App:
+    return faust.App(
+        settings.app_id,
+        broker=connection.faust_urls(),
+        broker_credentials=connection.faust_credentials(),
+        store="rocksdb://",
+        datadir=str(settings.data_dir / "state"),
+        autodiscover=False,
+        # The engine drives the per-partition transactions itself (app/engine);
+        # this mode makes Faust read committed data only and fence the previous
+        # owner of a partition before its tables recover.
+        processing_guarantee="exactly_once",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication,
+        table_standby_replicas=settings.standby_replicas,
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,
+        # A killed worker's partitions move to the others after this long.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
+        producer_acks=-1,
+        producer_linger=0.002,
+        web_enabled=True,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_metrics_enabled=False,
+    )
