@@ -6,7 +6,9 @@ from itertools import takewhile
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from app.cli import main
 from app.connection import KafkaConnection
 from app.settings import SETTINGS, Settings, SettingsError, Source, markdown_table
 
@@ -133,3 +135,37 @@ def test_readme_settings_table_is_the_declared_one():
                       lines[lines.index("| variable | meaning | default |"):])
     # On a difference: paste the output of `cps settings --markdown` into README.md.
     assert "\n".join(table) + "\n" == markdown_table()
+
+
+@pytest.fixture
+def cps(monkeypatch):
+    """Runs `cps ARGS` with only the given CPS_* variables set."""
+    for declared in SETTINGS:
+        monkeypatch.delenv(declared.name, raising=False)
+    return lambda *args, **env: CliRunner().invoke(main, list(args), env=env)
+
+
+def test_cps_settings_shows_values_and_where_they_came_from(cps):
+    result = cps("settings", CPS_KAFKA_PORT="19092", CPS_ADMIN_TOKEN="tok-123",
+                 CPS_LINK_SECRETS_PREVIOUS="old-1,old-2", CPS_KAFKA_SASL_PASSWORD="pw-000")
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split()[1:] for line in result.output.splitlines()}
+    assert list(rows) == [declared.name for declared in SETTINGS]
+    assert rows["CPS_BROKER"] == ["127.0.0.1:19092", "derived", "default"]
+    assert rows["CPS_KAFKA_PORT"] == ["19092", "environment"]
+    assert rows["CPS_PARTITIONS"] == ["8", "default"]
+    assert rows["CPS_ADMIN_TOKEN"] == ["(hidden)", "environment"]
+    assert rows["CPS_LINK_SECRET"] == ["(empty)", "default"]
+    assert not any(secret in result.output for secret in ("tok-123", "old-1", "pw-000"))
+
+
+def test_cps_settings_markdown_is_the_readme_table(cps):
+    result = cps("settings", "--markdown")
+    assert result.exit_code == 0, result.output
+    assert result.output == markdown_table()
+
+
+def test_cps_settings_names_a_bad_variable(cps):
+    result = cps("settings", CPS_KAFKA_SECURITY_PROTOCOL="SASL_SSL")
+    assert result.exit_code == 2
+    assert "CPS_KAFKA_SASL_USERNAME and CPS_KAFKA_SASL_PASSWORD" in result.output
