@@ -1,5 +1,9 @@
 """Engine settings, read once from `CPS_*` environment variables.
 
+Each setting is declared once, as a field of `Settings`: its variable, default,
+meaning and the rules a value must meet. Reading the environment, `cps settings`
+and the settings table of README.md all follow from that declaration.
+
 Every setting has a default except the two secrets, which a worker refuses to
 run without (`make run` sets demo values and prints them). The names in the
 first block are fixed by the product specification; the rest are ours.
@@ -8,9 +12,15 @@ first block are fixed by the product specification; the rest are ours.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from functools import cache
 from pathlib import Path
+from string import Template
+from typing import Any, get_type_hints
+
+from app.connection import SASL_MECHANISMS, SECURITY_PROTOCOLS, KafkaConnection
 
 DAY_MS = 86_400_000
 
@@ -19,209 +29,360 @@ class SettingsError(ValueError):
     """A `CPS_*` variable is missing or malformed; the message says which and how to fix it."""
 
 
+class Source(StrEnum):
+    """Where a setting's value came from."""
+
+    ENVIRONMENT = "environment"
+    DEFAULT = "default"
+    DERIVED = "derived default"
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
+    """One `CPS_*` variable: its default, what it means, and what a value must satisfy.
+
+    `default` is written as the variable would be; a `Template` default is made of
+    other settings (`$CPS_KAFKA_PORT`). The type of the `Settings` field says how the
+    text is read: int, str, Path (`~` expanded) or tuple[str, ...] (comma-separated).
+    """
+
     name: str
-    default: str
+    default: str | int | Template
     meaning: str
+    note: str = ""  # said after the default in README, e.g. "30 days"
+    minimum: int | None = None
+    maximum: int | None = None
+    choices: tuple[str, ...] = ()  # matched ignoring case, kept as written here
+    allow_empty: bool = False  # besides every setting whose default is empty
+    secret: bool = False  # never printed, logged or shown in a repr
+    required: bool = False  # a worker refuses to serve without it (`require_secrets`)
+    check: Callable[[str, str], str] | None = None  # (name, text) -> text, or SettingsError
+
+    @property
+    def derived(self) -> bool:
+        return isinstance(self.default, Template)
+
+    @property
+    def accepts_empty(self) -> bool:
+        return self.allow_empty or self.default == ""
+
+    @property
+    def description(self) -> str:
+        return f"{self.meaning} ({', '.join(self.choices)})" if self.choices else self.meaning
+
+    @property
+    def documented_default(self) -> str:
+        if self.required:
+            return "required"
+        text = self.default.template if isinstance(self.default, Template) else str(self.default)
+        shown = f"`{text}`" if text else "none"
+        return f"{shown} ({self.note})" if self.note else shown
+
+    def shown(self, value: Any) -> str:
+        """The value as `cps settings` prints it: secrets hidden, lists comma-separated."""
+        text = ",".join(value) if isinstance(value, tuple) else str(value)
+        if self.secret and text:
+            return "(hidden)"
+        return text or "(empty)"
 
 
-# The table README.md renders; keep it in the order users look for things.
-SETTINGS: tuple[Setting, ...] = (
-    Setting("CPS_BROKER", "127.0.0.1:$CPS_KAFKA_PORT", "Kafka bootstrap servers (comma-separated)"),
-    Setting("CPS_KAFKA_PORT", "9092", "port of the local broker started by `cps kafka start`"),
-    Setting("CPS_TOPIC_PREFIX", "cps.", "prefix of every topic name"),
-    Setting("CPS_PARTITIONS", "8", "partitions of the topics the engine creates"),
-    Setting("CPS_WEB_PORT", "6066", "web server port of a worker"),
-    Setting("CPS_DATA_DIR", "./var", "local state of a worker (RocksDB tables, click spool)"),
-    Setting("CPS_ADMIN_TOKEN", "(required)", "bearer token of the admin API"),
-    Setting("CPS_LINK_SECRET", "(required)", "HMAC key of promotion links and tracking tokens"),
-    Setting("CPS_APP_ID", "cps-engine", "Faust app id and Kafka consumer group"),
-    Setting("CPS_LINK_SECRETS_PREVIOUS", "(none)",
-            "earlier link secrets, comma-separated, still accepted while links made with them "
-            "live (secret rotation)"),
-    Setting("CPS_PUBLIC_URL", "http://127.0.0.1:$CPS_WEB_PORT",
-            "base URL of the promotion links the engine makes"),
-    Setting("CPS_LINK_TTL_S", "2592000", "lifetime of a promotion link made without ttl_s"),
-    Setting("CPS_CLICK_DEDUPE_MS", "10000",
-            "repeated clicks of one buyer on one link within this time count once"),
-    Setting("CPS_ADMIN_MAX_BODY_BYTES", "65536", "largest admin request body accepted"),
-    Setting("CPS_MAX_SUBSCRIBERS", "100", "live subscribers (/subscribe) a worker serves at once"),
-    Setting("CPS_WEB_HOST", "127.0.0.1", "address the worker's web server binds to"),
-    Setting("CPS_REPLICATION", "1", "replication factor of the topics the engine creates"),
-    Setting("CPS_ATTRIBUTION_GRACE_MS", "30000",
-            "how long an order without a click (or without `created`) waits for a late one, "
-            "processing time (clicks already in Kafka are always waited for)"),
-    Setting("CPS_CLICK_RETENTION_MS", str(30 * DAY_MS),
-            "click history kept per buyer, by event time against the wall clock"),
-    Setting("CPS_CLICK_HISTORY_CAP", "100", "most clicks kept per buyer"),
-    Setting("CPS_SETTLEMENT_SCHEDULE", "* * * * *",
-            "cron expression of the settlement check (wall clock, UTC)"),
-    Setting("CPS_COMMIT_LINGER_MS", "50",
-            "how long a partition's oldest uncommitted event waits before the engine commits it"),
-    Setting("CPS_COMMIT_MAX_EVENTS", "5000", "events after which the engine commits at once"),
-    Setting("CPS_STANDBY_REPLICAS", "0", "Faust standby replicas of each table partition"),
-    Setting("CPS_MONITOR_INTERVAL_S", "5", "how often lag, throughput and alerts are sampled"),
-    Setting("CPS_ALERT_LAG", "10000",
-            "alert when the engine's consumer lag (all partitions) stays above this"),
-    Setting("CPS_ALERT_LAG_FOR_S", "60", "... for this long"),
-    Setting("CPS_ALERT_DELAY_P99_MS", "2000",
-            "alert when the attribution delay p99 of the last minute stays above this"),
-    Setting("CPS_ALERT_DELAY_FOR_S", "60", "... for this long"),
-    Setting("CPS_ALERT_DEAD_LETTERS_PER_MIN", "60",
-            "alert when more input than this per minute goes to the dead-letter topic"),
-    Setting("CPS_BACKFILL_MS", "3600000",
-            "orders older than this when attributed count as backfill, not in delay figures"),
-    Setting("CPS_ROCKSDB_CACHE_MB", "16", "RocksDB block cache per table partition, MiB"),
-    Setting("CPS_KAFKA_HOME", "~/.cache/cps", "where `cps kafka` caches broker jars and data"),
-    Setting("CPS_LOG_LEVEL", "info", "worker log level (debug, info, warn, error)"),
-)
+_SETTING = "cps_setting"
+
+
+def setting(name: str, default: str | int | Template, meaning: str, **rules: Any) -> Any:
+    """A `Settings` field read from the variable `name`; `rules` are `Setting`'s checks."""
+    declared = Setting(name, default, meaning, **rules)
+    return field(default_factory=lambda: _default_value(declared), repr=not declared.secret,
+                 metadata={_SETTING: declared})
+
+
+def _cron(name: str, text: str) -> str:
+    from croniter import croniter
+
+    if not croniter.is_valid(text):
+        raise SettingsError(f"{name}={text!r} is not a cron expression "
+                            "(five fields, e.g. '* * * * *' for every minute)")
+    return text
+
+
+def _topic_name_characters(name: str, text: str) -> str:
+    if any(not c.isalnum() and c not in "._-" for c in text):
+        raise SettingsError(f"{name}={text!r}: use letters, digits, '.', '_' or '-'")
+    return text
+
+
+def _without_trailing_slash(_name: str, text: str) -> str:
+    return text.rstrip("/")
+
+
+def _existing_file(name: str, text: str) -> str:
+    if not text:
+        return text
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise SettingsError(f"{name}={text!r}: no such file; give the path of a PEM file "
+                            "or unset the variable")
+    return str(path)
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    broker: str = "127.0.0.1:9092"
-    kafka_port: int = 9092
-    topic_prefix: str = "cps."
-    partitions: int = 8
-    web_port: int = 6066
-    web_host: str = "127.0.0.1"
-    data_dir: Path = Path("./var")
-    admin_token: str = ""
-    link_secret: str = ""
-    link_secrets_previous: tuple[str, ...] = ()
-    public_url: str = "http://127.0.0.1:6066"
-    link_ttl_s: int = 30 * 86_400
-    click_dedupe_ms: int = 10_000
-    admin_max_body_bytes: int = 65_536
-    max_subscribers: int = 100
-    app_id: str = "cps-engine"
-    replication: int = 1
-    attribution_grace_ms: int = 30_000
-    click_retention_ms: int = 30 * DAY_MS
-    click_history_cap: int = 100
-    settlement_schedule: str = "* * * * *"
-    commit_linger_ms: int = 50
-    commit_max_events: int = 5000
-    standby_replicas: int = 0
-    monitor_interval_s: int = 5
-    alert_lag: int = 10_000
-    alert_lag_for_s: int = 60
-    alert_delay_p99_ms: int = 2000
-    alert_delay_for_s: int = 60
-    alert_dead_letters_per_min: int = 60
-    backfill_ms: int = 3_600_000
-    rocksdb_cache_mb: int = 16
-    kafka_home: Path = field(default_factory=lambda: Path("~/.cache/cps").expanduser())
-    log_level: str = "info"
+    """Every engine setting; `Settings()` holds the defaults, `from_env` reads the environment."""
+
+    broker: str = setting("CPS_BROKER", Template("127.0.0.1:$CPS_KAFKA_PORT"),
+                          "Kafka bootstrap servers (comma-separated)")
+    kafka_port: int = setting(
+        "CPS_KAFKA_PORT", 9092,
+        "port of the local broker started by `cps kafka start` (0 picks a free one)",
+        minimum=0, maximum=65535)
+    topic_prefix: str = setting("CPS_TOPIC_PREFIX", "cps.", "prefix of every topic name",
+                                allow_empty=True, check=_topic_name_characters)
+    partitions: int = setting("CPS_PARTITIONS", 8, "partitions of the topics the engine creates",
+                              minimum=1, maximum=1024)
+    web_port: int = setting("CPS_WEB_PORT", 6066, "web server port of a worker",
+                            minimum=0, maximum=65535)
+    data_dir: Path = setting("CPS_DATA_DIR", "./var",
+                             "local state of a worker (RocksDB tables, click spool)")
+    admin_token: str = setting("CPS_ADMIN_TOKEN", "", "bearer token of the admin API",
+                               secret=True, required=True)
+    link_secret: str = setting("CPS_LINK_SECRET", "",
+                               "HMAC key of promotion links and tracking tokens",
+                               secret=True, required=True)
+    app_id: str = setting("CPS_APP_ID", "cps-engine", "Faust app id and Kafka consumer group")
+
+    kafka_security_protocol: str = setting(
+        "CPS_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "how the engine connects to Kafka",
+        choices=SECURITY_PROTOCOLS)
+    kafka_sasl_mechanism: str = setting(
+        "CPS_KAFKA_SASL_MECHANISM", "PLAIN", "SASL mechanism of a `SASL_*` protocol",
+        choices=SASL_MECHANISMS)
+    kafka_sasl_username: str = setting(
+        "CPS_KAFKA_SASL_USERNAME", "", "SASL user name (needed by a `SASL_*` protocol)")
+    kafka_sasl_password: str = setting(
+        "CPS_KAFKA_SASL_PASSWORD", "", "SASL password (needed by a `SASL_*` protocol)",
+        secret=True)
+    kafka_ssl_cafile: str = setting(
+        "CPS_KAFKA_SSL_CAFILE", "",
+        "PEM file of the CA that signed the brokers' certificates (`SSL`, `SASL_SSL`)",
+        note="the system's trusted roots", check=_existing_file)
+    kafka_ssl_certfile: str = setting(
+        "CPS_KAFKA_SSL_CERTFILE", "",
+        "PEM client certificate for mutual TLS (with `CPS_KAFKA_SSL_KEYFILE`)",
+        check=_existing_file)
+    kafka_ssl_keyfile: str = setting(
+        "CPS_KAFKA_SSL_KEYFILE", "", "PEM private key of that client certificate",
+        check=_existing_file)
+
+    link_secrets_previous: tuple[str, ...] = setting(
+        "CPS_LINK_SECRETS_PREVIOUS", "",
+        "earlier link secrets, comma-separated, still accepted (secret rotation)", secret=True)
+    public_url: str = setting("CPS_PUBLIC_URL", Template("http://127.0.0.1:$CPS_WEB_PORT"),
+                              "base URL of the promotion links the engine makes",
+                              check=_without_trailing_slash)
+    link_ttl_s: int = setting("CPS_LINK_TTL_S", 30 * 86_400,
+                              "lifetime of a promotion link made without `ttl_s`",
+                              note="30 days", minimum=1)
+    click_dedupe_ms: int = setting(
+        "CPS_CLICK_DEDUPE_MS", 10_000,
+        "repeated clicks of one buyer on one link within this time count once", minimum=0)
+    max_subscribers: int = setting(
+        "CPS_MAX_SUBSCRIBERS", 100,
+        "live subscribers (`/subscribe`) a worker serves at once (503 above)", minimum=1)
+    admin_max_body_bytes: int = setting("CPS_ADMIN_MAX_BODY_BYTES", 65_536,
+                                        "largest admin request body accepted (413 above)",
+                                        minimum=1024)
+    web_host: str = setting("CPS_WEB_HOST", "127.0.0.1",
+                            "address the worker's web server binds to")
+    replication: int = setting("CPS_REPLICATION", 1,
+                               "replication factor of the topics the engine creates",
+                               minimum=1, maximum=16)
+    attribution_grace_ms: int = setting(
+        "CPS_ATTRIBUTION_GRACE_MS", 30_000,
+        "how long an order without a click (or without `created`) waits for a late one, "
+        "processing time (clicks already in Kafka are always waited for)", minimum=0)
+    click_retention_ms: int = setting(
+        "CPS_CLICK_RETENTION_MS", 30 * DAY_MS,
+        "click history kept per buyer, by event time against the wall clock",
+        note="30 days", minimum=0)
+    click_history_cap: int = setting("CPS_CLICK_HISTORY_CAP", 100, "most clicks kept per buyer",
+                                     minimum=1)
+    settlement_schedule: str = setting(
+        "CPS_SETTLEMENT_SCHEDULE", "* * * * *",
+        "cron expression of the settlement check (wall clock, UTC; an optional sixth field, "
+        "last, is seconds: `* * * * * */5` = every 5 s)", note="every minute", check=_cron)
+    commit_linger_ms: int = setting(
+        "CPS_COMMIT_LINGER_MS", 50,
+        "how long a partition's oldest uncommitted event waits for others before the engine "
+        "commits that partition (counted from when that event came in, so work that waited "
+        "through a longer commit goes right after it): shorter lowers latency but makes more "
+        "transactions (at 5 ms the `make run` demo fell seconds behind on 2 cores; at 50 ms it "
+        "kept up)", minimum=0, maximum=10_000)
+    commit_max_events: int = setting("CPS_COMMIT_MAX_EVENTS", 5000,
+                                     "events after which the engine commits at once", minimum=1)
+    standby_replicas: int = setting("CPS_STANDBY_REPLICAS", 0,
+                                    "Faust standby replicas of each table partition",
+                                    minimum=0, maximum=8)
+    monitor_interval_s: int = setting(
+        "CPS_MONITOR_INTERVAL_S", 5,
+        "how often each worker samples lag, throughput and alerts, seconds",
+        minimum=1, maximum=300)
+    alert_lag: int = setting(
+        "CPS_ALERT_LAG", 10_000,
+        "alert when the engine's consumer lag (all partitions) stays above this", minimum=0)
+    alert_lag_for_s: int = setting("CPS_ALERT_LAG_FOR_S", 60, "... for this long, seconds",
+                                   minimum=0)
+    alert_delay_p99_ms: int = setting(
+        "CPS_ALERT_DELAY_P99_MS", 2000,
+        "alert when the attribution delay p99 of the last minute stays above this", minimum=1)
+    alert_delay_for_s: int = setting("CPS_ALERT_DELAY_FOR_S", 60, "... for this long, seconds",
+                                     minimum=0)
+    alert_dead_letters_per_min: int = setting(
+        "CPS_ALERT_DEAD_LETTERS_PER_MIN", 60,
+        "alert when more input than this per minute goes to the dead-letter topic", minimum=0)
+    backfill_ms: int = setting(
+        "CPS_BACKFILL_MS", 3_600_000,
+        "orders older than this when attributed count as backfill, left out of the delay figures",
+        note="1 hour", minimum=1)
+    rocksdb_cache_mb: int = setting("CPS_ROCKSDB_CACHE_MB", 16,
+                                    "RocksDB block cache per table partition, MiB", minimum=1)
+    kafka_home: Path = setting("CPS_KAFKA_HOME", "~/.cache/cps",
+                               "where `cps kafka` caches broker jars and keeps broker data")
+    log_level: str = setting("CPS_LOG_LEVEL", "info", "worker log level",
+                             choices=("debug", "info", "warn", "error"))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The settings `env` (by default the process environment) gives, all checked."""
+        return cls.from_env_with_sources(env)[0]
+
+    @classmethod
+    def from_env_with_sources(
+            cls, env: Mapping[str, str] | None = None) -> tuple[Settings, dict[str, Source]]:
+        """`from_env`, and where each variable's value came from."""
         env = os.environ if env is None else env
-        reader = _Reader(env)
-        port = reader.integer("CPS_KAFKA_PORT", 9092, minimum=0, maximum=65535)
-        web_port = reader.integer("CPS_WEB_PORT", 6066, minimum=0, maximum=65535)
-        settings = cls(
-            broker=reader.text("CPS_BROKER", f"127.0.0.1:{port}"),
-            kafka_port=port,
-            topic_prefix=reader.text("CPS_TOPIC_PREFIX", "cps.", allow_empty=True),
-            partitions=reader.integer("CPS_PARTITIONS", 8, minimum=1, maximum=1024),
-            web_port=web_port,
-            web_host=reader.text("CPS_WEB_HOST", "127.0.0.1"),
-            data_dir=Path(reader.text("CPS_DATA_DIR", "./var")).expanduser(),
-            admin_token=reader.text("CPS_ADMIN_TOKEN", "", allow_empty=True),
-            link_secret=reader.text("CPS_LINK_SECRET", "", allow_empty=True),
-            link_secrets_previous=tuple(
-                s.strip() for s in reader.text("CPS_LINK_SECRETS_PREVIOUS", "",
-                                               allow_empty=True).split(",") if s.strip()),
-            public_url=reader.text("CPS_PUBLIC_URL", f"http://127.0.0.1:{web_port}").rstrip("/"),
-            link_ttl_s=reader.integer("CPS_LINK_TTL_S", 30 * 86_400, minimum=1),
-            click_dedupe_ms=reader.integer("CPS_CLICK_DEDUPE_MS", 10_000, minimum=0),
-            admin_max_body_bytes=reader.integer("CPS_ADMIN_MAX_BODY_BYTES", 65_536,
-                                                minimum=1024),
-            max_subscribers=reader.integer("CPS_MAX_SUBSCRIBERS", 100, minimum=1),
-            app_id=reader.text("CPS_APP_ID", "cps-engine"),
-            replication=reader.integer("CPS_REPLICATION", 1, minimum=1, maximum=16),
-            attribution_grace_ms=reader.integer("CPS_ATTRIBUTION_GRACE_MS", 30_000, minimum=0),
-            click_retention_ms=reader.integer("CPS_CLICK_RETENTION_MS", 30 * DAY_MS, minimum=0),
-            click_history_cap=reader.integer("CPS_CLICK_HISTORY_CAP", 100, minimum=1),
-            settlement_schedule=reader.cron("CPS_SETTLEMENT_SCHEDULE", "* * * * *"),
-            commit_linger_ms=reader.integer("CPS_COMMIT_LINGER_MS", 50, minimum=0, maximum=10_000),
-            commit_max_events=reader.integer("CPS_COMMIT_MAX_EVENTS", 5000, minimum=1),
-            standby_replicas=reader.integer("CPS_STANDBY_REPLICAS", 0, minimum=0, maximum=8),
-            monitor_interval_s=reader.integer("CPS_MONITOR_INTERVAL_S", 5, minimum=1,
-                                              maximum=300),
-            alert_lag=reader.integer("CPS_ALERT_LAG", 10_000, minimum=0),
-            alert_lag_for_s=reader.integer("CPS_ALERT_LAG_FOR_S", 60, minimum=0),
-            alert_delay_p99_ms=reader.integer("CPS_ALERT_DELAY_P99_MS", 2000, minimum=1),
-            alert_delay_for_s=reader.integer("CPS_ALERT_DELAY_FOR_S", 60, minimum=0),
-            alert_dead_letters_per_min=reader.integer("CPS_ALERT_DEAD_LETTERS_PER_MIN", 60,
-                                                      minimum=0),
-            backfill_ms=reader.integer("CPS_BACKFILL_MS", 3_600_000, minimum=1),
-            rocksdb_cache_mb=reader.integer("CPS_ROCKSDB_CACHE_MB", 16, minimum=1),
-            kafka_home=Path(reader.text("CPS_KAFKA_HOME", "~/.cache/cps")).expanduser(),
-            log_level=reader.choice("CPS_LOG_LEVEL", "info", ("debug", "info", "warn", "error")),
-        )
-        if any(not c.isalnum() and c not in "._-" for c in settings.topic_prefix):
-            raise SettingsError(
-                f"CPS_TOPIC_PREFIX={settings.topic_prefix!r}: use letters, digits, '.', '_' or '-'"
-            )
-        return settings
+        kinds = _field_kinds()
+        values: dict[str, Any] = {}
+        sources: dict[str, Source] = {}
+        texts: dict[str, str] = {}
+        # A derived default is made of other settings' values: read those first.
+        for each in sorted(fields(cls), key=lambda f: f.metadata[_SETTING].derived):
+            declared: Setting = each.metadata[_SETTING]
+            values[each.name], sources[declared.name] = _read(
+                declared, kinds[declared.name], env.get(declared.name),
+                _default_text(declared, texts))
+            texts[declared.name] = str(values[each.name])
+        settings = cls(**values)
+        settings._check_kafka_credentials()
+        return settings, sources
 
     def require_secrets(self) -> None:
         """Refuse to serve without the admin token and the link secret."""
-        missing = [
-            name
-            for name, value in (("CPS_ADMIN_TOKEN", self.admin_token),
-                                ("CPS_LINK_SECRET", self.link_secret))
-            if not value
-        ]
+        missing = [declared.name for declared, value in self._declared_values()
+                   if declared.required and not value]
         if missing:
             raise SettingsError(
                 f"{' and '.join(missing)} must be set (a long random string each); "
                 "`make run` sets demo values for local use"
             )
 
+    def describe(self, sources: Mapping[str, Source]) -> list[tuple[str, str, Source]]:
+        """Each variable, its value as shown to people (secrets hidden), and its source."""
+        return [(declared.name, declared.shown(value), sources[declared.name])
+                for declared, value in self._declared_values()]
 
-class _Reader:
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
+    def _declared_values(self) -> list[tuple[Setting, Any]]:
+        return [(each.metadata[_SETTING], getattr(self, each.name)) for each in fields(self)]
 
-    def text(self, name: str, default: str, *, allow_empty: bool = False) -> str:
-        value = self.env.get(name)
-        if value is None:
-            return default
-        value = value.strip()
-        if not value and not allow_empty:
-            raise SettingsError(f"{name} is set but empty; unset it to use {default!r}")
-        return value
+    def _check_kafka_credentials(self) -> None:
+        if KafkaConnection.from_settings(self).uses_sasl:
+            credentials = {"CPS_KAFKA_SASL_USERNAME": self.kafka_sasl_username,
+                           "CPS_KAFKA_SASL_PASSWORD": self.kafka_sasl_password}
+            missing = [name for name, value in credentials.items() if not value]
+            if missing:
+                raise SettingsError(
+                    f"CPS_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} logs in with "
+                    f"SASL: set {' and '.join(missing)}")
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            given, lacking = ("CPS_KAFKA_SSL_CERTFILE", "CPS_KAFKA_SSL_KEYFILE")
+            if not self.kafka_ssl_certfile:
+                given, lacking = lacking, given
+            raise SettingsError(f"{given} is set but {lacking} is not: a client certificate "
+                                "for mutual TLS needs both")
 
-    def integer(self, name: str, default: int, *, minimum: int | None = None,
-                maximum: int | None = None) -> int:
-        raw = self.env.get(name)
-        if raw is None or not raw.strip():
-            return default
-        try:
-            value = int(raw.strip().replace("_", ""))
-        except ValueError:
-            raise SettingsError(f"{name}={raw!r} is not an integer") from None
-        if minimum is not None and value < minimum:
-            raise SettingsError(f"{name}={value} is below the minimum {minimum}")
-        if maximum is not None and value > maximum:
-            raise SettingsError(f"{name}={value} is above the maximum {maximum}")
-        return value
 
-    def cron(self, name: str, default: str) -> str:
-        from croniter import croniter
+SETTINGS: tuple[Setting, ...] = tuple(each.metadata[_SETTING] for each in fields(Settings))
 
-        value = self.text(name, default)
-        if not croniter.is_valid(value):
-            raise SettingsError(f"{name}={value!r} is not a cron expression "
-                                "(five fields, e.g. '* * * * *' for every minute)")
-        return value
 
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.text(name, default).lower()
-        if value not in choices:
-            raise SettingsError(f"{name}={value!r}: choose one of {', '.join(choices)}")
-        return value
+def markdown_table() -> str:
+    """The settings table of README.md, as `cps settings --markdown` prints it."""
+    rows = ["| variable | meaning | default |", "|---|---|---|"]
+    rows += [f"| `{s.name}` | {s.description} | {s.documented_default} |" for s in SETTINGS]
+    return "\n".join(rows) + "\n"
+
+
+@cache
+def _field_kinds() -> dict[str, Any]:
+    """The type of each variable's field, by variable name: it says how the text is read."""
+    hints = get_type_hints(Settings)
+    return {each.metadata[_SETTING].name: hints[each.name] for each in fields(Settings)}
+
+
+def _default_text(declared: Setting, texts: Mapping[str, str]) -> str:
+    if isinstance(declared.default, Template):
+        return declared.default.substitute(texts)
+    return str(declared.default)
+
+
+def _default_value(declared: Setting) -> Any:
+    """What `from_env({})` gives for `declared`, so `Settings()` and an empty environment agree."""
+    texts = {s.name: str(s.default) for s in SETTINGS if not s.derived}
+    return _read(declared, _field_kinds()[declared.name], None, _default_text(declared, texts))[0]
+
+
+def _read(declared: Setting, kind: Any, raw: str | None, default: str) -> tuple[Any, Source]:
+    # A blank integer variable means its default; blank text is a value (an empty topic prefix).
+    if raw is None or (kind is int and not raw.strip()):
+        text, source = default, Source.DERIVED if declared.derived else Source.DEFAULT
+    else:
+        text, source = raw.strip(), Source.ENVIRONMENT
+        if not text and not declared.accepts_empty:
+            raise SettingsError(f"{declared.name} is set but empty; unset it to use {default!r}")
+    return _PARSERS[kind](declared, text), source
+
+
+def _integer(declared: Setting, text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise SettingsError(f"{declared.name}={text!r} is not an integer") from None
+    if declared.minimum is not None and value < declared.minimum:
+        raise SettingsError(f"{declared.name}={value} is below the minimum {declared.minimum}")
+    if declared.maximum is not None and value > declared.maximum:
+        raise SettingsError(f"{declared.name}={value} is above the maximum {declared.maximum}")
+    return value
+
+
+def _text(declared: Setting, text: str) -> str:
+    if declared.choices:
+        text = _choice(declared, text)
+    return declared.check(declared.name, text) if declared.check else text
+
+
+def _choice(declared: Setting, text: str) -> str:
+    for choice in declared.choices:
+        if choice.lower() == text.lower():
+            return choice
+    raise SettingsError(f"{declared.name}={text!r}: choose one of {', '.join(declared.choices)}")
+
+
+def _path(_declared: Setting, text: str) -> Path:
+    return Path(text).expanduser()
+
+
+def _comma_list(_declared: Setting, text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+_PARSERS: dict[Any, Callable[[Setting, str], Any]] = {
+    int: _integer, str: _text, Path: _path, tuple[str, ...]: _comma_list,
+}

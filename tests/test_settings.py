@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from itertools import takewhile
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from app.settings import SETTINGS, Settings, SettingsError
+from app.cli import main
+from app.connection import KafkaConnection
+from app.settings import SETTINGS, Settings, SettingsError, Source, markdown_table
 
 
 def test_defaults():
@@ -52,3 +56,116 @@ def test_readme_documents_every_setting():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     missing = [s.name for s in SETTINGS if f"`{s.name}`" not in readme]
     assert not missing, f"README.md lacks {missing}"
+
+
+def test_settings_without_environment_are_the_defaults():
+    assert Settings() == Settings.from_env({})
+
+
+def test_derived_defaults_paths_and_lists():
+    settings = Settings.from_env({"CPS_WEB_PORT": "7000", "CPS_DATA_DIR": "~/cps",
+                                  "CPS_LINK_SECRETS_PREVIOUS": " old1, ,old2 "})
+    assert settings.public_url == "http://127.0.0.1:7000"
+    assert settings.data_dir == Path("~/cps").expanduser()
+    assert settings.link_secrets_previous == ("old1", "old2")
+    assert Settings.from_env({"CPS_PUBLIC_URL": "https://go.example.com/"}).public_url == (
+        "https://go.example.com")
+
+
+def test_sources_say_where_each_value_came_from():
+    _, sources = Settings.from_env_with_sources({"CPS_KAFKA_PORT": "19092"})
+    assert (sources["CPS_KAFKA_PORT"], sources["CPS_BROKER"], sources["CPS_PARTITIONS"]) == (
+        Source.ENVIRONMENT, Source.DERIVED, Source.DEFAULT)
+
+
+def test_secrets_stay_out_of_the_repr():
+    settings = Settings.from_env({"CPS_ADMIN_TOKEN": "tok-123", "CPS_LINK_SECRET": "sec-456",
+                                  "CPS_LINK_SECRETS_PREVIOUS": "old-789",
+                                  "CPS_KAFKA_SASL_PASSWORD": "pw-000"})
+    assert not any(secret in repr(settings) for secret in ("tok-123", "sec-456", "old-789",
+                                                           "pw-000"))
+
+
+def test_kafka_connection_settings():
+    settings = Settings.from_env({"CPS_KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+                                  "CPS_KAFKA_SASL_MECHANISM": "scram-sha-512",
+                                  "CPS_KAFKA_SASL_USERNAME": "engine",
+                                  "CPS_KAFKA_SASL_PASSWORD": "pw"})
+    connection = KafkaConnection.from_settings(settings)
+    assert (connection.security_protocol, connection.sasl_mechanism, connection.ssl_cafile) == (
+        "SASL_SSL", "SCRAM-SHA-512", "")
+    defaults = Settings()
+    assert (defaults.kafka_security_protocol, defaults.kafka_sasl_mechanism) == (
+        "PLAINTEXT", "PLAIN")
+
+
+def test_kafka_tls_files_must_exist(tmp_path):
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        (tmp_path / name).write_text("PEM")
+    settings = Settings.from_env({"CPS_KAFKA_SECURITY_PROTOCOL": "SSL",
+                                  "CPS_KAFKA_SSL_CAFILE": str(tmp_path / "ca.pem"),
+                                  "CPS_KAFKA_SSL_CERTFILE": str(tmp_path / "cert.pem"),
+                                  "CPS_KAFKA_SSL_KEYFILE": str(tmp_path / "key.pem")})
+    assert settings.kafka_ssl_keyfile == str(tmp_path / "key.pem")
+    with pytest.raises(SettingsError, match=r"CPS_KAFKA_SSL_CAFILE=.*no such file"):
+        Settings.from_env({"CPS_KAFKA_SSL_CAFILE": str(tmp_path / "missing.pem")})
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"CPS_KAFKA_SECURITY_PROTOCOL": "TLS"}, "CPS_KAFKA_SECURITY_PROTOCOL='TLS': choose one of "
+                                             "PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"),
+    ({"CPS_KAFKA_SASL_MECHANISM": "GSSAPI"}, "CPS_KAFKA_SASL_MECHANISM='GSSAPI'"),
+    ({"CPS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"},
+     "set CPS_KAFKA_SASL_USERNAME and CPS_KAFKA_SASL_PASSWORD$"),
+    ({"CPS_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "CPS_KAFKA_SASL_USERNAME": "engine"},
+     "set CPS_KAFKA_SASL_PASSWORD$"),
+    ({"CPS_KAFKA_SSL_CERTFILE": __file__},
+     "CPS_KAFKA_SSL_CERTFILE is set but CPS_KAFKA_SSL_KEYFILE is not"),
+    ({"CPS_KAFKA_SSL_KEYFILE": __file__},
+     "CPS_KAFKA_SSL_KEYFILE is set but CPS_KAFKA_SSL_CERTFILE is not"),
+])
+def test_bad_kafka_connection_settings_say_what_to_fix(env, message):
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_readme_settings_table_is_the_declared_one():
+    lines = (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
+    table = takewhile(lambda line: line.startswith("|"),
+                      lines[lines.index("| variable | meaning | default |"):])
+    # On a difference: paste the output of `cps settings --markdown` into README.md.
+    assert "\n".join(table) + "\n" == markdown_table()
+
+
+@pytest.fixture
+def cps(monkeypatch):
+    """Runs `cps ARGS` with only the given CPS_* variables set."""
+    for declared in SETTINGS:
+        monkeypatch.delenv(declared.name, raising=False)
+    return lambda *args, **env: CliRunner().invoke(main, list(args), env=env)
+
+
+def test_cps_settings_shows_values_and_where_they_came_from(cps):
+    result = cps("settings", CPS_KAFKA_PORT="19092", CPS_ADMIN_TOKEN="tok-123",
+                 CPS_LINK_SECRETS_PREVIOUS="old-1,old-2", CPS_KAFKA_SASL_PASSWORD="pw-000")
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split()[1:] for line in result.output.splitlines()}
+    assert list(rows) == [declared.name for declared in SETTINGS]
+    assert rows["CPS_BROKER"] == ["127.0.0.1:19092", "derived", "default"]
+    assert rows["CPS_KAFKA_PORT"] == ["19092", "environment"]
+    assert rows["CPS_PARTITIONS"] == ["8", "default"]
+    assert rows["CPS_ADMIN_TOKEN"] == ["(hidden)", "environment"]
+    assert rows["CPS_LINK_SECRET"] == ["(empty)", "default"]
+    assert not any(secret in result.output for secret in ("tok-123", "old-1", "pw-000"))
+
+
+def test_cps_settings_markdown_is_the_readme_table(cps):
+    result = cps("settings", "--markdown")
+    assert result.exit_code == 0, result.output
+    assert result.output == markdown_table()
+
+
+def test_cps_settings_names_a_bad_variable(cps):
+    result = cps("settings", CPS_KAFKA_SECURITY_PROTOCOL="SASL_SSL")
+    assert result.exit_code == 2
+    assert "CPS_KAFKA_SASL_USERNAME and CPS_KAFKA_SASL_PASSWORD" in result.output
