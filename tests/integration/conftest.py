@@ -143,6 +143,9 @@ class Worker:
             "CPS_ADMIN_TOKEN": "test-admin", "CPS_LINK_SECRET": "test-secret",
             "CPS_PARTITIONS": "4", "CPS_LOG_LEVEL": "info", **settings,
         }
+        # The repository's own `cps`, run from the repository; test_wheel points both elsewhere.
+        self.command = [CPS, "worker"]
+        self.cwd = ROOT
         self.process: subprocess.Popen | None = None
         self.logs: list[Path] = []
 
@@ -156,7 +159,7 @@ class Worker:
         log = self.data_dir.with_name(f"{self.data_dir.name}-{len(self.logs)}.log")
         self.logs.append(log)
         with open(log, "wb") as output:
-            self.process = subprocess.Popen([CPS, "worker"], env=self.env, cwd=ROOT,
+            self.process = subprocess.Popen(self.command, env=self.env, cwd=self.cwd,
                                             stdout=output, stderr=subprocess.STDOUT)
         return self
 
