@@ -57,7 +57,7 @@ def start(settings: Settings, port: int | None, fresh: bool, secure: bool) -> No
     (`eval "$(cps kafka start --secure | grep ^export)"` sets them).
 
     A port's data is either plain or secure: starting it the other way is refused
-    unless --fresh deletes the data first.
+    unless --fresh deletes the data first. More in docs/kafka-security.md.
     """
     try:
         state = _broker(settings, port).start(fresh=fresh, secure=secure)
