@@ -9,13 +9,23 @@ settings) and a managed cluster needs nothing else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.conn import collect_hosts, create_conn
+from aiokafka.errors import (
+    IllegalSaslStateError,
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 from aiokafka.helpers import create_ssl_context
+from aiokafka.protocol.metadata import MetadataRequest
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -110,6 +120,8 @@ class KafkaConnection:
     async def check(self, *, timeout_s: float = 30.0) -> None:
         """Connect once and ask for metadata: a clear error now instead of a worker that
         retries a refused login for ever."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         admin = self.admin(request_timeout_ms=int(timeout_s * 1000))
         try:
             await asyncio.wait_for(_list_topics(admin), timeout_s)
@@ -117,20 +129,61 @@ class KafkaConnection:
             raise BrokerUnreachable(
                 f"Kafka at {self.bootstrap} ({self.security_protocol}) did not answer within "
                 f"{timeout_s:.0f}s; check CPS_BROKER and CPS_KAFKA_SECURITY_PROTOCOL") from None
+        except KafkaConnectionError as exc:
+            # aiokafka's bootstrap only logs why each server failed (a refused login, an
+            # untrusted certificate, a closed connection) and raises "Unable to bootstrap
+            # from [...]", which names none of them: ask once more to find the cause.
+            cause = await self._bootstrap_failure(max(deadline - loop.time(), 1.0)) or exc
+            raise BrokerUnreachable(self._explain(cause)) from cause
         except Exception as exc:
             raise BrokerUnreachable(self._explain(exc)) from exc
         finally:
             await admin.close()
 
+    async def _bootstrap_failure(self, timeout_s: float) -> Exception | None:
+        """The error of the first bootstrap server that will not answer a metadata request
+        (None when they all answer now, or do not say within timeout_s)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                for host, port, _family in collect_hosts(self.bootstrap):
+                    try:
+                        await self._request_metadata(host, port, int(timeout_s * 1000))
+                    except Exception as exc:
+                        return exc
+        return None
+
+    async def _request_metadata(self, host: str, port: int, timeout_ms: int) -> None:
+        """One metadata request over a connection of our own, the way aiokafka bootstraps."""
+        connection = await create_conn(
+            host, port, request_timeout_ms=timeout_ms, ssl_context=self.ssl_context(),
+            security_protocol=self.security_protocol, sasl_mechanism=self.sasl_mechanism,
+            sasl_plain_username=self.sasl_username, sasl_plain_password=self.sasl_password)
+        try:
+            await connection.send(MetadataRequest([]))
+        finally:
+            connection.close()
+
     def _explain(self, exc: Exception) -> str:
-        text = f"{type(exc).__name__}: {exc}"
-        if self.uses_sasl and "auth" in text.lower():
+        # aiokafka's errors already begin with their class name.
+        text = str(exc) if isinstance(exc, KafkaError) else f"{type(exc).__name__}: {exc}"
+        if self.uses_sasl and isinstance(exc, UnsupportedSaslMechanismError):
+            return (f"Kafka at {self.bootstrap} does not offer SASL mechanism "
+                    f"{self.sasl_mechanism}; check CPS_KAFKA_SASL_MECHANISM")
+        if self.uses_sasl and (isinstance(exc, SaslAuthenticationFailed)
+                               or "auth" in text.lower()):
             return (f"Kafka at {self.bootstrap} refused the login of {self.sasl_username!r} "
                     f"({self.sasl_mechanism}): {text}; check CPS_KAFKA_SASL_USERNAME, "
                     "CPS_KAFKA_SASL_PASSWORD and CPS_KAFKA_SASL_MECHANISM")
         if isinstance(exc, ssl.SSLError) or "ssl" in text.lower() or "certificate" in text.lower():
             return (f"TLS with Kafka at {self.bootstrap} failed: {text}; check "
                     "CPS_KAFKA_SSL_CAFILE (the CA that signed the broker's certificate)")
+        # A TLS or SASL listener drops a client that speaks the other protocol, and a
+        # plain one resets a TLS greeting or answers SASL out of turn.
+        if (isinstance(exc, ConnectionResetError | IllegalSaslStateError)
+                or (isinstance(exc, KafkaConnectionError) and "closed" in text)):
+            return (f"Kafka at {self.bootstrap} broke off the {self.security_protocol} "
+                    f"handshake ({text}): its listener may expect another security protocol; "
+                    "check CPS_KAFKA_SECURITY_PROTOCOL")
         return f"cannot reach Kafka at {self.bootstrap} ({self.security_protocol}): {text}"
 
 

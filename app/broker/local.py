@@ -4,6 +4,11 @@ The broker jars come from Maven Central through Maven (the pom beside this
 module) into a user cache, once. Each broker lives in its own run directory,
 keyed by port, holding its config, data, log and pid, so `stop` ends exactly
 the process `start` began and a second `start` finds the running one.
+
+A run directory is plain (PLAINTEXT) or secure (SASL_SSL with a SCRAM login,
+`start(secure=True)`) from the moment its storage is formatted: the SCRAM user
+lives in the formatted metadata, and its login and certificates in the run
+directory beside it (`login.json`, `tls/`).
 """
 
 from __future__ import annotations
@@ -15,25 +20,43 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from app.connection import KafkaConnection
+
 logger = logging.getLogger(__name__)
 
 KAFKA_VERSION = "4.1.1"
 MIN_JAVA = 17
 READY_TIMEOUT_S = 90.0
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+SCRAM_USER = "cps"
+CA_FILE = "ca.pem"
+KEYSTORE_FILE = "server.pem"  # the broker's private key, then its certificate
+CERTIFICATE_DAYS = 3650
 
 
 class BrokerError(RuntimeError):
     """The local broker cannot be fetched, started or stopped; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScramLogin:
+    """The user a client of a secure broker logs in as, and the CA that signed the broker."""
+
+    username: str
+    password: str
+    cafile: Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +65,36 @@ class BrokerState:
     port: int
     controller_port: int
     version: str
+    login: ScramLogin | None = None  # None: a plain broker
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def secure(self) -> bool:
+        return self.login is not None
+
+    def connection(self) -> KafkaConnection:
+        """How a client reaches this broker, logged in when it is secure."""
+        if self.login is None:
+            return KafkaConnection(self.bootstrap)
+        return KafkaConnection(self.bootstrap, security_protocol="SASL_SSL",
+                               sasl_mechanism=SCRAM_MECHANISM,
+                               sasl_username=self.login.username,
+                               sasl_password=self.login.password,
+                               ssl_cafile=str(self.login.cafile))
+
+    def client_settings(self) -> dict[str, str]:
+        """The CPS_KAFKA_* settings a client needs besides CPS_BROKER (none for a plain broker)."""
+        connection = self.connection()
+        if not connection.uses_sasl:
+            return {}
+        return {"CPS_KAFKA_SECURITY_PROTOCOL": connection.security_protocol,
+                "CPS_KAFKA_SASL_MECHANISM": connection.sasl_mechanism,
+                "CPS_KAFKA_SASL_USERNAME": connection.sasl_username,
+                "CPS_KAFKA_SASL_PASSWORD": connection.sasl_password,
+                "CPS_KAFKA_SSL_CAFILE": connection.ssl_cafile}
 
 
 class LocalBroker:
@@ -61,11 +110,17 @@ class LocalBroker:
         self.config_file = self.run_dir / "server.properties"
         self.data_dir = self.run_dir / "data"
         self.log_dir = self.run_dir / "logs"
+        self.login_file = self.run_dir / "login.json"
+        self.tls_dir = self.run_dir / "tls"
 
     # -- public commands -------------------------------------------------
 
-    def start(self, *, fresh: bool = False) -> BrokerState:
-        """Start the broker (or find it running) and wait until it answers metadata requests."""
+    def start(self, *, fresh: bool = False, secure: bool = False) -> BrokerState:
+        """Start the broker (or find it running) and wait until it answers metadata requests.
+
+        `secure` serves clients over SASL_SSL with a SCRAM login; the run directory keeps
+        whichever it was formatted with, so switching needs `fresh`.
+        """
         running = self.running()
         if running is not None:
             if fresh:
@@ -73,9 +128,17 @@ class LocalBroker:
                     f"a broker is already running on {running.bootstrap} (pid {running.pid}); "
                     "stop it first to start fresh"
                 )
+            if running.secure != secure:
+                raise BrokerError(
+                    f"a {_kind(running.secure)} broker is already running on "
+                    f"{running.bootstrap} (pid {running.pid}); stop it first to start a "
+                    f"{_kind(secure)} one (with --fresh: its data cannot be reused)"
+                )
             _wait_until_answering(running, None, self.log_dir, timeout=READY_TIMEOUT_S)
             self.report(f"reusing the running broker (pid {running.pid})")
             return running
+        if not fresh:
+            self._require_formatted_as(secure)
         java = _require_java()
         self.ensure_jars()
         port = self.requested_port or self._previous_port() or _free_port()
@@ -85,10 +148,14 @@ class LocalBroker:
             shutil.rmtree(self.data_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(_server_properties(port, controller_port, self.data_dir))
-        if not (self.data_dir / "meta.properties").exists():
-            self._format_storage(java)
-        state = self._launch(java, port, controller_port)
+        formatted = self._formatted()
+        login = self._login(secure=secure, formatted=formatted)
+        # Private: a secure broker's config holds its own SCRAM password.
+        _write_private(self.config_file,
+                       _server_properties(port, controller_port, self.data_dir, login))
+        if not formatted:
+            self._format_storage(java, login)
+        state = self._launch(java, port, controller_port, login)
         _wait_until_answering(state, state.pid, self.log_dir, timeout=READY_TIMEOUT_S)
         return state
 
@@ -113,8 +180,9 @@ class LocalBroker:
         """The recorded broker if its process is still alive and still ours."""
         try:
             raw = json.loads(self.state_file.read_text())
+            login = self._recorded_login() if self.login_file.exists() else None
             state = BrokerState(int(raw["pid"]), int(raw["port"]), int(raw["controller_port"]),
-                                str(raw["version"]))
+                                str(raw["version"]), login)
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return state if _is_our_process(state.pid, self.config_file) else None
@@ -152,6 +220,40 @@ class LocalBroker:
 
     # -- internals -----------------------------------------------------------
 
+    def _formatted(self) -> bool:
+        return (self.data_dir / "meta.properties").exists()
+
+    def _require_formatted_as(self, secure: bool) -> None:
+        """Refuse data formatted the other way: a plain broker's storage has no SCRAM user,
+        and a secure one's clients would lose their login."""
+        if self._formatted() and self.login_file.exists() != secure:
+            raise BrokerError(
+                f"{self.run_dir} holds the data of a {_kind(not secure)} broker; start it "
+                f"{'without' if secure else 'with'} --secure, or add --fresh to delete its "
+                f"data and start a {_kind(secure)} one"
+            )
+
+    def _login(self, *, secure: bool, formatted: bool) -> ScramLogin | None:
+        """The recorded login of formatted secure data, or, for data about to be formatted,
+        a new one with a new CA and certificate (None for a plain broker)."""
+        if formatted:
+            return self._recorded_login() if secure else None
+        # Left over by --fresh, or by a secure format that failed.
+        self.login_file.unlink(missing_ok=True)
+        shutil.rmtree(self.tls_dir, ignore_errors=True)
+        if not secure:
+            return None
+        _make_certificates(_require_openssl(), self.tls_dir)
+        login = ScramLogin(SCRAM_USER, secrets.token_hex(16), self.tls_dir / CA_FILE)
+        _write_private(self.login_file, json.dumps(
+            {"username": login.username, "password": login.password,
+             "cafile": str(login.cafile)}))
+        return login
+
+    def _recorded_login(self) -> ScramLogin:
+        raw = json.loads(self.login_file.read_text())
+        return ScramLogin(str(raw["username"]), str(raw["password"]), Path(raw["cafile"]))
+
     def _previous_port(self) -> int | None:
         """The port this run directory's broker had, so a restart keeps its address."""
         try:
@@ -170,19 +272,26 @@ class LocalBroker:
             "-cp", f"{self.libs}/*", *args,
         ]
 
-    def _format_storage(self, java: str) -> None:
+    def _format_storage(self, java: str, login: ScramLogin | None = None) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        # The SCRAM user goes into the first metadata: adding it later would take an admin
+        # client that is already logged in, and the broker logs in to itself as this user.
+        scram = ([] if login is None else
+                 [f"--add-scram={SCRAM_MECHANISM}=[name={login.username},"
+                  f"password={login.password}]"])
         result = subprocess.run(
             # `--cluster-id=` form: a random id may begin with "-", which argparse
             # would take for an option (one format in 64 failed that way).
             self._java_command(java, "kafka.tools.StorageTool", "format",
-                               f"--cluster-id={cluster_id}", "-c", str(self.config_file)),
+                               f"--cluster-id={cluster_id}", "-c", str(self.config_file),
+                               *scram),
             capture_output=True, text=True, check=False,
         )
         if result.returncode != 0:
             raise BrokerError(f"formatting KRaft storage failed:\n{result.stdout}{result.stderr}")
 
-    def _launch(self, java: str, port: int, controller_port: int) -> BrokerState:
+    def _launch(self, java: str, port: int, controller_port: int,
+                login: ScramLogin | None) -> BrokerState:
         out = open(self.log_dir / "stdout.log", "ab")  # noqa: SIM115 - handed to the child
         process = subprocess.Popen(
             self._java_command(java, "kafka.Kafka", str(self.config_file)),
@@ -190,7 +299,7 @@ class LocalBroker:
             start_new_session=True,
         )
         out.close()
-        state = BrokerState(process.pid, port, controller_port, KAFKA_VERSION)
+        state = BrokerState(process.pid, port, controller_port, KAFKA_VERSION, login)
         (self.run_dir / "port").write_text(str(port))
         self.state_file.write_text(json.dumps(
             {"pid": state.pid, "port": port, "controller_port": controller_port,
@@ -199,16 +308,23 @@ class LocalBroker:
         return state
 
 
-def _server_properties(port: int, controller_port: int, data_dir: Path) -> str:
+def _server_properties(port: int, controller_port: int, data_dir: Path,
+                       login: ScramLogin | None = None) -> str:
+    listener = "PLAINTEXT" if login is None else "SASL_SSL"
     return "\n".join([
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+        f"listeners={listener}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        f"advertised.listeners={listener}://127.0.0.1:{port}",
         "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        # The broker reaches itself (transaction markers) through the clients' listener,
+        # logged in as the SCRAM user: a second, unauthenticated listener for itself would
+        # let any local process past the login.
+        f"inter.broker.listener.name={listener}",
+        # The controller listener stays PLAINTEXT: only this process dials it, on loopback.
+        f"listener.security.protocol.map={listener}:{listener},CONTROLLER:PLAINTEXT",
+        *([] if login is None else _sasl_ssl_properties(login)),
         f"log.dirs={data_dir}",
         "num.partitions=8",
         "auto.create.topics.enable=true",
@@ -224,6 +340,76 @@ def _server_properties(port: int, controller_port: int, data_dir: Path) -> str:
         "log.segment.bytes=134217728",
         "",
     ])
+
+
+def _sasl_ssl_properties(login: ScramLogin) -> list[str]:
+    keystore = login.cafile.with_name(KEYSTORE_FILE)  # `_make_certificates` wrote both
+    return [
+        f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
+        f"sasl.mechanism.inter.broker.protocol={SCRAM_MECHANISM}",
+        f"listener.name.sasl_ssl.{SCRAM_MECHANISM.lower()}.sasl.jaas.config="
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{login.username}" password="{login.password}";',
+        "ssl.keystore.type=PEM",
+        f"ssl.keystore.location={keystore}",
+        "ssl.truststore.type=PEM",
+        f"ssl.truststore.location={login.cafile}",
+    ]
+
+
+def _require_openssl() -> str:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise BrokerError(
+            "openssl is not on PATH; `--secure` makes the broker's throwaway CA and "
+            "certificate with it (e.g. `apt-get install openssl`), or start without --secure"
+        )
+    return openssl
+
+
+def _make_certificates(openssl: str, tls_dir: Path) -> None:
+    """A new CA (`CA_FILE`) and a server key and certificate it signed for 127.0.0.1 and
+    localhost (`KEYSTORE_FILE`); the CA key is thrown away, so nothing else is ever signed.
+
+    openssl rather than keytool: it writes PEM, which the broker (`ssl.keystore.type=PEM`)
+    and Python's ssl both read as is, while keytool keeps keys in a JKS/PKCS12 store it
+    cannot export a private key from.
+    """
+    tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-noenc",
+               "-days", str(CERTIFICATE_DAYS)]
+    cafile = tls_dir / CA_FILE
+    with tempfile.TemporaryDirectory(dir=tls_dir) as scratch:
+        ca_key, server_key, server_cert = (Path(scratch) / name
+                                           for name in ("ca.key", "server.key", "server.crt"))
+        _openssl(openssl, "req", "-x509", *new_key, "-subj", "/CN=cps local Kafka CA",
+                 "-keyout", str(ca_key), "-out", str(cafile))
+        # `req -CA` (OpenSSL 3.0+) makes and signs the server certificate in one step.
+        _openssl(openssl, "req", "-x509", *new_key, "-subj", "/CN=localhost",
+                 "-CA", str(cafile), "-CAkey", str(ca_key),
+                 "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                 "-addext", "basicConstraints=critical,CA:FALSE",
+                 "-addext", "extendedKeyUsage=serverAuth",
+                 "-keyout", str(server_key), "-out", str(server_cert))
+        _write_private(tls_dir / KEYSTORE_FILE, server_key.read_text() + server_cert.read_text())
+
+
+def _openssl(openssl: str, *args: str) -> None:
+    result = subprocess.run([openssl, *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BrokerError(f"openssl could not make the broker's certificates (`--secure` "
+                          f"needs OpenSSL 3.0+):\n{result.stderr.strip()}")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read: it holds a password or a private key."""
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text)
+
+
+def _kind(secure: bool) -> str:
+    return "secure (SASL_SSL)" if secure else "plain (PLAINTEXT)"
 
 
 def _require_java() -> str:
@@ -287,7 +473,7 @@ def _wait_until_answering(state: BrokerState, pid: int | None, log_dir: Path,
             raise BrokerError("the broker exited during start; last log lines:\n"
                               + _log_tail(log_dir))
         try:
-            asyncio.run(_metadata_probe(state.bootstrap))
+            asyncio.run(_metadata_probe(state.connection()))
             return
         except Exception as exc:
             last_error = exc
@@ -299,17 +485,10 @@ def _wait_until_answering(state: BrokerState, pid: int | None, log_dir: Path,
                       f"({last_error!r}){still_up}; log:\n{_log_tail(log_dir)}")
 
 
-async def _metadata_probe(bootstrap: str) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-
+async def _metadata_probe(connection: KafkaConnection) -> None:
     # A refused connection is the expected answer while the broker boots.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
-    await admin.start()
-    try:
-        await admin.list_topics()
-    finally:
-        await admin.close()
+    await connection.check(timeout_s=3.0)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -1,0 +1,39 @@
+"""`KafkaConnection`: a refused connection is explained by the setting to check."""
+
+from __future__ import annotations
+
+import re
+import ssl
+
+import pytest
+from aiokafka.errors import (
+    IllegalSaslStateError,
+    KafkaConnectionError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
+
+from app.connection import KafkaConnection
+
+SECURE = KafkaConnection("127.0.0.1:9093", "SASL_SSL", "SCRAM-SHA-512", "cps", "wrong")
+PLAIN = KafkaConnection("127.0.0.1:9093")
+
+
+@pytest.mark.parametrize(("connection", "error", "explanation"), [
+    (SECURE, SaslAuthenticationFailed("invalid credentials"),
+     r"refused the login of 'cps' \(SCRAM-SHA-512\).*CPS_KAFKA_SASL_PASSWORD"),
+    (SECURE, UnsupportedSaslMechanismError(),
+     "does not offer SASL mechanism SCRAM-SHA-512; check CPS_KAFKA_SASL_MECHANISM"),
+    (SECURE, ssl.SSLCertVerificationError("certificate verify failed"),
+     "TLS with Kafka at 127.0.0.1:9093 failed.*CPS_KAFKA_SSL_CAFILE"),
+    (PLAIN, KafkaConnectionError("Connection at 127.0.0.1:9093 closed"),
+     "broke off the PLAINTEXT handshake.*check CPS_KAFKA_SECURITY_PROTOCOL"),
+    (SECURE, ConnectionResetError(),
+     "broke off the SASL_SSL handshake.*check CPS_KAFKA_SECURITY_PROTOCOL"),
+    (SECURE, IllegalSaslStateError(),
+     "broke off the SASL_SSL handshake.*check CPS_KAFKA_SECURITY_PROTOCOL"),
+    (PLAIN, OSError("Connect call failed"),
+     r"cannot reach Kafka at 127.0.0.1:9093 \(PLAINTEXT\): OSError: Connect call failed"),
+])
+def test_each_refusal_names_the_setting_to_check(connection, error, explanation):
+    assert re.search(explanation, connection._explain(error)), connection._explain(error)
