@@ -27,6 +27,7 @@ import orjson
 import pytest
 
 from app.broker.local import LocalBroker
+from app.connection import KafkaConnection
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,17 +65,17 @@ def free_port() -> int:
 class Kafka:
     """Produce and read records of one prefix, synchronously, for test code."""
 
-    def __init__(self, bootstrap: str, prefix: str) -> None:
+    def __init__(self, bootstrap: str, prefix: str,
+                 connection: KafkaConnection | None = None) -> None:
         self.bootstrap = bootstrap
         self.prefix = prefix
+        self.connection = connection or KafkaConnection(bootstrap)
 
     def produce(self, topic: str, records: Iterable[tuple[str | bytes | None, object]]) -> None:
         asyncio.run(self._produce(self.prefix + topic, list(records)))
 
     async def _produce(self, topic: str, records: list) -> None:
-        from aiokafka import AIOKafkaProducer
-
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        producer = self.connection.producer(acks="all")
         await producer.start()
         try:
             for key, value in records:
@@ -90,11 +91,8 @@ class Kafka:
         return asyncio.run(self._read(self.prefix + topic, until, timeout, settle))
 
     async def _read(self, topic, until, timeout, settle) -> list[dict]:
-        from aiokafka import AIOKafkaConsumer
-
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=self.bootstrap, group_id=None,
-                                    auto_offset_reset="earliest",
-                                    isolation_level="read_committed")
+        consumer = self.connection.consumer(topic, group_id=None, auto_offset_reset="earliest",
+                                            isolation_level="read_committed")
         await consumer.start()
         records: list[dict] = []
         deadline = time.monotonic() + timeout

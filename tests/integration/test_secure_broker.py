@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import shutil
 import socket
@@ -114,3 +115,41 @@ def test_the_secrets_are_the_owners_alone(broker):
     for private in (local.login_file, local.config_file, local.tls_dir / "server.pem"):
         assert private.stat().st_mode & 0o077 == 0, private
     assert sorted(path.name for path in local.tls_dir.iterdir()) == ["ca.pem", "server.pem"]
+
+
+def test_a_worker_runs_end_to_end_over_sasl_ssl(broker, make_worker, prefix, events):
+    from conftest import Kafka
+
+    _local, state = broker
+    worker = make_worker(broker=state.bootstrap, CPS_MONITOR_INTERVAL_S="1",
+                         **state.client_settings()).start()
+    kafka = Kafka(state.bootstrap, prefix, connection=state.connection())
+    now = int(time.time() * 1000)
+    kafka.produce("shops", [("s1", {"shop_id": "s1", "cps_joined_ms": now - 86_400_000,
+                                    "cps_exited_ms": None, "authorized_channels": []})])
+    time.sleep(1.5)  # configuration reaches the worker within moments
+    kafka.produce("clicks", [("u1", events.click("c1", "u1", now - 60_000))])
+    kafka.produce("orders", [("o1", events.order("o1", "u1", now))])
+    attributions = kafka.read("attributions", until=lambda records: len(records) >= 1)
+    assert [(r["key"], r["value"]["click_id"]) for r in attributions] == [("o1", "c1")]
+    # Everything read and committed: /lag shows the one order at the end and no lag.
+    deadline = time.monotonic() + 30
+    orders: list[dict] = []
+    while time.monotonic() < deadline:
+        _status, body = worker.get("/lag?format=json")
+        rows = json.loads(body)["partitions"] if body else []
+        orders = [row for row in rows if row["topic"] == prefix + "orders"]
+        if orders and sum(row["end"] for row in orders) == 1 and not any(
+                row["lag"] for row in orders):
+            break
+        time.sleep(0.5)
+    assert sum(row["end"] for row in orders) == 1 and not any(row["lag"] for row in orders), \
+        orders
+
+
+def test_a_worker_with_a_wrong_password_stops_at_once_saying_why(broker, make_worker):
+    _local, state = broker
+    settings = {**state.client_settings(), "CPS_KAFKA_SASL_PASSWORD": "not-the-password"}
+    worker = make_worker("refused", broker=state.bootstrap, **settings).launch()
+    assert worker.process.wait(60) == 1
+    assert "refused the login of 'cps'" in worker.tail()
