@@ -39,7 +39,8 @@ from app.domain.attribution import (
 )
 from app.domain.model import Channel, Click, OrderEvent, OrderFacts, Shop
 from app.domain.tokens import TRACKING, Signer, TokenError, click_from_tracking
-from app.records import decode_click, decode_order, encode_attribution
+from app.records.inputs import decode_click, decode_order
+from app.records.outputs import encode_attribution
 from app.sinks.fanout import fan_out
 from tables.attribution import AttributionTables
 

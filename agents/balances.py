@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from app.domain.balances import Balance, apply_settlement, is_new
-from app.records import InvalidEvent, decode_settlement
+from app.records.fields import InvalidEvent
+from app.records.outputs import decode_settlement
 from tables.balances import BalanceTables
 
 if TYPE_CHECKING:

@@ -19,13 +19,9 @@ from app.domain import ledger as money
 from app.domain.ledger import Ledger, Pricing, Source, Step
 from app.domain.model import OrderEvent
 from app.domain.schedule import Schedule
-from app.records import (
-    DEAD_LETTER_VALUE_BYTES,
-    decode_attributed,
-    decode_order,
-    encode_commission,
-    encode_settlement,
-)
+from app.records.fields import DEAD_LETTER_VALUE_BYTES
+from app.records.inputs import decode_order
+from app.records.outputs import decode_attributed, encode_commission, encode_settlement
 from app.sinks.fanout import SinkRegistry, fan_out
 from tables.billing import BillingTables
 

@@ -7,7 +7,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from app.records import decode_activity, decode_channel, decode_policy, decode_shop, decode_sink
+from app.records.configuration import (
+    decode_activity,
+    decode_channel,
+    decode_policy,
+    decode_shop,
+    decode_sink,
+)
 
 if TYPE_CHECKING:
     from app.bootstrap import Services

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from app.domain.model import OrderEvent
-from app.records import decode_order
+from app.records.inputs import decode_order
 
 if TYPE_CHECKING:
     from app.bootstrap import Services

@@ -20,14 +20,14 @@ from aiokafka import AIOKafkaProducer
 from app.connection import KafkaConnection
 from app.domain.links import LinkError, link_payload, promotion_from_request
 from app.domain.tokens import LINK, Signer
-from app.records import (
-    InvalidEvent,
+from app.records.configuration import (
     decode_activity,
     decode_channel,
     decode_policy,
     decode_shop,
     decode_sink,
 )
+from app.records.fields import InvalidEvent
 from app.topics import Topics
 
 MAX_TTL_S = 366 * 86_400

@@ -36,7 +36,7 @@ from app.settings import Settings
 from app.sinks.dispatcher import SinkDispatcher
 from app.sinks.fanout import SinkRegistry
 from app.sinks.subscriptions import Subscriptions
-from app.spool import ClickSpool, SpoolForwarder
+from app.spool import ClickSpool, SpoolPublisher
 from app.topics import Topics
 from app.topology import Topology
 
@@ -64,7 +64,7 @@ class Services:
     catalog: Catalog
     signer: Signer
     spool: ClickSpool
-    forwarder: SpoolForwarder
+    spool_publisher: SpoolPublisher
     click_service: ClickService
     sink_registry: SinkRegistry
     dispatcher: SinkDispatcher
@@ -112,7 +112,7 @@ def _services(settings: Settings) -> Services:
     catalog = Catalog(connection, topics=topics)
     signer = Signer(settings.link_secret, previous=settings.link_secrets_previous)
     spool = ClickSpool(settings.data_dir / "spool")
-    forwarder = SpoolForwarder(spool, connection, clicks_topic=topics.clicks,
+    spool_publisher = SpoolPublisher(spool, connection, clicks_topic=topics.clicks,
                                positions_topic=topics.spool_progress, app_id=settings.app_id)
     click_service = ClickService(signer, spool, dedupe_ms=settings.click_dedupe_ms,
                                  tracking_ttl_ms=settings.click_retention_ms)
@@ -140,7 +140,7 @@ def _services(settings: Settings) -> Services:
     engine.gate(lambda: dispatcher.synced.is_set())
     return Services(settings=settings, connection=connection, topics=topics, app=app,
                     topology=topology, engine=engine, catalog=catalog, signer=signer,
-                    spool=spool, forwarder=forwarder, click_service=click_service,
+                    spool=spool, spool_publisher=spool_publisher, click_service=click_service,
                     sink_registry=sink_registry, dispatcher=dispatcher,
                     subscriptions=subscriptions, monitor=monitor)
 
@@ -171,7 +171,7 @@ def _start_services_with_the_app(services: Services) -> None:
         """Start the engine and the catalog once the app runs (after the first recovery)."""
         await app.add_runtime_dependency(services.catalog)
         await app.add_runtime_dependency(services.engine)
-        await app.add_runtime_dependency(services.forwarder)
+        await app.add_runtime_dependency(services.spool_publisher)
         await services.catalog.wait_ready()
         await app.add_runtime_dependency(services.dispatcher)
         await app.add_runtime_dependency(services.monitor)

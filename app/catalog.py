@@ -27,15 +27,15 @@ from app.connection import KafkaConnection
 from app.domain.model import Channel, Shop
 from app.domain.pools import DEFAULT_POLICY, Policy
 from app.domain.rates import Activity
-from app.records import (
-    InvalidEvent,
-    Sink,
+from app.domain.sinks import Sink
+from app.records.configuration import (
     decode_activity,
     decode_channel,
     decode_policy,
     decode_shop,
     decode_sink,
 )
+from app.records.fields import InvalidEvent
 from app.topics import Topics
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from app.domain.links import LinkError, promotion_from_payload, redirect_url
 from app.domain.tokens import LINK, TRACKING, Signer, TokenError, tracking_payload
-from app.records import encode_click
+from app.records.inputs import encode_click
 from app.spool import ClickSpool
 
 BUYER_COOKIE = "cps_uid"

@@ -15,10 +15,10 @@ from app.domain.attribution import Waiting
 from app.domain.ledger import (
     Attributed,
     Ledger,
+    LineRefund,
     Payee,
     PendingRefund,
     PricedLine,
-    Refund,
     Source,
     Terms,
 )
@@ -124,8 +124,8 @@ def decode_ledger(raw: bytes) -> Ledger:
         attributed=None if attributed is None else Attributed(*attributed),
         lines=tuple(OrderLine(*line) for line in lines), lines_paid=lines_paid,
         paid_ms=paid_ms, completed_ms=completed_ms, closed_ms=closed_ms,
-        refunds=tuple(Refund(*r) for r in refunds),
-        pending=tuple(PendingRefund(Refund(*refund), Source(topic, partition, offset,
+        refunds=tuple(LineRefund(*r) for r in refunds),
+        pending=tuple(PendingRefund(LineRefund(*refund), Source(topic, partition, offset,
                                                              _unb64(key), _unb64(value)))
                       for refund, (topic, partition, offset, key, value) in pending),
         open_refunds=frozenset(open_refunds),

@@ -24,12 +24,14 @@ from app.catalog import Catalog
 from app.connection import KafkaConnection
 from app.domain import ledger as money
 from app.domain.ledger import Ledger, Source
-from app.records import InvalidEvent, decode_attributed, decode_order
+from app.records.fields import InvalidEvent
+from app.records.inputs import decode_order
+from app.records.outputs import decode_attributed
 from app.topics import Topics
 
 
 @dataclass(frozen=True, slots=True)
-class Record:
+class ConsumedRecord:
     topic: str
     partition: int
     offset: int
@@ -51,13 +53,13 @@ class Report:
         return not self.differences
 
 
-def reconcile(records: Iterable[Record], topics: Topics, *, now_ms: int,
+def reconcile(records: Iterable[ConsumedRecord], topics: Topics, *, now_ms: int,
               in_flight_ms: int = 60_000, since_ms: int | None = None,
               until_ms: int | None = None) -> Report:
     """Check every invariant over `records` (all topics mixed, each in its offset order)."""
     report = Report()
     catalog = Catalog(KafkaConnection(""), topics=topics)
-    orders: dict[str, list[tuple[Record, object]]] = defaultdict(list)
+    orders: dict[str, list[tuple[ConsumedRecord, object]]] = defaultdict(list)
     attributions: dict[str, list[dict]] = defaultdict(list)
     commissions: list[dict] = []
     settlements: list[dict] = []

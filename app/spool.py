@@ -3,7 +3,7 @@
 A worker never loses a click it has redirected, whether Kafka is up or not:
 the click endpoint appends the click to an append-only log in
 CPS_DATA_DIR/spool and answers once the line is on disk (appends arriving
-together share one fsync). The `SpoolForwarder` moves the log into
+together share one fsync). The `SpoolPublisher` moves the log into
 cps.clicks in Kafka transactions that also record, in a compacted topic, how
 far the log has been sent; after a crash it resumes exactly there, so each
 click reaches the topic once. Sent segments are deleted.
@@ -205,7 +205,7 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-class SpoolForwarder(Service):
+class SpoolPublisher(Service):
     """Moves spooled clicks into cps.clicks, each exactly once, whenever Kafka answers."""
 
     def __init__(self, spool: ClickSpool, connection: KafkaConnection, *, clicks_topic: str,

@@ -7,7 +7,7 @@ import pytest
 
 from app.admin import AdminError, authorize, config_record, issue_link, kinds, parse_body
 from app.domain.tokens import LINK, Signer
-from app.records import decode_sink, encode_sink
+from app.records.configuration import decode_sink, encode_sink
 from app.topics import Topics
 
 KINDS = kinds(Topics("cps."))

@@ -10,15 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.domain.model import DAY_MS
-from app.records import (
-    DEAD_LETTER_VALUE_BYTES,
-    InvalidEvent,
-    dead_letter,
-    decode_channel,
-    decode_click,
-    decode_order,
-    decode_shop,
-)
+from app.records.configuration import decode_channel, decode_shop
+from app.records.fields import DEAD_LETTER_VALUE_BYTES, InvalidEvent
+from app.records.inputs import decode_click, decode_order
+from app.records.outputs import dead_letter
 
 CLICK = {"click_id": "c-1", "ts_ms": 1763700000000, "buyer_id": "u-1", "shop_id": "s-1",
          "item_id": "i-1", "channel_id": "kuaishou", "promoter_id": "p-1", "activity_id": None}

@@ -20,7 +20,7 @@ import faust
 
 from app.bench.contract import arguments, load_configuration
 from app.bench.step import AttributionStep
-from app.records import InvalidEvent
+from app.records.fields import InvalidEvent
 
 
 def now_ms() -> int:

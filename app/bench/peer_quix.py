@@ -32,7 +32,7 @@ from quixstreams.models import Row, TopicConfig
 
 from app.bench.contract import arguments, load_configuration
 from app.bench.step import AttributionStep
-from app.records import InvalidEvent
+from app.records.fields import InvalidEvent
 
 logger = logging.getLogger("app.bench.peer_quix")
 

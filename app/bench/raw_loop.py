@@ -24,7 +24,7 @@ from rocksdict import Rdict, WriteBatch
 
 from app.bench.contract import arguments, load_configuration
 from app.bench.step import AttributionStep
-from app.records import InvalidEvent
+from app.records.fields import InvalidEvent
 from app.topology import track_topics
 
 BATCH = 5000

@@ -17,13 +17,9 @@ import orjson
 from app.domain import clicks as click_history
 from app.domain.attribution import conclude, decide
 from app.domain.model import Channel
-from app.records import (
-    decode_channel,
-    decode_click,
-    decode_order,
-    decode_shop,
-    encode_attribution,
-)
+from app.records.configuration import decode_channel, decode_shop
+from app.records.inputs import decode_click, decode_order
+from app.records.outputs import encode_attribution
 
 DAY_MS = 86_400_000
 

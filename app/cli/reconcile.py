@@ -9,7 +9,7 @@ import time
 import click
 
 from app.connection import KafkaConnection
-from app.reconcile import Record, reconcile
+from app.reconcile import ConsumedRecord, reconcile
 from app.settings import Settings
 from app.topics import Topics
 
@@ -52,13 +52,13 @@ def command(settings: Settings, since_ms: int | None, until_ms: int | None,
         sys.exit(1)
 
 
-async def _read_all(connection: KafkaConnection, names: list[str]) -> list[Record]:
+async def _read_all(connection: KafkaConnection, names: list[str]) -> list[ConsumedRecord]:
     """Every committed record of the topics up to their end at the start of the read."""
     consumer = connection.consumer(*names, group_id=None, enable_auto_commit=False,
                                    isolation_level="read_committed",
                                    auto_offset_reset="earliest", max_poll_records=10_000)
     await consumer.start()
-    records: list[Record] = []
+    records: list[ConsumedRecord] = []
     try:
         while not consumer.assignment():
             await asyncio.sleep(0.05)
@@ -72,7 +72,7 @@ async def _read_all(connection: KafkaConnection, names: list[str]) -> list[Recor
         while remaining:
             batch = await consumer.getmany(timeout_ms=1000)
             for tp, messages in batch.items():
-                records.extend(Record(m.topic, m.partition, m.offset, m.timestamp, m.key,
+                records.extend(ConsumedRecord(m.topic, m.partition, m.offset, m.timestamp, m.key,
                                       m.value) for m in messages if m.offset < ends[tp])
                 if tp in remaining and await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)

@@ -77,7 +77,7 @@ class Source:
 
 
 @dataclass(frozen=True, slots=True)
-class Refund:
+class LineRefund:
     refund_id: str
     item_id: str
     amount: int
@@ -86,7 +86,7 @@ class Refund:
 
 @dataclass(frozen=True, slots=True)
 class PendingRefund:
-    refund: Refund
+    refund: LineRefund
     source: Source
 
 
@@ -165,7 +165,7 @@ class Ledger:
     paid_ms: int | None = None
     completed_ms: int | None = None
     closed_ms: int | None = None
-    refunds: tuple[Refund, ...] = ()
+    refunds: tuple[LineRefund, ...] = ()
     pending: tuple[PendingRefund, ...] = ()
     open_refunds: frozenset[str] = frozenset()
     terms: Terms | None = None
@@ -236,7 +236,7 @@ def record_order_event(ledger: Ledger, event: OrderEvent, pricing: Pricing,
     elif kind == "refund_cancelled":
         changes["open_refunds"] = ledger.open_refunds - {event.refund.refund_id}
     elif kind == "refunded" and not _applied(ledger, event.refund.refund_id):
-        refund = Refund(event.refund.refund_id, event.refund.item_id, event.refund.amount,
+        refund = LineRefund(event.refund.refund_id, event.refund.item_id, event.refund.amount,
                         event.ts_ms)
         changes.update(pending=(*ledger.pending, PendingRefund(refund, source)),
                        open_refunds=ledger.open_refunds - {refund.refund_id})
@@ -311,7 +311,7 @@ def _settle_facts(ledger: Ledger, pricing: Pricing) -> Step:
                 tuple(out.rejected))
 
 
-def _refund_problem(ledger: Ledger, refund: Refund) -> str | None:
+def _refund_problem(ledger: Ledger, refund: LineRefund) -> str | None:
     line = next((line for line in ledger.lines if line.item_id == refund.item_id), None)
     if line is None:
         return f"refund.item_id: the order has no line {refund.item_id!r}"
@@ -361,7 +361,7 @@ def _price(ledger: Ledger, pricing: Pricing) -> Terms:
     return Terms(tuple(lines), pricing.policy(attributed.channel_id), accounts, channel)
 
 
-def _targets(terms: Terms, refunds: tuple[Refund, ...]) -> dict[tuple[str, str, str],
+def _targets(terms: Terms, refunds: tuple[LineRefund, ...]) -> dict[tuple[str, str, str],
                                                                tuple[int, Rate]]:
     """What each (line, pool, participant) should have on the net amounts after `refunds`."""
     refunded: dict[str, int] = {}
@@ -378,7 +378,7 @@ def _targets(terms: Terms, refunds: tuple[Refund, ...]) -> dict[tuple[str, str, 
     return targets
 
 
-def _publish(ledger: Ledger, refunds: tuple[Refund, ...], cause: str, ts_ms: int,
+def _publish(ledger: Ledger, refunds: tuple[LineRefund, ...], cause: str, ts_ms: int,
              out: _Published) -> Ledger:
     """Publish what moves the ledger to the net amounts after `refunds`; return the new ledger."""
     terms = ledger.terms

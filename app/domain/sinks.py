@@ -13,6 +13,33 @@ from email.utils import parsedate_to_datetime
 
 STREAMS = ("attributions", "commissions", "settlements", "order_status", "alerts")
 
+@dataclass(frozen=True, slots=True)
+class Retry:
+    max_attempts: int = 10
+    base_ms: int = 200
+    max_ms: int = 30_000
+    max_age_s: int = 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class Sink:
+    """A notification sink (SPEC 9); its delivery is app/sinks'."""
+
+    sink_id: str
+    kind: str
+    streams: frozenset[str]
+    url: str | None = None
+    topic: str | None = None
+    secret: str | None = None
+    filters: tuple[tuple[str, str], ...] = ()
+    rate_per_s: float = 100.0
+    burst: int = 100
+    max_in_flight: int = 8
+    timeout_ms: int = 5000
+    retry: Retry = Retry()
+    enabled: bool = True
+    paused: bool = False
+
 
 def matches(streams: frozenset[str], filters: Mapping[str, str], stream: str,
             facts: Mapping[str, object]) -> bool:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from app.engine.partitioning import partition_for
-from app.records import InvalidEvent
+from app.records.fields import InvalidEvent
 
 
 class Sent(NamedTuple):

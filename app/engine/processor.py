@@ -36,7 +36,8 @@ from app.engine.forwarding import Forwarder
 from app.engine.partitioning import partition_for
 from app.engine.state import DELETED, Overlay, StateTable
 from app.engine.transactions import PartitionLost, PartitionTransactions, Record
-from app.records import InvalidEvent, dead_letter
+from app.records.fields import InvalidEvent
+from app.records.outputs import dead_letter
 from app.topology import Topology
 
 logger = logging.getLogger(__name__)

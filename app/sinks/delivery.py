@@ -29,8 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from app.connection import KafkaConnection
-from app.domain.sinks import Throttle, TokenBucket, backoff_s, retry_after_s
-from app.records import Sink
+from app.domain.sinks import Sink, Throttle, TokenBucket, backoff_s, retry_after_s
 from app.topology import track_topics
 
 logger = logging.getLogger(__name__)

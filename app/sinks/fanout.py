@@ -17,8 +17,7 @@ import mmh3
 import orjson
 
 from app.catalog import Catalog
-from app.domain.sinks import matches
-from app.records import Sink
+from app.domain.sinks import Sink, matches
 
 _TOPIC_SAFE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 

@@ -20,7 +20,7 @@ from app.admin import (
     kinds,
     parse_body,
 )
-from app.records import encode_sink
+from app.records.configuration import encode_sink
 
 if TYPE_CHECKING:
     from app.bootstrap import Services

@@ -47,7 +47,7 @@ class EngineCollector(Collector):
                                 value=services.spool.depth)
         yield CounterMetricFamily("cps_click_spool_forwarded_total",
                                   "Spooled clicks this worker moved into Kafka",
-                                  value=services.forwarder.forwarded)
+                                  value=services.spool_publisher.forwarded)
         yield GaugeMetricFamily("cps_catalog_records", "Configuration records read",
                                 value=services.catalog.records_read)
         yield GaugeMetricFamily("cps_subscribers", "Live subscribers connected to this worker",

@@ -8,7 +8,7 @@ import orjson
 
 from app.bench.step import AttributionStep
 from app.bench.workload import Shape, Workload
-from app.records import decode_click, decode_order
+from app.records.inputs import decode_click, decode_order
 
 START = 1_790_000_000_000
 
