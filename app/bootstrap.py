@@ -27,8 +27,7 @@ from app.catalog import Catalog
 from app.clicks import ClickService
 from app.connection import KafkaConnection
 from app.domain.tokens import Signer
-from app.engine import faust_patches
-from app.engine.direct import deliver_to
+from app.engine import internals
 from app.engine.processor import Engine
 from app.faust_app import create_app
 from app.monitor import Monitor
@@ -99,7 +98,8 @@ def _services(settings: Settings) -> Services:
     connection = KafkaConnection.from_settings(settings)
     topics = Topics(settings.topic_prefix)
     app = create_app(settings, connection)
-    faust_patches.apply(app)
+    internals.require()
+    internals.apply_fixes(app)
     topology = Topology(settings.partitions)
     engine = Engine(
         app, connection=connection, topology=topology, partitions=settings.partitions,
@@ -108,7 +108,7 @@ def _services(settings: Settings) -> Services:
         rocksdb_options={"block_cache_size": settings.rocksdb_cache_mb * 1024 * 1024,
                          "write_buffer_size": 8 * 1024 * 1024,
                          "max_write_buffer_number": 2})
-    deliver_to(engine)
+    internals.deliver_to(engine)
     catalog = Catalog(connection, topics=topics)
     signer = Signer(settings.link_secret, previous=settings.link_secrets_previous)
     spool = ClickSpool(settings.data_dir / "spool")

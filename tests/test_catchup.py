@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.connection import KafkaConnection
 from app.engine.catchup import Barriers
-from app.engine.direct import consumed_positions, fetched_ends
+from app.engine.internals import consumed_positions, fetched_ends
 
 CLICKS, REKEYED = "clicks", "clicks-by-buyer"
 

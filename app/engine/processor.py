@@ -218,7 +218,7 @@ class Engine(Service):
         """Run `handlers` (topic -> handler) on the engine and `ticks` every tick.
 
         A Faust agent named `name` declares the topics, which is what makes Faust
-        subscribe to them; its messages come to `deliver` (see direct.py). The
+        subscribe to them; its messages come to `deliver` (see internals.py). The
         topics are read as raw bytes with `acks=False`, which keeps Faust from
         committing their offsets: the engine commits them inside each
         partition's transaction.

@@ -17,6 +17,8 @@ from typing import Any
 
 import rocksdict
 
+from app.engine.internals import rocksdb_of
+
 DELETED: Any = object()
 
 
@@ -34,8 +36,7 @@ class StateTable:
         return self.table.changelog_topic.get_topic_name()
 
     def db(self, partition: int) -> rocksdict.Rdict:
-        # Faust's store opens one RocksDB per partition; it offers no public accessor.
-        return self.table.data._db_for_partition(partition)
+        return rocksdb_of(self.table, partition)
 
     def read(self, partition: int, key: bytes) -> Any:
         raw = self.db(partition).get(key)

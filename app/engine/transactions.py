@@ -28,6 +28,12 @@ from aiokafka.errors import (
 )
 from aiokafka.producer.transaction_manager import TransactionState
 
+from app.engine.internals import (
+    renew_transaction_producer,
+    sender_dead,
+    transaction_producer,
+    transaction_state,
+)
 from app.topology import track_topics
 
 logger = logging.getLogger(__name__)
@@ -66,9 +72,7 @@ class PartitionTransactions:
         except KeyError:
             return None, None, None
         tid = f"{self.app.conf.id}-{group}-{partition}"
-        # Faust's driver keeps these per transactional id; no public accessor exists.
-        producer = faust_producer._transaction_producers.get(tid)
-        lock = faust_producer._trn_locks.get(tid)
+        producer, lock = transaction_producer(faust_producer, tid)
         return tid, producer, lock
 
     async def _renew(self, tid: str, dead) -> object:
@@ -81,10 +85,7 @@ class PartitionTransactions:
         owns, so no other worker's producer is fenced.
         """
         logger.warning("transactional producer %s stopped sending; starting a new one", tid)
-        faust_producer = self.app.producer
-        fresh = faust_producer._new_producer(transactional_id=tid)
-        await asyncio.wait_for(fresh.start(), RENEW_TIMEOUT_S)
-        faust_producer._transaction_producers[tid] = fresh
+        fresh = await renew_transaction_producer(self.app.producer, tid, RENEW_TIMEOUT_S)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(dead.stop(), RENEW_TIMEOUT_S)
         return fresh
@@ -103,7 +104,7 @@ class PartitionTransactions:
         records = list(records)
         async with lock:
             try:
-                if _sender_dead(producer):
+                if sender_dead(producer):
                     producer = await self._renew(tid, producer)
                 await self._open(producer, partition)
                 await track_topics(producer, (r.topic for r in records))
@@ -124,18 +125,18 @@ class PartitionTransactions:
 
     async def _open(self, producer, partition: int) -> None:
         """Begin a transaction, first aborting one an earlier error left half done."""
-        txn = producer._txn_manager  # aiokafka exposes the state only here
-        if txn.state is TransactionState.IN_TRANSACTION:
+        state = transaction_state(producer)
+        if state is TransactionState.IN_TRANSACTION:
             return
-        if txn.state is TransactionState.FATAL_ERROR:
+        if state is TransactionState.FATAL_ERROR:
             raise PartitionLost(f"partition {partition}: producer in a fatal error state")
-        if txn.state is TransactionState.ABORTABLE_ERROR:
+        if state is TransactionState.ABORTABLE_ERROR:
             await producer.abort_transaction()
         await producer.begin_transaction()
 
     async def _abort(self, producer, partition: int, cause: BaseException) -> None:
         logger.warning("aborting the transaction of partition %s after %r", partition, cause)
-        if _sender_dead(producer):
+        if sender_dead(producer):
             return  # the abort would wait for ever; the next attempt renews the producer
         try:
             await asyncio.wait_for(producer.abort_transaction(), ABORT_TIMEOUT_S)
@@ -146,11 +147,6 @@ class PartitionTransactions:
                                 f"{ABORT_TIMEOUT_S:.0f}s") from exc
         except (KafkaError, IllegalOperation, AssertionError) as exc:
             logger.warning("abort of partition %s failed too: %r", partition, exc)
-
-
-def _sender_dead(producer) -> bool:
-    task = producer._sender.sender_task  # aiokafka exposes it only here
-    return task is not None and task.done()
 
 
 async def send_batched(producer, records: list[Record]) -> list[int]:

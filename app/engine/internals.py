@@ -1,0 +1,374 @@
+"""Every use of Faust's and aiokafka's private parts, in one place.
+
+The engine needs a few things neither library exposes: the direct path from
+the consumer's fetch loop to the engine's handlers, aiokafka's per-partition
+fetch state (positions, last stable offsets, fetch times), Faust's
+transactional producers by id, RocksDB by partition, and three fixes of
+faust-streaming 0.15 behaviour that would lose events or stall recovery.
+All of it is here, and `PRIVATE_ATTRIBUTES` lists every private name used;
+`missing()` names those an upgrade removed (tests/test_internals.py fails on
+any, and `require()` stops a worker at start instead of failing later).
+Faust and aiokafka are capped below their next minor versions in
+pyproject.toml for this reason; after an upgrade, run that test first.
+
+## Direct delivery
+Fetched messages go straight to the engine instead of through Faust's streams.
+
+Faust hands every fetched message to its conductor, which wraps it in an
+event, queues it on each subscribed channel and wakes the agent's stream,
+which yields it back to the agent: several tasks and futures per message,
+about half of the worker's CPU in `cps bench` (see BENCHMARKS.md). The
+engine's handlers are synchronous, so the consumer's fetch loop can call
+them itself. Agents still declare the topics the engine reads, which is
+what makes Faust subscribe to them; a topic without an engine handler keeps
+Faust's usual path. Offsets, the generation check and flow control stay as
+Faust keeps them: `getmany` stops yielding when a rebalance begins, and the
+engine drops what was fetched for an older generation.
+
+Between two fetched batches, when everything the consumer handed out has
+been handled, the loop tells the engine's catch-up barriers how far the
+consumer has read the partitions they wait on; and the barriers read the
+end offsets the consumer's fetches reported (see catchup.py).
+
+## Fixes
+Targeted fixes of faust-streaming 0.15 behaviour that would lose events.
+
+Applied once per process (`apply_fixes`). Each fix names the symptom it
+prevents; remove a fix when the pinned Faust version no longer needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import weakref
+from functools import partial
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.consumer.subscription_state import SubscriptionState, TopicPartitionState
+from aiokafka.producer.sender import Sender
+from faust.stores.rocksdb import Store as RocksDBStore
+from faust.tables.recovery import Recovery
+from faust.transport.consumer import (
+    CONSUMER_FETCHING,
+    Consumer,
+    Fetcher,
+    ThreadDelegateConsumer,
+)
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.transport.drivers.aiokafka import Producer as FaustProducer
+
+logger = logging.getLogger(__name__)
+
+YIELD_EVERY = 200  # messages between two turns of the event loop (commits, HTTP)
+_POLL_S = 0.1
+_WATCHERS: set[asyncio.Future] = set()
+
+# (owner, name): every private method or attribute this module reads, calls or replaces.
+PRIVATE_ATTRIBUTES: tuple[tuple[type, str], ...] = (
+    (Consumer, "_drain_messages"),
+    (Consumer, "_stopped"),
+    (Consumer, "_read_offset"),
+    (Consumer, "_committed_offset"),
+    (Consumer, "_is_changelog_tp"),
+    (ThreadDelegateConsumer, "_thread"),
+    (Fetcher, "_stopped"),
+    (AIOKafkaConsumerThread, "_highwaters"),
+    (AIOKafkaConsumerThread, "_ensure_consumer"),
+    (AIOKafkaConsumerThread, "_consumer"),
+    (AIOKafkaConsumer, "_subscription"),
+    (Recovery, "_set_recovery_ended"),
+    (FaustProducer, "_transaction_producers"),
+    (FaustProducer, "_trn_locks"),
+    (FaustProducer, "_new_producer"),
+    (AIOKafkaProducer, "_txn_manager"),
+    (AIOKafkaProducer, "_sender"),
+    (Sender, "sender_task"),
+    (RocksDBStore, "_db_for_partition"),
+    (SubscriptionState, "subscription"),
+    (TopicPartitionState, "timestamp"),
+    (TopicPartitionState, "lso"),
+    (TopicPartitionState, "has_valid_position"),
+    (TopicPartitionState, "position"),
+)
+
+
+def missing() -> list[str]:
+    """`Owner.name` of every private attribute the installed libraries no longer have."""
+    return [f"{owner.__module__}.{owner.__qualname__}.{name}"
+            for owner, name in PRIVATE_ATTRIBUTES if not _has(owner, name)]
+
+
+def require() -> None:
+    gone = missing()
+    if gone:
+        raise RuntimeError("this Faust/aiokafka version lacks what the engine relies on: "
+                           + ", ".join(gone) + " (see app/engine/internals.py)")
+
+
+def _has(owner: type, name: str) -> bool:
+    if hasattr(owner, name):
+        return True
+    # Attributes set on instances: look for the assignment in the class's own code.
+    for klass in owner.__mro__:
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        if f"self.{name} =" in source or f"self.{name}:" in source:
+            return True
+    return False
+
+
+# -- direct delivery -------------------------------------------------------------------------
+
+# Each app's engine; the consumer class is patched once for every app of the process.
+_ENGINES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def deliver_to(engine: Any) -> None:
+    """Make the consumer of `engine.app` hand the engine's topics to `engine` directly."""
+    _ENGINES[engine.app] = engine
+    if Consumer._drain_messages is not _drain:
+        Consumer._drain_messages = _drain
+
+
+async def _drain(self: Consumer, fetcher: Any) -> None:
+    engine = _ENGINES[self.app]
+    handled = engine.handlers
+    barriers = engine.barriers
+    barriers.read_fetched_ends = partial(fetched_ends, self)
+    getmany = self.getmany
+    callback = self.callback
+    consumer_stopped = self._stopped.is_set
+    fetcher_stopped = fetcher._stopped.is_set
+    read_offset = self._read_offset
+    since_yield = 0
+    try:
+        while not (consumer_stopped() or fetcher_stopped()):
+            self.diag.set_flag(CONSUMER_FETCHING)
+            await self.sleep(0)
+            if self.should_stop:
+                continue
+            async for tp, message in getmany(timeout=1.0):
+                offset = message.offset
+                seen = read_offset[tp]
+                if seen is not None and offset < seen:
+                    continue  # fetched again after a seek: already handled
+                if message.topic in handled:
+                    if not engine.may_deliver:
+                        await engine.relieve()
+                    if engine.deliver(message):
+                        await engine.relieve()
+                    since_yield += 1
+                    if since_yield >= YIELD_EVERY:
+                        since_yield = 0
+                        await asyncio.sleep(0)
+                else:
+                    await self.wait_first(callback(message), self.suspend_flow.wait())
+                read_offset[tp] = offset
+            if barriers.watching and self.flow_active:
+                barriers.note_positions(consumed_positions(self, barriers.watched()))
+            self.diag.unset_flag(CONSUMER_FETCHING)
+    except self.consumer_stopped_errors:
+        if self.transport.app.should_stop:
+            return
+        raise
+    except asyncio.CancelledError:
+        if self.transport.app.should_stop:
+            return
+        raise
+    finally:
+        self.diag.unset_flag(CONSUMER_FETCHING)
+
+
+def consumed_positions(consumer: Consumer, partitions: list[tuple[str, int]]
+                       ) -> dict[tuple[str, int], int]:
+    """aiokafka's position in each assigned partition: the offset after the last record it
+    handed out, and after any transaction marker or aborted record it skipped there.
+
+    Asked between two `getmany` calls, when it stands still and every record
+    before it has been handled. aiokafka's public `position()` is a coroutine
+    of the consumer thread's event loop that returns this same value; reading
+    it here costs no hop to that thread (aiokafka is pinned below 0.15 for it).
+    """
+    assignment = _assignment(consumer)
+    if assignment is None:
+        return {}
+    positions = {}
+    for topic, partition in partitions:
+        state = assignment.state_value(TopicPartition(topic, partition))
+        if state is not None and state.has_valid_position:
+            positions[(topic, partition)] = state.position
+    return positions
+
+
+def fetched_ends(consumer: Consumer, source: tuple[str, int], inputs: list[tuple[str, int]]
+                 ) -> dict[tuple[str, int], int] | None:
+    """The end offset (last stable offset) of each of `inputs` as the fetch response that
+    brought the records of `source` being handled, or a later one, reported it; None when an
+    input's last report is older (it was not in that fetch) or missing.
+
+    aiokafka notes, per partition and response, the ends and then the
+    response's time in ms; `source`'s time is that of its last response, the
+    one that brought the records being handled or a later one. The time is
+    read before the end, so an end is never older than its time.
+    """
+    assignment = _assignment(consumer)
+    if assignment is None:
+        return None
+    source_state = assignment.state_value(TopicPartition(*source))
+    since = source_state.timestamp if source_state is not None else None
+    if since is None:
+        return None
+    ends = {}
+    for topic, partition in inputs:
+        state = assignment.state_value(TopicPartition(topic, partition))
+        if state is None:
+            return None
+        fetched_at = state.timestamp
+        end = state.lso
+        if fetched_at is None or fetched_at < since or end is None:
+            return None
+        ends[(topic, partition)] = end
+    return ends
+
+
+def _assignment(consumer: Consumer) -> Any:
+    subscription = consumer._thread._consumer._subscription.subscription
+    return subscription.assignment if subscription is not None else None
+
+
+# -- fixes ---------------------------------------------------------------------------------
+
+
+logger = logging.getLogger(__name__)
+
+
+
+async def _perform_seek(self: Consumer) -> None:
+    """Seek every assigned stream partition to where processing must resume.
+
+    Faust drops messages fetched while a rebalance is in progress and relies
+    on this seek to fetch them again. aiokafka's seek_to_committed skips
+    partitions whose committed offset is missing or 0, so for a partition
+    nobody ever committed, the dropped messages were never fetched again: an
+    order produced while a worker started was silently lost. Such partitions
+    start from the beginning here, which is what `auto_offset_reset=earliest`
+    means for a group that has processed nothing of them.
+    """
+    committed = await self.seek_to_committed()
+    self._read_offset.update({
+        tp: offset if offset is not None and offset >= 0 else None
+        for tp, offset in committed.items()
+    })
+    self._committed_offset.update({
+        tp: offset for tp, offset in committed.items() if offset
+    })
+    unstarted = [tp for tp, offset in committed.items()
+                 if not offset and not self._is_changelog_tp(tp)]
+    if unstarted:
+        # Offset 0, or the log start if retention removed it (auto_offset_reset).
+        await self.seek_wait({tp: 0 for tp in unstarted})
+
+
+async def _highwaters(self: AIOKafkaConsumerThread, partitions: Any) -> Any:
+    """The end of each changelog partition, asked of the broker.
+
+    In exactly-once mode Faust took the consumer's cached last stable
+    offset, which is unknown (so: -1) for a partition not fetched since it
+    was assigned; a worker that got back a partition it had owned before
+    then crashed on "persisted offset higher than highwater", or, with the
+    consistency check off, would have skipped the partition's new changes.
+    A ListOffsets request with the consumer's read_committed isolation
+    returns the true last stable offset.
+    """
+    return await self._ensure_consumer().end_offsets(partitions)
+
+
+async def _end_recovery_at_transaction_markers(app: Any) -> None:
+    """Finish table recovery as soon as only a transaction marker is left to read.
+
+    Every transaction ends a changelog partition with a commit marker, which
+    a consumer never receives, so Faust's recovery never sees the last offset
+    it waits for; it notices only after two 5-second idle timeouts, which
+    made every start and rebalance 10+ seconds slower. This watcher ends the
+    recovery once Faust itself has applied every partition up to the offset
+    just before its last one (the marker), judged from Faust's own progress.
+    """
+    recovery = app.tables.recovery
+    generation = app.consumer_generation_id
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + 120.0
+    while app.consumer_generation_id == generation and loop.time() < give_up_at:
+        await asyncio.sleep(_POLL_S)
+        if recovery.completed.is_set():
+            return
+        if not recovery.in_recovery or not _only_markers_left(recovery):
+            continue
+        offsets = recovery.active_offsets
+        for tp, highwater in recovery.active_highwaters.items():
+            offsets[tp] = max(offsets[tp], highwater)
+        logger.info("table recovery reached the transaction markers; ending it")
+        recovery.flush_buffers()
+        recovery._set_recovery_ended()
+        recovery.signal_recovery_end.set()
+        return
+
+
+def _only_markers_left(recovery: Any) -> bool:
+    highwaters = recovery.active_highwaters
+    offsets = recovery.active_offsets
+    if not highwaters or any(offsets[tp] is None for tp in highwaters):
+        return False  # Faust has not read its starting offsets yet
+    behind = [tp for tp, highwater in highwaters.items()
+              if highwater is not None and highwater >= 0 and offsets[tp] < highwater]
+    return bool(behind) and all(offsets[tp] >= highwaters[tp] - 1 for tp in behind)
+
+
+def apply_fixes(app: Any) -> None:
+    """The fixes above, for `app` (the class patches once per process)."""
+    Consumer.perform_seek = _perform_seek
+    AIOKafkaConsumerThread._highwaters = _highwaters
+
+    @app.on_partitions_assigned.connect
+    async def _watch_recovery(sender: Any, assigned: Any, **_: Any) -> None:
+        task = asyncio.ensure_future(_end_recovery_at_transaction_markers(sender))
+        _WATCHERS.add(task)
+        task.add_done_callback(_WATCHERS.discard)
+
+
+# -- transactional producers and RocksDB --------------------------------------------------
+
+
+def transaction_producer(faust_producer: Any, transactional_id: str) -> tuple[Any, Any]:
+    """Faust's producer of `transactional_id` and the lock Faust takes around it (or None)."""
+    return (faust_producer._transaction_producers.get(transactional_id),
+            faust_producer._trn_locks.get(transactional_id))
+
+
+async def renew_transaction_producer(faust_producer: Any, transactional_id: str,
+                                     timeout_s: float) -> Any:
+    """A new, started producer of `transactional_id`, put where Faust keeps the old one."""
+    fresh = faust_producer._new_producer(transactional_id=transactional_id)
+    await asyncio.wait_for(fresh.start(), timeout_s)
+    faust_producer._transaction_producers[transactional_id] = fresh
+    return fresh
+
+
+def transaction_state(producer: AIOKafkaProducer) -> Any:
+    """aiokafka's `TransactionState` of the producer (exposed nowhere else)."""
+    return producer._txn_manager.state
+
+
+def sender_dead(producer: AIOKafkaProducer) -> bool:
+    """Whether the producer's sender routine has ended (it then never sends again)."""
+    task = producer._sender.sender_task
+    return task is not None and task.done()
+
+
+def rocksdb_of(table: Any, partition: int) -> Any:
+    """The RocksDB (rocksdict) Faust opened for one partition of `table`."""
+    return table.data._db_for_partition(partition)
