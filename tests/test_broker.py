@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app.broker import local
+from app.broker import local, secure
 from app.broker.local import BrokerError, BrokerState, LocalBroker, ScramLogin
 from app.connection import KafkaConnection
 from app.settings import Settings
@@ -131,7 +131,7 @@ def test_a_secure_state_gives_the_client_its_login(tmp_path):
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_the_certificate_is_trusted_for_loopback_through_the_ca(tmp_path, host):
     tls_dir = tmp_path / "tls"
-    local._make_certificates(local._require_openssl(), tls_dir)
+    secure.make_certificates(secure.require_openssl(), tls_dir)
     assert sorted(path.name for path in tls_dir.iterdir()) == ["ca.pem", "server.pem"]
     assert (tls_dir / "server.pem").stat().st_mode & 0o077 == 0
     client = KafkaConnection("unused:1", "SSL", ssl_cafile=str(tls_dir / "ca.pem")).ssl_context()
@@ -140,7 +140,7 @@ def test_the_certificate_is_trusted_for_loopback_through_the_ca(tmp_path, host):
 
 def test_the_certificate_names_no_other_host(tmp_path):
     tls_dir = tmp_path / "tls"
-    local._make_certificates(local._require_openssl(), tls_dir)
+    secure.make_certificates(secure.require_openssl(), tls_dir)
     client = KafkaConnection("unused:1", "SSL", ssl_cafile=str(tls_dir / "ca.pem")).ssl_context()
     with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
         _handshake(client, tls_dir / "server.pem", "kafka.example.com")
@@ -170,12 +170,12 @@ def _handshake(client: ssl.SSLContext, keystore: Path, host: str) -> None:
 def test_secure_start_without_openssl_says_what_to_install(monkeypatch):
     monkeypatch.setattr(local.shutil, "which", lambda name: None)
     with pytest.raises(BrokerError, match=r"openssl is not on PATH.*apt-get install openssl"):
-        local._require_openssl()
+        secure.require_openssl()
 
 
 def test_an_openssl_failure_is_a_broker_error():
     with pytest.raises(BrokerError, match=r"OpenSSL 3\.0\+"):
-        local._openssl(local._require_openssl(), "req", "-no-such-option")
+        secure._openssl(secure.require_openssl(), "req", "-no-such-option")
 
 
 @pytest.mark.parametrize(("recorded_secure", "start_secure", "refusal"), [

@@ -21,5 +21,5 @@ def test_a_removed_attribute_is_named(monkeypatch):
                         (*internals.PRIVATE_ATTRIBUTES, (Consumer, "_removed_in_a_release")))
     assert internals.missing() == [
         "faust.transport.consumer.Consumer._removed_in_a_release"]
-    with pytest.raises(RuntimeError, match="Consumer._removed_in_a_release"):
+    with pytest.raises(RuntimeError, match=r"Consumer\._removed_in_a_release"):
         internals.require()

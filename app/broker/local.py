@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import os
@@ -23,15 +22,32 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from app.broker import BrokerError
+from app.broker.process import (
+    free_port,
+    is_our_process,
+    log_tail,
+    pid_alive,
+    port_free,
+    require_free,
+)
+from app.broker.secure import (
+    CA_FILE,
+    SCRAM_MECHANISM,
+    SCRAM_USER,
+    ScramLogin,
+    make_certificates,
+    require_openssl,
+    sasl_ssl_properties,
+    write_private,
+)
 from app.connection import KafkaConnection
 
 logger = logging.getLogger(__name__)
@@ -39,24 +55,6 @@ logger = logging.getLogger(__name__)
 KAFKA_VERSION = "4.1.1"
 MIN_JAVA = 17
 READY_TIMEOUT_S = 90.0
-SCRAM_MECHANISM = "SCRAM-SHA-512"
-SCRAM_USER = "cps"
-CA_FILE = "ca.pem"
-KEYSTORE_FILE = "server.pem"  # the broker's private key, then its certificate
-CERTIFICATE_DAYS = 3650
-
-
-class BrokerError(RuntimeError):
-    """The local broker cannot be fetched, started or stopped; the message says what to do."""
-
-
-@dataclass(frozen=True, slots=True)
-class ScramLogin:
-    """The user a client of a secure broker logs in as, and the CA that signed the broker."""
-
-    username: str
-    password: str
-    cafile: Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,9 +139,9 @@ class LocalBroker:
             self._require_formatted_as(secure)
         java = _require_java()
         self.ensure_jars()
-        port = self.requested_port or self._previous_port() or _free_port()
-        _require_free(port, "CPS_KAFKA_PORT")
-        controller_port = _free_port()
+        port = self.requested_port or self._previous_port() or free_port()
+        require_free(port, "CPS_KAFKA_PORT")
+        controller_port = free_port()
         if fresh and self.data_dir.exists():
             shutil.rmtree(self.data_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -151,7 +149,7 @@ class LocalBroker:
         formatted = self._formatted()
         login = self._login(secure=secure, formatted=formatted)
         # Private: a secure broker's config holds its own SCRAM password.
-        _write_private(self.config_file,
+        write_private(self.config_file,
                        _server_properties(port, controller_port, self.data_dir, login))
         if not formatted:
             self._format_storage(java, login)
@@ -167,9 +165,9 @@ class LocalBroker:
             return None
         os.kill(state.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _is_our_process(state.pid, self.config_file):
+        while time.monotonic() < deadline and is_our_process(state.pid, self.config_file):
             time.sleep(0.2)
-        if _is_our_process(state.pid, self.config_file):
+        if is_our_process(state.pid, self.config_file):
             logger.warning("broker pid %s ignored SIGTERM for %.0fs; killing it",
                            state.pid, timeout)
             os.kill(state.pid, signal.SIGKILL)
@@ -185,7 +183,7 @@ class LocalBroker:
                                 str(raw["version"]), login)
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return state if _is_our_process(state.pid, self.config_file) else None
+        return state if is_our_process(state.pid, self.config_file) else None
 
     def ensure_jars(self) -> Path:
         """Fetch the broker jars with Maven into the cache, once."""
@@ -243,9 +241,9 @@ class LocalBroker:
         shutil.rmtree(self.tls_dir, ignore_errors=True)
         if not secure:
             return None
-        _make_certificates(_require_openssl(), self.tls_dir)
+        make_certificates(require_openssl(), self.tls_dir)
         login = ScramLogin(SCRAM_USER, secrets.token_hex(16), self.tls_dir / CA_FILE)
-        _write_private(self.login_file, json.dumps(
+        write_private(self.login_file, json.dumps(
             {"username": login.username, "password": login.password,
              "cafile": str(login.cafile)}))
         return login
@@ -260,7 +258,7 @@ class LocalBroker:
             port = int((self.run_dir / "port").read_text())
         except (OSError, ValueError):
             return None
-        return port if _port_free(port) else None
+        return port if port_free(port) else None
 
     def _java_command(self, java: str, *args: str) -> list[str]:
         log4j = resources.files("app.broker") / "log4j2.properties"
@@ -324,7 +322,7 @@ def _server_properties(port: int, controller_port: int, data_dir: Path,
         f"inter.broker.listener.name={listener}",
         # The controller listener stays PLAINTEXT: only this process dials it, on loopback.
         f"listener.security.protocol.map={listener}:{listener},CONTROLLER:PLAINTEXT",
-        *([] if login is None else _sasl_ssl_properties(login)),
+        *([] if login is None else sasl_ssl_properties(login)),
         f"log.dirs={data_dir}",
         "num.partitions=8",
         "auto.create.topics.enable=true",
@@ -340,72 +338,6 @@ def _server_properties(port: int, controller_port: int, data_dir: Path,
         "log.segment.bytes=134217728",
         "",
     ])
-
-
-def _sasl_ssl_properties(login: ScramLogin) -> list[str]:
-    keystore = login.cafile.with_name(KEYSTORE_FILE)  # `_make_certificates` wrote both
-    return [
-        f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
-        f"sasl.mechanism.inter.broker.protocol={SCRAM_MECHANISM}",
-        f"listener.name.sasl_ssl.{SCRAM_MECHANISM.lower()}.sasl.jaas.config="
-        "org.apache.kafka.common.security.scram.ScramLoginModule required "
-        f'username="{login.username}" password="{login.password}";',
-        "ssl.keystore.type=PEM",
-        f"ssl.keystore.location={keystore}",
-        "ssl.truststore.type=PEM",
-        f"ssl.truststore.location={login.cafile}",
-    ]
-
-
-def _require_openssl() -> str:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        raise BrokerError(
-            "openssl is not on PATH; `--secure` makes the broker's throwaway CA and "
-            "certificate with it (e.g. `apt-get install openssl`), or start without --secure"
-        )
-    return openssl
-
-
-def _make_certificates(openssl: str, tls_dir: Path) -> None:
-    """A new CA (`CA_FILE`) and a server key and certificate it signed for 127.0.0.1 and
-    localhost (`KEYSTORE_FILE`); the CA key is thrown away, so nothing else is ever signed.
-
-    openssl rather than keytool: it writes PEM, which the broker (`ssl.keystore.type=PEM`)
-    and Python's ssl both read as is, while keytool keeps keys in a JKS/PKCS12 store it
-    cannot export a private key from.
-    """
-    tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-noenc",
-               "-days", str(CERTIFICATE_DAYS)]
-    cafile = tls_dir / CA_FILE
-    with tempfile.TemporaryDirectory(dir=tls_dir) as scratch:
-        ca_key, server_key, server_cert = (Path(scratch) / name
-                                           for name in ("ca.key", "server.key", "server.crt"))
-        _openssl(openssl, "req", "-x509", *new_key, "-subj", "/CN=cps local Kafka CA",
-                 "-keyout", str(ca_key), "-out", str(cafile))
-        # `req -CA` (OpenSSL 3.0+) makes and signs the server certificate in one step.
-        _openssl(openssl, "req", "-x509", *new_key, "-subj", "/CN=localhost",
-                 "-CA", str(cafile), "-CAkey", str(ca_key),
-                 "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                 "-addext", "basicConstraints=critical,CA:FALSE",
-                 "-addext", "extendedKeyUsage=serverAuth",
-                 "-keyout", str(server_key), "-out", str(server_cert))
-        _write_private(tls_dir / KEYSTORE_FILE, server_key.read_text() + server_cert.read_text())
-
-
-def _openssl(openssl: str, *args: str) -> None:
-    result = subprocess.run([openssl, *args], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise BrokerError(f"openssl could not make the broker's certificates (`--secure` "
-                          f"needs OpenSSL 3.0+):\n{result.stderr.strip()}")
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read: it holds a password or a private key."""
-    path.touch(mode=0o600)
-    path.chmod(0o600)
-    path.write_text(text)
 
 
 def _kind(secure: bool) -> str:
@@ -430,48 +362,14 @@ def _require_java() -> str:
     return java
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _port_free(port: int) -> bool:
-    """Whether a listener could bind the port (as the broker does, TIME_WAIT is no obstacle)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _require_free(port: int, setting: str) -> None:
-    if not _port_free(port):
-        raise BrokerError(
-            f"port {port} on 127.0.0.1 is taken by another process; set {setting} "
-            "to a free port (0 picks one)"
-        )
-
-
-def _is_our_process(pid: int, config_file: Path) -> bool:
-    """True when pid is alive and is the broker started with this config (not a recycled pid)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return b"kafka.Kafka" in cmdline and str(config_file).encode() in cmdline
-
-
 def _wait_until_answering(state: BrokerState, pid: int | None, log_dir: Path,
                           *, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
-        if pid is not None and not _pid_alive(pid):
+        if pid is not None and not pid_alive(pid):
             raise BrokerError("the broker exited during start; last log lines:\n"
-                              + _log_tail(log_dir))
+                              + log_tail(log_dir))
         try:
             asyncio.run(_metadata_probe(state.connection()))
             return
@@ -480,9 +378,9 @@ def _wait_until_answering(state: BrokerState, pid: int | None, log_dir: Path,
             time.sleep(0.5)
     still_up = (f"; it is still starting as pid {state.pid} (a large data directory loads "
                 "slowly): `cps kafka status` tells when it answers, `cps kafka stop` ends it"
-                if _pid_alive(state.pid) else "")
+                if pid_alive(state.pid) else "")
     raise BrokerError(f"the broker on {state.bootstrap} did not answer within {timeout:.0f}s "
-                      f"({last_error!r}){still_up}; log:\n{_log_tail(log_dir)}")
+                      f"({last_error!r}){still_up}; log:\n{log_tail(log_dir)}")
 
 
 async def _metadata_probe(connection: KafkaConnection) -> None:
@@ -490,25 +388,4 @@ async def _metadata_probe(connection: KafkaConnection) -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     await connection.check(timeout_s=3.0)
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
-            os.waitpid(pid, os.WNOHANG)
-            return False
-    return True
-
-
-def _log_tail(log_dir: Path, lines: int = 20) -> str:
-    texts = []
-    for name in ("stdout.log", "server.log"):
-        with contextlib.suppress(OSError):
-            texts.extend((log_dir / name).read_text(errors="replace").splitlines()[-lines:])
-    return "\n".join(texts[-lines:]) or "(no log output)"
 

@@ -10,6 +10,10 @@ at the same totals as one refund of their sum.
 
 Rates and the split policy are fixed when the order is first priced (paid
 and attributed), so later configuration changes never rewrite old orders.
+
+Longer than the other modules on purpose: pricing, refunds, publishing and
+settlement all keep the one invariant above over the same `Ledger`, and
+reading them together is how a change to one is checked against the others.
 """
 
 from __future__ import annotations

@@ -32,127 +32,17 @@ from mode import Service
 
 from app.connection import KafkaConnection
 from app.engine.catchup import Barriers, CatchUp
+from app.engine.context import Context, PartitionWork
 from app.engine.forwarding import Forwarder
-from app.engine.partitioning import partition_for
-from app.engine.state import DELETED, Overlay, StateTable
+from app.engine.state import DELETED, StateTable
 from app.engine.transactions import PartitionLost, PartitionTransactions, Record
 from app.records.fields import InvalidEvent
-from app.records.outputs import dead_letter
 from app.topology import Topology
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[["Context", bytes | None, bytes | None], None]
 Tick = Callable[["Context"], None]
-
-
-class PartitionWork:
-    """Everything one partition did since its last commit."""
-
-    __slots__ = ("events", "forwarded", "offsets", "overlay", "records", "since")
-
-    def __init__(self) -> None:
-        self.overlay = Overlay()
-        self.records: list[Record] = []
-        self.offsets: dict[str, int] = {}
-        self.events = 0
-        self.since = 0.0  # monotonic time its first piece of work came in
-        self.forwarded: list[asyncio.Future] = []  # the deliveries its offsets must wait for
-
-    def __bool__(self) -> bool:
-        return bool(self.records or self.offsets or self.overlay or self.forwarded)
-
-
-class Context:
-    """A handler's view of its partition: state, outputs, dead letters and the clock."""
-
-    __slots__ = ("_committing", "_engine", "message", "now_ms", "partition", "work")
-
-    def __init__(self, engine: Engine, partition: int, work: PartitionWork,
-                 committing: PartitionWork | None) -> None:
-        self._engine = engine
-        self._committing = committing
-        self.partition = partition
-        self.work = work
-        self.message: Any = None
-        self.now_ms = 0
-
-    def get(self, table: StateTable, key: bytes) -> Any:
-        found, value = self.work.overlay.lookup(table, key)
-        if found:
-            return value
-        return self._committed(table, key)
-
-    def _committed(self, table: StateTable, key: bytes) -> Any:
-        """The value as the partition's commits (the one under way included) leave it."""
-        if self._committing is not None:
-            found, value = self._committing.overlay.lookup(table, key)
-            if found:
-                return value
-        return table.read(self.partition, key)
-
-    def put(self, table: StateTable, key: bytes, value: Any) -> None:
-        self.work.overlay.put(table, key, value)
-
-    def delete(self, table: StateTable, key: bytes) -> None:
-        overlay = self.work.overlay
-        if overlay.holds(table, key) and self._committed(table, key) is None:
-            overlay.drop(table, key)  # written and deleted before any commit: nothing to log
-        else:
-            overlay.put(table, key, DELETED)
-
-    def owns(self, key: bytes) -> bool:
-        """Whether `key` belongs to this partition (every topic of the engine is co-partitioned)."""
-        return partition_for(key, self._engine.partitions) == self.partition
-
-    def route(self, key: bytes, topic: str, value: bytes, *, at_once: bool = False) -> bool:
-        """True when `key` belongs to this partition, to be handled here; otherwise re-key
-        `value` onto `topic` (the partition of `key` reads it) and return False.
-
-        `at_once` forwards it outside the transaction (see `forward`), only for a
-        topic whose handler treats a second copy of a record as a no-op.
-        """
-        if self.owns(key):
-            return True
-        if at_once:
-            self.forward(topic, key, value)
-        else:
-            self.send(topic, key, value)
-        return False
-
-    def send(self, topic: str, key: bytes, value: bytes) -> int:
-        """Queue a record for the transaction, placed by its key; returns its partition."""
-        partition = partition_for(key, self._engine.topology.partitions(topic))
-        self.work.records.append(Record(topic, partition, key, value))
-        return partition
-
-    def forward(self, topic: str, key: bytes, value: bytes) -> None:
-        """Send a record at once, outside the transaction (see forwarding.py): only to
-        a topic whose handler treats a second copy of a record as a no-op."""
-        partition = partition_for(key, self._engine.topology.partitions(topic))
-        delivered = self._engine.forwarder.forward(Record(topic, partition, key, value))
-        forwarded = self.work.forwarded
-        if not forwarded or forwarded[-1] is not delivered:
-            forwarded.append(delivered)
-
-    def send_to(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
-        self.work.records.append(Record(topic, partition, key, value))
-
-    def dead_letter(self, error: str, source: Any = None) -> None:
-        """Dead-letter the current message (or `source`, a message seen earlier) with a reason."""
-        message = source if source is not None else self.message
-        topic = self._engine.deadletter_topic
-        partition = message.partition % self._engine.topology.partitions(topic)
-        self.work.records.append(Record(topic, partition, message.key, dead_letter(
-            topic=message.topic, partition=message.partition, offset=message.offset,
-            key=message.key, value=message.value, error=error, ts_ms=self.now_ms,
-        )))
-        self._engine.dead_letters += 1
-        self._engine.dead_letter_reasons[error.split(":", 1)[0][:60]] += 1
-
-    def cache(self, factory: Callable[[Context], Any]) -> Any:
-        """A per-partition object derived from committed state, rebuilt after a rebalance."""
-        return self._engine.partition_cache(self, factory)
 
 
 class Engine(Service):
