@@ -12,16 +12,16 @@ OrderEventBytes = Callable[..., bytes]
 
 @pytest.fixture
 def order_event() -> OrderEventBytes:
-    """Makes an order event's wire value; `items` are (item_id, amount) pairs."""
+    """Makes an order event's wire value: `items` are (item_id, amount) pairs, `fields` the
+    optional fields (refund, channel_id, ...)."""
 
     def make(kind: str, ts_ms: int, *, order_id: str = "o1", buyer_id: str = "u1",
              shop_id: str = "s1", items: tuple[tuple[str, int], ...] = (("i1", 12900),),
-             refund: dict | None = None) -> bytes:
-        event = {"order_id": order_id, "event": kind, "ts_ms": ts_ms, "buyer_id": buyer_id,
-                 "shop_id": shop_id,
-                 "items": [{"item_id": item_id, "amount": amount} for item_id, amount in items]}
-        if refund is not None:
-            event["refund"] = refund
-        return orjson.dumps(event)
+             **fields: object) -> bytes:
+        return orjson.dumps({
+            "order_id": order_id, "event": kind, "ts_ms": ts_ms, "buyer_id": buyer_id,
+            "shop_id": shop_id,
+            "items": [{"item_id": item_id, "amount": amount} for item_id, amount in items],
+            **fields})
 
     return make
