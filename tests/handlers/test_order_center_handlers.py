@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 
 import tables.order_center
 from agents.order_center import OrderCenter, promoter_order_key
 from app.engine.memory import MemoryContext, MemoryTables
-from app.records import decode_order
+from app.records import MAX_SAFE_INT, decode_order
 
 BY_PROMOTER = "orders-by-promoter"
 T = 1_700_000_000_000
@@ -82,3 +84,10 @@ def test_a_promoters_orders_are_stored_newest_first():
     rows = center.tables.promoter_orders.scan_prefix(center.ctx.partition, b"p1\x1f", limit=10)
     assert [summary["order_id"] for _key, summary in rows] == ["o2", "o3", "o1"]
     assert rows[0] == (promoter_order_key("p1", T + 30, "o2"), summaries[1])
+
+
+@given(st.lists(st.integers(0, MAX_SAFE_INT), min_size=2, max_size=5, unique=True))
+def test_newest_first_holds_for_every_order_time_an_event_may_carry(times):
+    keys = {promoter_order_key("p1", ts_ms, "o"): ts_ms for ts_ms in times}
+
+    assert [keys[key] for key in sorted(keys)] == sorted(times, reverse=True)
