@@ -20,8 +20,9 @@ from tables.order_center import OrderCenterTables
 if TYPE_CHECKING:
     from app.bootstrap import Services
 
-# Keys sort newest first: the order time is stored as (MAX_TS - ts_ms).
-MAX_TS = 10**16
+# Keys sort newest first: the order time is stored as (MAX_TS - ts_ms), in 16 digits; the
+# largest 16-digit number keeps every accepted ts_ms (0 to 2**53 - 1) within them.
+MAX_TS = 10**16 - 1
 
 
 class OrderCenter:
