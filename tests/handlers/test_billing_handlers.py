@@ -22,7 +22,7 @@ from app.domain.pools import DEFAULT_POLICY, Policy
 from app.domain.rates import Activity, Level
 from app.domain.schedule import Schedule
 from app.engine.memory import MemoryContext, MemoryTables
-from app.records import encode_attribution
+from app.records.outputs import encode_attribution
 from app.sinks.fanout import SinkRegistry
 
 T = 1_699_999_200_000  # an hour boundary, so times fall before or after a firing on purpose

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 import tables.order_center
 from agents.order_center import OrderCenter, promoter_order_key
 from app.engine.memory import MemoryContext, MemoryTables
-from app.records import MAX_SAFE_INT, decode_order
+from app.records.fields import MAX_SAFE_INT
+from app.records.inputs import decode_order
 
 BY_PROMOTER = "orders-by-promoter"
 T = 1_700_000_000_000

@@ -165,16 +165,15 @@ def collect(strategy: st.SearchStrategy, count: int) -> list:
 
 
 def test_the_garbage_is_invalid_for_the_decoders():
-    from app.records import (
-        InvalidEvent,
+    from app.records.configuration import (
         decode_activity,
         decode_channel,
-        decode_click,
-        decode_order,
         decode_policy,
         decode_shop,
         decode_sink,
     )
+    from app.records.fields import InvalidEvent
+    from app.records.inputs import decode_click, decode_order
 
     decoders = {"clicks": lambda raw, key: decode_click(raw),
                 "orders": lambda raw, key: decode_order(raw), "shops": decode_shop,
