@@ -135,6 +135,11 @@ def deliver_to(engine: Any) -> None:
         Consumer._drain_messages = _drain
 
 
+def engine_of(app: Any) -> Any:
+    """The engine whose handlers `app`'s consumer feeds."""
+    return _ENGINES[app]
+
+
 async def _drain(self: Consumer, fetcher: Any) -> None:
     engine = _ENGINES[self.app]
     handled = engine.handlers

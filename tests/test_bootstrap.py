@@ -1,0 +1,48 @@
+"""`build(settings)` makes a whole engine, importing creates none, and two can coexist."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from app.bootstrap import build
+from app.engine import internals
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_importing_every_module_reads_no_setting_and_builds_nothing():
+    # A malformed setting would stop any module that read the environment at import.
+    code = ("import pkgutil, importlib, app, agents, tables, faust\n"
+            "for package in (app, agents, tables):\n"
+            "    for info in pkgutil.walk_packages(package.__path__, package.__name__ + '.'):\n"
+            "        if not info.name.startswith(('app.bench', 'app.cli', 'app.__main__')):\n"
+            "            importlib.import_module(info.name)\n"
+            "import gc\n"
+            "print(sum(isinstance(o, faust.App) for o in gc.get_objects()))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, env={"CPS_PARTITIONS": "not a number", "PATH": ""})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"
+
+
+def test_two_engines_in_one_process_keep_to_themselves(tmp_path):
+    first, second = (build(Settings.from_env({
+        "CPS_TOPIC_PREFIX": prefix, "CPS_APP_ID": prefix.rstrip("."),
+        "CPS_DATA_DIR": str(tmp_path / prefix), "CPS_ADMIN_TOKEN": "a",
+        "CPS_LINK_SECRET": "b"})) for prefix in ("one.", "two."))
+    assert first.app is not second.app and first.engine is not second.engine
+    assert all(topic.startswith("one.") for topic in first.engine.handlers)
+    assert all(topic.startswith("two.") for topic in second.engine.handlers)
+    assert first.engine.handlers.keys() == {
+        topic.replace("two.", "one.", 1) for topic in second.engine.handlers}
+    assert {table.table.name for table in first.engine.tables} == {
+        table.table.name for table in second.engine.tables}
+    assert first.engine.tables[0] is not second.engine.tables[0]
+    # Each app's consumer hands its messages to its own engine.
+    assert internals.engine_of(first.app) is first.engine
+    assert internals.engine_of(second.app) is second.engine
+    assert sorted(first.app.agents) == ["attribution", "balances", "billing", "configuration",
+                                        "orders", "promoter_orders"]
