@@ -65,13 +65,18 @@ def command(settings: Settings, events: int, buyers: int, quick: bool, only: str
     how busy the machine was; and the engine drains one click each
     of many buyers written at once for its memory with them in state. Without
     CPS_BROKER it uses (and starts if needed) the local broker of
-    `cps kafka start`.
+    `cps kafka start`. It measures over PLAINTEXT only: the peers it compares
+    with take a bootstrap address and nothing else.
     """
     names = [name.strip() for name in only.split(",") if name.strip()]
     unknown = [name for name in names if name not in NAMES]
     if unknown:
         raise click.BadParameter(f"unknown {', '.join(unknown)}; choose from {NAMES}",
                                  param_hint="--only")
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        raise click.ClickException(
+            f"CPS_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}: the benchmark "
+            "measures over PLAINTEXT only (its peers take no credentials); unset it")
     shape = QUICK if quick else Shape(events=events, buyers=buyers)
     if not os.environ.get("CPS_BROKER"):
         try:
