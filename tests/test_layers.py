@@ -24,3 +24,15 @@ def test_tables_and_agents_are_this_projects_packages():
 
     assert Path(agents.__file__).resolve().is_relative_to(ROOT)
     assert Path(tables.__file__).resolve().is_relative_to(ROOT)
+
+
+def test_no_pipeline_imports_another():
+    import ast
+
+    for module in (ROOT / "agents").glob("*.py"):
+        imported = {node.module for node in ast.walk(ast.parse(module.read_text()))
+                    if isinstance(node, ast.ImportFrom) and node.module}
+        imported |= {alias.name for node in ast.walk(ast.parse(module.read_text()))
+                     if isinstance(node, ast.Import) for alias in node.names}
+        assert not {name for name in imported if name == "agents"
+                    or name.startswith("agents.")}, module.name
