@@ -23,8 +23,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 import orjson
-from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from app.bench import cpu
@@ -38,6 +36,7 @@ from app.bench.runner import (
     write_configuration,
 )
 from app.bench.workload import Shape, Workload
+from app.connection import KafkaConnection
 from app.feeding import Feeder
 from app.settings import Settings
 
@@ -210,8 +209,9 @@ async def measure_state(settings: Settings, engine: Implementation, *, buyers: i
 
 async def lag(bootstrap: str, group: str, topics: list[str], partitions: int) -> int:
     """Records of `topics` that `group` has not committed yet (end offset - committed)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    connection = KafkaConnection(bootstrap)
+    admin = connection.admin()
+    consumer = connection.consumer(group_id=None)
     await admin.start()
     await consumer.start()
     try:
@@ -229,7 +229,7 @@ async def lag(bootstrap: str, group: str, topics: list[str], partitions: int) ->
 
 
 async def _records(bootstrap: str, topic: str, partitions: int) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    consumer = KafkaConnection(bootstrap).consumer(group_id=None)
     await consumer.start()
     try:
         every = [TopicPartition(topic, p) for p in range(partitions)]

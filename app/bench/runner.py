@@ -26,10 +26,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from app.bench.workload import Shape, Workload
+from app.connection import KafkaConnection
 from app.feeding import Feeder
 from app.settings import Settings
 from app.topics import Role, TopicSpec
@@ -192,8 +191,9 @@ async def launch(settings: Settings, implementation: Implementation, prefix: str
     """Start `implementation` on the topics of `prefix` in a process and state directory
     of its own, with a fresh consumer group, writing its attributions to `output`."""
     if implementation.name != "engine":
-        await ensure_topics(settings.broker, [TopicSpec(output, Role.OUTPUT),
-                                              TopicSpec(f"{output}-changelog", Role.CHANGELOG)],
+        await ensure_topics(KafkaConnection.from_settings(settings),
+                            [TopicSpec(output, Role.OUTPUT),
+                             TopicSpec(f"{output}-changelog", Role.CHANGELOG)],
                             partitions=settings.partitions, replication=settings.replication)
     group = f"{prefix}{implementation.name}-{secrets.token_hex(3)}"
     state_dir = Path(tempfile.mkdtemp(prefix=f"cps-bench-{implementation.name}-"))
@@ -206,7 +206,7 @@ async def launch(settings: Settings, implementation: Implementation, prefix: str
 
 async def _committed_any(bootstrap: str, group: str, topics: list[str]) -> bool:
     """Whether `group` has committed an offset beyond 0 on any of `topics`."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = KafkaConnection(bootstrap).admin()
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)
@@ -244,8 +244,8 @@ class OutputCounter:
 
     def __init__(self, bootstrap: str, topic: str, *, timed: set[bytes] | None = None) -> None:
         self.topic = topic
-        self.consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+        self.consumer = KafkaConnection(bootstrap).consumer(
+            topic, group_id=None, auto_offset_reset="earliest",
             isolation_level="read_committed", enable_auto_commit=False)
         self.timed = timed
         self.attributed: set[bytes] = set()
