@@ -50,7 +50,7 @@ class State:
     order_center: tables.order_center.OrderCenterTables
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Services:
     """The long-lived parts of one engine; pipelines and web views take what they need."""
 
@@ -69,19 +69,12 @@ class Services:
     dispatcher: SinkDispatcher
     subscriptions: Subscriptions
     monitor: Monitor
-    state: State = None  # type: ignore[assignment]  # defined once the engine exists
+    state: State
 
 
 def build(settings: Settings) -> Services:
     """The whole engine of one worker, ready for `faust.Worker`."""
     services = _services(settings)
-    engine = services.engine
-    services.state = State(
-        attribution=tables.attribution.define(engine),
-        billing=tables.billing.define(engine),
-        balances=tables.balances.define(engine),
-        order_center=tables.order_center.define(engine),
-    )
     # Attribution first: its first topic (cps.clicks) anchors the engine's partitions.
     attributor = attribution.register(services)
     center = order_center.register(services)
@@ -109,6 +102,12 @@ def _services(settings: Settings) -> Services:
                          "write_buffer_size": 8 * 1024 * 1024,
                          "max_write_buffer_number": 2})
     internals.deliver_to(engine)
+    state = State(
+        attribution=tables.attribution.define(engine),
+        billing=tables.billing.define(engine),
+        balances=tables.balances.define(engine),
+        order_center=tables.order_center.define(engine),
+    )
     catalog = Catalog(connection, topics=topics)
     signer = Signer(settings.link_secret, previous=settings.link_secrets_previous)
     spool = ClickSpool(settings.data_dir / "spool")
@@ -142,7 +141,7 @@ def _services(settings: Settings) -> Services:
                     topology=topology, engine=engine, catalog=catalog, signer=signer,
                     spool=spool, spool_publisher=spool_publisher, click_service=click_service,
                     sink_registry=sink_registry, dispatcher=dispatcher,
-                    subscriptions=subscriptions, monitor=monitor)
+                    subscriptions=subscriptions, monitor=monitor, state=state)
 
 
 def _register_web_views(services: Services) -> None:
