@@ -38,6 +38,19 @@ from app.sinks.subscriptions import Subscriptions
 from app.spool import ClickSpool, SpoolPublisher
 from app.topics import Topics
 from app.topology import Topology
+from app.web import accounts as accounts_view
+from app.web import admin as admin_api
+from app.web import clicks as click_redirect
+from app.web import demo as demo_page
+from app.web import health as health_views
+from app.web import metrics as metrics_view
+from app.web import monitoring as monitoring_views
+from app.web import orders as order_center_views
+from app.web import sinks as sinks_view
+from app.web import subscribe as subscribe_view
+
+WEB_VIEWS = (health_views, accounts_view, click_redirect, admin_api, order_center_views,
+             demo_page, metrics_view, sinks_view, subscribe_view, monitoring_views)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,21 +158,7 @@ def _services(settings: Settings) -> Services:
 
 
 def _register_web_views(services: Services) -> None:
-    from app.web import (
-        accounts,
-        admin,
-        clicks,
-        demo,
-        health,
-        metrics,
-        monitoring,
-        orders,
-        sinks,
-        subscribe,
-    )
-
-    for view in (health, accounts, clicks, admin, orders, demo, metrics, sinks, subscribe,
-                 monitoring):
+    for view in WEB_VIEWS:
         view.register(services)
 
 
