@@ -118,8 +118,25 @@ class KafkaConnection:
         return [f"kafka://{server}" for server in self.servers]
 
     async def check(self, *, timeout_s: float = 30.0) -> None:
-        """Connect once and ask for metadata: a clear error now instead of a worker that
-        retries a refused login for ever."""
+        """Wait until Kafka answers a metadata request, for at most `timeout_s`.
+
+        A broker that is not up yet (connection refused, as while a cluster
+        starts beside the worker) is asked again every second; a refused login,
+        an untrusted certificate or the wrong protocol fails at once, with a
+        clear error instead of a worker that retries it for ever.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            try:
+                await self._check_once(max(deadline - loop.time(), 1.0))
+                return
+            except BrokerUnreachable as exc:
+                if not _not_up_yet(exc.__cause__) or loop.time() + 1.0 >= deadline:
+                    raise
+            await asyncio.sleep(1.0)
+
+    async def _check_once(self, timeout_s: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         admin = self.admin(request_timeout_ms=int(timeout_s * 1000))
@@ -185,6 +202,15 @@ class KafkaConnection:
                     f"handshake ({text}): its listener may expect another security protocol; "
                     "check CPS_KAFKA_SECURITY_PROTOCOL")
         return f"cannot reach Kafka at {self.bootstrap} ({self.security_protocol}): {text}"
+
+
+def _not_up_yet(cause: BaseException | None) -> bool:
+    """A failure a broker still starting gives: nothing listens on the port yet."""
+    # aiokafka's own "Unable to bootstrap" stays the cause only when asking again
+    # found no server at fault: it may answer now.
+    return isinstance(cause, ConnectionRefusedError) or (
+        isinstance(cause, KafkaConnectionError)
+        and any(word in str(cause) for word in ("refused", "Unable to bootstrap")))
 
 
 async def _list_topics(admin: AIOKafkaAdminClient) -> None:

@@ -37,3 +37,36 @@ PLAIN = KafkaConnection("127.0.0.1:9093")
 ])
 def test_each_refusal_names_the_setting_to_check(connection, error, explanation):
     assert re.search(explanation, connection._explain(error)), connection._explain(error)
+
+
+@pytest.mark.parametrize(("failures", "asked"), [
+    ([ConnectionRefusedError("not up yet")] * 2, 3),
+    ([KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9093, 0)]")], 2),
+    ([SaslAuthenticationFailed("invalid credentials")], 1),
+])
+def test_a_broker_not_up_yet_is_asked_again_a_refusal_is_final(monkeypatch, failures, asked):
+    import asyncio
+
+    from app.connection import BrokerUnreachable
+
+    calls = []
+
+    async def check_once(self, timeout_s):
+        calls.append(timeout_s)
+        if len(calls) <= len(failures):
+            cause = failures[len(calls) - 1]
+            raise BrokerUnreachable(self._explain(cause)) from cause
+
+    monkeypatch.setattr(KafkaConnection, "_check_once", check_once)
+    monkeypatch.setattr(asyncio, "sleep", _no_wait)
+    try:
+        asyncio.run(SECURE.check(timeout_s=30))
+        refused = None
+    except BrokerUnreachable as exc:
+        refused = exc
+    assert len(calls) == asked
+    assert (refused is not None) == isinstance(failures[0], SaslAuthenticationFailed)
+
+
+async def _no_wait(_seconds):
+    return None

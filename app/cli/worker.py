@@ -28,7 +28,7 @@ def command(settings: Settings) -> None:
 
     services = build(settings)
     try:
-        asyncio.run(services.connection.check())
+        asyncio.run(services.connection.check(timeout_s=60))
     except BrokerUnreachable as exc:
         click.echo(f"cps worker: {exc}", err=True)
         sys.exit(1)
