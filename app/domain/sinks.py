@@ -13,6 +13,7 @@ from email.utils import parsedate_to_datetime
 
 STREAMS = ("attributions", "commissions", "settlements", "order_status", "alerts")
 
+
 @dataclass(frozen=True, slots=True)
 class Retry:
     max_attempts: int = 10

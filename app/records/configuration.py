@@ -19,7 +19,7 @@ from app.domain.model import (
 )
 from app.domain.pools import Participant, Policy, Share, validate_policy
 from app.domain.rates import Activity, Level
-from app.domain.sinks import Retry, Sink
+from app.domain.sinks import STREAMS, Retry, Sink
 from app.records.fields import (
     MAX_BP,
     MAX_ID_CHARS,
@@ -162,8 +162,7 @@ def decode_policy(raw: bytes | None, key: bytes | None = None) -> Policy:
     return policy
 
 
-SINK_STREAMS = frozenset({"attributions", "commissions", "settlements", "order_status",
-                          "alerts"})
+SINK_STREAMS = frozenset(STREAMS)
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _SINK_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
