@@ -1,1 +1,2 @@
-"""Faust agents, one module per business concept; each hands its stream to the engine."""
+"""The engine's pipelines, one module per business concept: handlers over the engine's
+per-partition context, and `register(services, ...)`, called by app/bootstrap.py."""

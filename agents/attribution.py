@@ -13,7 +13,7 @@ which topic the worker happens to read first (docs/attribution.md).
 
 The handlers take the engine's per-partition `Context` (state, sends, the
 clock); everything else comes in through the constructor, so they run in
-tests on a fake context.
+tests on the in-memory context (app/engine/memory.py).
 """
 
 from __future__ import annotations

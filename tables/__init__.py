@@ -1,1 +1,2 @@
-"""Table definitions of the engine, one module per business concept."""
+"""Table definitions of the engine, one module per business concept, each with
+`define(engine)`, called by app/bootstrap.py."""
