@@ -102,15 +102,65 @@ def retry_after_s(value: str | None, now_s: float) -> float | None:
     return max(0.0, when.timestamp() - now_s)
 
 
-@dataclass
-class Throttle:
-    """Adaptive slow-down of one sink after 429/503: halve, then recover 10 % per success."""
+# After a receiver's last push-back the rate climbs back to the configured one in this long.
+RECOVERY_S = 5.0
+# The lowest a push-back takes the rate, as a share of the configured one.
+FLOOR_SHARE = 1 / 16
 
-    factor: float = 1.0
-    floor: float = 1 / 64
 
-    def pushed_back(self) -> None:
-        self.factor = max(self.floor, self.factor / 2)
+class AdaptiveRate:
+    """How fast one sink sends now: the configured rate, lowered while the receiver pushes
+    back, and why they differ.
 
-    def succeeded(self) -> None:
-        self.factor = min(1.0, self.factor * 1.1)
+    A 429 or 503 holds every send of the sink for exactly the time its
+    `Retry-After` asks (one second when it asks none) and halves the rate,
+    once per hold: the answers to requests already on their way when the
+    receiver began refusing extend the hold but do not halve again. From the
+    last push-back the rate climbs linearly back to the configured one within
+    `RECOVERY_S` (multiplicative decrease, additive increase over time rather
+    than per success, so a sink that saw a burst of refusals is back at full
+    rate seconds after the receiver recovers, however few events it sent
+    meanwhile). A new configured rate (the operator's) is the new ceiling and
+    applies at once, forgetting earlier push-backs.
+    """
+
+    def __init__(self, configured: float) -> None:
+        self.configured = configured
+        self._low = configured       # the rate right after the last push-back
+        self._pushed_at: float | None = None
+        self.hold_until = 0.0
+
+    def configure(self, configured: float) -> None:
+        if configured != self.configured:
+            self.configured = configured
+            self._low = configured
+            self._pushed_at = None
+
+    def pushed_back(self, now_s: float, retry_after_s: float | None) -> None:
+        """The receiver answered 429/503 (asking to wait `retry_after_s`, if it said)."""
+        if now_s >= self.hold_until:
+            self._low = max(self.rate(now_s) / 2, self.configured * FLOOR_SHARE)
+            self._pushed_at = now_s
+        self.hold_until = max(self.hold_until, now_s + (1.0 if retry_after_s is None
+                                                        else retry_after_s))
+
+    def rate(self, now_s: float) -> float:
+        """Sends per second allowed now (outside a hold)."""
+        if self._pushed_at is None:
+            return self.configured
+        since = now_s - self._pushed_at
+        if since >= RECOVERY_S - 1e-9:  # times are floats: the end must be exact
+            return self.configured
+        return self._low + (self.configured - self._low) * max(since, 0.0) / RECOVERY_S
+
+    def held_for(self, now_s: float) -> float:
+        """Seconds every send must still wait for the receiver's Retry-After."""
+        return max(0.0, self.hold_until - now_s)
+
+    def reason(self, now_s: float) -> str | None:
+        """Why the effective rate is below the configured one: `retry_after`, `backoff`."""
+        if self.held_for(now_s) > 0:
+            return "retry_after"
+        if self.rate(now_s) < self.configured:
+            return "backoff"
+        return None

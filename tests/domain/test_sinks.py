@@ -1,4 +1,4 @@
-"""Sink rules: matching, the token bucket, backoff, Retry-After, adaptive throttle."""
+"""Sink rules: matching, the token bucket, backoff, Retry-After, the adaptive rate."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.domain.sinks import Throttle, TokenBucket, backoff_s, matches, retry_after_s
+from app.domain.sinks import (
+    FLOOR_SHARE,
+    RECOVERY_S,
+    AdaptiveRate,
+    TokenBucket,
+    backoff_s,
+    matches,
+    retry_after_s,
+)
 
 
 @pytest.mark.parametrize(("filters", "stream", "facts", "wanted"), [
@@ -61,11 +69,48 @@ def test_retry_after():
     assert retry_after_s("soon", 0) is None and retry_after_s(None, 0) is None
 
 
-def test_throttle_halves_and_recovers():
-    throttle = Throttle()
-    throttle.pushed_back()
-    throttle.pushed_back()
-    assert throttle.factor == 0.25
-    for _ in range(100):
-        throttle.succeeded()
-    assert throttle.factor == 1.0
+def test_a_push_back_halves_the_rate_and_holds_every_send_exactly_as_asked():
+    rate = AdaptiveRate(20.0)
+    rate.pushed_back(100.0, 1.0)
+    assert rate.held_for(100.0) == 1.0 and rate.held_for(101.0) == 0.0
+    assert rate.rate(100.0) == 10.0
+    assert rate.reason(100.5) == "retry_after" and rate.reason(101.0) == "backoff"
+    # Refusals of requests already on their way extend the hold but halve only once.
+    rate.pushed_back(100.4, 2.0)
+    assert rate.held_for(100.4) == 2.0 and rate.rate(100.4) < 10.0 + 1
+
+
+def test_without_retry_after_the_hold_is_one_second():
+    rate = AdaptiveRate(20.0)
+    rate.pushed_back(0.0, None)
+    assert rate.held_for(0.0) == 1.0
+
+
+@given(st.lists(st.tuples(st.floats(0, 30), st.one_of(st.none(), st.floats(0, 3))),
+                min_size=1, max_size=40))
+def test_back_at_the_configured_rate_within_the_recovery_time_of_the_last_push_back(pushes):
+    rate = AdaptiveRate(20.0)
+    now = 0.0
+    for gap, retry_after in pushes:
+        now += gap
+        rate.pushed_back(now, retry_after)
+        assert 20.0 * FLOOR_SHARE <= rate.rate(now) <= 20.0
+    assert rate.rate(now + RECOVERY_S) == 20.0
+    assert RECOVERY_S <= 10.0
+    assert rate.reason(max(now + RECOVERY_S, rate.hold_until)) is None
+
+
+def test_the_rate_climbs_steadily_between_push_back_and_recovery():
+    rate = AdaptiveRate(20.0)
+    rate.pushed_back(0.0, 0.0)
+    seen = [rate.rate(t / 10) for t in range(0, int(RECOVERY_S * 10) + 1)]
+    assert seen == sorted(seen) and seen[0] == 10.0 and seen[-1] == 20.0
+
+
+def test_an_operators_new_rate_is_the_ceiling_at_once():
+    rate = AdaptiveRate(20.0)
+    rate.pushed_back(0.0, 0.0)
+    rate.configure(80.0)
+    assert rate.rate(0.1) == 80.0 and rate.reason(0.1) is None
+    rate.configure(5.0)
+    assert rate.rate(0.2) == 5.0
