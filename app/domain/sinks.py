@@ -7,6 +7,7 @@ are arguments, so the tests move time by hand.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -164,3 +165,33 @@ class AdaptiveRate:
         if self.rate(now_s) < self.configured:
             return "backoff"
         return None
+
+
+class DeliveryProgress:
+    """Which fetched records of one queue partition are still undelivered, and so the offset
+    that may be committed: the oldest undelivered one (at least once, nothing skipped),
+    however far later records of other orders got."""
+
+    def __init__(self) -> None:
+        self._fetched: deque[int] = deque()
+        self._done: set[int] = set()
+        self._next = -1  # the offset after the last fetched record; -1: nothing fetched
+
+    def fetched(self, offset: int) -> None:
+        self._fetched.append(offset)
+        self._next = offset + 1
+
+    def delivered(self, offset: int) -> None:
+        self._done.add(offset)
+        while self._fetched and self._fetched[0] in self._done:
+            self._done.discard(self._fetched.popleft())
+
+    @property
+    def undelivered(self) -> int:
+        return len(self._fetched) - len(self._done)
+
+    def committable(self) -> int | None:
+        """The offset to commit (None: nothing fetched yet)."""
+        if self._fetched:
+            return self._fetched[0]
+        return self._next if self._next >= 0 else None

@@ -2,12 +2,16 @@
 
 Each worker consumes its share of the sink's queue topic in the sink's own
 consumer group, so a slow or dead sink delays nobody else. Records of one
-key (order) are delivered one after the other; up to `max_in_flight` keys
-at a time. After the last retry (or a refusal no retry can fix) a record
-goes to the sinks' dead-letter topic; offsets are committed only once every
-record of a batch is delivered or dead-lettered, so a restart loses nothing
-(and may deliver a few records twice: receivers de-duplicate by the
-`Idempotency-Key` header, the event id).
+key (order) are delivered one after the other, each order by a task of its
+own; up to `max_in_flight` requests are out at a time, and an order waiting
+out a backoff holds none, so it delays only its own later events. Fetching
+goes on while orders wait, up to `BUFFERED` records held. The offset
+committed for a partition is its oldest undelivered record
+(`DeliveryProgress`), so a restart re-delivers from there and skips nothing
+(receivers drop repeats by the `Idempotency-Key` header, the event id).
+After the last retry (or a refusal no retry can fix) a record goes to the
+sinks' dead-letter topic. The rate is the sink's `AdaptiveRate` (a receiver's
+`Retry-After` holds the whole sink exactly that long; docs/sinks.md).
 """
 
 from __future__ import annotations
@@ -19,26 +23,39 @@ import hmac
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError
 
 from app.connection import KafkaConnection
-from app.domain.sinks import Sink, Throttle, TokenBucket, backoff_s, retry_after_s
+from app.domain.sinks import (
+    AdaptiveRate,
+    DeliveryProgress,
+    Sink,
+    TokenBucket,
+    backoff_s,
+    retry_after_s,
+)
 from app.topology import track_topics
 
 logger = logging.getLogger(__name__)
 
+BUFFERED = 2000  # fetched records held at most before fetching pauses
+COMMIT_EVERY_S = 0.5
+
 
 class Retryable(Exception):
-    def __init__(self, error: str, retry_after: float | None = None) -> None:
+    def __init__(self, error: str, retry_after: float | None = None,
+                 pushed_back: bool = False) -> None:
         super().__init__(error)
         self.retry_after = retry_after
+        self.pushed_back = pushed_back  # 429/503: the receiver asks the whole sink to slow down
 
 
 class Refused(Exception):
@@ -51,17 +68,29 @@ class SinkStats:
     retried: int = 0
     dead_lettered: int = 0
     depth: int = 0
-    rate_per_s: float = 0.0
     last_error: str | None = None
     last_error_ms: int | None = None
     paused: bool = False
-    throttle: Throttle = field(default_factory=Throttle)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"sent": self.sent, "retried": self.retried, "dead_lettered": self.dead_lettered,
-                "depth": self.depth, "rate_per_s": round(self.rate_per_s, 3),
-                "throttle": round(self.throttle.factor, 4), "paused": self.paused,
-                "last_error": self.last_error, "last_error_ms": self.last_error_ms}
+
+class Slots:
+    """At most `limit` holders at once; the limit may change while they wait."""
+
+    def __init__(self) -> None:
+        self.held = 0
+        self._freed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def one(self, limit: Callable[[], int]):
+        async with self._freed:
+            await self._freed.wait_for(lambda: self.held < max(limit(), 1))
+            self.held += 1
+        try:
+            yield
+        finally:
+            async with self._freed:
+                self.held -= 1
+                self._freed.notify_all()
 
 
 class SinkDelivery:
@@ -78,17 +107,37 @@ class SinkDelivery:
         self.producer = producer
         self.stats = SinkStats()
         self.rnd = random.Random()
+        self._rate: AdaptiveRate | None = None
         self._bucket: TokenBucket | None = None
         self._share = 1.0
-        self._in_flight = 0
+        self._slots = Slots()
+        self._progress: dict[Any, DeliveryProgress] = {}   # TopicPartition -> progress
+        self._orders: dict[bytes | None, deque] = {}       # key -> its undelivered records
+        self._order_tasks: dict[bytes | None, asyncio.Task] = {}
+        self._committed: dict[Any, int] = {}
+
+    def status(self) -> dict[str, Any]:
+        """Figures for /sinks and /metrics, the effective rate and why it is lower."""
+        now = time.monotonic()
+        sink = self.current()
+        rate = self._rate or (AdaptiveRate(sink.rate_per_s) if sink is not None else None)
+        effective = 0.0 if self.stats.paused or rate is None else (
+            0.0 if rate.held_for(now) > 0 else rate.rate(now))
+        reason = "paused" if self.stats.paused else rate.reason(now) if rate else None
+        stats = self.stats
+        return {"sent": stats.sent, "retried": stats.retried,
+                "dead_lettered": stats.dead_lettered, "depth": stats.depth,
+                "rate_per_s": round(effective * self._share, 3), "rate_reason": reason,
+                "paused": stats.paused, "in_flight": self._slots.held,
+                "last_error": stats.last_error, "last_error_ms": stats.last_error_ms}
 
     async def run(self) -> None:
         """Deliver until cancelled; reconnects on Kafka errors."""
         while True:
             consumer = self.connection.consumer(
-                self.topic, group_id=self.group_id,
-                enable_auto_commit=False, auto_offset_reset="earliest",
+                group_id=self.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
                 isolation_level="read_committed", max_poll_records=500)
+            consumer.subscribe([self.topic], listener=_Rebalance(self, consumer))
             try:
                 await consumer.start()
                 await self._consume(consumer)
@@ -96,103 +145,176 @@ class SinkDelivery:
                 self._error(f"kafka: {exc!r}")
                 await asyncio.sleep(1.0)
             finally:
+                self.forget()
                 with contextlib.suppress(Exception):
                     await consumer.stop()
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        last_commit = time.monotonic()
         while True:
             sink = self.current()
             if sink is None:
                 return
-            paused = sink.paused or not sink.enabled
-            self.stats.paused = paused
+            self.stats.paused = sink.paused or not sink.enabled
             assignment = consumer.assignment()
-            if paused:
-                consumer.pause(*assignment)
-                await asyncio.sleep(0.2)
-                continue
-            consumer.resume(*assignment)
             total = len(consumer.partitions_for_topic(self.topic) or ()) or 1
             self._share = max(len(assignment), 1) / total
-            batch = await consumer.getmany(timeout_ms=300)
-            self._in_flight = sum(len(messages) for messages in batch.values())
-            await self._update_depth(consumer)
-            if not batch:
-                continue
-            await self._deliver_batch(batch)
-            await consumer.commit({tp: messages[-1].offset + 1 for tp, messages in batch.items()})
-            await self._update_depth(consumer)
+            buffered = sum(p.undelivered for p in self._progress.values())
+            # Paused or full: keep polling (the group would drop a silent member) but fetch
+            # nothing; orders already fetched go on (a paused sink's wait before sending).
+            if self.stats.paused or buffered >= BUFFERED:
+                consumer.pause(*assignment)
+            else:
+                consumer.resume(*assignment)
+            batch = await consumer.getmany(timeout_ms=100)
+            for tp, messages in batch.items():
+                progress = self._progress.setdefault(tp, DeliveryProgress())
+                for message in messages:
+                    progress.fetched(message.offset)
+                    self._queue(tp, message)
+            if time.monotonic() - last_commit >= COMMIT_EVERY_S:
+                await self.commit(consumer)
+                last_commit = time.monotonic()
+                await self._update_depth(consumer)
+
+    def _queue(self, tp: Any, message) -> None:
+        key = message.key
+        records = self._orders.get(key)
+        if records is None:
+            records = self._orders[key] = deque()
+            self._order_tasks[key] = asyncio.ensure_future(self._deliver_order(key, records))
+        records.append((tp, message))
+
+    async def _deliver_order(self, key: bytes | None, records: deque) -> None:
+        """One order's records, one after the other, until none is left."""
+        while records:
+            tp, message = records[0]
+            try:
+                await self._deliver(message)
+            except Exception as exc:  # a bug must not stall the queue behind this order
+                logger.exception("sink %s: delivering %s:%s failed", self.sink_id, tp,
+                                 message.offset)
+                await self._dead_letter(message, f"internal error: {exc!r}", 0,
+                                        int(time.time() * 1000))
+            records.popleft()
+            progress = self._progress.get(tp)
+            if progress is not None:
+                progress.delivered(message.offset)
+        del self._orders[key]
+        del self._order_tasks[key]
+
+    async def commit(self, consumer: AIOKafkaConsumer, partitions=None) -> None:
+        """Commit, per partition, up to its oldest undelivered record."""
+        offsets = {}
+        for tp in partitions if partitions is not None else consumer.assignment():
+            progress = self._progress.get(tp)
+            offset = progress.committable() if progress is not None else None
+            if offset is not None and offset != self._committed.get(tp):
+                offsets[tp] = offset
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            logger.info("sink %s: commit skipped (%r); the next owner re-delivers from the "
+                        "last commit", self.sink_id, exc)
+            return
+        self._committed.update(offsets)
+
+    def forget(self, partitions: list | None = None) -> None:
+        """Drop what was fetched from `partitions` (all: None), whose next owner, or this
+        worker's next consumer, re-delivers it from the last commit."""
+        gone = set(self._progress if partitions is None else partitions)
+        for key, records in list(self._orders.items()):
+            if partitions is None or (records and records[0][0] in gone):
+                self._order_tasks.pop(key).cancel()
+                del self._orders[key]
+        for tp in gone:
+            self._progress.pop(tp, None)
+            self._committed.pop(tp, None)
 
     async def _update_depth(self, consumer: AIOKafkaConsumer) -> None:
-        """Records of this worker's partitions not delivered yet: in flight and not fetched."""
-        depth = self._in_flight
+        """Records of this worker's partitions not delivered yet: fetched and not fetched."""
+        depth = sum(p.undelivered for p in self._progress.values())
         for tp in consumer.assignment():
             end = consumer.last_stable_offset(tp)
             if end is not None:
                 depth += max(0, end - await consumer.position(tp))
         self.stats.depth = depth
 
-    async def _deliver_batch(self, batch: dict) -> None:
-        by_key: dict[bytes | None, list] = {}
-        for messages in batch.values():
-            for message in messages:
-                by_key.setdefault(message.key, []).append(message)
-        sink = self.current()
-        limit = asyncio.Semaphore(sink.max_in_flight if sink else 1)
-        self._in_flight = sum(len(messages) for messages in by_key.values())
-
-        async def one_key(messages: list) -> None:
-            async with limit:
-                for message in messages:
-                    await self._deliver(message)
-                    self._in_flight -= 1
-                    self.stats.depth = max(0, self.stats.depth - 1)
-
-        await asyncio.gather(*(one_key(messages) for messages in by_key.values()))
-
     async def _deliver(self, message) -> None:
         first_ms = int(time.time() * 1000)
         attempt = 0
         while True:
-            sink = self.current()
+            sink = await self._sendable()
             if sink is None:
                 return
-            await self._take_token(sink)
             try:
-                await self._send(sink, message)
+                async with self._slots.one(self._max_in_flight):
+                    # Read again: the wait for a slot may have outlasted a change (rate, pause).
+                    sink = self.current()
+                    if sink is None:
+                        return
+                    if sink.paused or not sink.enabled:
+                        continue
+                    await self._take_token(sink)
+                    if self._rate_of(sink).held_for(time.monotonic()) > 0:
+                        continue  # the receiver pushed back while this one waited its turn
+                    await self._send(sink, message)
             except Retryable as exc:
                 attempt += 1
                 self.stats.retried += 1
                 self._error(str(exc))
+                if exc.pushed_back:
+                    self._rate.pushed_back(time.monotonic(), exc.retry_after)
                 age_s = (time.time() * 1000 - first_ms) / 1000
                 if attempt >= sink.retry.max_attempts or age_s >= sink.retry.max_age_s:
-                    await self._dead_letter(sink, message, str(exc), attempt, first_ms)
+                    await self._dead_letter(message, str(exc), attempt, first_ms)
                     return
-                if exc.retry_after is not None:
-                    self.stats.throttle.pushed_back()
-                    delay = exc.retry_after
-                else:
-                    delay = backoff_s(attempt, base_ms=sink.retry.base_ms,
-                                      max_ms=sink.retry.max_ms, rnd=self.rnd)
-                await asyncio.sleep(delay)
+                if not exc.pushed_back:  # a push-back's wait is the sink's hold
+                    await asyncio.sleep(backoff_s(attempt, base_ms=sink.retry.base_ms,
+                                                  max_ms=sink.retry.max_ms, rnd=self.rnd))
                 continue
             except Refused as exc:
                 self._error(str(exc))
-                await self._dead_letter(sink, message, str(exc), attempt + 1, first_ms)
+                await self._dead_letter(message, str(exc), attempt + 1, first_ms)
                 return
             self.stats.sent += 1
-            self.stats.throttle.succeeded()
             return
 
+    async def _sendable(self) -> Sink | None:
+        """The sink once it may send: not paused, not held by a receiver's Retry-After."""
+        while True:
+            sink = self.current()
+            if sink is None:
+                return None
+            if sink.paused or not sink.enabled:
+                await asyncio.sleep(0.1)
+                continue
+            rate = self._rate_of(sink)
+            held = rate.held_for(time.monotonic())
+            if held <= 0:
+                return sink
+            await asyncio.sleep(held)
+
+    def _max_in_flight(self) -> int:
+        sink = self.current()
+        return sink.max_in_flight if sink is not None else 1
+
+    def _rate_of(self, sink: Sink) -> AdaptiveRate:
+        if self._rate is None:
+            self._rate = AdaptiveRate(sink.rate_per_s)
+        self._rate.configure(sink.rate_per_s)
+        return self._rate
+
     async def _take_token(self, sink: Sink) -> None:
-        rate = max(sink.rate_per_s * self.stats.throttle.factor * self._share, 0.001)
-        burst = max(1, int(sink.burst * self._share))
         now = time.monotonic()
+        rate = max(self._rate_of(sink).rate(now) * self._share, 0.001)
+        burst = max(1, int(sink.burst * self._share))
         if self._bucket is None:
             self._bucket = TokenBucket(rate, burst, now)
         else:
             self._bucket.reconfigure(rate, burst, now)
-        self.stats.rate_per_s = rate
         wait = self._bucket.take(now)
         if wait > 0:
             await asyncio.sleep(wait)
@@ -223,14 +345,12 @@ class SinkDelivery:
         if 200 <= status < 300:
             return
         if status in (429, 503):
-            raise Retryable(f"webhook answered {status}", retry_after if retry_after is not None
-                            else 1.0)
+            raise Retryable(f"webhook answered {status}", retry_after, pushed_back=True)
         if status == 408 or status >= 500:
             raise Retryable(f"webhook answered {status}")
         raise Refused(f"webhook refused with {status}")
 
-    async def _dead_letter(self, sink: Sink, message, error: str, attempts: int,
-                           first_ms: int) -> None:
+    async def _dead_letter(self, message, error: str, attempts: int, first_ms: int) -> None:
         record = orjson.loads(message.value)
         letter = orjson.dumps({
             "sink_id": self.sink_id, "event_id": record.get("event_id"),
@@ -252,3 +372,18 @@ class SinkDelivery:
     def _error(self, text: str) -> None:
         self.stats.last_error = text[:500]
         self.stats.last_error_ms = int(time.time() * 1000)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Before partitions go: commit what was delivered, then forget their records."""
+
+    def __init__(self, delivery: SinkDelivery, consumer: AIOKafkaConsumer) -> None:
+        self.delivery = delivery
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        await self.delivery.commit(self.consumer, list(revoked))
+        self.delivery.forget(list(revoked))
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        return None

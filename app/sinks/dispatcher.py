@@ -47,7 +47,7 @@ class SinkDispatcher(Service):
                 "queue": queued.topic, "ready": queued.topic in self.registry.ready_topics,
                 "streams": sorted(sink.streams), "filters": dict(sink.filters),
                 "configured_rate_per_s": sink.rate_per_s, "enabled": sink.enabled,
-                **(delivery[0].stats.as_dict() if delivery else {"starting": True}),
+                **(delivery[0].status() if delivery else {"starting": True}),
             }
         return out
 

@@ -68,14 +68,24 @@ class EngineCollector(Collector):
                                                  "Events given up after the last retry",
                                                  labels=["sink"]),
             "rate_per_s": GaugeMetricFamily("cps_sink_rate_per_second",
-                                            "Current delivery rate limit of a sink",
+                                            "Current delivery rate limit of a sink (this "
+                                            "worker's share; 0 while held or paused)",
                                             labels=["sink"]),
+            "configured_rate_per_s": GaugeMetricFamily(
+                "cps_sink_configured_rate_per_second", "A sink's configured rate (all workers)",
+                labels=["sink"]),
         }
+        reasons = GaugeMetricFamily(
+            "cps_sink_rate_reduced", "1 while a sink's rate is below its configured one, by "
+            "reason (retry_after, backoff, paused)", labels=["sink", "reason"])
         for sink_id, values in dispatcher.stats().items():
             for name, family in families.items():
                 if name in values:
                     family.add_metric([sink_id], values[name])
+            if values.get("rate_reason"):
+                reasons.add_metric([sink_id, values["rate_reason"]], 1)
         yield from families.values()
+        yield reasons
         yield CounterMetricFamily("cps_catch_up_requests_total",
                                   "End-offset requests of the catch-up barriers (one per "
                                   "batch of orders that asked)", value=engine.barriers.requests)

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from app.bootstrap import Services
 
 _COLUMNS = ("kind", "target", "streams", "ready", "enabled", "paused", "depth", "sent", "retried",
-            "dead_lettered", "configured_rate_per_s", "rate_per_s", "throttle", "last_error")
+            "dead_lettered", "in_flight", "configured_rate_per_s", "rate_per_s", "rate_reason",
+            "last_error")
 
 
 def register(services: Services) -> None:

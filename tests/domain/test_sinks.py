@@ -12,6 +12,7 @@ from app.domain.sinks import (
     FLOOR_SHARE,
     RECOVERY_S,
     AdaptiveRate,
+    DeliveryProgress,
     TokenBucket,
     backoff_s,
     matches,
@@ -114,3 +115,30 @@ def test_an_operators_new_rate_is_the_ceiling_at_once():
     assert rate.rate(0.1) == 80.0 and rate.reason(0.1) is None
     rate.configure(5.0)
     assert rate.rate(0.2) == 5.0
+
+
+def test_the_committable_offset_is_the_oldest_undelivered_record():
+    progress = DeliveryProgress()
+    assert progress.committable() is None
+    for offset in (10, 11, 12, 13):
+        progress.fetched(offset)
+    progress.delivered(12)
+    progress.delivered(11)
+    assert progress.committable() == 10 and progress.undelivered == 2
+    progress.delivered(10)
+    assert progress.committable() == 13
+    progress.delivered(13)
+    assert progress.committable() == 14 and progress.undelivered == 0
+
+
+@given(st.permutations(range(20)))
+def test_nothing_undelivered_is_ever_below_the_committable_offset(order_of_delivery):
+    progress = DeliveryProgress()
+    for offset in range(20):
+        progress.fetched(offset)
+    delivered = set()
+    for offset in order_of_delivery:
+        progress.delivered(offset)
+        delivered.add(offset)
+        assert set(range(progress.committable())) <= delivered
+    assert progress.committable() == 20
