@@ -9,37 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+from sink_setup import orders, setup, sink, sink_stats
+
 from app.domain.model import DAY_MS
 
 CPS = str(Path(sys.executable).with_name("cps"))
-NOT_CPS = {"shop_id": "s1", "cps_joined_ms": None, "authorized_channels": []}
-
-
-def sink(url: str, **extra) -> dict:
-    return {"kind": "webhook", "url": url, "streams": ["attributions"], "rate_per_s": 1000,
-            "burst": 100, "retry": {"max_attempts": 20, "base_ms": 50, "max_ms": 500}, **extra}
-
-
-def orders(kafka, events, count: int, *, start: int = 0, tag: str = "o") -> list[str]:
-    """Orders at a shop outside CPS: each gets its attribution at once, one event per order."""
-    now = int(time.time() * 1000)
-    ids = [f"{tag}{i}" for i in range(start, start + count)]
-    kafka.produce("orders", [(o, events.order(o, f"u-{o}", now)) for o in ids])
-    return ids
-
-
-def setup(worker, **sinks: dict) -> None:
-    assert worker.admin("PUT", "/admin/shops/s1", NOT_CPS)[0] == 200
-    for name, body in sinks.items():
-        status, answer = worker.admin("PUT", f"/admin/sinks/{name}", body)
-        assert status == 200, answer
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        stats = _stats(worker)
-        if all(stats.get(name, {}).get("ready") for name in sinks):
-            return
-        time.sleep(0.3)
-    raise AssertionError("sinks never showed up")
 
 
 def test_delivery_is_complete_signed_in_order_and_a_dead_sink_delays_nobody(
@@ -65,7 +39,7 @@ def test_delivery_is_complete_signed_in_order_and_a_dead_sink_delays_nobody(
     assert first["event"]["stream"] == "attributions"
     assert first["event"]["event"]["type"] == "none"
     assert [r["status"] for r in throttling.requests[:3]] == [429, 429, 429]
-    stats = _stats(worker)
+    stats = sink_stats(worker)
     assert stats["dead"]["depth"] > 0 and stats["dead"]["sent"] == 0
     assert stats["dead"]["last_error"]
     assert stats["throttled"]["retried"] >= 3
@@ -151,11 +125,3 @@ def test_channel_webhook_gets_order_status_changes(make_worker, kafka, events, r
     statuses = [r["event"]["event"]["status"] for r in receiver.requests]
     assert statuses[:3] == ["created", "paid", "completed"]
     assert {r["event"]["stream"] for r in receiver.requests} == {"order_status"}
-
-
-def _stats(worker) -> dict:
-    import orjson
-
-    status, body = worker.get("/sinks?format=json")
-    assert status == 200
-    return orjson.loads(body)["sinks"]
