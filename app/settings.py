@@ -105,6 +105,17 @@ def _cron(name: str, text: str) -> str:
     return text
 
 
+def _time_zone(name: str, text: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"{name}={text!r} is not an IANA time zone "
+                            "(e.g. Asia/Shanghai, UTC)") from None
+    return text
+
+
 def _topic_name_characters(name: str, text: str) -> str:
     if any(not c.isalnum() and c not in "._-" for c in text):
         raise SettingsError(f"{name}={text!r}: use letters, digits, '.', '_' or '-'")
@@ -249,6 +260,9 @@ class Settings:
                                "where `cps kafka` caches broker jars and keeps broker data")
     log_level: str = setting("CPS_LOG_LEVEL", "info", "worker log level",
                              choices=("debug", "info", "warn", "error"))
+    plan_tz: str = setting("CPS_PLAN_TZ", "UTC",
+                           "time zone of operation plans that name none (period expressions, "
+                           "schedules)", check=_time_zone)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

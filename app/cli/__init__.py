@@ -31,9 +31,22 @@ def main(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from app.cli import bench, demo, dev, kafka, link, produce, reconcile, settings, sinks, worker
+    from app.cli import (
+        bench,
+        demo,
+        dev,
+        kafka,
+        link,
+        period,
+        produce,
+        reconcile,
+        settings,
+        sinks,
+        worker,
+    )
 
-    for module in (kafka, worker, link, produce, demo, reconcile, sinks, dev, bench, settings):
+    for module in (kafka, worker, link, produce, demo, reconcile, sinks, dev, bench, settings,
+                   period):
         main.add_command(module.command)
 
 

@@ -1,0 +1,187 @@
+"""Period expressions (SPEC 13, seed 000): when an operation plan may act.
+
+`S M H DoM Mon DoW [Year] TYPE`: six fields in Quartz order, the year
+optional, the last token a type code. A field is `*`, a number, a range
+`a-b` (`a-a` one value) or a list of those (`1,3,5-6`); `?` (day of month or
+day of week only) means no constraint; day of week 1 = Monday ... 7 = Sunday,
+0 also Sunday.
+
+- `31` daily, `32` weekly, `33` monthly: the date fields choose the days;
+  on each, one time-of-day window from the low bounds of H, M and S to their
+  high bounds, inclusive (`* 20-30 8-20 * * ? 31`: 08:20:00 to 20:30:59).
+- `2` fixed term: one interval from the low values to the high values of
+  every field, inclusive to the second; when every time field is `0-0` the
+  last day is included (`0-0 0-0 0-0 24-25 4-4 * 2019-2019 2`: 2019-04-24
+  00:00 to 2019-04-26 00:00). Its year must be given.
+
+Windows are wall-clock times in a time zone, turned into instants (ms since
+the epoch) DST-correctly: a bound is the first instant at which the zone's
+wall clock reaches it, so a bound in a spring-forward gap is the end of the
+gap, and one in a fall-back's repeated hour is its first occurrence.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DAILY, WEEKLY, MONTHLY, FIXED_TERM = "31", "32", "33", "2"
+TYPES = (DAILY, WEEKLY, MONTHLY, FIXED_TERM)
+# A day-choosing expression that matches no day in this many years matches none.
+SEARCH_YEARS = 30
+_FIELDS = (("second", 0, 59), ("minute", 0, 59), ("hour", 0, 23),
+           ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
+_YEARS = ("year", 1970, 2199)
+
+
+class PeriodError(ValueError):
+    """A malformed period expression; the message names the field at fault."""
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    seconds: frozenset[int]
+    minutes: frozenset[int]
+    hours: frozenset[int]
+    days: frozenset[int] | None       # None: `?`, no constraint
+    months: frozenset[int]
+    weekdays: frozenset[int] | None   # ISO: 1 Monday ... 7 Sunday; None: `?`
+    years: frozenset[int] | None      # None: any year
+    kind: str
+
+    def chooses(self, day: date) -> bool:
+        return ((self.days is None or day.day in self.days) and day.month in self.months
+                and (self.weekdays is None or day.isoweekday() in self.weekdays)
+                and (self.years is None or day.year in self.years))
+
+    @property
+    def daily_window(self) -> tuple[time, time]:
+        """The time-of-day window, first and last second included."""
+        return (time(min(self.hours), min(self.minutes), min(self.seconds)),
+                time(max(self.hours), max(self.minutes), max(self.seconds)))
+
+
+def parse(expression: str) -> Period:
+    tokens = expression.split()
+    if len(tokens) not in (7, 8):
+        raise PeriodError(f"{expression!r}: expected `S M H DoM Mon DoW [Year] TYPE` "
+                          f"(7 or 8 fields), got {len(tokens)}")
+    kind = tokens[-1]
+    if kind not in TYPES:
+        raise PeriodError(f"type: {kind!r} is not one of {', '.join(TYPES)}")
+    values = [_field(token, name, low, high, may_skip=name in ("day of month", "day of week"))
+              for token, (name, low, high) in zip(tokens[:6], _FIELDS, strict=True)]
+    years = _field(tokens[6], *_YEARS, may_skip=False) if len(tokens) == 8 else None
+    seconds, minutes, hours, days, months, weekdays = values
+    if weekdays is not None:
+        weekdays = frozenset(7 if day == 0 else day for day in weekdays)
+    if kind == FIXED_TERM and (years is None or tokens[6] == "*"):
+        raise PeriodError("year: a fixed term (type 2) needs its years, e.g. 2019-2019")
+    return Period(seconds, minutes, hours, days, months,
+                  weekdays, None if len(tokens) == 7 or tokens[6] == "*" else years, kind)
+
+
+def windows(period: Period, zone: str, after_ms: int) -> Iterator[tuple[int, int]]:
+    """The windows `[start_ms, end_ms)` that end after `after_ms`, in time order."""
+    tz = time_zone(zone)
+    if period.kind == FIXED_TERM:
+        start, end = _fixed_term(period)
+        window = (_first_reaching(start, tz), _first_reaching(end, tz))
+        if window[1] > after_ms and window[0] < window[1]:
+            yield window
+        return
+    low, high = period.daily_window
+    day = datetime.fromtimestamp(after_ms / 1000, tz).date() - timedelta(days=1)
+    unmatched = 0
+    while unmatched <= SEARCH_YEARS * 366 and day.year <= _YEARS[2]:
+        if period.chooses(day):
+            unmatched = 0
+            start = _first_reaching(datetime.combine(day, low), tz)
+            end = _first_reaching(datetime.combine(day, high) + timedelta(seconds=1), tz)
+            if end > after_ms and start < end:
+                yield start, end
+        else:
+            unmatched += 1
+        day += timedelta(days=1)
+
+
+def contains(period: Period, zone: str, at_ms: int) -> bool:
+    """Whether the instant `at_ms` lies in one of the period's windows."""
+    first = next(windows(period, zone, at_ms), None)
+    return first is not None and first[0] <= at_ms < first[1]
+
+
+def time_zone(zone: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise PeriodError(f"tz: {zone!r} is not an IANA time zone") from None
+
+
+def _field(token: str, name: str, low: int, high: int, *, may_skip: bool
+           ) -> frozenset[int] | None:
+    if token == "?":
+        if not may_skip:
+            raise PeriodError(f"{name}: `?` is for the day of month or week only")
+        return None
+    if token == "*":
+        return frozenset(range(low, high + 1))
+    chosen: set[int] = set()
+    for part in token.split(","):
+        first, _, last = part.partition("-")
+        try:
+            a, b = int(first), int(last or first)
+        except ValueError:
+            raise PeriodError(f"{name}: {part!r} is not a number or a range a-b") from None
+        if not low <= a <= b <= high:
+            raise PeriodError(f"{name}: {part!r} is outside {low}-{high} or not ascending")
+        chosen.update(range(a, b + 1))
+    return frozenset(chosen)
+
+
+def _fixed_term(period: Period) -> tuple[datetime, datetime]:
+    """The term's first second and the instant after its last, as wall-clock times."""
+    years, months = sorted(period.years or ()), sorted(period.months)
+    days = sorted(period.days) if period.days is not None else [1, 31]
+    first = _wall(years[0], months[0], days[0])
+    last = _wall(years[-1], months[-1], days[-1])
+    low, high = period.daily_window
+    start = datetime.combine(first, low)
+    if high == time(0, 0, 0) and low == high:
+        return start, datetime.combine(last + timedelta(days=1), time())
+    return start, datetime.combine(last, high) + timedelta(seconds=1)
+
+
+def _wall(year: int, month: int, day: int) -> date:
+    """The date, with a day past the month's end taken as its last day (`*` days: 1-31)."""
+    return date(year, month, min(day, calendar.monthrange(year, month)[1]))
+
+
+def _first_reaching(wall: datetime, tz: ZoneInfo) -> int:
+    """The first instant (ms) at which the zone's wall clock reads `wall` or later."""
+    earlier = _utc_ms(wall.replace(tzinfo=tz, fold=0))
+    later = _utc_ms(wall.replace(tzinfo=tz, fold=1))
+    if _exists(wall, tz):
+        return min(earlier, later)  # the first of a repeated hour's two occurrences
+    # In a spring-forward gap: the clock jumps past `wall` at the transition, which lies
+    # between the two readings (fold=1 uses the offset after it, fold=0 the one before).
+    low, high = min(earlier, later) // 1000, max(earlier, later) // 1000
+    while low < high:
+        middle = (low + high) // 2
+        if datetime.fromtimestamp(middle, tz).replace(tzinfo=None) >= wall:
+            high = middle
+        else:
+            low = middle + 1
+    return low * 1000
+
+
+def _exists(wall: datetime, tz: ZoneInfo) -> bool:
+    return any(datetime.fromtimestamp(_utc_ms(wall.replace(tzinfo=tz, fold=fold)) / 1000, tz)
+               .replace(tzinfo=None) == wall for fold in (0, 1))
+
+
+def _utc_ms(moment: datetime) -> int:
+    return int(moment.astimezone(UTC).timestamp() * 1000)
