@@ -25,8 +25,10 @@ from __future__ import annotations
 import calendar
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from app.domain.wallclock import first_instant_at
 
 DAILY, WEEKLY, MONTHLY, FIXED_TERM = "31", "32", "33", "2"
 TYPES = (DAILY, WEEKLY, MONTHLY, FIXED_TERM)
@@ -89,7 +91,7 @@ def windows(period: Period, zone: str, after_ms: int) -> Iterator[tuple[int, int
     tz = time_zone(zone)
     if period.kind == FIXED_TERM:
         start, end = _fixed_term(period)
-        window = (_first_reaching(start, tz), _first_reaching(end, tz))
+        window = (first_instant_at(start, tz), first_instant_at(end, tz))
         if window[1] > after_ms and window[0] < window[1]:
             yield window
         return
@@ -99,8 +101,8 @@ def windows(period: Period, zone: str, after_ms: int) -> Iterator[tuple[int, int
     while unmatched <= SEARCH_YEARS * 366 and day.year <= _YEARS[2]:
         if period.chooses(day):
             unmatched = 0
-            start = _first_reaching(datetime.combine(day, low), tz)
-            end = _first_reaching(datetime.combine(day, high) + timedelta(seconds=1), tz)
+            start = first_instant_at(datetime.combine(day, low), tz)
+            end = first_instant_at(datetime.combine(day, high) + timedelta(seconds=1), tz)
             if end > after_ms and start < end:
                 yield start, end
         else:
@@ -158,30 +160,3 @@ def _fixed_term(period: Period) -> tuple[datetime, datetime]:
 def _wall(year: int, month: int, day: int) -> date:
     """The date, with a day past the month's end taken as its last day (`*` days: 1-31)."""
     return date(year, month, min(day, calendar.monthrange(year, month)[1]))
-
-
-def _first_reaching(wall: datetime, tz: ZoneInfo) -> int:
-    """The first instant (ms) at which the zone's wall clock reads `wall` or later."""
-    earlier = _utc_ms(wall.replace(tzinfo=tz, fold=0))
-    later = _utc_ms(wall.replace(tzinfo=tz, fold=1))
-    if _exists(wall, tz):
-        return min(earlier, later)  # the first of a repeated hour's two occurrences
-    # In a spring-forward gap: the clock jumps past `wall` at the transition, which lies
-    # between the two readings (fold=1 uses the offset after it, fold=0 the one before).
-    low, high = min(earlier, later) // 1000, max(earlier, later) // 1000
-    while low < high:
-        middle = (low + high) // 2
-        if datetime.fromtimestamp(middle, tz).replace(tzinfo=None) >= wall:
-            high = middle
-        else:
-            low = middle + 1
-    return low * 1000
-
-
-def _exists(wall: datetime, tz: ZoneInfo) -> bool:
-    return any(datetime.fromtimestamp(_utc_ms(wall.replace(tzinfo=tz, fold=fold)) / 1000, tz)
-               .replace(tzinfo=None) == wall for fold in (0, 1))
-
-
-def _utc_ms(moment: datetime) -> int:
-    return int(moment.astimezone(UTC).timestamp() * 1000)
