@@ -114,13 +114,14 @@ class AdaptiveRate:
     back, and why they differ.
 
     A 429 or 503 holds every send of the sink for exactly the time its
-    `Retry-After` asks (one second when it asks none) and halves the rate,
-    once per hold: the answers to requests already on their way when the
-    receiver began refusing extend the hold but do not halve again. From the
-    last push-back the rate climbs linearly back to the configured one within
-    `RECOVERY_S` (multiplicative decrease, additive increase over time rather
-    than per success, so a sink that saw a burst of refusals is back at full
-    rate seconds after the receiver recovers, however few events it sent
+    `Retry-After` asks, and then the sink goes on at its rate: the receiver
+    said when it can take more. One without `Retry-After` holds the sink for
+    a second and halves the rate, once per hold (the answers to requests
+    already on their way extend the hold but do not halve again); from there
+    the rate climbs linearly back to the configured one within `RECOVERY_S`
+    (multiplicative decrease, additive increase over time rather than per
+    success, so a sink that saw a burst of refusals is back at full rate
+    seconds after the receiver recovers, however few events it sent
     meanwhile). A new configured rate (the operator's) is the new ceiling and
     applies at once, forgetting earlier push-backs.
     """
@@ -139,7 +140,7 @@ class AdaptiveRate:
 
     def pushed_back(self, now_s: float, retry_after_s: float | None) -> None:
         """The receiver answered 429/503 (asking to wait `retry_after_s`, if it said)."""
-        if now_s >= self.hold_until:
+        if retry_after_s is None and now_s >= self.hold_until:
             self._low = max(self.rate(now_s) / 2, self.configured * FLOOR_SHARE)
             self._pushed_at = now_s
         self.hold_until = max(self.hold_until, now_s + (1.0 if retry_after_s is None

@@ -70,15 +70,22 @@ def test_retry_after():
     assert retry_after_s("soon", 0) is None and retry_after_s(None, 0) is None
 
 
-def test_a_push_back_halves_the_rate_and_holds_every_send_exactly_as_asked():
+def test_a_retry_after_holds_every_send_exactly_as_asked_then_the_rate_goes_on():
     rate = AdaptiveRate(20.0)
     rate.pushed_back(100.0, 1.0)
     assert rate.held_for(100.0) == 1.0 and rate.held_for(101.0) == 0.0
-    assert rate.rate(100.0) == 10.0
-    assert rate.reason(100.5) == "retry_after" and rate.reason(101.0) == "backoff"
-    # Refusals of requests already on their way extend the hold but halve only once.
-    rate.pushed_back(100.4, 2.0)
-    assert rate.held_for(100.4) == 2.0 and rate.rate(100.4) < 10.0 + 1
+    assert rate.reason(100.5) == "retry_after" and rate.reason(101.0) is None
+    assert rate.rate(101.0) == 20.0
+    rate.pushed_back(100.4, 2.0)  # a later answer asking longer extends the hold
+    assert rate.held_for(100.4) == 2.0
+
+
+def test_a_push_back_without_retry_after_halves_the_rate_once_per_hold():
+    rate = AdaptiveRate(20.0)
+    rate.pushed_back(100.0, None)
+    assert rate.rate(100.0) == 10.0 and rate.reason(101.0) == "backoff"
+    rate.pushed_back(100.4, None)  # a request already on its way: no second halving
+    assert rate.rate(100.4) > 10.0 - 1e-9 and rate.held_for(100.4) == 1.0
 
 
 def test_without_retry_after_the_hold_is_one_second():
@@ -103,16 +110,16 @@ def test_back_at_the_configured_rate_within_the_recovery_time_of_the_last_push_b
 
 def test_the_rate_climbs_steadily_between_push_back_and_recovery():
     rate = AdaptiveRate(20.0)
-    rate.pushed_back(0.0, 0.0)
+    rate.pushed_back(0.0, None)
     seen = [rate.rate(t / 10) for t in range(0, int(RECOVERY_S * 10) + 1)]
     assert seen == sorted(seen) and seen[0] == 10.0 and seen[-1] == 20.0
 
 
 def test_an_operators_new_rate_is_the_ceiling_at_once():
     rate = AdaptiveRate(20.0)
-    rate.pushed_back(0.0, 0.0)
+    rate.pushed_back(0.0, None)
     rate.configure(80.0)
-    assert rate.rate(0.1) == 80.0 and rate.reason(0.1) is None
+    assert rate.rate(0.1) == 80.0 and rate.reason(1.0) is None  # the 1 s hold still held
     rate.configure(5.0)
     assert rate.rate(0.2) == 5.0
 
