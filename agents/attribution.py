@@ -18,7 +18,7 @@ tests on the in-memory context (app/engine/memory.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -58,6 +58,14 @@ class CatchUp(Protocol):
     def request(self, ctx: Any) -> int: ...
 
 
+class BuyerObserver(Protocol):
+    """Told of each new click and each order event in the buyer's partition (plans)."""
+
+    def on_click(self, ctx: Any, click: Click) -> None: ...
+
+    def on_order(self, ctx: Any, event: OrderEvent) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class AttributionTopics:
     clicks: str
@@ -79,8 +87,10 @@ class Attributor:
     def __init__(self, *, topics: AttributionTopics, tables: AttributionTables,
                  rules: AttributionRules, catalog: Catalog, signer: Signer,
                  catch_up: Callable[[Iterable[str], Callable[[Any, int], None]], CatchUp],
-                 published: Callable[[Any, Attribution], None]) -> None:
+                 published: Callable[[Any, Attribution], None],
+                 observers: Sequence[BuyerObserver] = ()) -> None:
         self.topics = topics
+        self.observers = observers
         self.tables = tables
         self.rules = rules
         self.catalog = catalog
@@ -103,10 +113,12 @@ class Attributor:
 
     def on_order_event(self, ctx: Any, event: OrderEvent) -> None:
         """An order event in its buyer's partition (routed by the orders pipeline)."""
+        for observer in self.observers:
+            observer.on_order(ctx, event)
         self._order_event(ctx, event.facts())
 
     def on_rekeyed_order(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
-        self._order_event(ctx, decode_order(value).facts())
+        self.on_order_event(ctx, decode_order(value))
 
     def expire_waiting_orders(self, ctx: Any) -> None:
         """Timer: re-try the orders whose grace period is over, once the clicks are read."""
@@ -140,6 +152,8 @@ class Attributor:
         if updated is None:
             return  # a duplicate click changes nothing
         ctx.put(self.tables.clicks, buyer_key, updated)
+        for observer in self.observers:
+            observer.on_click(ctx, click)
         index = ctx.cache(self._load_waiting_index)
         self._retry_once_clicks_read(ctx, index, index.of_buyer(click.buyer_id))
 
@@ -207,7 +221,7 @@ class Attributor:
         return index
 
 
-def register(services: Services) -> Attributor:
+def register(services: Services, observers: Sequence[BuyerObserver] = ()) -> Attributor:
     """Run attribution on the engine: clicks, re-keyed clicks and re-keyed order events in,
     attributions out (fanned out to the sinks)."""
     topics, settings, engine = services.topics, services.settings, services.engine
@@ -230,7 +244,7 @@ def register(services: Services) -> Attributor:
                                click_retention_ms=settings.click_retention_ms,
                                click_history_cap=settings.click_history_cap),
         catalog=services.catalog, signer=services.signer, catch_up=engine.catch_up,
-        published=published)
+        published=published, observers=observers)
     engine.pipeline("attribution", {
         topics.clicks: attributor.on_click,
         topics.clicks_by_buyer: attributor.on_rekeyed_click,

@@ -14,6 +14,7 @@ from app.records.configuration import (
     decode_shop,
     decode_sink,
 )
+from app.records.operations import decode_plan
 
 if TYPE_CHECKING:
     from app.bootstrap import Services
@@ -33,4 +34,4 @@ def register(services: Services) -> None:
         topic: validated_by(decoder) for topic, decoder in (
             (topics.shops, decode_shop), (topics.channels, decode_channel),
             (topics.activities, decode_activity), (topics.policy, decode_policy),
-            (topics.sinks, decode_sink))})
+            (topics.sinks, decode_sink), (topics.plans, decode_plan))})

@@ -21,8 +21,9 @@ import faust
 import tables.attribution
 import tables.balances
 import tables.billing
+import tables.operations
 import tables.order_center
-from agents import attribution, balances, billing, configuration, order_center, orders
+from agents import attribution, balances, billing, configuration, order_center, orders, plans
 from app.catalog import Catalog
 from app.clicks import ClickService
 from app.connection import KafkaConnection
@@ -34,6 +35,7 @@ from app.monitor import Monitor
 from app.settings import Settings
 from app.sinks.dispatcher import SinkDispatcher
 from app.sinks.fanout import SinkRegistry
+from app.sinks.plan_actions import PlanActionGate
 from app.sinks.subscriptions import Subscriptions
 from app.spool import ClickSpool, SpoolPublisher
 from app.topics import Topics
@@ -61,6 +63,7 @@ class State:
     billing: tables.billing.BillingTables
     balances: tables.balances.BalanceTables
     order_center: tables.order_center.OrderCenterTables
+    operations: tables.operations.OperationTables
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +91,15 @@ class Services:
 def build(settings: Settings) -> Services:
     """The whole engine of one worker, ready for `faust.Worker`."""
     services = _services(settings)
+    operations = plans.create(services)
     # Attribution first: its first topic (cps.clicks) anchors the engine's partitions.
-    attributor = attribution.register(services)
+    attributor = attribution.register(services, observers=[operations])
     center = order_center.register(services)
     biller = billing.register(services, order_center=center)
     orders.register(services, attribute=attributor.on_order_event, book=biller.book)
     balances.register(services)
     configuration.register(services)
+    plans.register(services, operations)
     _register_web_views(services)
     _start_services_with_the_app(services)
     return services
@@ -120,6 +125,7 @@ def _services(settings: Settings) -> Services:
         billing=tables.billing.define(engine),
         balances=tables.balances.define(engine),
         order_center=tables.order_center.define(engine),
+        operations=tables.operations.define(engine),
     )
     catalog = Catalog(connection, topics=topics)
     signer = Signer(settings.link_secret, previous=settings.link_secrets_previous)
@@ -132,7 +138,8 @@ def _services(settings: Settings) -> Services:
     dispatcher = SinkDispatcher(sink_registry, connection, app_id=settings.app_id,
                                 partitions=settings.partitions,
                                 replication=settings.replication,
-                                deadletter_topic=topics.sinks_deadletter)
+                                deadletter_topic=topics.sinks_deadletter,
+                                plan_actions=PlanActionGate(catalog, topics.operation_records))
     subscriptions = Subscriptions(connection, topic=topics.live,
                                   partitions=lambda: topology.partitions(topics.live),
                                   limit=settings.max_subscribers)
@@ -140,7 +147,8 @@ def _services(settings: Settings) -> Services:
         app, settings, connection, registry=sink_registry,
         consumed_topics=lambda: sorted(engine.handlers),
         output_topics=[topics.attributions, topics.commissions, topics.settlements,
-                       topics.deadletter, topics.sinks_deadletter],
+                       topics.deadletter, topics.sinks_deadletter, topics.plan_actions,
+                       topics.operation_records],
         partitions=topology.partitions,
         sink_stats=lambda: {sink_id: {k: v for k, v in values.items()
                                       if k in ("sent", "retried", "dead_lettered", "rate_per_s")}

@@ -1,4 +1,5 @@
-"""The configuration catalog: shops, channels, activities, split policies, sinks on every worker.
+"""The configuration catalog: shops, channels, activities, split policies, sinks and
+operation plans on every worker.
 
 Each worker reads every partition of the compacted configuration topics
 from the beginning (no consumer group, read_committed) and keeps the latest
@@ -25,6 +26,7 @@ from mode import Service
 
 from app.connection import KafkaConnection
 from app.domain.model import Channel, Shop
+from app.domain.plans import Plan
 from app.domain.pools import DEFAULT_POLICY, Policy
 from app.domain.rates import Activity
 from app.domain.sinks import Sink
@@ -36,6 +38,7 @@ from app.records.configuration import (
     decode_sink,
 )
 from app.records.fields import InvalidEvent
+from app.records.operations import decode_plan
 from app.topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -53,6 +56,7 @@ class Catalog(Service):
         self.channels: dict[str, Channel] = {}
         self.policies: dict[str, Policy] = {}
         self.sinks: dict[str, Sink] = {}
+        self.plans: dict[str, Plan] = {}
         self._activities: dict[str, Activity] = {}
         self._activities_by_shop: dict[str, dict[str, Activity]] = {}
         self._sources: dict[str, tuple[Decoder, Callable[[str, Any], None]]] = {
@@ -61,6 +65,7 @@ class Catalog(Service):
             topics.activities: (decode_activity, self._set_activity),
             topics.policy: (decode_policy, self._setter(self.policies)),
             topics.sinks: (decode_sink, self._setter(self.sinks)),
+            topics.plans: (decode_plan, self._setter(self.plans)),
         }
         self._caught_up = asyncio.Event()
         self.records_read = 0
@@ -153,7 +158,7 @@ class Catalog(Service):
 
 
 def _natural_id(entry: Any) -> str:
-    for name in ("shop_id", "channel_id", "activity_id", "sink_id"):
+    for name in ("shop_id", "channel_id", "activity_id", "sink_id", "plan_id"):
         if hasattr(entry, name):
             return getattr(entry, name)
     raise InvalidEvent("configuration record without a key or an id")

@@ -116,6 +116,12 @@ def _time_zone(name: str, text: str) -> str:
     return text
 
 
+def _power_of_two(name: str, text: str) -> str:
+    if int(text) & (int(text) - 1):
+        raise SettingsError(f"{name}={text} is not a power of two (1, 2, 4, 8, 16, ...)")
+    return text
+
+
 def _topic_name_characters(name: str, text: str) -> str:
     if any(not c.isalnum() and c not in "._-" for c in text):
         raise SettingsError(f"{name}={text!r}: use letters, digits, '.', '_' or '-'")
@@ -263,6 +269,13 @@ class Settings:
     plan_tz: str = setting("CPS_PLAN_TZ", "UTC",
                            "time zone of operation plans that name none (period expressions, "
                            "schedules)", check=_time_zone)
+    plan_max_lateness_ms: int = setting(
+        "CPS_PLAN_MAX_LATENESS_MS", 3_600_000,
+        "a plan's fire time missed by more than this (worker down, quiet hours) is recorded "
+        "`missed`, never sent late", note="1 hour", minimum=0)
+    plan_shards: int = setting(
+        "CPS_PLAN_SHARDS", 16, "shards per partition of an occurrence's buyers (power of two; "
+        "progress is shown per shard)", minimum=1, maximum=1024, check=_power_of_two)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -373,6 +386,8 @@ def _integer(declared: Setting, text: str) -> int:
         raise SettingsError(f"{declared.name}={value} is below the minimum {declared.minimum}")
     if declared.maximum is not None and value > declared.maximum:
         raise SettingsError(f"{declared.name}={value} is above the maximum {declared.maximum}")
+    if declared.check:
+        declared.check(declared.name, str(value))
     return value
 
 

@@ -10,6 +10,7 @@ DAY_MS = 86_400_000
 
 class Role(StrEnum):
     INPUT = "input"          # produced by others, consumed by the engine
+    PROFILE = "profile"      # compacted input, latest value per key (member profiles, lists)
     CONFIG = "config"        # compacted, keyed by id, read by every worker
     OUTPUT = "output"        # produced by the engine for others
     INTERNAL = "internal"    # produced and consumed by the engine (repartitioning)
@@ -24,7 +25,7 @@ class TopicSpec:
 
     @property
     def compacted(self) -> bool:
-        return self.role in (Role.CONFIG, Role.PROGRESS, Role.CHANGELOG)
+        return self.role in (Role.PROFILE, Role.CONFIG, Role.PROGRESS, Role.CHANGELOG)
 
     @property
     def config(self) -> dict[str, str]:
@@ -47,6 +48,12 @@ class Topics:
         self.activities = prefix + "activities"
         self.policy = prefix + "policy"
         self.sinks = prefix + "sinks"
+        # Operation plans (SPEC 13): profiles and lists in, actions and records out.
+        self.members = prefix + "members"
+        self.lists = prefix + "lists"
+        self.plans = prefix + "plans"
+        self.plan_actions = prefix + "plan_actions"
+        self.operation_records = prefix + "operation_records"
         self.attributions = prefix + "attributions"
         self.commissions = prefix + "commissions"
         self.settlements = prefix + "settlements"
@@ -59,6 +66,8 @@ class Topics:
         self.orders_by_order = prefix + "internal.orders-by-order"
         # Attributed orders re-keyed by promoter for the promoters' order lists.
         self.orders_by_promoter = prefix + "internal.orders-by-promoter"
+        # Member profiles and list entries re-keyed by buyer, to meet the buyer's behaviour.
+        self.profiles_by_buyer = prefix + "internal.profiles-by-buyer"
         # Every result with the facts filters name, for live subscriptions (/subscribe).
         self.live = prefix + "internal.live"
         # How far each worker's click spool has reached cps.clicks.
@@ -68,17 +77,19 @@ class Topics:
         roles = {
             self.clicks: Role.INPUT, self.orders: Role.INPUT,
             self.shops: Role.CONFIG, self.channels: Role.CONFIG, self.activities: Role.CONFIG,
-            self.policy: Role.CONFIG, self.sinks: Role.CONFIG,
+            self.policy: Role.CONFIG, self.sinks: Role.CONFIG, self.plans: Role.CONFIG,
+            self.members: Role.PROFILE, self.lists: Role.PROFILE,
+            self.plan_actions: Role.OUTPUT, self.operation_records: Role.OUTPUT,
             self.attributions: Role.OUTPUT, self.commissions: Role.OUTPUT,
             self.settlements: Role.OUTPUT, self.deadletter: Role.OUTPUT,
             self.sinks_deadletter: Role.OUTPUT,
             self.clicks_by_buyer: Role.INTERNAL, self.orders_by_buyer: Role.INTERNAL,
             self.orders_by_order: Role.INTERNAL, self.orders_by_promoter: Role.INTERNAL,
-            self.live: Role.INTERNAL,
+            self.live: Role.INTERNAL, self.profiles_by_buyer: Role.INTERNAL,
             self.spool_progress: Role.PROGRESS,
         }
         return [TopicSpec(name, role) for name, role in roles.items()]
 
     @property
     def config_topics(self) -> tuple[str, ...]:
-        return (self.shops, self.channels, self.activities, self.policy, self.sinks)
+        return (self.shops, self.channels, self.activities, self.policy, self.sinks, self.plans)

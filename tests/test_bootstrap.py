@@ -45,4 +45,4 @@ def test_two_engines_in_one_process_keep_to_themselves(tmp_path):
     assert internals.engine_of(first.app) is first.engine
     assert internals.engine_of(second.app) is second.engine
     assert sorted(first.app.agents) == ["attribution", "balances", "billing", "configuration",
-                                        "orders", "promoter_orders"]
+                                        "orders", "plans", "promoter_orders"]

@@ -18,6 +18,7 @@ from app.domain.audience import Behaviour
 class Facts:
     last_click_ms: int | None = None
     last_paid_ms: int | None = None
+    last_created_ms: int | None = None
     paid: tuple[tuple[str, int], ...] = ()           # (order id, paid amount)
     unpaid: tuple[tuple[str, int], ...] = ()         # (order id, created ms), not paid yet
 
@@ -42,7 +43,8 @@ def order_event(facts: Facts, order_id: str, event: str, ts_ms: int, amount: int
     if event == "created":
         if len(waiting) != len(facts.unpaid):
             return facts
-        return replace(facts, unpaid=(*facts.unpaid, (order_id, ts_ms)))
+        last = ts_ms if facts.last_created_ms is None else max(facts.last_created_ms, ts_ms)
+        return replace(facts, unpaid=(*facts.unpaid, (order_id, ts_ms)), last_created_ms=last)
     if event == "paid":
         last = ts_ms if facts.last_paid_ms is None else max(facts.last_paid_ms, ts_ms)
         return replace(facts, unpaid=waiting, paid=(*facts.paid, (order_id, amount)),
@@ -50,3 +52,16 @@ def order_event(facts: Facts, order_id: str, event: str, ts_ms: int, amount: int
     if event == "closed" and len(waiting) != len(facts.unpaid):
         return replace(facts, unpaid=waiting)  # closed unpaid: no longer waiting for payment
     return facts
+
+
+def trigger_holds(facts: Facts, on: str, ref: str | None) -> bool:
+    """Whether an event trigger still holds when its delay is over: the order created is
+    still unpaid (`created_unpaid`, ref = order id); the click is still the buyer's last
+    at the shop and no order came after it (`click_no_order`, ref = the click's time)."""
+    if on == "created_unpaid":
+        return any(order == ref for order, _created in facts.unpaid)
+    if on == "click_no_order":
+        click_ms = int(ref or 0)
+        return facts.last_click_ms == click_ms and (facts.last_created_ms is None
+                                                     or facts.last_created_ms < click_ms)
+    return True  # paid: the payment happened

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-STREAMS = ("attributions", "commissions", "settlements", "order_status", "alerts")
+STREAMS = ("attributions", "commissions", "settlements", "order_status", "alerts",
+           "plan_actions", "operation_records")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,14 @@ class TokenBucket:
         if self.tokens >= 0:
             return 0.0
         return -self.tokens / self.rate if self.rate > 0 else float("inf")
+
+    def try_take(self, now_s: float) -> bool:
+        """Take one token if there is one (never runs into debt)."""
+        self._refill(now_s)
+        if self.tokens < 1.0 - 1e-6:  # 1e-6: rounding of epoch seconds, not a token
+            return False
+        self.tokens -= 1.0
+        return True
 
     def _refill(self, now_s: float) -> None:
         elapsed = max(0.0, now_s - self.updated)

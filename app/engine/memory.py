@@ -64,6 +64,11 @@ class MemoryTable:
                 if key.startswith(prefix) and (after is None or key > after)]
         return rows[:limit]
 
+    def keys_with_prefix(self, partition: int, prefix: bytes, *, after: bytes | None = None,
+                         limit: int) -> list[bytes]:
+        return [key for key, _value in self.scan_prefix(partition, prefix, after=after,
+                                                        limit=limit)]
+
     def write(self, partition: int, key: bytes, value: Any) -> None:
         rows = self.rows.setdefault(partition, {})
         if value is None:

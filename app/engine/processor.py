@@ -324,6 +324,10 @@ class Engine(Service):
 
     # -- rebalancing --------------------------------------------------------
 
+    def owned_share(self) -> float:
+        """This worker's part of the partitions (0 to 1), e.g. for its share of a rate."""
+        return len(self._assigned_partitions()) / self.partitions
+
     def _assigned_partitions(self) -> set[int]:
         anchor = self.anchor_topic
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == anchor}

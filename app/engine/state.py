@@ -71,6 +71,17 @@ class StateTable:
             found.append((key, self.decode(raw)))
         return found
 
+    def keys_with_prefix(self, partition: int, prefix: bytes, *, after: bytes | None = None,
+                         limit: int) -> list[bytes]:
+        """Committed keys starting with `prefix`, in key order, after `after` (not decoded)."""
+        start = prefix if after is None else after + b"\x00"
+        found = []
+        for key in self.db(partition).keys(from_key=start):
+            if not key.startswith(prefix) or len(found) >= limit:
+                break
+            found.append(key)
+        return found
+
     def apply(self, partition: int, rows: list[tuple[bytes, bytes | None]],
               changelog_offset: int) -> None:
         """Write committed (key, encoded value or None to delete) rows and the changelog

@@ -42,6 +42,7 @@ from app.domain.sinks import (
     backoff_s,
     retry_after_s,
 )
+from app.sinks.plan_actions import DROP, SEND, STREAM, WAIT, PlanActionGate
 from app.topology import track_topics
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class SinkStats:
     last_error: str | None = None
     last_error_ms: int | None = None
     paused: bool = False
+    dropped: int = 0  # actions of stopped or deleted plans, not sent
 
 
 class Slots:
@@ -96,7 +98,8 @@ class Slots:
 class SinkDelivery:
     def __init__(self, *, sink_id: str, topic: str, current: Callable[[], Sink | None],
                  connection: KafkaConnection, group_id: str, deadletter_topic: str,
-                 session: aiohttp.ClientSession, producer: AIOKafkaProducer) -> None:
+                 session: aiohttp.ClientSession, producer: AIOKafkaProducer,
+                 plan_actions: PlanActionGate) -> None:
         self.sink_id = sink_id
         self.topic = topic
         self.current = current
@@ -105,6 +108,7 @@ class SinkDelivery:
         self.deadletter_topic = deadletter_topic
         self.session = session
         self.producer = producer
+        self.plan_actions = plan_actions
         self.stats = SinkStats()
         self.rnd = random.Random()
         self._rate: AdaptiveRate | None = None
@@ -126,7 +130,8 @@ class SinkDelivery:
         reason = "paused" if self.stats.paused else rate.reason(now) if rate else None
         stats = self.stats
         return {"sent": stats.sent, "retried": stats.retried,
-                "dead_lettered": stats.dead_lettered, "depth": stats.depth,
+                "dead_lettered": stats.dead_lettered, "dropped": stats.dropped,
+                "depth": stats.depth,
                 "rate_per_s": round(effective * self._share, 3), "rate_reason": reason,
                 "paused": stats.paused, "in_flight": self._slots.held,
                 "last_error": stats.last_error, "last_error_ms": stats.last_error_ms}
@@ -245,8 +250,9 @@ class SinkDelivery:
     async def _deliver(self, message) -> None:
         first_ms = int(time.time() * 1000)
         attempt = 0
+        action = _plan_action(message)
         while True:
-            sink = await self._sendable()
+            sink = await self._sendable(action)
             if sink is None:
                 return
             try:
@@ -255,11 +261,13 @@ class SinkDelivery:
                     sink = self.current()
                     if sink is None:
                         return
-                    if sink.paused or not sink.enabled:
+                    if sink.paused or not sink.enabled or self._plan_holds(action):
                         continue
                     await self._take_token(sink)
                     if self._rate_of(sink).held_for(time.monotonic()) > 0:
                         continue  # the receiver pushed back while this one waited its turn
+                    if self._plan_holds(action):
+                        continue  # paused while this one waited for its token
                     await self._send(sink, message)
             except Retryable as exc:
                 attempt += 1
@@ -280,16 +288,27 @@ class SinkDelivery:
                 await self._dead_letter(message, str(exc), attempt + 1, first_ms)
                 return
             self.stats.sent += 1
+            if action is not None:
+                await self._produce(self.plan_actions.records_topic,
+                                    *self.plan_actions.record(action))
             return
 
-    async def _sendable(self) -> Sink | None:
-        """The sink once it may send: not paused, not held by a receiver's Retry-After."""
+    def _plan_holds(self, action: dict | None) -> bool:
+        return action is not None and self.plan_actions.status(action) != SEND
+
+    async def _sendable(self, action: dict | None) -> Sink | None:
+        """The sink once it may send: not paused, not held by a receiver's Retry-After,
+        the action's plan (if it is one) active; None: nothing to send (sink or plan gone)."""
         while True:
             sink = self.current()
             if sink is None:
                 return None
-            if sink.paused or not sink.enabled:
-                await asyncio.sleep(0.1)
+            plan = SEND if action is None else self.plan_actions.status(action)
+            if plan == DROP:
+                self.stats.dropped += 1
+                return None
+            if sink.paused or not sink.enabled or plan == WAIT:
+                await asyncio.sleep(0.05)
                 continue
             rate = self._rate_of(sink)
             held = rate.held_for(time.monotonic())
@@ -358,20 +377,36 @@ class SinkDelivery:
             "key": message.key.decode() if message.key is not None else None,
             "record": record, "error": error, "attempts": attempts,
             "first_attempt_ms": first_ms, "ts_ms": int(time.time() * 1000)})
+        await self._produce(self.deadletter_topic, self.sink_id.encode(), letter)
+        self.stats.dead_lettered += 1
+        action = _plan_action(message)
+        if action is not None:
+            await self._produce(self.plan_actions.records_topic,
+                                *self.plan_actions.record(action, error=error))
+
+    async def _produce(self, topic: str, key: bytes, value: bytes) -> None:
+        """Write a record of the delivery (dead letter, operation record), retrying until
+        Kafka takes it: it must not be lost, and the queue waits meanwhile."""
         while True:
             try:
-                await track_topics(self.producer, (self.deadletter_topic,))
-                await self.producer.send_and_wait(self.deadletter_topic, letter,
-                                                  key=self.sink_id.encode())
-                break
+                await track_topics(self.producer, (topic,))
+                await self.producer.send_and_wait(topic, value, key=key)
+                return
             except KafkaError as exc:
-                self._error(f"dead letter not written yet: {exc!r}")
+                self._error(f"{topic} not written yet: {exc!r}")
                 await asyncio.sleep(1.0)
-        self.stats.dead_lettered += 1
 
     def _error(self, text: str) -> None:
         self.stats.last_error = text[:500]
         self.stats.last_error_ms = int(time.time() * 1000)
+
+
+def _plan_action(message) -> dict | None:
+    """The action when `message` is a plan action (SPEC 13), else None."""
+    if message.value is None or b'"plan_actions"' not in message.value:
+        return None
+    record = orjson.loads(message.value)
+    return record.get("event") if record.get("stream") == STREAM else None
 
 
 class _Rebalance(ConsumerRebalanceListener):

@@ -14,6 +14,7 @@ from mode import Service
 from app.connection import KafkaConnection
 from app.sinks.delivery import SinkDelivery
 from app.sinks.fanout import SinkRegistry
+from app.sinks.plan_actions import PlanActionGate
 from app.topics import Role, TopicSpec
 from app.topology import ensure_topics
 
@@ -24,7 +25,8 @@ class SinkDispatcher(Service):
     """Follows the configured sinks: creates queue topics, starts and stops deliveries."""
 
     def __init__(self, registry: SinkRegistry, connection: KafkaConnection, *, app_id: str,
-                 partitions: int, replication: int, deadletter_topic: str, **kwargs: Any) -> None:
+                 partitions: int, replication: int, deadletter_topic: str,
+                 plan_actions: PlanActionGate, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.registry = registry
         self.connection = connection
@@ -32,6 +34,7 @@ class SinkDispatcher(Service):
         self.partitions = partitions
         self.replication = replication
         self.deadletter_topic = deadletter_topic
+        self.plan_actions = plan_actions
         self.deliveries: dict[str, tuple[SinkDelivery, asyncio.Task]] = {}
         self.synced = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
@@ -86,7 +89,7 @@ class SinkDispatcher(Service):
                 current=lambda sink_id=sink_id: self._current(sink_id),
                 connection=self.connection, group_id=f"{self.app_id}-sink-{sink_id}",
                 deadletter_topic=self.deadletter_topic, session=self._session,
-                producer=self._producer)
+                producer=self._producer, plan_actions=self.plan_actions)
             self.deliveries[sink_id] = (delivery, asyncio.ensure_future(delivery.run()))
 
     def _current(self, sink_id: str):

@@ -50,6 +50,14 @@ class SinkRegistry:
                 if queued.topic in self.ready_topics and queued.sink.enabled
                 and matches(queued.sink.streams, filters, stream, facts)]
 
+    def deliverable(self, sink_id: str) -> QueuedSink | None:
+        """The sink `sink_id` when its queue exists and it is enabled."""
+        for queued in self._current().sinks:
+            if queued.sink.sink_id == sink_id:
+                return queued if (queued.topic in self.ready_topics
+                                  and queued.sink.enabled) else None
+        return None
+
     def _current(self) -> _Derived:
         # Asked for every published result: derived once per catalog change, not per event.
         version = self.catalog.records_read
@@ -88,23 +96,29 @@ def queue_record(stream: str, event_id: str, event: Mapping[str, object], ts_ms:
                          "event": event})
 
 
-def fan_out(ctx, registry: SinkRegistry, stream: str, order_id: str, event_id: str,
-            event: Mapping[str, object], facts: Mapping[str, object]) -> None:
-    """Queue one published result for every sink that wants it and for live subscribers.
+def fan_out(ctx, registry: SinkRegistry, stream: str, key_id: str, event_id: str,
+            event: Mapping[str, object], facts: Mapping[str, object], *,
+            to: str | None = None) -> bool:
+    """Queue one published result for every sink that wants it and for live subscribers,
+    keyed by `key_id` (an order id; a buyer id for plan streams), and for the sink `to`
+    names (a plan's own sink) whatever it subscribes to. False when `to` is no sink here.
 
     Runs inside ctx's transaction, so a result reaches its queues exactly when it is
     published.
     """
-    key = order_id.encode()
+    key = key_id.encode()
     ctx.send(registry.live_topic, key, orjson.dumps({
         "stream": stream, "event_id": event_id, "ts_ms": ctx.now_ms, "event": event,
         "facts": facts}))
     wanting = registry.wanting(stream, facts)
-    if not wanting:
-        return
-    record = queue_record(stream, event_id, event, ctx.now_ms)
-    for queued in wanting:
-        ctx.send(queued.topic, key, record)
+    named = None if to is None else registry.deliverable(to)
+    if named is not None and named not in wanting:
+        wanting.append(named)
+    if wanting:
+        record = queue_record(stream, event_id, event, ctx.now_ms)
+        for queued in wanting:
+            ctx.send(queued.topic, key, record)
+    return to is None or named is not None
 
 
 def _topic_safe(text: str) -> str:

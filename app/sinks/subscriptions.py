@@ -23,7 +23,8 @@ from aiokafka import TopicPartition
 from app.connection import KafkaConnection
 
 FILTERS = ("channel_id", "promoter_id", "shop_id")
-STREAMS = ("attributions", "commissions", "settlements", "order_status")
+STREAMS = ("attributions", "commissions", "settlements", "order_status", "plan_actions",
+           "operation_records")
 
 
 class SubscriptionError(ValueError):

@@ -36,6 +36,13 @@ CASES = {
                              "streams": ["commissions"]},
                    {"sink_id": "hook", "kind": "email", "streams": ["commissions"]},
                    "kind: must be webhook or kafka"),
+    TOPICS.plans: (b"p1", {"plan_id": "p1", "shop_id": "s1", "audience": {"level_gte": 1},
+                           "trigger": {"kind": "now"}, "created_ms": 1,
+                           "action": {"kind": "notify", "sink": "hook"}},
+                   {"plan_id": "p1", "shop_id": "s1", "audience": {"all": [{"lvl": 1}]},
+                    "trigger": {"kind": "now"}, "created_ms": 1,
+                    "action": {"kind": "notify", "sink": "hook"}},
+                   "audience.all[0].lvl: unknown"),
 }
 
 

@@ -1,0 +1,448 @@
+"""Operation plans in a buyer's partition (SPEC 13): profiles, lists and behaviour in;
+each occurrence executed under its plan's throttle; actions and operation records out.
+
+Everything a plan decides about a buyer lives in the buyer's partition:
+the profile and list entries (re-keyed by buyer on arrival), the behaviour
+facts (from attribution's clicks and orders, see `on_click`/`on_order`), the
+buyer's recent actions (frequency caps) and the occurrence's progress. An
+occurrence runs as one task per partition, paging through the partition's
+buyers of the plan's shop in buyer id order, a page per timer tick. Each
+decision, its outputs (the action on `cps.plan_actions` and the plan's sink
+queue, or an operation record) and the task's new cursor are committed in
+one transaction, so after a crash or a rebalance the task resumes after the
+last buyer it committed: no buyer gets two actions for one occurrence and
+none is skipped. The throttle is a token bucket per plan on each worker,
+holding the worker's share (its partitions) of `rate_per_s`; the plan's
+state is read from the catalog before every buyer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+
+from app.domain.audience import Buyer, Member
+from app.domain.behaviour import Facts, clicked, order_event, trigger_holds
+from app.domain.execution import (
+    COUNTED_AS,
+    DEFERRED,
+    DONE,
+    RUNNING,
+    SEND,
+    STOPPED,
+    Progress,
+    decide,
+)
+from app.domain.model import Click, OrderEvent
+from app.domain.operations import action_id, record_id, shard
+from app.domain.plans import ACTIVE, EVENT, MAX_CAP, PAUSED, Plan, fire_times
+from app.domain.plans import STOPPED as PLAN_STOPPED
+from app.domain.sinks import TokenBucket
+from app.domain.triggers import occurrence_id
+from app.records.fields import InvalidEvent, parse_object
+from app.records.operations import (
+    OperationRecord,
+    decode_list_entry,
+    decode_member,
+    decode_operation_record,
+    encode_action,
+)
+from app.sinks.fanout import SinkRegistry, fan_out
+from tables.operations import OperationTables, Timer
+
+if TYPE_CHECKING:
+    from app.bootstrap import Services
+
+SEP = b"\x1f"
+NO_MEMBER = Member()
+NO_FACTS = Facts()
+DELIVERY_KINDS = ("sent", "granted", "failed")  # records a sink writes after delivering
+EVENT_ROW = "events"  # the one progress row of an event plan in a partition
+FIRES_PER_TICK = 10   # occurrences one plan may start in a partition per tick
+
+
+class PlanCatalog(Protocol):
+    plans: dict[str, Plan]
+    records_read: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlanTopics:
+    profiles_by_buyer: str
+    plan_actions: str
+    operation_records: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRules:
+    default_tz: str
+    max_lateness_ms: int
+    shards: int
+    page: int = 500  # buyers one occurrence's task decides per tick
+
+
+class Operations:
+    """The plan handlers of the engine, one instance per worker."""
+
+    def __init__(self, *, topics: PlanTopics, tables: OperationTables, rules: PlanRules,
+                 catalog: PlanCatalog, sinks: SinkRegistry,
+                 share: Callable[[], float]) -> None:
+        self.topics = topics
+        self.tables = tables
+        self.rules = rules
+        self.catalog = catalog
+        self.sinks = sinks
+        self.share = share  # this worker's part of the partitions, for the throttle
+        self._buckets: dict[str, TokenBucket] = {}
+        self._next_fire: dict[str, tuple[Plan, int, int | None]] = {}
+        self._event_plans_of: tuple[int, dict[tuple[str, str], list[Plan]]] = (-1, {})
+
+    # -- profiles and lists -------------------------------------------------------
+
+    def on_member(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+        shop_id, buyer_id, member = decode_member(key, value)
+        if self._here(ctx, buyer_id, "member", key, value):
+            self._apply_member(ctx, shop_id, buyer_id, member)
+
+    def on_list_entry(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+        list_id, buyer_id, on_list = decode_list_entry(key, value)
+        if self._here(ctx, buyer_id, "list", key, value):
+            self._apply_list_entry(ctx, list_id, buyer_id, on_list)
+
+    def on_rekeyed_profile(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+        wrapped = parse_object(value)
+        original_key = str(wrapped.get("key")).encode()
+        original = wrapped.get("value")
+        raw = None if original is None else str(original).encode()
+        if wrapped.get("kind") == "member":
+            shop_id, buyer_id, member = decode_member(original_key, raw)
+            self._apply_member(ctx, shop_id, buyer_id, member)
+        elif wrapped.get("kind") == "list":
+            self._apply_list_entry(ctx, *decode_list_entry(original_key, raw))
+        else:
+            raise InvalidEvent("kind: must be member or list")
+
+    def _here(self, ctx: Any, buyer_id: str, kind: str, key: bytes | None,
+              value: bytes | None) -> bool:
+        """True when the buyer's partition is this one; otherwise re-key the record there."""
+        buyer_key = buyer_id.encode()
+        if ctx.owns(buyer_key):
+            return True
+        ctx.send(self.topics.profiles_by_buyer, buyer_key, orjson.dumps({
+            "kind": kind, "key": key.decode() if key is not None else None,
+            "value": None if value is None else value.decode()}))
+        return False
+
+    def _apply_member(self, ctx: Any, shop_id: str, buyer_id: str,
+                      member: Member | None) -> None:
+        pair = _pair(shop_id, buyer_id)
+        if member is None:
+            ctx.delete(self.tables.members, pair)
+        else:
+            ctx.put(self.tables.members, pair, member)
+
+    def _apply_list_entry(self, ctx: Any, list_id: str, buyer_id: str, on_list: bool) -> None:
+        key = _pair(list_id, buyer_id)
+        if on_list:
+            ctx.put(self.tables.list_entries, key, True)
+        else:
+            ctx.delete(self.tables.list_entries, key)
+
+    # -- behaviour, from attribution's clicks and orders ----------------------------
+
+    def on_click(self, ctx: Any, click: Click) -> None:
+        """A click in its buyer's partition: the buyer's behaviour, and event triggers."""
+        pair = _pair(click.shop_id, click.buyer_id)
+        facts = ctx.get(self.tables.behaviour, pair) or NO_FACTS
+        after = clicked(facts, click.ts_ms)
+        if after is facts:
+            return  # not newer than what is known: a replay arms nothing
+        ctx.put(self.tables.behaviour, pair, after)
+        for plan in self._event_plans(click.shop_id, "click_no_order"):
+            self._arm(ctx, plan, click.buyer_id, click.click_id, click.ts_ms, str(click.ts_ms))
+
+    def on_order(self, ctx: Any, event: OrderEvent) -> None:
+        """An order event in its buyer's partition: behaviour, and event triggers."""
+        pair = _pair(event.shop_id, event.buyer_id)
+        facts = ctx.get(self.tables.behaviour, pair) or NO_FACTS
+        after = order_event(facts, event.order_id, event.event, event.ts_ms,
+                            sum(line.amount for line in event.items))
+        if after is facts:
+            return
+        ctx.put(self.tables.behaviour, pair, after)
+        trigger = {"created": "created_unpaid", "paid": "paid"}.get(event.event)
+        if trigger is None:
+            return
+        for plan in self._event_plans(event.shop_id, trigger):
+            self._arm(ctx, plan, event.buyer_id, f"{event.order_id}:{event.event}",
+                      event.ts_ms, event.order_id)
+
+    def _arm(self, ctx: Any, plan: Plan, buyer_id: str, event_id: str, at_ms: int,
+             ref: str) -> None:
+        occurrence = occurrence_id(plan.plan_id, event_id)
+        due = at_ms + plan.trigger.delay_ms
+        ctx.put(self.tables.plan_timers, _timer_key(due, occurrence, buyer_id),
+                Timer(plan.plan_id, occurrence, buyer_id, due, "event", ref))
+
+    def _event_plans(self, shop_id: str, on: str) -> list[Plan]:
+        version, index = self._event_plans_of
+        if version != self.catalog.records_read:
+            index = {}
+            for plan in self.catalog.plans.values():
+                if plan.trigger.kind == EVENT and plan.state != PLAN_STOPPED:
+                    index.setdefault((plan.shop_id, plan.trigger.on or ""), []).append(plan)
+            self._event_plans_of = (self.catalog.records_read, index)
+        return index.get((shop_id, on), [])
+
+    # -- operation records -------------------------------------------------------------
+
+    def on_record(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+        """Each operation record once: kept for the buyer's view, counted, fanned out."""
+        record = decode_operation_record(value)
+        if not ctx.owns(record.buyer_id.encode()):
+            raise InvalidEvent("key: operation records are keyed by buyer_id")
+        stored_key = record.buyer_id.encode() + SEP + record.record_id.encode()
+        if ctx.get(self.tables.member_records, stored_key) is not None:
+            return
+        ctx.put(self.tables.member_records, stored_key, record)
+        if record.kind in DELIVERY_KINDS:
+            row = self._progress_row(record.plan_id, record.occurrence_id).encode()
+            stored = ctx.get(self.tables.plan_progress, row)
+            if stored is not None:
+                progress = stored.copy()
+                progress.count(shard(record.buyer_id, self.rules.shards), record.kind)
+                ctx.put(self.tables.plan_progress, row, progress)
+        fan_out(ctx, self.sinks, "operation_records", record.buyer_id, record.record_id,
+                asdict(record), {"shop_id": record.shop_id, "plan_id": record.plan_id})
+
+    # -- the timer: start occurrences, page through them, fire due timers --------------
+
+    def execute(self, ctx: Any) -> None:
+        runs = ctx.cache(self._load_runs)
+        for plan in list(self.catalog.plans.values()):
+            if plan.state == ACTIVE and plan.trigger.kind != EVENT:
+                self._start_due(ctx, plan, runs)
+        for occurrence in list(runs):
+            self._run(ctx, occurrence, runs)
+        self._fire_timers(ctx)
+
+    def _load_runs(self, ctx: Any) -> dict[str, None]:
+        """The occurrences whose task in this partition is not finished (in start order)."""
+        running = [progress for _key, progress in self.tables.plan_progress.scan(ctx.partition)
+                   if progress.state == RUNNING]
+        return dict.fromkeys(p.occurrence_id for p in sorted(running, key=lambda p: p.fire_ms))
+
+    def _start_due(self, ctx: Any, plan: Plan, runs: dict[str, None]) -> None:
+        plan_key = plan.plan_id.encode()
+        after = ctx.get(self.tables.plan_fired, plan_key)
+        if after is None:
+            after = max(plan.created_ms, plan.start_ms) - 1
+        for _ in range(FIRES_PER_TICK):
+            fire = self._next_fire_after(plan, after)
+            if fire is None or fire > ctx.now_ms:
+                return
+            occurrence = occurrence_id(plan.plan_id, fire)
+            ctx.put(self.tables.plan_progress, occurrence.encode(),
+                    Progress(plan.plan_id, occurrence, fire, started_ms=ctx.now_ms))
+            ctx.put(self.tables.plan_fired, plan_key, fire)
+            runs[occurrence] = None
+            after = fire
+
+    def _next_fire_after(self, plan: Plan, after: int) -> int | None:
+        # Asked every tick in every partition: computed once per plan version and start.
+        known = self._next_fire.get(plan.plan_id)
+        if known is not None and known[0] is plan and known[1] == after:
+            return known[2]
+        fire = next(iter(fire_times(plan, after, self.rules.default_tz)), None)
+        self._next_fire[plan.plan_id] = (plan, after, fire)
+        return fire
+
+    def _run(self, ctx: Any, occurrence: str, runs: dict[str, None]) -> None:
+        row = occurrence.encode()
+        stored = ctx.get(self.tables.plan_progress, row)
+        if stored is None or stored.state != RUNNING:
+            runs.pop(occurrence, None)
+            return
+        plan = self.catalog.plans.get(stored.plan_id)
+        if plan is not None and plan.state == PAUSED:
+            return
+        progress = stored.copy()
+        if plan is None or plan.state == PLAN_STOPPED:
+            progress.state = STOPPED
+        elif self._page(ctx, plan, progress):
+            progress.state = DONE
+        if progress.state != RUNNING:
+            progress.finished_ms = ctx.now_ms
+            runs.pop(occurrence, None)
+        if progress != stored:
+            ctx.put(self.tables.plan_progress, row, progress)
+
+    def _page(self, ctx: Any, plan: Plan, progress: Progress) -> bool:
+        """Decide the next page of buyers; True when the partition has no buyer left."""
+        buyers, complete = self._candidates(ctx, plan, progress.cursor)
+        for buyer_id in buyers:
+            current = self.catalog.plans.get(plan.plan_id)  # paused or stopped: per buyer
+            if current is None or current.state != ACTIVE:
+                return False
+            if not self._decide(ctx, current, progress, progress.occurrence_id,
+                                progress.fire_ms, buyer_id):
+                return False  # out of tokens: this buyer comes first next tick
+            progress.cursor = buyer_id
+        return complete
+
+    def _candidates(self, ctx: Any, plan: Plan, cursor: str | None) -> tuple[list[str], bool]:
+        """The next buyers of the plan's shop (a profile or behaviour there) or of its lists
+        in this partition after `cursor`, in id order; and whether they are the last."""
+        limit = self.rules.page
+        sources = [(self.tables.members, plan.shop_id), (self.tables.behaviour, plan.shop_id),
+                   *((self.tables.list_entries, name) for name in sorted(plan.lists))]
+        found: set[bytes] = set()
+        bound: bytes | None = None
+        for table, first in sources:
+            prefix = first.encode() + SEP
+            keys = table.keys_with_prefix(
+                ctx.partition, prefix, limit=limit,
+                after=None if cursor is None else prefix + cursor.encode())
+            buyers = [key[len(prefix):] for key in keys]
+            found.update(buyers)
+            if len(keys) >= limit and (bound is None or buyers[-1] < bound):
+                bound = buyers[-1]  # this source may go on past its page
+        ordered = sorted(buyer for buyer in found if bound is None or buyer <= bound)
+        return [buyer.decode() for buyer in ordered], bound is None
+
+    def _decide(self, ctx: Any, plan: Plan, progress: Progress, occurrence: str,
+                fire_ms: int, buyer_id: str, *, again: bool = False) -> bool:
+        """Decide one buyer and emit what it gives; False (nothing done) when the plan's
+        throttle has no token for an action now."""
+        tables = self.tables
+        pair = _pair(plan.shop_id, buyer_id)
+        buyer = Buyer(
+            member=ctx.get(tables.members, pair) or NO_MEMBER,
+            lists=frozenset(name for name in plan.lists
+                            if ctx.get(tables.list_entries, _pair(name, buyer_id))),
+            behaviour=(ctx.get(tables.behaviour, pair) or NO_FACTS).behaviour())
+        history = ctx.get(tables.action_history, pair) or ()
+        decision = decide(plan, buyer_id, buyer, fire_ms=fire_ms, now_ms=ctx.now_ms,
+                          sent_ms=history, default_tz=self.rules.default_tz,
+                          max_lateness_ms=self.rules.max_lateness_ms)
+        if decision is None:
+            return True
+        if decision.outcome == SEND:
+            if not self._bucket(plan, ctx.now_ms).try_take(ctx.now_ms / 1000):
+                return False
+            self._send_action(ctx, plan, occurrence, buyer_id, decision.variant)
+            ctx.put(tables.action_history, pair, (*history, ctx.now_ms)[-MAX_CAP:])
+        else:
+            self._record(ctx, plan, occurrence, buyer_id, decision.variant, decision.outcome)
+        if decision.outcome == DEFERRED:
+            assert decision.until_ms is not None
+            ctx.put(tables.plan_timers, _timer_key(decision.until_ms, occurrence, buyer_id),
+                    Timer(plan.plan_id, occurrence, buyer_id, fire_ms, "deferred"))
+        which = shard(buyer_id, self.rules.shards)
+        if not again:
+            progress.count(which, "selected")
+        progress.count(which, COUNTED_AS[decision.outcome], buyer_id)
+        return True
+
+    def _send_action(self, ctx: Any, plan: Plan, occurrence: str, buyer_id: str,
+                     variant: str | None) -> None:
+        ident = action_id(occurrence, buyer_id)
+        action = encode_action(action_id=ident, plan=plan, occurrence_id=occurrence,
+                               buyer_id=buyer_id, variant=variant, ts_ms=ctx.now_ms)
+        ctx.send(self.topics.plan_actions, buyer_id.encode(), orjson.dumps(action))
+        if not fan_out(ctx, self.sinks, "plan_actions", buyer_id, ident, action,
+                       {"shop_id": plan.shop_id, "plan_id": plan.plan_id}, to=action["sink"]):
+            self._record(ctx, plan, occurrence, buyer_id, variant, "failed",
+                         ref=f"no sink {action['sink']!r} to deliver it")
+
+    def _record(self, ctx: Any, plan: Plan, occurrence: str, buyer_id: str,
+                variant: str | None, kind: str, ref: str | None = None) -> None:
+        record = OperationRecord(record_id(occurrence, buyer_id, kind), plan.plan_id,
+                                 occurrence, buyer_id, plan.shop_id, variant, kind, ref,
+                                 ctx.now_ms)
+        ctx.send(self.topics.operation_records, buyer_id.encode(), record.encode())
+
+    def _bucket(self, plan: Plan, now_ms: int) -> TokenBucket:
+        share = self.share()
+        rate, burst = plan.rate_per_s * share, max(1, int(plan.burst * share))
+        now = now_ms / 1000
+        bucket = self._buckets.get(plan.plan_id)
+        if bucket is None:
+            bucket = self._buckets[plan.plan_id] = TokenBucket(rate, burst, now)
+        elif (bucket.rate, bucket.burst) != (rate, burst):
+            bucket.reconfigure(rate, burst, now)  # a live rate change: from this buyer on
+        return bucket
+
+    def _fire_timers(self, ctx: Any) -> None:
+        """Event triggers whose delay is over and deferred buyers whose quiet hours ended."""
+        tables = self.tables
+        for key in tables.plan_timers.keys_with_prefix(ctx.partition, b"",
+                                                        limit=self.rules.page):
+            if int(key[:16]) > ctx.now_ms:
+                return
+            timer = ctx.get(tables.plan_timers, key)
+            if timer is None:
+                continue  # fired already, not committed yet
+            plan = self.catalog.plans.get(timer.plan_id)
+            if plan is not None and plan.state == PAUSED:
+                continue
+            if (plan is None or plan.state == PLAN_STOPPED
+                    or (timer.cause == "event" and not self._event_holds(ctx, plan, timer))):
+                ctx.delete(tables.plan_timers, key)
+                continue
+            row = self._progress_row(plan.plan_id, timer.occurrence_id).encode()
+            stored = ctx.get(tables.plan_progress, row)
+            progress = (stored.copy() if stored is not None else
+                        Progress(plan.plan_id, _row_id(plan), timer.fire_ms, ctx.now_ms))
+            if self._decide(ctx, plan, progress, timer.occurrence_id, timer.fire_ms,
+                            timer.buyer_id, again=timer.cause == "deferred"):
+                ctx.delete(tables.plan_timers, key)
+                ctx.put(tables.plan_progress, row, progress)
+
+    def _event_holds(self, ctx: Any, plan: Plan, timer: Timer) -> bool:
+        facts = ctx.get(self.tables.behaviour, _pair(plan.shop_id, timer.buyer_id)) or NO_FACTS
+        return (plan.live_at(timer.fire_ms, self.rules.default_tz)
+                and trigger_holds(facts, plan.trigger.on or "", timer.ref))
+
+    def _progress_row(self, plan_id: str, occurrence: str) -> str:
+        plan = self.catalog.plans.get(plan_id)
+        return _row_id(plan) if plan is not None and plan.trigger.kind == EVENT else occurrence
+
+
+def _row_id(plan: Plan) -> str:
+    return occurrence_id(plan.plan_id, EVENT_ROW)
+
+
+def _pair(first: str, buyer_id: str) -> bytes:
+    return first.encode() + SEP + buyer_id.encode()
+
+
+def _timer_key(due_ms: int, occurrence: str, buyer_id: str) -> bytes:
+    return b"%016d" % max(due_ms, 0) + SEP + occurrence.encode() + SEP + buyer_id.encode()
+
+
+def create(services: Services) -> Operations:
+    """The plan handlers; attribution tells them of clicks and orders (`register` runs them)."""
+    topics, settings, engine = services.topics, services.settings, services.engine
+    return Operations(
+        topics=PlanTopics(topics.profiles_by_buyer, topics.plan_actions,
+                          topics.operation_records),
+        tables=services.state.operations,
+        rules=PlanRules(default_tz=settings.plan_tz,
+                        max_lateness_ms=settings.plan_max_lateness_ms,
+                        shards=settings.plan_shards),
+        catalog=services.catalog, sinks=services.sink_registry, share=engine.owned_share)
+
+
+def register(services: Services, operations: Operations) -> None:
+    """Read profiles, lists and operation records; execute plans on the engine's timer."""
+    topics = services.topics
+    services.engine.pipeline("plans", {
+        topics.members: operations.on_member, topics.lists: operations.on_list_entry,
+        topics.profiles_by_buyer: operations.on_rekeyed_profile,
+        topics.operation_records: operations.on_record,
+    }, ticks=[operations.execute])
+

@@ -1,0 +1,100 @@
+"""What one occurrence of a plan does for one buyer (SPEC 13, execution steps 1-3).
+
+`decide` is the whole decision, a pure function of the plan, the buyer as
+the engine knows them, the buyer's recent actions at the shop and the
+clock: not selected (None), `missed` (the occurrence is older than the
+lateness limit), `held_out`, `capped`, `deferred` (quiet hours, until they
+end) or `send` with the buyer's variant. Executed twice, it decides the
+same, which is what makes a replay after a crash harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from app.domain.audience import Buyer, selects
+from app.domain.operations import HOLDOUT, capped, quiet_until, variant_of
+from app.domain.periods import time_zone
+from app.domain.plans import Plan
+
+SEND, HELD_OUT, CAPPED, DEFERRED, MISSED = "send", "held_out", "capped", "deferred", "missed"
+OUTCOMES = (SEND, HELD_OUT, CAPPED, DEFERRED, MISSED)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    outcome: str
+    variant: str | None = None
+    until_ms: int | None = None   # deferred: when the buyer's quiet hours end
+
+
+def decide(plan: Plan, buyer_id: str, buyer: Buyer, *, fire_ms: int, now_ms: int,
+           sent_ms: Sequence[int], default_tz: str, max_lateness_ms: int) -> Decision | None:
+    """The buyer's outcome in the occurrence fired at `fire_ms`; None when not selected."""
+    zone = plan.zone(default_tz)
+    if not selects(plan.audience, buyer, now_ms, zone):
+        return None
+    variant = variant_of(plan.plan_id, buyer_id, plan.holdout_bp, plan.split)
+    if now_ms - fire_ms > max_lateness_ms:
+        return Decision(MISSED, variant)
+    if variant == HOLDOUT:
+        return Decision(HELD_OUT, variant)
+    if capped(sent_ms, now_ms, plan.frequency_cap):
+        return Decision(CAPPED, variant)
+    until = quiet_until(now_ms, plan.quiet_hours, time_zone(buyer.member.tz or zone))
+    if until is not None:
+        return Decision(DEFERRED, variant, until)
+    return Decision(SEND, variant)
+
+
+RUNNING, DONE, STOPPED = "running", "done", "stopped"
+COUNTS = ("selected", "actions", "sent", "granted", "failed", "held_out", "capped",
+          "deferred", "missed")
+# What each outcome adds to; `send` queues an action, the sink's record says sent or failed.
+COUNTED_AS = {SEND: "actions", HELD_OUT: "held_out", CAPPED: "capped", DEFERRED: "deferred",
+              MISSED: "missed"}
+
+
+@dataclass(slots=True)
+class Progress:
+    """An occurrence's progress in one partition: how far its task paged (the last buyer
+    decided, in buyer id order) and what it decided, per shard."""
+
+    plan_id: str
+    occurrence_id: str
+    fire_ms: int
+    started_ms: int
+    state: str = RUNNING
+    cursor: str | None = None
+    finished_ms: int | None = None
+    shards: dict[int, dict[str, int | str]] = field(default_factory=dict)
+
+    def count(self, shard: int, name: str, buyer_id: str | None = None) -> None:
+        counts = self.shards.get(shard)
+        if counts is None:
+            counts = self.shards[shard] = dict.fromkeys(COUNTS, 0)
+        counts[name] = int(counts.get(name, 0)) + 1
+        if buyer_id is not None:
+            counts["last"] = buyer_id
+
+    def totals(self) -> dict[str, int]:
+        return {name: sum(int(counts.get(name, 0)) for counts in self.shards.values())
+                for name in COUNTS}
+
+    def encode(self) -> dict:
+        return {"plan_id": self.plan_id, "occurrence_id": self.occurrence_id,
+                "fire_ms": self.fire_ms, "started_ms": self.started_ms, "state": self.state,
+                "cursor": self.cursor, "finished_ms": self.finished_ms,
+                "shards": {str(shard): counts for shard, counts in self.shards.items()}}
+
+    @classmethod
+    def decode(cls, obj: dict) -> Progress:
+        return cls(obj["plan_id"], obj["occurrence_id"], obj["fire_ms"], obj["started_ms"],
+                   obj["state"], obj["cursor"], obj["finished_ms"],
+                   {int(shard): dict(counts) for shard, counts in obj["shards"].items()})
+
+    def copy(self) -> Progress:
+        return Progress(self.plan_id, self.occurrence_id, self.fire_ms, self.started_ms,
+                        self.state, self.cursor, self.finished_ms,
+                        {shard: dict(counts) for shard, counts in self.shards.items()})

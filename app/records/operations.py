@@ -1,0 +1,163 @@
+"""Wire formats of operation plans (SPEC 13): member profiles, list entries and plans in;
+plan actions and operation records out (and read back)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from app.domain.audience import Member
+from app.domain.periods import PeriodError, time_zone
+from app.domain.plans import Plan, PlanError, parse_plan
+from app.records.fields import (
+    MAX_SAFE_INT,
+    InvalidEvent,
+    array,
+    boolean,
+    optional_id,
+    optional_integer,
+    parse_object,
+    required_id,
+)
+
+RECORD_KINDS = ("sent", "granted", "held_out", "capped", "deferred", "missed", "failed",
+                "used", "replenished", "converted")
+MAX_TAGS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class OperationRecord:
+    record_id: str
+    plan_id: str
+    occurrence_id: str
+    buyer_id: str
+    shop_id: str
+    variant: str | None
+    kind: str
+    ref: str | None
+    ts_ms: int
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self)
+
+
+def split_key(key: bytes | None, first: str) -> tuple[str, str]:
+    """`"<first>/<buyer_id>"` keys of cps.members and cps.lists."""
+    if key is None:
+        raise InvalidEvent(f"key: required, \"<{first}>/<buyer_id>\"")
+    text = key.decode("utf-8", "replace")
+    head, slash, buyer = text.partition("/")
+    if not slash or not head or not buyer or len(head) > 128 or len(buyer) > 128:
+        raise InvalidEvent(f"key: {text[:80]!r} is not \"<{first}>/<buyer_id>\"")
+    return head, buyer
+
+
+def decode_member(key: bytes | None, raw: bytes | None) -> tuple[str, str, Member | None]:
+    """(shop_id, buyer_id, profile); a null value (no profile) deletes it."""
+    shop_id, buyer_id = split_key(key, "shop_id")
+    if raw is None:
+        return shop_id, buyer_id, None
+    obj = parse_object(raw)
+    if required_id(obj, "shop_id") != shop_id or required_id(obj, "buyer_id") != buyer_id:
+        raise InvalidEvent("key: differs from the record's shop_id/buyer_id")
+    tags = array(obj, "tags", limit=MAX_TAGS)
+    if any(type(tag) is not str or not tag or len(tag) > 128 for tag in tags):
+        raise InvalidEvent("tags: must be strings of 1-128 characters")
+    birthday = obj.get("birthday")
+    if birthday is not None and not _month_day(birthday):
+        raise InvalidEvent("birthday: must be \"MM-DD\" or null")
+    tz = optional_id(obj, "tz")
+    if tz is not None:
+        try:
+            time_zone(tz)
+        except PeriodError:
+            raise InvalidEvent(f"tz: {tz!r} is not an IANA time zone") from None
+    level = optional_integer(obj, "level", 0, maximum=MAX_SAFE_INT)
+    return shop_id, buyer_id, Member(level=level or 0, tags=frozenset(tags),
+                                     follower=boolean(obj, "follower"), birthday=birthday, tz=tz)
+
+
+def encode_member(member: Member) -> bytes:
+    return orjson.dumps([member.level, sorted(member.tags), member.follower, member.birthday,
+                         member.tz])
+
+
+def decode_stored_member(raw: bytes) -> Member:
+    level, tags, follower, birthday, tz = orjson.loads(raw)
+    return Member(level, frozenset(tags), follower, birthday, tz)
+
+
+def decode_list_entry(key: bytes | None, raw: bytes | None) -> tuple[str, str, bool]:
+    """(list_id, buyer_id, on the list); a null value takes the buyer off."""
+    list_id, buyer_id = split_key(key, "list_id")
+    if raw is not None:
+        parse_object(raw)
+    return list_id, buyer_id, raw is not None
+
+
+def decode_plan(raw: bytes | None, key: bytes | None = None) -> Plan:
+    obj = parse_object(raw)
+    try:
+        plan = parse_plan(obj)
+    except PlanError as exc:
+        raise InvalidEvent(str(exc)) from None
+    if key is not None and key.decode("utf-8", "replace") != plan.plan_id:
+        raise InvalidEvent(f"plan_id: {plan.plan_id!r} differs from the message key")
+    return plan
+
+
+def encode_action(*, action_id: str, plan: Plan, occurrence_id: str, buyer_id: str,
+                  variant: str | None, ts_ms: int) -> dict[str, Any]:
+    action = plan.action_for(variant)
+    return {"action_id": action_id, "plan_id": plan.plan_id, "occurrence_id": occurrence_id,
+            "buyer_id": buyer_id, "shop_id": plan.shop_id, "variant": variant,
+            "kind": action.kind, "sink": action.sink, "payload": action.payload,
+            "ts_ms": ts_ms}
+
+
+def record_for_action(action: Mapping[str, Any], kind: str, record_id: str, ts_ms: int,
+                      ref: str | None = None) -> OperationRecord:
+    """The operation record of what became of a plan action (sent, granted, failed)."""
+    return OperationRecord(record_id=record_id, plan_id=action["plan_id"],
+                           occurrence_id=action["occurrence_id"], buyer_id=action["buyer_id"],
+                           shop_id=action["shop_id"], variant=action.get("variant"), kind=kind,
+                           ref=ref, ts_ms=ts_ms)
+
+
+def decode_operation_record(raw: bytes | None) -> OperationRecord:
+    obj = parse_object(raw)
+    kind = obj.get("kind")
+    if kind not in RECORD_KINDS:
+        raise InvalidEvent(f"kind: must be one of {', '.join(RECORD_KINDS)}")
+    ts_ms = obj.get("ts_ms")
+    if type(ts_ms) is not int or not 0 <= ts_ms <= MAX_SAFE_INT:
+        raise InvalidEvent("ts_ms: must be a non-negative integer")
+    ref = obj.get("ref")
+    if ref is not None and type(ref) is not str:
+        raise InvalidEvent("ref: must be a string or null")
+    variant = obj.get("variant")
+    if variant is not None and type(variant) is not str:
+        raise InvalidEvent("variant: must be a string or null")
+    return OperationRecord(
+        record_id=_long_id(obj, "record_id"), plan_id=required_id(obj, "plan_id"),
+        occurrence_id=_long_id(obj, "occurrence_id"), buyer_id=required_id(obj, "buyer_id"),
+        shop_id=required_id(obj, "shop_id"), variant=variant, kind=kind, ref=ref, ts_ms=ts_ms)
+
+
+def _long_id(obj: Mapping[str, Any], name: str) -> str:
+    # Built of other ids (plan, fire time or event, buyer, kind): longer than one id.
+    value = obj.get(name)
+    if type(value) is not str or not value or len(value) > 600:
+        raise InvalidEvent(f"{name}: must be a string of 1-600 characters")
+    return value
+
+
+def _month_day(text: Any) -> bool:
+    if type(text) is not str or len(text) != 5 or text[2] != "-":
+        return False
+    month, day = text[:2], text[3:]
+    return (month.isdigit() and day.isdigit() and 1 <= int(month) <= 12
+            and 1 <= int(day) <= 31)

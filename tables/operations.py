@@ -1,0 +1,87 @@
+"""State of operation plans, partitioned by buyer (like the clicks and cps.plan_actions).
+
+- members: "<shop_id>\\x1f<buyer_id>" -> Member (cps.members, re-keyed by buyer)
+- list_entries: "<list_id>\\x1f<buyer_id>" -> True (cps.lists)
+- behaviour: "<shop_id>\\x1f<buyer_id>" -> Facts, from the engine's own clicks and orders
+- action_history: "<shop_id>\\x1f<buyer_id>" -> when the buyer's latest actions at the shop
+  were decided (at most MAX_CAP), for frequency caps over all plans of the shop
+- plan_fired: plan_id -> the last fire time this partition started (schedule, now)
+- plan_progress: occurrence_id -> Progress of its task in this partition (event plans:
+  one row "<plan_id>@events")
+- plan_timers: "<due ms, 16 digits>\\x1f<occurrence_id>\\x1f<buyer_id>" -> Timer: event
+  triggers waiting for their delay, deferred buyers waiting for quiet hours to end
+- member_records: "<buyer_id>\\x1f<record_id>" -> OperationRecord, each record once
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass
+from typing import Any
+
+import orjson
+
+from app.domain.behaviour import Facts
+from app.domain.execution import Progress
+from app.engine.processor import Engine
+from app.records.operations import (
+    OperationRecord,
+    decode_stored_member,
+    encode_member,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    plan_id: str
+    occurrence_id: str
+    buyer_id: str
+    fire_ms: int
+    cause: str             # "event" (a trigger's delay) or "deferred" (quiet hours)
+    ref: str | None = None  # the triggering order id or click time
+
+
+@dataclass(frozen=True, slots=True)
+class OperationTables:
+    # StateTable in a worker, any object with the same `read`/`scan` in tests.
+    members: Any
+    list_entries: Any
+    behaviour: Any
+    action_history: Any
+    plan_fired: Any
+    plan_progress: Any
+    plan_timers: Any
+    member_records: Any
+
+
+def encode_facts(facts: Facts) -> bytes:
+    return orjson.dumps([facts.last_click_ms, facts.last_paid_ms, facts.last_created_ms,
+                         facts.paid, facts.unpaid])
+
+
+def decode_facts(raw: bytes) -> Facts:
+    last_click, last_paid, last_created, paid, unpaid = orjson.loads(raw)
+    return Facts(last_click, last_paid, last_created, tuple(map(tuple, paid)),
+                 tuple(map(tuple, unpaid)))
+
+
+def define(engine: Engine) -> OperationTables:
+    def json_table(name: str, decode=lambda value: value, encode=lambda value: value):
+        return engine.state_table(name, encode=lambda value: orjson.dumps(encode(value)),
+                                  decode=lambda raw: decode(orjson.loads(raw)))
+
+    return OperationTables(
+        members=engine.state_table("members", encode=encode_member,
+                                   decode=decode_stored_member),
+        list_entries=engine.state_table("list_entries", encode=lambda _on: b"1",
+                                        decode=lambda _raw: True),
+        behaviour=engine.state_table("behaviour", encode=encode_facts, decode=decode_facts),
+        action_history=json_table("action_history", decode=tuple),
+        plan_fired=engine.state_table("plan_fired", encode=lambda ms: b"%d" % ms,
+                                      decode=int),
+        plan_progress=json_table("plan_progress", decode=Progress.decode,
+                                 encode=Progress.encode),
+        plan_timers=json_table("plan_timers", decode=lambda row: Timer(*row),
+                               encode=astuple),
+        member_records=json_table("member_records",
+                                  decode=lambda row: OperationRecord(**row)),
+    )

@@ -1,0 +1,286 @@
+"""The plans pipeline (agents/plans.py) on the in-memory context: profiles re-keyed by
+buyer, occurrences paged under the throttle, pause, holdout, caps, quiet hours,
+lateness, event triggers, and operation records kept once."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import orjson
+import pytest
+
+import tables.operations
+from agents.plans import Operations, PlanRules, PlanTopics
+from app.domain.execution import DONE, RUNNING
+from app.domain.model import Click, OrderEvent, OrderLine
+from app.domain.operations import HOLDOUT, bucket
+from app.domain.plans import parse_plan
+from app.domain.sinks import Sink
+from app.engine.memory import MemoryContext, MemoryTables
+from app.sinks.fanout import SinkRegistry
+from app.topics import Topics
+
+TOPICS = Topics("cps.")
+T0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC
+HOOK = Sink(sink_id="hook", kind="webhook", url="http://127.0.0.1:1/hook",
+            streams=frozenset({"commissions"}))
+
+
+def plan(plan_id: str = "p1", **fields) -> object:
+    body = {"plan_id": plan_id, "shop_id": "s1", "audience": {"level_gte": 1},
+            "trigger": {"kind": "now"}, "created_ms": T0, "rate_per_s": 1000, "burst": 1000,
+            "action": {"kind": "grant", "sink": "hook", "payload": {"coupon": "c-5"}}}
+    return parse_plan({**body, **fields})
+
+
+class World:
+    def __init__(self, *plans, partitions: int = 1, page: int = 500) -> None:
+        self.catalog = SimpleNamespace(plans={p.plan_id: p for p in plans}, records_read=0,
+                                       sinks={"hook": HOOK}, channels={})
+        registry = SinkRegistry(self.catalog, "cps.", TOPICS.live)
+        registry.ready_topics.add(registry.topic("hook"))
+        self.tables = tables.operations.define(MemoryTables())
+        self.ops = Operations(
+            topics=PlanTopics(TOPICS.profiles_by_buyer, TOPICS.plan_actions,
+                              TOPICS.operation_records),
+            tables=self.tables, rules=PlanRules("UTC", 3_600_000, 4, page=page),
+            catalog=self.catalog, sinks=registry, share=lambda: 1.0)
+        self.ctx = MemoryContext(now_ms=T0, partitions=partitions)
+
+    def update(self, new_plan) -> None:
+        self.catalog.plans[new_plan.plan_id] = new_plan
+        self.catalog.records_read += 1
+
+    def member(self, buyer: str, shop: str = "s1", **profile) -> None:
+        value = {"shop_id": shop, "buyer_id": buyer, "level": 1, **profile}
+        self.ctx.deliver(self.ops.on_member, TOPICS.members, f"{shop}/{buyer}".encode(),
+                         orjson.dumps(value))
+
+    def tick(self, *, at_ms: int | None = None) -> None:
+        if at_ms is not None:
+            self.ctx.now_ms = at_ms
+        self.ops.execute(self.ctx)
+
+    def actions(self) -> list[dict]:
+        return [orjson.loads(s.value) for s in self.ctx.sent if s.topic == TOPICS.plan_actions]
+
+    def records(self, kind: str | None = None) -> list[dict]:
+        found = [orjson.loads(s.value) for s in self.ctx.sent
+                 if s.topic == TOPICS.operation_records]
+        return [r for r in found if kind is None or r["kind"] == kind]
+
+    def read_back_records(self) -> None:
+        for record in self.records():
+            self.ctx.deliver(self.ops.on_record, TOPICS.operation_records,
+                             record["buyer_id"].encode(), orjson.dumps(record))
+
+    def progress(self, occurrence: str):
+        return self.ctx.get(self.tables.plan_progress, occurrence.encode())
+
+
+def test_a_now_plan_acts_once_per_selected_buyer_and_finishes():
+    world = World(plan())
+    for n in range(30):
+        world.member(f"b{n:02d}", level=n % 3)
+    world.member("other-shop", shop="s2", level=5)
+    world.tick()
+    world.tick()
+    selected = {f"b{n:02d}" for n in range(30) if n % 3 >= 1}
+    assert {a["buyer_id"] for a in world.actions()} == selected
+    assert len(world.actions()) == len(selected)
+    action = world.actions()[0]
+    assert action["action_id"] == f"p1@{T0}:{action['buyer_id']}"
+    assert action["payload"] == {"coupon": "c-5"} and action["kind"] == "grant"
+    queued = [s for s in world.ctx.sent if s.topic == "cps.sink.hook"]
+    assert len(queued) == len(selected)  # to the plan's sink, whatever it subscribes to
+    progress = world.progress(f"p1@{T0}")
+    assert progress.state == DONE and progress.totals()["selected"] == len(selected)
+
+
+def test_pages_resume_after_the_last_buyer_decided():
+    world = World(plan(), page=7)
+    for n in range(40):
+        world.member(f"b{n:02d}")
+    world.tick()
+    progress = world.progress(f"p1@{T0}")
+    assert progress.state == RUNNING and progress.cursor == "b06"
+    for _ in range(10):
+        world.tick()
+    assert sorted(a["buyer_id"] for a in world.actions()) == [f"b{n:02d}" for n in range(40)]
+
+
+def test_the_throttle_sends_at_the_plans_rate_and_a_change_applies_at_once():
+    world = World(plan(rate_per_s=10, burst=10))
+    for n in range(200):
+        world.member(f"b{n:03d}")
+    world.tick()
+    assert len(world.actions()) == 10  # the burst
+    for step in range(1, 11):
+        world.tick(at_ms=T0 + step * 100)
+    assert len(world.actions()) == 20  # 10/s for a second
+    world.update(plan(rate_per_s=50, burst=10))
+    for step in range(11, 21):
+        world.tick(at_ms=T0 + step * 100)
+    # Seen at the first tick after it (1.1 s): 1 token at the old rate, then 50/s for 0.9 s.
+    assert len(world.actions()) == 20 + 1 + 45
+
+
+def test_a_paused_plan_sends_nothing_until_resumed():
+    world = World(plan(state="paused"))
+    world.member("b1")
+    world.tick()
+    assert world.actions() == [] and world.progress(f"p1@{T0}") is None
+    world.update(plan())
+    world.tick()
+    world.update(plan(state="paused"))
+    world.member("b2")
+    world.tick()
+    assert [a["buyer_id"] for a in world.actions()] == ["b1"]
+
+
+def test_pause_mid_run_stops_at_the_next_buyer_and_resume_finishes():
+    world = World(plan(rate_per_s=5, burst=5))
+    for n in range(20):
+        world.member(f"b{n:02d}")
+    world.tick()
+    world.update(plan(rate_per_s=5, burst=5, state="paused"))
+    world.tick(at_ms=T0 + 10_000)
+    assert len(world.actions()) == 5
+    world.update(plan(rate_per_s=1000, burst=1000))
+    world.tick(at_ms=T0 + 11_000)
+    world.tick(at_ms=T0 + 12_000)
+    assert sorted(a["buyer_id"] for a in world.actions()) == [f"b{n:02d}" for n in range(20)]
+
+
+def test_stop_ends_the_run():
+    world = World(plan(rate_per_s=1, burst=1))
+    for n in range(5):
+        world.member(f"b{n}")
+    world.tick()
+    world.update(plan(state="stopped"))
+    world.tick(at_ms=T0 + 10_000)
+    assert len(world.actions()) == 1
+    assert world.progress(f"p1@{T0}").state == "stopped"
+
+
+def test_holdout_buyers_are_recorded_and_not_sent():
+    world = World(plan(holdout_bp=5000))
+    buyers = [f"b{n:03d}" for n in range(200)]
+    for buyer in buyers:
+        world.member(buyer)
+    world.tick()
+    held = {r["buyer_id"] for r in world.records("held_out")}
+    assert held == {b for b in buyers if bucket("p1", b) < 5000}
+    assert held.isdisjoint(a["buyer_id"] for a in world.actions())
+    assert all(r["variant"] == HOLDOUT for r in world.records("held_out"))
+
+
+def test_variants_carry_their_payload():
+    world = World(plan(variants=[{"variant": "A", "weight_bp": 1, "payload": {"coupon": "a"}},
+                                 {"variant": "B", "weight_bp": 1}]))
+    for n in range(50):
+        world.member(f"b{n}")
+    world.tick()
+    payloads = {a["variant"]: a["payload"] for a in world.actions()}
+    assert payloads == {"A": {"coupon": "a"}, "B": {"coupon": "c-5"}}
+
+
+def test_a_fire_time_older_than_the_lateness_limit_is_missed_not_sent():
+    world = World(plan(created_ms=T0 - 2 * 3_600_000))
+    world.member("b1")
+    world.tick()
+    assert world.actions() == []
+    assert [r["kind"] for r in world.records()] == ["missed"]
+
+
+def test_the_frequency_cap_counts_actions_of_every_plan_of_the_shop():
+    cap = {"max": 1, "per_ms": 86_400_000}
+    world = World(plan("p1", frequency_cap=cap), plan("p2", frequency_cap=cap))
+    world.member("b1")
+    world.tick()
+    assert [a["plan_id"] for a in world.actions()] == ["p1"]
+    assert [(r["plan_id"], r["kind"]) for r in world.records()] == [("p2", "capped")]
+
+
+def test_quiet_hours_defer_until_they_end_then_send():
+    quiet = {"from": "21:00", "to": "08:00"}
+    night = T0 + 23 * 3_600_000  # 23:00 UTC
+    world = World(plan(created_ms=night, quiet_hours=quiet))
+    world.member("b1")
+    world.member("b2", tz="Asia/Shanghai")  # 07:00 there, quiet until 08:00 (00:00 UTC)
+    world.tick(at_ms=night)
+    assert {r["buyer_id"] for r in world.records("deferred")} == {"b1", "b2"}
+    world.tick(at_ms=night + 3_600_000)
+    assert [a["buyer_id"] for a in world.actions()] == ["b2"]
+    world.tick(at_ms=night + 9 * 3_600_000)  # 08:00 UTC: b1's quiet ends, 9 h late: missed
+    assert [a["buyer_id"] for a in world.actions()] == ["b2"]
+    assert [r["buyer_id"] for r in world.records("missed")] == ["b1"]
+
+
+def test_an_event_plan_reminds_a_buyer_whose_order_stays_unpaid():
+    reminder = plan("remind", audience={"created_unpaid_for_ms": 1_800_000},
+                    trigger={"kind": "event", "on": "created_unpaid", "delay_ms": 1_800_000})
+    world = World(reminder)
+    item = (OrderLine("i1", None, 1, 500),)
+    for order, buyer in (("o1", "b1"), ("o2", "b2")):
+        world.ops.on_order(world.ctx, OrderEvent(order, "created", T0, buyer, "s1", items=item))
+    world.ops.on_order(world.ctx, OrderEvent("o2", "paid", T0 + 60_000, "b2", "s1", items=item))
+    world.tick(at_ms=T0 + 1_000_000)
+    assert world.actions() == []
+    world.tick(at_ms=T0 + 1_800_000)
+    world.tick(at_ms=T0 + 1_900_000)
+    assert [(a["buyer_id"], a["occurrence_id"]) for a in world.actions()] == [
+        ("b1", "remind@o1:created")]
+
+
+def test_a_click_without_an_order_triggers_once_per_last_click():
+    plan_ = plan("came-back", audience={"clicked_within_ms": 86_400_000},
+                 trigger={"kind": "event", "on": "click_no_order", "delay_ms": 60_000})
+    world = World(plan_)
+    for n, at in enumerate((T0, T0 + 10_000)):
+        world.ops.on_click(world.ctx, Click(f"c{n}", at, "b1", "s1", "ch", "pr"))
+    world.ops.on_click(world.ctx, Click("c0", T0, "b1", "s1", "ch", "pr"))  # a replay
+    world.tick(at_ms=T0 + 120_000)
+    assert [a["occurrence_id"] for a in world.actions()] == ["came-back@c1"]
+
+
+def test_operation_records_are_kept_once_and_counted():
+    world = World(plan())
+    world.member("b1")
+    world.tick()
+    action = world.actions()[0]
+    sent = {"record_id": f"{action['occurrence_id']}:b1:granted", "plan_id": "p1",
+            "occurrence_id": action["occurrence_id"], "buyer_id": "b1", "shop_id": "s1",
+            "variant": None, "kind": "granted", "ref": None, "ts_ms": T0 + 5}
+    for _ in range(2):
+        world.ctx.deliver(world.ops.on_record, TOPICS.operation_records, b"b1",
+                          orjson.dumps(sent))
+    assert world.progress(action["occurrence_id"]).totals()["granted"] == 1
+    stored = world.tables.member_records.scan_prefix(0, b"b1\x1f", limit=10)
+    assert [record.kind for _key, record in stored] == ["granted"]
+
+
+def test_profiles_of_another_partition_are_rekeyed_by_buyer():
+    world = World(plan(), partitions=8)
+    world.member("b-elsewhere")
+    rekeyed = [s for s in world.ctx.sent if s.topic == TOPICS.profiles_by_buyer]
+    if world.ctx.owns(b"b-elsewhere"):
+        pytest.skip("the buyer happens to be in partition 0")
+    assert rekeyed and rekeyed[0].key == b"b-elsewhere"
+    world.ctx.deliver(world.ops.on_rekeyed_profile, TOPICS.profiles_by_buyer, rekeyed[0].key,
+                      rekeyed[0].value)
+    assert world.ctx.get(world.tables.members, b"s1\x1fb-elsewhere").level == 1
+
+
+@pytest.mark.parametrize(("key", "value", "reason"), [
+    (b"s1/b1", b"not json", "not JSON"),
+    (b"s1-b1", b'{"shop_id": "s1", "buyer_id": "b1"}', "key:"),
+    (b"s1/b1", b'{"shop_id": "s1", "buyer_id": "b2"}', "key: differs"),
+    (b"s1/b1", b'{"shop_id": "s1", "buyer_id": "b1", "birthday": "13-01"}', "birthday"),
+    (b"s1/b1", b'{"shop_id": "s1", "buyer_id": "b1", "tz": "Mars/Base"}', "tz"),
+    (b"s1/b1", b'{"shop_id": "s1", "buyer_id": "b1", "level": -1}', "level"),
+])
+def test_bad_member_records_are_dead_lettered_with_a_reason(key, value, reason):
+    world = World(plan())
+    world.ctx.deliver(world.ops.on_member, TOPICS.members, key, value)
+    assert len(world.ctx.dead_letters) == 1 and reason in world.ctx.dead_letters[0]
