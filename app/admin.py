@@ -9,6 +9,7 @@ accepts, and a refusal names the field.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 
 from app.connection import KafkaConnection
 from app.domain.links import LinkError, link_payload, promotion_from_request
+from app.domain.plans import ACTIVE, PAUSED, STOPPED, Plan
 from app.domain.tokens import LINK, Signer
 from app.records.configuration import (
     decode_activity,
@@ -27,7 +29,8 @@ from app.records.configuration import (
     decode_shop,
     decode_sink,
 )
-from app.records.fields import InvalidEvent
+from app.records.fields import MAX_ID_CHARS, InvalidEvent
+from app.records.operations import decode_plan
 from app.topics import Topics
 
 MAX_TTL_S = 366 * 86_400
@@ -61,6 +64,7 @@ def kinds(topics: Topics) -> dict[str, Kind]:
         "activities": Kind(topics.activities, "activity_id", decode_activity),
         "policy": Kind(topics.policy, None, decode_policy),
         "sinks": Kind(topics.sinks, "sink_id", decode_sink),
+        "plans": Kind(topics.plans, "plan_id", decode_plan),
     }
 
 
@@ -121,6 +125,46 @@ def issue_link(signer: Signer, body: Mapping[str, Any], *, now_ms: int,
             "expires_ms": expires_ms}
 
 
+def stamped_plan(body: Mapping[str, Any], existing: Plan | None, now_ms: int) -> dict[str, Any]:
+    """A plan body with its `created_ms`: given, kept from the plan it replaces, or now. A
+    `now` plan fires at `created_ms`, so re-writing a plan (a new rate, a pause) never
+    makes it fire again; DELETE and PUT it to run it anew."""
+    if body.get("created_ms") is not None:
+        return dict(body)
+    return {**body, "created_ms": existing.created_ms if existing is not None else now_ms}
+
+
+def plan_in_state(plan: Plan, action: str) -> bytes:
+    """`POST /admin/plans/{id}/pause|resume|stop`: the plan as written, in its new state."""
+    states = {"pause": PAUSED, "resume": ACTIVE, "stop": STOPPED}
+    if action not in states:
+        raise AdminError(404, "use /admin/plans/<id>/pause, /resume or /stop")
+    if plan.state == STOPPED and action != "stop":
+        raise AdminError(409, f"plan {plan.plan_id!r} is stopped; PUT it again to restart it")
+    return orjson.dumps({**plan.source, "created_ms": plan.created_ms,
+                         "state": states[action]})
+
+
+def list_members(raw: bytes) -> list[str]:
+    """`PUT /admin/lists/{id}`: buyer ids as a JSON array or JSON Lines (one id a line)."""
+    text = raw.strip()
+    try:
+        if text.startswith(b"["):
+            buyers = orjson.loads(text)
+        else:
+            buyers = [orjson.loads(line) for line in text.splitlines() if line.strip()]
+    except orjson.JSONDecodeError as exc:
+        raise AdminError(400, f"body: not a JSON array or JSON Lines of buyer ids: {exc}",
+                         "body") from None
+    for n, buyer in enumerate(buyers):
+        if type(buyer) is not str or not buyer or len(buyer) > MAX_ID_CHARS:
+            raise AdminError(400, f"[{n}]: a buyer id must be a string of 1-{MAX_ID_CHARS} "
+                                  "characters", f"[{n}]")
+    if not buyers:
+        raise AdminError(400, "body: no buyer ids", "body")
+    return buyers
+
+
 class ConfigWriter:
     """Writes configuration records (idempotent producer, acks from all replicas)."""
 
@@ -129,13 +173,24 @@ class ConfigWriter:
         self._producer: AIOKafkaProducer | None = None
 
     async def write(self, topic: str, key: str, value: bytes | None) -> int:
+        producer = await self._started()
+        metadata = await producer.send_and_wait(topic, value, key=key.encode())
+        return metadata.offset
+
+    async def write_many(self, topic: str, records: list[tuple[str, bytes | None]]) -> int:
+        """Write many records, all sent before any is awaited; returns how many."""
+        producer = await self._started()
+        acks = [await producer.send(topic, value, key=key.encode()) for key, value in records]
+        await asyncio.gather(*acks)
+        return len(acks)
+
+    async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
             producer = self.connection.producer(acks="all", enable_idempotence=True,
                                                 request_timeout_ms=10_000)
             await producer.start()
             self._producer = producer
-        metadata = await self._producer.send_and_wait(topic, value, key=key.encode())
-        return metadata.offset
+        return self._producer
 
     async def stop(self) -> None:
         if self._producer is not None:

@@ -32,6 +32,7 @@ from app.engine import internals
 from app.engine.processor import Engine
 from app.faust_app import create_app
 from app.monitor import Monitor
+from app.plan_progress import PlanProgress
 from app.settings import Settings
 from app.sinks.dispatcher import SinkDispatcher
 from app.sinks.fanout import SinkRegistry
@@ -48,11 +49,12 @@ from app.web import health as health_views
 from app.web import metrics as metrics_view
 from app.web import monitoring as monitoring_views
 from app.web import orders as order_center_views
+from app.web import plans as plan_views
 from app.web import sinks as sinks_view
 from app.web import subscribe as subscribe_view
 
 WEB_VIEWS = (health_views, accounts_view, click_redirect, admin_api, order_center_views,
-             demo_page, metrics_view, sinks_view, subscribe_view, monitoring_views)
+             demo_page, metrics_view, sinks_view, subscribe_view, monitoring_views, plan_views)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,7 @@ class Services:
     dispatcher: SinkDispatcher
     subscriptions: Subscriptions
     monitor: Monitor
+    plan_progress: PlanProgress
     state: State
 
 
@@ -162,7 +165,9 @@ def _services(settings: Settings) -> Services:
                     topology=topology, engine=engine, catalog=catalog, signer=signer,
                     spool=spool, spool_publisher=spool_publisher, click_service=click_service,
                     sink_registry=sink_registry, dispatcher=dispatcher,
-                    subscriptions=subscriptions, monitor=monitor, state=state)
+                    subscriptions=subscriptions, monitor=monitor, state=state,
+                    plan_progress=PlanProgress(
+                        connection, lambda: state.operations.plan_progress.changelog_topic))
 
 
 def _register_web_views(services: Services) -> None:
@@ -181,5 +186,6 @@ def _start_services_with_the_app(services: Services) -> None:
         await services.catalog.wait_ready()
         await app.add_runtime_dependency(services.dispatcher)
         await app.add_runtime_dependency(services.monitor)
+        await app.add_runtime_dependency(services.plan_progress)
 
     app.task(start_services)

@@ -18,12 +18,17 @@ from app.admin import (
     config_record,
     issue_link,
     kinds,
+    list_members,
     parse_body,
+    plan_in_state,
+    stamped_plan,
 )
 from app.records.configuration import encode_sink
 
 if TYPE_CHECKING:
     from app.bootstrap import Services
+
+LIST_BODY_BYTES = 32 * 1024 * 1024  # a list of ~1M buyer ids
 
 
 async def _body(request: Request, limit: int) -> dict:
@@ -81,13 +86,54 @@ def register(services: Services) -> None:
             return self.json({"worker": str(app.conf.canonical_url),
                               "processing": engine.running.is_set()})
 
-    # Registered after /admin/engine/..., which the pattern below would otherwise shadow.
+    @app.page("/admin/plans/pause-all")
+    class PauseAllPlans(View):
+        @admin_only
+        async def post(self, request: Request) -> Response:
+            """The kill switch: pause every active plan (each `resume`s on its own)."""
+            active = [plan for plan in list(catalog.plans.values()) if plan.state == "active"]
+            written = await writer.write_many(topics.plans, [
+                (plan.plan_id, plan_in_state(plan, "pause")) for plan in active])
+            return self.json({"paused": sorted(plan.plan_id for plan in active),
+                              "written": written})
+
+    @app.page("/admin/lists/{ident}")
+    class AudienceList(View):
+        @admin_only
+        async def put(self, request: Request, ident: str) -> Response:
+            """Put buyers on a list (a JSON array or JSON Lines of buyer ids)."""
+            if not ident or len(ident) > 128 or "/" in ident:
+                raise AdminError(400, "id: must be 1-128 characters without '/'", "id")
+            if (request.content_length or 0) > LIST_BODY_BYTES:
+                raise AdminError(413, f"body larger than {LIST_BODY_BYTES} bytes")
+            raw = await request.content.read(LIST_BODY_BYTES + 1)
+            if len(raw) > LIST_BODY_BYTES:
+                raise AdminError(413, f"body larger than {LIST_BODY_BYTES} bytes")
+            buyers = list_members(raw)
+            written = await writer.write_many(topics.lists, [
+                (f"{ident}/{buyer}", b"{}") for buyer in dict.fromkeys(buyers)])
+            return self.json({"list_id": ident, "buyers": written, "topic": topics.lists})
+
+    @app.page("/admin/plans/{ident}/{action}")
+    class PlanSwitch(View):
+        @admin_only
+        async def post(self, request: Request, ident: str, action: str) -> Response:
+            plan = catalog.plans.get(ident)
+            if plan is None:
+                raise AdminError(404, f"no plan {ident!r}")
+            offset = await writer.write(topics.plans, ident, plan_in_state(plan, action))
+            return self.json({"id": ident, "action": action, "offset": offset})
+
+    # Registered after the views above, which the pattern below would otherwise shadow.
     @app.page("/admin/{kind}/{ident}")
     class ConfigEntry(View):
         @admin_only
         async def put(self, request: Request, kind: str, ident: str) -> Response:
             entry = config_kind(kind)
-            record = config_record(entry, ident, await _body(request, body_limit))
+            body = await _body(request, body_limit)
+            if kind == "plans":
+                body = stamped_plan(body, catalog.plans.get(ident), int(time.time() * 1000))
+            record = config_record(entry, ident, body)
             offset = await writer.write(entry.topic, ident, record)
             return self.json({"kind": kind, "id": ident, "topic": entry.topic, "offset": offset,
                               "value": orjson.loads(record)})

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 MAX_PAGE = 200
 
 
-async def _owned(view: View, request: Request, table: StateTable, key: str,
+async def answer_where_owned(view: View, request: Request, table: StateTable, key: str,
                  answer: Callable[[int], Awaitable[Response]], partitions: int) -> Response:
     """Answer here when this worker owns `key` in `table`, else pass the request on."""
     try:
@@ -130,7 +130,7 @@ def register(services: Services) -> None:
                     ("Commissions", document["commissions"]),
                     ("Settlement", document["settlement"]),
                 ])
-            return await _owned(self, request, ledgers, order_id, answer, partitions)
+            return await answer_where_owned(self, request, ledgers, order_id, answer, partitions)
 
     @app.page("/promoters/{promoter_id}/orders")
     class PromoterOrders(View):
@@ -161,7 +161,8 @@ def register(services: Services) -> None:
                              "older orders</a></p>") if next_cursor else ""
                 return _page(self, f"Orders of promoter {promoter_id}",
                              [("Newest first", document["orders"])], more_link)
-            return await _owned(self, request, promoter_orders, promoter_id, answer, partitions)
+            return await answer_where_owned(self, request, promoter_orders, promoter_id, answer,
+                                            partitions)
 
     @app.page("/clicks")
     class Clicks(View):
@@ -183,4 +184,4 @@ def register(services: Services) -> None:
                 if _wants_json(request):
                     return self.json(document)
                 return _page(self, f"Recent clicks of buyer {buyer_id}", [("Newest first", rows)])
-            return await _owned(self, request, clicks, buyer_id, answer, partitions)
+            return await answer_where_owned(self, request, clicks, buyer_id, answer, partitions)

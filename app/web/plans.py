@@ -1,0 +1,141 @@
+"""`/plans`, `/plans/{plan_id}`: operation plans, their next fire times and windows, and
+each occurrence's progress (per partition and shard); `/members/{buyer_id}/records`: a
+buyer's operation records. HTML for people, JSON with `?format=json`."""
+
+from __future__ import annotations
+
+import html
+import itertools
+import time
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from faust.web import Request, Response, View
+
+from app.domain.execution import COUNTS, RUNNING, STOPPED, Progress
+from app.domain.periods import windows
+from app.domain.plans import Plan, fire_times
+from app.web.orders import answer_where_owned
+from app.web.pages import page, table
+
+if TYPE_CHECKING:
+    from app.bootstrap import Services
+
+AHEAD = 3  # next fire times and windows shown
+
+
+def occurrence_summary(occurrence: str, rows: Mapping[int, Progress],
+                       partitions: int) -> dict[str, Any]:
+    """One occurrence over the partitions that started it: state and totals."""
+    states = {row.state for row in rows.values()}
+    state = (RUNNING if RUNNING in states or len(rows) < partitions
+             else STOPPED if STOPPED in states else "done")
+    first = next(iter(rows.values()))
+    totals = dict.fromkeys(COUNTS, 0)
+    for row in rows.values():
+        for name, count in row.totals().items():
+            totals[name] += count
+    finished = [row.finished_ms for row in rows.values() if row.finished_ms is not None]
+    return {"occurrence_id": occurrence, "fire_ms": first.fire_ms, "state": state,
+            "partitions_started": len(rows), "finished_ms": max(finished) if (
+                state != RUNNING and finished) else None, **totals}
+
+
+def plan_summary(plan: Plan, occurrences: Mapping[str, Mapping[int, Progress]], *,
+                 default_tz: str, partitions: int, now_ms: int) -> dict[str, Any]:
+    zone = plan.zone(default_tz)
+    return {
+        "plan_id": plan.plan_id, "name": plan.name, "shop_id": plan.shop_id,
+        "state": plan.state, "trigger": plan.trigger.kind, "tz": zone,
+        "rate_per_s": plan.rate_per_s, "action": plan.action.kind, "sink": plan.action.sink,
+        "next_fire_ms": list(itertools.islice(fire_times(plan, now_ms, default_tz), AHEAD)),
+        "next_windows": [] if plan.period is None else [
+            {"start_ms": start, "end_ms": end}
+            for start, end in itertools.islice(windows(plan.period, zone, now_ms), AHEAD)],
+        "occurrences": [occurrence_summary(occurrence, rows, partitions)
+                        for occurrence, rows in occurrences.items()],
+    }
+
+
+def plan_detail(plan: Plan, occurrences: Mapping[str, Mapping[int, Progress]], *,
+                default_tz: str, partitions: int, now_ms: int) -> dict[str, Any]:
+    summary = plan_summary(plan, occurrences, default_tz=default_tz, partitions=partitions,
+                           now_ms=now_ms)
+    for entry in summary["occurrences"]:
+        rows = occurrences[entry["occurrence_id"]]
+        entry["partitions"] = {
+            str(partition): {"state": row.state, "cursor": row.cursor,
+                             "shards": {str(s): counts for s, counts in sorted(row.shards.items())}}
+            for partition, row in sorted(rows.items())}
+    return {**summary, "plan": plan.source}
+
+
+def register(services: Services) -> None:
+    """/plans, /plans/{plan_id}, /members/{buyer_id}/records."""
+    app, catalog, progress = services.app, services.catalog, services.plan_progress
+    default_tz, partitions = services.settings.plan_tz, services.settings.partitions
+    records = services.state.operations.member_records
+
+    @app.page("/plans")
+    class Plans(View):
+        async def get(self, request: Request) -> Response:
+            now_ms = int(time.time() * 1000)
+            plans = [plan_summary(plan, progress.of_plan(plan.plan_id), default_tz=default_tz,
+                                  partitions=partitions, now_ms=now_ms)
+                     for plan in sorted(catalog.plans.values(), key=lambda p: p.plan_id)]
+            if request.query.get("format") == "json":
+                return self.json({"ts_ms": now_ms, "plans": plans})
+            rows = [{"plan": f"{p['plan_id']}", "name": p["name"], "state": p["state"],
+                     "trigger": p["trigger"], "rate_per_s": p["rate_per_s"],
+                     "next fire": p["next_fire_ms"][0] if p["next_fire_ms"] else None,
+                     "occurrences": len(p["occurrences"]),
+                     **({name: sum(o[name] for o in p["occurrences"])
+                         for name in ("selected", "actions", "sent", "granted", "failed")})}
+                    for p in plans]
+            links = "".join(f'<li><a href="/plans/{html.escape(p["plan_id"])}">'
+                            f'{html.escape(p["plan_id"])}</a></li>' for p in plans)
+            return self.html(page("Operation plans", table(rows) + f"<ul>{links}</ul>",
+                                  refresh_s=5))
+
+    @app.page("/plans/{plan_id}")
+    class OnePlan(View):
+        async def get(self, request: Request, plan_id: str) -> Response:
+            plan = catalog.plans.get(plan_id)
+            if plan is None:
+                return self.json({"error": f"no plan {plan_id!r}"}, status=404)
+            now_ms = int(time.time() * 1000)
+            detail = plan_detail(plan, progress.of_plan(plan_id), default_tz=default_tz,
+                                 partitions=partitions, now_ms=now_ms)
+            if request.query.get("format") == "json":
+                return self.json(detail)
+            shards = [{"occurrence": o["occurrence_id"], "partition": partition,
+                       "shard": shard, **counts}
+                      for o in detail["occurrences"]
+                      for partition, row in o["partitions"].items()
+                      for shard, counts in row["shards"].items()]
+            occurrences = [{k: v for k, v in o.items() if k != "partitions"}
+                           for o in detail["occurrences"]]
+            windows_ = [{"start_ms": w["start_ms"], "end_ms": w["end_ms"]}
+                        for w in detail["next_windows"]]
+            body = (f"<p>state <b>{html.escape(plan.state)}</b>, trigger "
+                    f"{html.escape(plan.trigger.kind)}, {plan.rate_per_s:g} actions/s, "
+                    f"next fire times {detail['next_fire_ms']}</p>"
+                    f"<h2>Next windows</h2>{table(windows_)}"
+                    f"<h2>Occurrences</h2>{table(occurrences)}"
+                    f"<h2>Per partition and shard</h2>{table(shards)}")
+            return self.html(page(f"Plan {plan_id}", body, refresh_s=5))
+
+    @app.page("/members/{buyer_id}/records")
+    class MemberRecords(View):
+        async def get(self, request: Request, buyer_id: str) -> Response:
+            async def answer(partition: int) -> Response:
+                found = records.scan_prefix(partition, buyer_id.encode() + b"\x1f",
+                                            limit=1000)
+                rows = sorted((asdict(record) for _key, record in found),
+                              key=lambda r: (r["ts_ms"], r["record_id"]))
+                if request.query.get("format") == "json":
+                    return self.json({"buyer_id": buyer_id, "records": rows})
+                return self.html(page(f"Operation records of {buyer_id}", table(rows)))
+            return await answer_where_owned(self, request, records, buyer_id, answer,
+                                            partitions)
