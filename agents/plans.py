@@ -64,6 +64,30 @@ EVENT_ROW = "events"  # the one progress row of an event plan in a partition
 FIRES_PER_TICK = 10   # occurrences one plan may start in a partition per tick
 
 
+class CatchUp(Protocol):
+    def request(self, ctx: Any) -> int: ...
+
+
+class Runs:
+    """A partition's unfinished occurrences. One runs only once the partition's inputs
+    (profiles, lists, clicks, orders) are read as far as Kafka had them when it started,
+    so what it selects does not depend on how far the worker happened to have read."""
+
+    def __init__(self) -> None:
+        self.ready: dict[str, None] = {}
+        self._behind: list[tuple[int, str]] = []  # (ticket, occurrence), tickets ascending
+
+    def wait(self, occurrence: str, ticket: int) -> None:
+        self._behind.append((ticket, occurrence))
+
+    def caught_up(self, ticket: int) -> None:
+        while self._behind and self._behind[0][0] <= ticket:
+            self.ready[self._behind.pop(0)[1]] = None
+
+    def finish(self, occurrence: str) -> None:
+        self.ready.pop(occurrence, None)
+
+
 class PlanCatalog(Protocol):
     plans: dict[str, Plan]
     records_read: int
@@ -74,6 +98,7 @@ class PlanTopics:
     profiles_by_buyer: str
     plan_actions: str
     operation_records: str
+    inputs: tuple[str, ...]  # what a buyer's state comes from, read before an occurrence runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +113,9 @@ class Operations:
     """The plan handlers of the engine, one instance per worker."""
 
     def __init__(self, *, topics: PlanTopics, tables: OperationTables, rules: PlanRules,
-                 catalog: PlanCatalog, sinks: SinkRegistry,
-                 share: Callable[[], float]) -> None:
+                 catalog: PlanCatalog, sinks: SinkRegistry, share: Callable[[], float],
+                 catch_up: Callable[[tuple[str, ...], Callable[[Any, int], None]], CatchUp]
+                 ) -> None:
         self.topics = topics
         self.tables = tables
         self.rules = rules
@@ -99,6 +125,7 @@ class Operations:
         self._buckets: dict[str, TokenBucket] = {}
         self._next_fire: dict[str, tuple[Plan, int, int | None]] = {}
         self._event_plans_of: tuple[int, dict[tuple[str, str], list[Plan]]] = (-1, {})
+        self.inputs_read = catch_up(topics.inputs, self._inputs_read)
 
     # -- profiles and lists -------------------------------------------------------
 
@@ -225,17 +252,26 @@ class Operations:
         for plan in list(self.catalog.plans.values()):
             if plan.state == ACTIVE and plan.trigger.kind != EVENT:
                 self._start_due(ctx, plan, runs)
-        for occurrence in list(runs):
+        for occurrence in list(runs.ready):
             self._run(ctx, occurrence, runs)
         self._fire_timers(ctx)
 
-    def _load_runs(self, ctx: Any) -> dict[str, None]:
-        """The occurrences whose task in this partition is not finished (in start order)."""
+    def _inputs_read(self, ctx: Any, ticket: int) -> None:
+        ctx.cache(self._load_runs).caught_up(ticket)
+
+    def _load_runs(self, ctx: Any) -> Runs:
+        """The occurrences whose task in this partition is not finished (in start order),
+        all waiting for the inputs (after a restart nobody knows how far they were read)."""
+        runs = Runs()
         running = [progress for _key, progress in self.tables.plan_progress.scan(ctx.partition)
                    if progress.state == RUNNING]
-        return dict.fromkeys(p.occurrence_id for p in sorted(running, key=lambda p: p.fire_ms))
+        if running:
+            ticket = self.inputs_read.request(ctx)
+            for progress in sorted(running, key=lambda p: p.fire_ms):
+                runs.wait(progress.occurrence_id, ticket)
+        return runs
 
-    def _start_due(self, ctx: Any, plan: Plan, runs: dict[str, None]) -> None:
+    def _start_due(self, ctx: Any, plan: Plan, runs: Runs) -> None:
         plan_key = plan.plan_id.encode()
         after = ctx.get(self.tables.plan_fired, plan_key)
         if after is None:
@@ -248,7 +284,7 @@ class Operations:
             ctx.put(self.tables.plan_progress, occurrence.encode(),
                     Progress(plan.plan_id, occurrence, fire, started_ms=ctx.now_ms))
             ctx.put(self.tables.plan_fired, plan_key, fire)
-            runs[occurrence] = None
+            runs.wait(occurrence, self.inputs_read.request(ctx))
             after = fire
 
     def _next_fire_after(self, plan: Plan, after: int) -> int | None:
@@ -260,11 +296,11 @@ class Operations:
         self._next_fire[plan.plan_id] = (plan, after, fire)
         return fire
 
-    def _run(self, ctx: Any, occurrence: str, runs: dict[str, None]) -> None:
+    def _run(self, ctx: Any, occurrence: str, runs: Runs) -> None:
         row = occurrence.encode()
         stored = ctx.get(self.tables.plan_progress, row)
         if stored is None or stored.state != RUNNING:
-            runs.pop(occurrence, None)
+            runs.finish(occurrence)
             return
         plan = self.catalog.plans.get(stored.plan_id)
         if plan is not None and plan.state == PAUSED:
@@ -276,7 +312,7 @@ class Operations:
             progress.state = DONE
         if progress.state != RUNNING:
             progress.finished_ms = ctx.now_ms
-            runs.pop(occurrence, None)
+            runs.finish(occurrence)
         if progress != stored:
             ctx.put(self.tables.plan_progress, row, progress)
 
@@ -429,12 +465,16 @@ def create(services: Services) -> Operations:
     topics, settings, engine = services.topics, services.settings, services.engine
     return Operations(
         topics=PlanTopics(topics.profiles_by_buyer, topics.plan_actions,
-                          topics.operation_records),
+                          topics.operation_records,
+                          inputs=(topics.members, topics.lists, topics.profiles_by_buyer,
+                                  topics.clicks, topics.clicks_by_buyer,
+                                  topics.orders_by_buyer)),
         tables=services.state.operations,
         rules=PlanRules(default_tz=settings.plan_tz,
                         max_lateness_ms=settings.plan_max_lateness_ms,
                         shards=settings.plan_shards),
-        catalog=services.catalog, sinks=services.sink_registry, share=engine.owned_share)
+        catalog=services.catalog, sinks=services.sink_registry, share=engine.owned_share,
+        catch_up=engine.catch_up)
 
 
 def register(services: Services, operations: Operations) -> None:

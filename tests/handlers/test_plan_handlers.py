@@ -42,10 +42,26 @@ class World:
         self.tables = tables.operations.define(MemoryTables())
         self.ops = Operations(
             topics=PlanTopics(TOPICS.profiles_by_buyer, TOPICS.plan_actions,
-                              TOPICS.operation_records),
+                              TOPICS.operation_records, inputs=(TOPICS.members,)),
             tables=self.tables, rules=PlanRules("UTC", 3_600_000, 4, page=page),
-            catalog=self.catalog, sinks=registry, share=lambda: 1.0)
+            catalog=self.catalog, sinks=registry, share=lambda: 1.0,
+            catch_up=self._inputs_read_at_once)
         self.ctx = MemoryContext(now_ms=T0, partitions=partitions)
+
+    def _inputs_read_at_once(self, topics, hook):
+        """In memory every input is read: a ticket is caught up as soon as it is asked."""
+        world = self
+
+        class Barrier:
+            tickets = 0
+
+            def request(self, ctx) -> int:
+                self.tickets += 1
+                world.caught_up.append((hook, self.tickets))
+                return self.tickets
+
+        self.caught_up: list = []
+        return Barrier()
 
     def update(self, new_plan) -> None:
         self.catalog.plans[new_plan.plan_id] = new_plan
@@ -60,6 +76,11 @@ class World:
         if at_ms is not None:
             self.ctx.now_ms = at_ms
         self.ops.execute(self.ctx)
+        if self.caught_up:  # the barrier's hooks run after the tick that asked, then a tick
+            while self.caught_up:
+                hook, ticket = self.caught_up.pop(0)
+                hook(self.ctx, ticket)
+            self.ops.execute(self.ctx)
 
     def actions(self) -> list[dict]:
         return [orjson.loads(s.value) for s in self.ctx.sent if s.topic == TOPICS.plan_actions]
