@@ -1,7 +1,8 @@
 """A live-stream-like event stream for the demo: configuration, clicks, order lives, garbage.
 
 Deterministic for a seed and a clock: `DemoStream(seed).configuration(now)`
-gives channels, shops and activities; `next_events(now)` gives the next
+gives channels, shops and activities; `operations(now)` member profiles and
+two operation plans; `next_events(now)` gives the next
 batch of clicks and order events. A few buyers are hot (Zipf-like), orders
 follow clicks, some are paid before they are created, some are refunded,
 and a small share of messages is garbage for the dead-letter topic. One
@@ -32,6 +33,7 @@ CHANNELS = [
      "self_purchase": False, "settle_days": 15},
 ]
 CATEGORIES = ["beauty", "food", "fashion", "digital", "home"]
+PLAN_SHOPS = 5  # buyers are members of one of the first shops each
 
 
 @dataclass(order=True)
@@ -100,6 +102,41 @@ class DemoStream:
         ]
         for activity in activities:
             yield "activities", activity["activity_id"], activity
+
+    # -- operation plans (SPEC 13) -------------------------------------------------
+
+    def operations(self, now_ms: int) -> Iterator[tuple[str, str, dict]]:
+        """Member profiles at the first shops and two plans: a coupon every minute to the
+        active members of shop-000 (capped at one an hour each, a tenth held out), and a
+        reminder to buyers whose order stays unpaid for 30 minutes. Both deliver through
+        the sink `demo-webhook` (`make run` sets it up)."""
+        for index, buyer in enumerate(self.buyers):
+            shop = self.shops[index % PLAN_SHOPS]
+            yield "members", f"{shop}/{buyer}", {
+                "shop_id": shop, "buyer_id": buyer, "level": self.rnd.randrange(5),
+                "tags": self.rnd.sample(["vip", "new", "churned", "student"],
+                                        k=self.rnd.randrange(3)),
+                "follower": self.rnd.random() < 0.4,
+                "birthday": f"{self.rnd.randrange(1, 13):02d}-{self.rnd.randrange(1, 29):02d}",
+                "tz": self.rnd.choice(["Asia/Shanghai", None])}
+        action = {"kind": "grant", "sink": "demo-webhook"}
+        yield "plans", "demo-coupon", {
+            "plan_id": "demo-coupon", "shop_id": self.shops[0], "name": "Coupon for members",
+            "created_ms": now_ms, "trigger": {"kind": "schedule", "cron": "* * * * *"},
+            "audience": {"all": [{"level_gte": 2}, {"not": {"tag": "churned"}}]},
+            "action": {**action, "payload": {"coupon": "5-off"}}, "holdout_bp": 1000,
+            "variants": [{"variant": "5-off", "weight_bp": 5000},
+                         {"variant": "10-off", "weight_bp": 5000,
+                          "payload": {"coupon": "10-off"}}],
+            "frequency_cap": {"max": 1, "per_ms": 3_600_000}, "rate_per_s": 20, "burst": 20}
+        yield "plans", "demo-unpaid-reminder", {
+            "plan_id": "demo-unpaid-reminder", "shop_id": self.shops[0],
+            "name": "Reminder: order unpaid for 30 minutes", "created_ms": now_ms,
+            "trigger": {"kind": "event", "on": "created_unpaid", "delay_ms": 1_800_000},
+            "audience": {"created_unpaid_for_ms": 1_800_000},
+            "action": {"kind": "notify", "sink": "demo-webhook",
+                       "payload": {"template": "unpaid-reminder"}},
+            "quiet_hours": {"from": "22:00", "to": "08:00"}, "rate_per_s": 50, "burst": 50}
 
     # -- traffic ---------------------------------------------------------------
 

@@ -38,6 +38,7 @@ def _register() -> None:
         kafka,
         link,
         period,
+        plans,
         produce,
         reconcile,
         settings,
@@ -45,8 +46,8 @@ def _register() -> None:
         worker,
     )
 
-    for module in (kafka, worker, link, produce, demo, reconcile, sinks, dev, bench, settings,
-                   period):
+    for module in (kafka, worker, link, produce, demo, reconcile, sinks, plans, dev, bench,
+                   settings, period):
         main.add_command(module.command)
 
 

@@ -52,11 +52,11 @@ async def run_demo(settings: Settings, *, rate: int, events: int, buyers: int, s
     tick_s = 0.1
     async with Feeder(settings) as feeder:
         now_ms = int(time.time() * 1000)
-        for topic, key, value in stream.configuration(now_ms):
+        for topic, key, value in (*stream.configuration(now_ms), *stream.operations(now_ms)):
             await feeder.send(topic, key, orjson.dumps(value))
         await feeder.flush()
-        report(f"demo: configuration sent; streaming about {rate} events/s "
-               f"({buyers} buyers), Ctrl-C stops")
+        report(f"demo: configuration, {buyers} member profiles and 2 plans sent; streaming "
+               f"about {rate} events/s ({buyers} buyers), Ctrl-C stops")
         await asyncio.sleep(1.0)  # let every worker see the configuration first
         sent, next_report, carry = 0, time.monotonic() + 5, 0.0
         while not events or sent < events:

@@ -148,7 +148,8 @@ async def _demo_and_watch(settings: Settings, rate: int, admin_token: str) -> No
     await receiver.start()
     await _configure_demo_sink(settings, admin_token, receiver.url)
     print(f"demo webhook receiver: {receiver.url} (sink demo-webhook: commissions and "
-          f"settlements of kuaishou orders, at most {DEMO_SINK_RATE} per second)", flush=True)
+          f"settlements of kuaishou orders, and the demo plans' actions, at most "
+          f"{DEMO_SINK_RATE} per second)", flush=True)
     demo = asyncio.create_task(run_demo(settings, rate=rate, events=0, buyers=3000, seed=7))
     try:
         await _watch_attributions(settings, receiver)
@@ -187,7 +188,7 @@ class DemoReceiver:
         if self.shown > 0:
             self.shown -= 1
             event = body["event"]
-            print(f"webhook got {body['stream']} {event.get('order_id')} "
+            print(f"webhook got {body['stream']} {event.get('order_id') or event.get('action_id')} "
                   f"(Idempotency-Key {request.headers.get('Idempotency-Key')})", flush=True)
         return web.Response(status=204)
 

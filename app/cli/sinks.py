@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 
 import click
 import orjson
@@ -29,15 +30,18 @@ def replay(settings: Settings, name: str, since_ms: int | None) -> None:
     Replaying twice sends the events twice (receivers de-duplicate by the
     Idempotency-Key header); use --since-ms to replay only newer ones.
     """
-    count = asyncio.run(_replay(settings, name, since_ms))
+    count = asyncio.run(requeue_dead_letters(settings, lambda letter: (
+        letter.get("sink_id") == name
+        and (since_ms is None or letter.get("ts_ms", 0) >= since_ms))))
     click.echo(f"requeued {count} dead letters of sink {name!r}")
     if count == 0:
         sys.exit(1)
 
 
-async def _replay(settings: Settings, name: str, since_ms: int | None) -> int:
+async def requeue_dead_letters(settings: Settings, wanted: Callable[[dict], bool]) -> int:
+    """Put the `wanted` sink dead letters (as written so far) back on their sinks' queues,
+    in order; returns how many."""
     topics = Topics(settings.topic_prefix)
-    queue = f"{settings.topic_prefix}sink.{name}"
     connection = KafkaConnection.from_settings(settings)
     consumer = connection.consumer(topics.sinks_deadletter, group_id=None,
                                    isolation_level="read_committed",
@@ -54,12 +58,13 @@ async def _replay(settings: Settings, name: str, since_ms: int | None) -> int:
         while len(done) < len(ends):
             for tp, messages in (await consumer.getmany(timeout_ms=1000)).items():
                 for message in messages:
-                    if message.offset >= ends[tp] or message.key != name.encode():
+                    if message.offset >= ends[tp]:
                         continue
                     letter = orjson.loads(message.value)
-                    if since_ms is not None and letter.get("ts_ms", 0) < since_ms:
+                    if not wanted(letter):
                         continue
                     key = letter["key"].encode() if letter.get("key") else None
+                    queue = f"{settings.topic_prefix}sink.{letter['sink_id']}"
                     await producer.send_and_wait(queue, orjson.dumps(letter["record"]), key=key)
                     count += 1
             for tp, end in ends.items():

@@ -43,8 +43,10 @@ def test_dashboard_draws_live_charts_without_errors(make_worker):
                 "return {updates: window.dashboard.updates, points: window.dashboard.points,"
                 " errors: window.dashboard.errors,"
                 " canvases: document.querySelectorAll('.uplot canvas').length,"
-                " sinks: document.querySelectorAll('#workers tr').length}")
-            if state["updates"] >= 3 and state["canvases"] >= 3 and state["points"] > 50:
+                " sinks: document.querySelectorAll('#workers tr').length,"
+                " plans: document.querySelectorAll('#plans tr').length}")
+            if (state["updates"] >= 3 and state["canvases"] >= 3 and state["points"] > 50
+                    and state["plans"] == 3):
                 break
             time.sleep(1)
         ARTIFACTS.mkdir(exist_ok=True)
@@ -55,6 +57,7 @@ def test_dashboard_draws_live_charts_without_errors(make_worker):
         assert state["errors"] == [], state
         assert severe == [], severe
         assert state["sinks"] >= 2  # a header row and this worker
+        assert state["plans"] == 3  # a header row and the demo's two plans
     finally:
         driver.quit()
         demo.kill()

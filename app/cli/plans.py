@@ -1,0 +1,37 @@
+"""`cps plans retry PLAN`: queue a plan's failed actions again."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import click
+
+from app.cli.sinks import requeue_dead_letters
+from app.settings import Settings
+
+
+@click.group("plans")
+def command() -> None:
+    """Operate operation plans (SPEC 13)."""
+
+
+@command.command("retry")
+@click.argument("plan")
+@click.pass_obj
+def retry(settings: Settings, plan: str) -> None:
+    """Queue every failed action of PLAN again on its sink.
+
+    An action fails when its sink gave up on it (after its last retry, or a
+    refusal); it is then on the sinks' dead-letter topic and recorded
+    `failed`. Retried actions keep their action id, so the receiver's
+    Idempotency-Key drops any it already took; delivered, they are recorded
+    `sent` or `granted`. Actions of a stopped or deleted plan are not sent.
+    Exits 1 when there was nothing to retry.
+    """
+    count = asyncio.run(requeue_dead_letters(settings, lambda letter: (
+        letter.get("stream") == "plan_actions"
+        and (letter.get("record") or {}).get("event", {}).get("plan_id") == plan)))
+    click.echo(f"requeued {count} failed actions of plan {plan!r}")
+    if count == 0:
+        sys.exit(1)
