@@ -367,6 +367,9 @@ class Operations:
         if decision is None:
             return True
         if decision.outcome == SEND:
+            sink = plan.action_for(decision.variant).sink
+            if self.sinks.queue_of(sink) is None and self.sinks.configured(sink):
+                return False  # its queue is being created (a sink just added): wait for it
             if not self._bucket(plan, ctx.now_ms).try_take(ctx.now_ms / 1000):
                 return False
             self._send_action(ctx, plan, occurrence, buyer_id, decision.variant)

@@ -50,13 +50,15 @@ class SinkRegistry:
                 if queued.topic in self.ready_topics and queued.sink.enabled
                 and matches(queued.sink.streams, filters, stream, facts)]
 
-    def deliverable(self, sink_id: str) -> QueuedSink | None:
-        """The sink `sink_id` when its queue exists and it is enabled."""
+    def queue_of(self, sink_id: str) -> QueuedSink | None:
+        """The sink `sink_id` once its queue exists (it delivers when enabled)."""
         for queued in self._current().sinks:
             if queued.sink.sink_id == sink_id:
-                return queued if (queued.topic in self.ready_topics
-                                  and queued.sink.enabled) else None
+                return queued if queued.topic in self.ready_topics else None
         return None
+
+    def configured(self, sink_id: str) -> bool:
+        return any(queued.sink.sink_id == sink_id for queued in self._current().sinks)
 
     def _current(self) -> _Derived:
         # Asked for every published result: derived once per catalog change, not per event.
@@ -111,7 +113,7 @@ def fan_out(ctx, registry: SinkRegistry, stream: str, key_id: str, event_id: str
         "stream": stream, "event_id": event_id, "ts_ms": ctx.now_ms, "event": event,
         "facts": facts}))
     wanting = registry.wanting(stream, facts)
-    named = None if to is None else registry.deliverable(to)
+    named = None if to is None else registry.queue_of(to)
     if named is not None and named not in wanting:
         wanting.append(named)
     if wanting:

@@ -37,7 +37,7 @@ class World:
     def __init__(self, *plans, partitions: int = 1, page: int = 500) -> None:
         self.catalog = SimpleNamespace(plans={p.plan_id: p for p in plans}, records_read=0,
                                        sinks={"hook": HOOK}, channels={})
-        registry = SinkRegistry(self.catalog, "cps.", TOPICS.live)
+        registry = self.registry = SinkRegistry(self.catalog, "cps.", TOPICS.live)
         registry.ready_topics.add(registry.topic("hook"))
         self.tables = tables.operations.define(MemoryTables())
         self.ops = Operations(
@@ -305,3 +305,16 @@ def test_bad_member_records_are_dead_lettered_with_a_reason(key, value, reason):
     world = World(plan())
     world.ctx.deliver(world.ops.on_member, TOPICS.members, key, value)
     assert len(world.ctx.dead_letters) == 1 and reason in world.ctx.dead_letters[0]
+
+
+def test_a_new_sinks_queue_is_waited_for_and_a_missing_sink_fails_the_action():
+    world = World(plan(), plan("p2", action={"kind": "notify", "sink": "nowhere"}))
+    world.registry.ready_topics.clear()  # `hook` configured, its queue not created yet
+    world.member("b1")
+    world.tick()
+    assert world.actions() == [a for a in world.actions() if a["plan_id"] == "p2"]
+    assert [(r["plan_id"], r["kind"], r["ref"]) for r in world.records()] == [
+        ("p2", "failed", "no sink 'nowhere' to deliver it")]
+    world.registry.ready_topics.add(world.registry.topic("hook"))
+    world.tick(at_ms=T0 + 1000)
+    assert sorted(a["plan_id"] for a in world.actions()) == ["p1", "p2"]
