@@ -51,7 +51,7 @@ def percentile(values: list[int], share: float) -> int | None:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-async def _start(settings: Settings, implementation: Implementation, prefix: str,
+async def start_engine(settings: Settings, implementation: Implementation, prefix: str,
                  workload: Workload, burst: Iterable[tuple[str, str, bytes]] = ()) -> _Started:
     """Topics, configuration and `burst` of `prefix`, then the implementation's process."""
     configuration = list(workload.configuration())
@@ -83,7 +83,7 @@ async def measure_live(settings: Settings, implementation: Implementation, *, ra
     shape = Shape(events=rate * seconds, buyers=buyers, base_rate=rate, burst_factor=1,
                   burst_share=0.0, seed=2)
     workload = Workload(shape, start_ms=int(time.time() * 1000))
-    started = await _start(settings, implementation, prefix, workload)
+    started = await start_engine(settings, implementation, prefix, workload)
     output, feeder = started.output, started.feeder
     process, state_dir = started.launched.process, started.launched.state_dir
     timed: set[bytes] = set()
@@ -180,7 +180,7 @@ async def measure_state(settings: Settings, engine: Implementation, *, buyers: i
         "shop_id": workload.shops[n % len(workload.shops)], "channel_id": channels[n % 4],
         "promoter_id": f"sp-{n % 5000}"})) for n in range(buyers))
     report(f"bench: state: writing one click each of {buyers:,} buyers")
-    started = await _start(settings, engine, prefix, workload, burst)
+    started = await start_engine(settings, engine, prefix, workload, burst)
     inputs = [f"{prefix}clicks", f"{prefix}orders"]
     began = time.monotonic()
     result: dict = {"buyers": buyers}

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from app.bench.live import measure_live, measure_state
+from app.bench.plans import measure_plan
 from app.bench.runner import Result, implementations, measure, prefill
 from app.bench.workload import Shape
 from app.settings import Settings
@@ -23,6 +24,7 @@ class Phases:
     live_seconds: int = 60        # 0: no live phase
     live_rate: int | None = None  # None: half the engine's drain rate
     state_buyers: int = 1_000_000  # 0: no state phase
+    plan_members: int = 1_000_000  # 0: no plan phase
     # All implementations at once (a smoke run's speed; their numbers then not comparable).
     side_by_side: bool = False
 
@@ -31,7 +33,7 @@ def run_all(settings: Settings, shape: Shape, names: list[str], *, timeout_s: fl
             report: Callable[[str], None], phases: Phases = Phases()) -> tuple[list[Result], dict]:
     """Every implementation drains the prefilled input, then the live and state phases run.
 
-    Returns the results and what the further phases found (`live_rate`, `state`).
+    Returns the results and what the further phases found (`live_rate`, `state`, `plan`).
     """
     async def main() -> tuple[list[Result], dict]:
         # The output counters start as the topics are created; aiokafka logs the
@@ -68,6 +70,11 @@ def run_all(settings: Settings, shape: Shape, names: list[str], *, timeout_s: fl
                 settings, table["engine"], buyers=phases.state_buyers, run_prefix=prefix,
                 report=report, timeout_s=timeout_s)
             report(f"bench: state: {further['state']}")
+        if phases.plan_members and "engine" in names:
+            further["plan"] = await measure_plan(
+                settings, table["engine"], members=phases.plan_members, run_prefix=prefix,
+                report=report, timeout_s=timeout_s)
+            report(f"bench: plan: {further['plan']}")
         return results, further
     return asyncio.run(main())
 

@@ -17,6 +17,7 @@ from app.broker.local import KAFKA_VERSION
 TARGETS = {"d/a": ("raw", 0.5), "d/b": ("peer", 1.0), "d/c": ("naive", 3.0)}
 DELAY_P99_TARGET_MS = 250
 RSS_TARGET_MB = 1024
+PLAN_TARGET_S = 300
 
 
 def machine() -> dict[str, str]:
@@ -84,7 +85,7 @@ def markdown(run: dict) -> str:
         verdict = ("not measured" if value is None else
                    f"{value:.3f} (target >= {target}: {'met' if value >= target else 'missed'})")
         lines.append(f"- {name}: {verdict}")
-    lines += _live_lines(run) + _state_lines(run.get("state"))
+    lines += _live_lines(run) + _state_lines(run.get("state")) + _plan_lines(run.get("plan"))
     return "\n".join(lines) + "\n"
 
 
@@ -131,6 +132,21 @@ def _state_lines(state: dict | None) -> list[str]:
             f"{'running' if state['alive'] else 'gone'}; peak RSS {rss:,} MiB (target < "
             f"{RSS_TARGET_MB:,}: {'met' if rss < RSS_TARGET_MB else 'missed'})"]
 
+
+
+def _plan_lines(plan: dict | None) -> list[str]:
+    if not plan:
+        return ["- operation plan: no plan phase"]
+    if plan.get("error"):
+        return [f"- operation plan: {plan['members']:,} members: {plan['error']}"]
+    rss = plan["peak_rss_mb"]
+    return [f"- operation plan: a `now` plan over {plan['members']:,} members (loaded in "
+            f"{plan['load_seconds']:,} s) gave {plan['actions']:,} distinct actions "
+            f"({plan['requests']:,} requests) at a local webhook in {plan['seconds']:,} s "
+            f"from writing the plan to the last one (target < {PLAN_TARGET_S} s: "
+            f"{'met' if plan['seconds'] < PLAN_TARGET_S else 'missed'}), "
+            f"{plan['actions_per_s']:,} actions/s; peak RSS {rss:,} MiB (target < "
+            f"{RSS_TARGET_MB:,}: {'met' if rss < RSS_TARGET_MB else 'missed'})"]
 
 
 START, END = "<!-- cps bench: start -->", "<!-- cps bench: end -->"

@@ -22,7 +22,8 @@ DEFAULT = Shape()
 QUICK = Shape(events=10_000, buyers=5_000, shops=100)
 DEFAULT_PHASES = Phases()
 # A smoke run in under a minute: everything side by side, the live phase at a fixed low rate.
-QUICK_PHASES = Phases(live_seconds=5, live_rate=200, state_buyers=10_000, side_by_side=True)
+QUICK_PHASES = Phases(live_seconds=5, live_rate=200, state_buyers=10_000, plan_members=5_000,
+                      side_by_side=True)
 
 
 @click.command("bench")
@@ -41,6 +42,9 @@ QUICK_PHASES = Phases(live_seconds=5, live_rate=200, state_buyers=10_000, side_b
 @click.option("--state-buyers", type=click.IntRange(0), default=DEFAULT_PHASES.state_buyers,
               show_default=True, help="Distinct buyers the engine takes into its state in "
               "the memory phase (one click each, all written at once); 0 skips it.")
+@click.option("--plan-members", type=click.IntRange(0), default=DEFAULT_PHASES.plan_members,
+              show_default=True, help="Members a `now` plan acts on in the plan phase (every "
+              "one gets an action through a local webhook); 0 skips it.")
 @click.option("--timeout-s", type=click.IntRange(10), default=3600, show_default=True,
               help="Give up on an implementation that has not finished after this long.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
@@ -50,7 +54,8 @@ QUICK_PHASES = Phases(live_seconds=5, live_rate=200, state_buyers=10_000, side_b
               "replacing the previous results and keeping the text around them.")
 @click.pass_obj
 def command(settings: Settings, events: int, buyers: int, quick: bool, only: str,
-            live_seconds: int, live_rate: int | None, state_buyers: int, timeout_s: int,
+            live_seconds: int, live_rate: int | None, state_buyers: int, plan_members: int,
+            timeout_s: int,
             json_path: Path, markdown_path: Path | None) -> None:
     """Fill the input topics once, then time each implementation draining them.
 
@@ -62,8 +67,10 @@ def command(settings: Settings, events: int, buyers: int, quick: bool, only: str
     memory and the engine's ratios to the others. Then each is fed live at
     half the engine's drain rate for the attribution delay (from an order's
     time to its committed attribution) and its CPU per event while live, with
-    how busy the machine was; and the engine drains one click each
-    of many buyers written at once for its memory with them in state. Without
+    how busy the machine was; the engine drains one click each
+    of many buyers written at once for its memory with them in state; and a
+    `now` operation plan acts on many members through a local webhook (time
+    to the last action, actions/s, peak RSS). Without
     CPS_BROKER it uses (and starts if needed) the local broker of
     `cps kafka start`. It measures over PLAINTEXT only: the peers it compares
     with take a bootstrap address and nothing else.
@@ -85,7 +92,8 @@ def command(settings: Settings, events: int, buyers: int, quick: bool, only: str
         except BrokerError as exc:
             raise click.ClickException(str(exc)) from exc
         settings = replace(settings, broker=state.bootstrap)
-    phases = QUICK_PHASES if quick else Phases(live_seconds, live_rate, state_buyers)
+    phases = QUICK_PHASES if quick else Phases(live_seconds, live_rate, state_buyers,
+                                               plan_members)
     results, further = run_all(settings, shape, names, timeout_s=timeout_s, report=click.echo,
                                phases=phases)
     run = as_json(results, further, "cps " + shlex.join(sys.argv[1:]), asdict(shape))
@@ -96,7 +104,7 @@ def command(settings: Settings, events: int, buyers: int, quick: bool, only: str
     if markdown_path is not None:
         write_section(markdown_path, text)
     click.echo(f"results: {json_path}" + (f", {markdown_path}" if markdown_path else ""))
-    state = further.get("state", {})
+    state, plan = further.get("state", {}), further.get("plan", {})
     if any(result.error or result.delays_ms.get("error") for result in results) or (
-            state.get("error") or state.get("dead_letters")):
+            state.get("error") or state.get("dead_letters") or plan.get("error")):
         sys.exit(1)
