@@ -122,6 +122,7 @@ class Operations:
         self.catalog = catalog
         self.sinks = sinks
         self.share = share  # this worker's part of the partitions, for the throttle
+        self._share = 1.0   # asked once per tick (it walks the assignment)
         self._buckets: dict[str, TokenBucket] = {}
         self._next_fire: dict[str, tuple[Plan, int, int | None]] = {}
         self._event_plans_of: tuple[int, dict[tuple[str, str], list[Plan]]] = (-1, {})
@@ -248,6 +249,7 @@ class Operations:
     # -- the timer: start occurrences, page through them, fire due timers --------------
 
     def execute(self, ctx: Any) -> None:
+        self._share = self.share()
         runs = ctx.cache(self._load_runs)
         for plan in list(self.catalog.plans.values()):
             if plan.state == ACTIVE and plan.trigger.kind != EVENT:
@@ -405,7 +407,7 @@ class Operations:
         ctx.send(self.topics.operation_records, buyer_id.encode(), record.encode())
 
     def _bucket(self, plan: Plan, now_ms: int) -> TokenBucket:
-        share = self.share()
+        share = self._share
         rate, burst = plan.rate_per_s * share, max(1, int(plan.burst * share))
         now = now_ms / 1000
         bucket = self._buckets.get(plan.plan_id)

@@ -76,23 +76,45 @@ class SinkStats:
 
 
 class Slots:
-    """At most `limit` holders at once; the limit may change while they wait."""
+    """At most `limit` holders at once, first come first served; the limit may change
+    while they wait. A freed slot wakes one waiter (not all: thousands of orders may
+    wait), which wakes the next while slots are left (a raised limit)."""
 
     def __init__(self) -> None:
         self.held = 0
-        self._freed = asyncio.Condition()
+        self._waiting: deque[asyncio.Future] = deque()
 
     @contextlib.asynccontextmanager
     async def one(self, limit: Callable[[], int]):
-        async with self._freed:
-            await self._freed.wait_for(lambda: self.held < max(limit(), 1))
-            self.held += 1
+        woken = False
+        while self.held >= max(limit(), 1) or (self._waiting and not woken):
+            turn = asyncio.get_running_loop().create_future()
+            if woken:
+                self._waiting.appendleft(turn)  # woken but beaten to the slot: still first
+            else:
+                self._waiting.append(turn)
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._wake_next()  # woken, then cancelled: pass the turn on
+                raise
+            woken = True
+        self.held += 1
+        if self.held < max(limit(), 1):
+            self._wake_next()
         try:
             yield
         finally:
-            async with self._freed:
-                self.held -= 1
-                self._freed.notify_all()
+            self.held -= 1
+            self._wake_next()
+
+    def _wake_next(self) -> None:
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
 
 
 class SinkDelivery:
