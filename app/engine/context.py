@@ -71,6 +71,12 @@ class Context:
         else:
             overlay.put(table, key, DELETED)
 
+    def uncommitted(self) -> int:
+        """Records this partition sent that are not committed yet (the commit under way
+        included): what a timer producing much at once holds back on."""
+        committing = self._committing
+        return len(self.work.records) + (0 if committing is None else len(committing.records))
+
     def owns(self, key: bytes) -> bool:
         """Whether `key` belongs to this partition (every topic of the engine is co-partitioned)."""
         return partition_for(key, self._engine.partitions) == self.partition
