@@ -20,6 +20,7 @@ from aiohttp import web
 from app.bench.live import lag, start_engine
 from app.bench.runner import Implementation, stop
 from app.bench.workload import Shape, Workload
+from app.local_http import serve
 from app.settings import Settings
 
 SHOP = "plan-shop"
@@ -33,18 +34,11 @@ class Receiver:
         self.actions: set[str] = set()
         self.requests = 0
         self.last_at = 0.0
-        self.port = 0
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> str:
-        app = web.Application()
-        app.router.add_post("/hook", self._receive)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{self.port}/hook"
+        self._runner, url = await serve("/hook", self._receive)
+        return url
 
     async def _receive(self, request: web.Request) -> web.Response:
         self.requests += 1

@@ -25,6 +25,7 @@ from app.broker.local import BrokerError, LocalBroker
 from app.cli.demo import run_demo
 from app.connection import KafkaConnection
 from app.domain.tokens import Signer
+from app.local_http import serve
 from app.settings import Settings
 
 # Above the demo's flow of kuaishou results, so the sink keeps up and its queue stays short.
@@ -166,21 +167,11 @@ class DemoReceiver:
     def __init__(self) -> None:
         self.received: Counter[str] = Counter()
         self.shown = 3
-        self.port = 0
+        self.url = ""
         self._runner: web.AppRunner | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/demo-webhook"
-
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/demo-webhook", self._receive)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        self._runner, self.url = await serve("/demo-webhook", self._receive)
 
     async def _receive(self, request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())

@@ -28,12 +28,8 @@ MAX_RATE_PER_S = 1_000_000
 MAX_MS = 2**53 - 1
 
 
-class PlanError(ValueError):
-    """A malformed plan; `path` names the part at fault."""
-
-    def __init__(self, path: str, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = path
+class PlanError(audience.RuleError):
+    """A malformed plan; `path` names the part at fault (an audience rule's included)."""
 
 
 @dataclass(frozen=True, slots=True)
