@@ -4,8 +4,9 @@ The members' profiles are written before the engine starts; once it has read
 them (its lag on `members` is 0) a webhook sink with no rate limit of its own
 pointing at a receiver in this process and a `now` plan selecting every
 member are written to their topics. Measured: the time from writing the plan
-to the last action received, actions per second, the worker's peak RSS, and
-whether every member got exactly one action.
+to the last action received, actions per second, the time the engine took to
+decide and emit every action (from the progress changelog), the worker's peak
+RSS, and whether every member got exactly one action.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from collections.abc import Callable
 
 import orjson
 from aiohttp import web
+from aiokafka.structs import TopicPartition
 
 from app.bench.live import lag, start_engine
 from app.bench.runner import Implementation, stop
 from app.bench.workload import Shape, Workload
+from app.connection import KafkaConnection
 from app.local_http import serve
 from app.settings import Settings
 
@@ -82,10 +85,10 @@ async def measure_plan(settings: Settings, engine: Implementation, *, members: i
             "rate_per_s": 1_000_000, "burst": 1_000_000, "max_in_flight": 256}))
         await feeder.flush()
         await asyncio.sleep(2)  # the sink's queue topic appears (a plan would wait for it)
-        written = time.monotonic()
+        written, created_ms = time.monotonic(), int(time.time() * 1000)
         await feeder.send("plans", PLAN_ID, orjson.dumps({
             "plan_id": PLAN_ID, "shop_id": SHOP, "audience": {"tag": "bench"},
-            "trigger": {"kind": "now"}, "created_ms": int(time.time() * 1000),
+            "trigger": {"kind": "now"}, "created_ms": created_ms,
             "action": {"kind": "grant", "sink": "bench", "payload": {"coupon": "bench"}},
             "rate_per_s": 1_000_000, "burst": 1_000_000}))
         await feeder.flush()
@@ -104,9 +107,35 @@ async def measure_plan(settings: Settings, engine: Implementation, *, members: i
         result.update(seconds=round(seconds, 1), actions=len(receiver.actions),
                       requests=receiver.requests,
                       actions_per_s=round(len(receiver.actions) / seconds))
+        finished_ms = await _decided_by(settings, f"{started.launched.group}-plan_progress-"
+                                        "changelog")
+        if finished_ms is not None:
+            result["decided_seconds"] = round((finished_ms - created_ms) / 1000, 1)
     finally:
         await receiver.stop()
         await started.feeder.__aexit__(None, None, None)
         rusage = await asyncio.to_thread(stop, process)
     result["peak_rss_mb"] = round(rusage.ru_maxrss / 1024) if rusage else None
     return result
+
+
+async def _decided_by(settings: Settings, changelog: str) -> int | None:
+    """When the last partition finished deciding the plan (ms), from the progress
+    table's changelog; None when some partition has not finished."""
+    consumer = KafkaConnection(settings.broker).consumer(
+        changelog, group_id=None, auto_offset_reset="earliest",
+        isolation_level="read_committed", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(changelog, p) for p in range(settings.partitions)]
+        ends = await consumer.end_offsets(partitions)
+        latest: dict[tuple[int, bytes], dict] = {}
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            for tp, messages in (await consumer.getmany(timeout_ms=1000)).items():
+                for message in messages:
+                    if message.value is not None:
+                        latest[tp.partition, message.key] = orjson.loads(message.value)
+        finished = [row.get("finished_ms") for row in latest.values()]
+        return None if not finished or None in finished else max(finished)
+    finally:
+        await consumer.stop()

@@ -145,7 +145,8 @@ def _plan_lines(plan: dict | None) -> list[str]:
             f"({plan['requests']:,} requests) at a local webhook in {plan['seconds']:,} s "
             f"from writing the plan to the last one (target < {PLAN_TARGET_S} s: "
             f"{'met' if plan['seconds'] < PLAN_TARGET_S else 'missed'}), "
-            f"{plan['actions_per_s']:,} actions/s; peak RSS {rss:,} MiB (target < "
+            f"{plan['actions_per_s']:,} actions/s; every action decided and emitted in "
+            f"{plan.get('decided_seconds', '?')} s; peak RSS {rss:,} MiB (target < "
             f"{RSS_TARGET_MB:,}: {'met' if rss < RSS_TARGET_MB else 'missed'})"]
 
 
