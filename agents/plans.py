@@ -242,7 +242,8 @@ class Operations:
             stored = ctx.get(self.tables.plan_progress, row)
             if stored is not None:
                 progress = stored.copy()
-                progress.count(shard(record.buyer_id, self.rules.shards), record.kind)
+                progress.count(shard(record.buyer_id, self.rules.shards), record.kind,
+                               variant=record.variant)
                 ctx.put(self.tables.plan_progress, row, progress)
         fan_out(ctx, self.sinks, "operation_records", record.buyer_id, record.record_id,
                 asdict(record), {"shop_id": record.shop_id, "plan_id": record.plan_id})
@@ -388,7 +389,8 @@ class Operations:
         which = shard(buyer_id, self.rules.shards)
         if not again:
             progress.count(which, "selected")
-        progress.count(which, COUNTED_AS[decision.outcome], buyer_id)
+        progress.count(which, COUNTED_AS[decision.outcome], buyer_id,
+                       variant=decision.variant)
         return True
 
     def _send_action(self, ctx: Any, plan: Plan, occurrence: str, buyer_id: str,

@@ -69,14 +69,19 @@ class Progress:
     cursor: str | None = None
     finished_ms: int | None = None
     shards: dict[int, dict[str, int | str]] = field(default_factory=dict)
+    variants: dict[str, dict[str, int]] = field(default_factory=dict)  # "" for none
 
-    def count(self, shard: int, name: str, buyer_id: str | None = None) -> None:
+    def count(self, shard: int, name: str, buyer_id: str | None = None, *,
+              variant: str | None = None) -> None:
         counts = self.shards.get(shard)
         if counts is None:
             counts = self.shards[shard] = dict.fromkeys(COUNTS, 0)
         counts[name] = int(counts.get(name, 0)) + 1
         if buyer_id is not None:
             counts["last"] = buyer_id
+        if name != "selected":
+            by_variant = self.variants.setdefault(variant or "", {})
+            by_variant[name] = by_variant.get(name, 0) + 1
 
     def totals(self) -> dict[str, int]:
         return {name: sum(int(counts.get(name, 0)) for counts in self.shards.values())
@@ -86,15 +91,18 @@ class Progress:
         return {"plan_id": self.plan_id, "occurrence_id": self.occurrence_id,
                 "fire_ms": self.fire_ms, "started_ms": self.started_ms, "state": self.state,
                 "cursor": self.cursor, "finished_ms": self.finished_ms,
-                "shards": {str(shard): counts for shard, counts in self.shards.items()}}
+                "shards": {str(shard): counts for shard, counts in self.shards.items()},
+                "variants": self.variants}
 
     @classmethod
     def decode(cls, obj: dict) -> Progress:
         return cls(obj["plan_id"], obj["occurrence_id"], obj["fire_ms"], obj["started_ms"],
                    obj["state"], obj["cursor"], obj["finished_ms"],
-                   {int(shard): dict(counts) for shard, counts in obj["shards"].items()})
+                   {int(shard): dict(counts) for shard, counts in obj["shards"].items()},
+                   {name: dict(counts) for name, counts in obj.get("variants", {}).items()})
 
     def copy(self) -> Progress:
         return Progress(self.plan_id, self.occurrence_id, self.fire_ms, self.started_ms,
                         self.state, self.cursor, self.finished_ms,
-                        {shard: dict(counts) for shard, counts in self.shards.items()})
+                        {shard: dict(counts) for shard, counts in self.shards.items()},
+                        {name: dict(counts) for name, counts in self.variants.items()})

@@ -36,10 +36,16 @@ def occurrence_summary(occurrence: str, rows: Mapping[int, Progress],
     for row in rows.values():
         for name, count in row.totals().items():
             totals[name] += count
+    variants: dict[str, dict[str, int]] = {}
+    for row in rows.values():
+        for name, counts in row.variants.items():
+            into = variants.setdefault(name or "(plan's action)", {})
+            for count_name, count in counts.items():
+                into[count_name] = into.get(count_name, 0) + count
     finished = [row.finished_ms for row in rows.values() if row.finished_ms is not None]
     return {"occurrence_id": occurrence, "fire_ms": first.fire_ms, "state": state,
             "partitions_started": len(rows), "finished_ms": max(finished) if (
-                state != RUNNING and finished) else None, **totals}
+                state != RUNNING and finished) else None, **totals, "variants": variants}
 
 
 def plan_summary(plan: Plan, occurrences: Mapping[str, Mapping[int, Progress]], *,
@@ -114,8 +120,10 @@ def register(services: Services) -> None:
                       for o in detail["occurrences"]
                       for partition, row in o["partitions"].items()
                       for shard, counts in row["shards"].items()]
-            occurrences = [{k: v for k, v in o.items() if k != "partitions"}
+            occurrences = [{k: v for k, v in o.items() if k not in ("partitions", "variants")}
                            for o in detail["occurrences"]]
+            variants = [{"occurrence": o["occurrence_id"], "variant": name, **counts}
+                        for o in detail["occurrences"] for name, counts in o["variants"].items()]
             windows_ = [{"start_ms": w["start_ms"], "end_ms": w["end_ms"]}
                         for w in detail["next_windows"]]
             body = (f"<p>state <b>{html.escape(plan.state)}</b>, trigger "
@@ -123,6 +131,7 @@ def register(services: Services) -> None:
                     f"next fire times {detail['next_fire_ms']}</p>"
                     f"<h2>Next windows</h2>{table(windows_)}"
                     f"<h2>Occurrences</h2>{table(occurrences)}"
+                    f"<h2>Per variant</h2>{table(variants)}"
                     f"<h2>Per partition and shard</h2>{table(shards)}")
             return self.html(page(f"Plan {plan_id}", body, refresh_s=5))
 

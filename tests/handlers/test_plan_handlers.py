@@ -204,6 +204,9 @@ def test_variants_carry_their_payload():
     world.tick()
     payloads = {a["variant"]: a["payload"] for a in world.actions()}
     assert payloads == {"A": {"coupon": "a"}, "B": {"coupon": "c-5"}}
+    by_variant = world.progress(f"p1@{T0}").variants
+    assert {name: counts["actions"] for name, counts in by_variant.items()} == {
+        name: sum(a["variant"] == name for a in world.actions()) for name in ("A", "B")}
 
 
 def test_a_fire_time_older_than_the_lateness_limit_is_missed_not_sent():
