@@ -1,6 +1,6 @@
 """Operation plans on the real broker (SPEC 13): the selected set, holdout and variants,
 exactly one action per buyer across kills and a joining worker, pause and resume, the
-throttle, caps, quiet hours, missed fire times, and bad input."""
+throttle, caps, quiet hours, missed fire times, bad input, and an event trigger."""
 
 from __future__ import annotations
 
@@ -74,3 +74,110 @@ def test_a_now_plan_acts_once_on_exactly_the_selected_buyers(make_worker, kafka,
     status, body = worker.get(f"/members/{buyer}/records?format=json")
     assert status == 200
     assert [r["kind"] for r in orjson.loads(body)["records"]] == ["granted"]
+
+
+# -- helpers of the tests below ---------------------------------------------------------
+
+def _arrivals(receiver, plan_id: str) -> list[tuple[float, dict]]:
+    """(monotonic arrival time, action) of each delivery of a `plan_id` action that the
+    receiver took, in arrival order."""
+    return [(r["at"], r["event"]["event"]) for r in receiver.requests
+            if r["status"] == 200 and r["event"].get("stream") == "plan_actions"
+            and r["event"]["event"]["plan_id"] == plan_id]
+
+
+def _buyers(receiver, plan_id: str) -> Counter:
+    """How often each buyer's action of `plan_id` reached the receiver."""
+    return Counter(action["buyer_id"] for _at, action in _arrivals(receiver, plan_id))
+
+
+def _put_plan(worker, plan_id: str, **fields) -> dict:
+    status, answer = worker.admin("PUT", f"/admin/plans/{plan_id}", plan_body(**fields))
+    assert status == 200, answer
+    return answer["value"]
+
+
+def _level_gte_1(profiles: dict[str, dict]) -> set[str]:
+    """Whom plan_body's default audience selects."""
+    return {buyer for buyer, profile in profiles.items() if profile["level"] >= 1}
+
+
+def _records(kafka, plan_id: str, *, until=None, timeout: float = 60.0,
+             settle: float = 0.0) -> list[dict]:
+    """The operation records of `plan_id` on cps.operation_records (read_committed);
+    `until` is asked about those."""
+    def mine(records: list[dict]) -> list[dict]:
+        return [r["value"] for r in records
+                if r["value"] is not None and r["value"]["plan_id"] == plan_id]
+    found = kafka.read("operation_records", timeout=timeout, settle=settle,
+                       until=None if until is None else lambda rs: until(mine(rs)))
+    return mine(found)
+
+
+def _kinds(records: list[dict], kind: str) -> Counter:
+    """How many `kind` records each buyer has."""
+    return Counter(r["buyer_id"] for r in records if r["kind"] == kind)
+
+
+def _occurrence(worker, plan_id: str, done, timeout: float = 30.0) -> dict:
+    """The plan's one occurrence on /plans/{id}, once `done(occurrence)` holds."""
+    occurrence: dict = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body = worker.get(f"/plans/{plan_id}?format=json")
+        if status == 200:
+            detail = orjson.loads(body)
+            assert len(detail["occurrences"]) <= 1, detail["occurrences"]
+            occurrence = detail["occurrences"][0] if detail["occurrences"] else {}
+            if occurrence and done(occurrence):
+                return occurrence
+        time.sleep(0.5)
+    raise AssertionError(f"occurrence of {plan_id} not as expected: {occurrence}")
+
+
+# -- kills and a joining worker --------------------------------------------------------------
+
+def test_sigkills_and_a_joining_worker_leave_exactly_one_action_per_selected_buyer(
+        make_worker, kafka, receivers):
+    receiver = receivers()
+    first = make_worker("a").start()
+    rights_sink(first, receiver)
+    expected = _level_gte_1(members(kafka, 2000))
+    wait_loaded(first)
+    created = _put_plan(first, "p-kill", rate_per_s=150, burst=30)["created_ms"]
+
+    def delivered(at_least: int, timeout: float = 90):
+        """Wait until `at_least` buyers got their action; the count then."""
+        assert receiver.wait_for(lambda r: len(_buyers(r, "p-kill")) >= at_least, timeout), (
+            len(_buyers(receiver, "p-kill")), first.tail(), second.tail())
+        return len(_buyers(receiver, "p-kill"))
+
+    second = make_worker("b")
+    delivered(200)
+    first.kill()  # the only worker dies mid-run ...
+    first.launch()  # ... comes back on its own state, and a second one joins
+    second.launch()
+    first.wait_ready()
+    second.wait_ready()
+    so_far = delivered(len(_buyers(receiver, "p-kill")) + 300)
+    assert so_far < len(expected) - 300, "the run ended before the second kill"
+    first.kill()  # one of two dies: the other takes its partitions over
+    delivered(len(expected), 120)
+    time.sleep(2.0)
+
+    ids = {f"p-kill@{created}:{buyer}" for buyer in expected}
+    arrived = _arrivals(receiver, "p-kill")
+    assert {action["action_id"] for _at, action in arrived} == ids
+    for request in receiver.requests:  # a repeat after a kill carries the same key
+        assert request["headers"]["Idempotency-Key"] == request["event"]["event_id"]
+    assert all(action["action_id"] == request_id for request_id, action in (
+        (r["event"]["event_id"], r["event"]["event"]) for r in receiver.requests))
+    actions = [r["value"] for r in kafka.read("plan_actions", timeout=60, settle=1.0,
+                                              until=lambda rs: len(rs) >= len(ids))]
+    counts = Counter(action["action_id"] for action in actions)
+    assert set(counts) == ids and max(counts.values()) == 1, counts.most_common(3)
+    occurrence = _occurrence(second, "p-kill",
+                             lambda o: o["granted"] == len(ids) and o["state"] == "done")
+    assert occurrence["selected"] == occurrence["actions"] == len(ids), occurrence
+    repeats = len(arrived) - len(ids)
+    print(f"{repeats} repeated deliveries (same Idempotency-Key) after the kills")
