@@ -1,13 +1,21 @@
 """Operation plans on the real broker (SPEC 13): the selected set, holdout and variants,
 exactly one action per buyer across kills and a joining worker, pause and resume, the
-throttle, caps, quiet hours, missed fire times, bad input, and an event trigger."""
+throttle, caps, quiet hours, missed fire times, bad input, and an event trigger.
+
+The tests after the kills share one worker (`shared`): each has its own shop, buyers and
+plans, so they see nothing of each other but the worker's start."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter
+from collections.abc import Iterator
+from types import SimpleNamespace
 
 import orjson
+import pytest
+from conftest import Kafka, Receiver, Worker
 from plan_setup import delivered_actions, members, plan_body, rights_sink, wait_loaded
 
 from app.domain.operations import bucket
@@ -181,3 +189,78 @@ def test_sigkills_and_a_joining_worker_leave_exactly_one_action_per_selected_buy
     assert occurrence["selected"] == occurrence["actions"] == len(ids), occurrence
     repeats = len(arrived) - len(ids)
     print(f"{repeats} repeated deliveries (same Idempotency-Key) after the kills")
+
+
+# -- one worker for the tests below: each its own shop, buyers and plans ------------------
+
+@pytest.fixture(scope="module")
+def shared(bootstrap, tmp_path_factory) -> Iterator[SimpleNamespace]:
+    """A worker, its `rights` sink's receiver and the topics' Kafka, for tests that do not
+    disturb each other (one worker start instead of one each)."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    receiver = Receiver().start()
+    worker = Worker(bootstrap, prefix, tmp_path_factory.mktemp("plans") / "shared")
+    try:
+        worker.start()
+        rights_sink(worker, receiver)
+        yield SimpleNamespace(worker=worker, receiver=receiver, kafka=Kafka(bootstrap, prefix))
+    finally:
+        worker.stop()
+        receiver.stop()
+
+
+# -- pause and resume, the throttle --------------------------------------------------------
+
+def test_pause_holds_every_delivery_within_a_second_and_resume_delivers_the_rest(shared):
+    worker, receiver, kafka = shared.worker, shared.receiver, shared.kafka
+    expected = _level_gte_1(members(kafka, 300, shop="s-pause", tag="pause"))
+    wait_loaded(worker)
+    _put_plan(worker, "p-pause", shop_id="s-pause", rate_per_s=50, burst=5)
+    assert receiver.wait_for(lambda r: len(_arrivals(r, "p-pause")) >= 50, 60), worker.tail()
+    status, answer = worker.admin("POST", "/admin/plans/p-pause/pause")
+    assert status == 200, answer
+    paused_at = time.monotonic()
+    time.sleep(4.0)
+    arrived = _arrivals(receiver, "p-pause")
+    late = [at - paused_at for at, _action in arrived if at > paused_at + 1.0]
+    assert not late, f"{len(late)} deliveries more than 1 s after the pause: {late[:5]}"
+    held = len(arrived)
+    assert held < len(expected)
+    status, answer = worker.admin("POST", "/admin/plans/p-pause/resume")
+    assert status == 200, answer
+    resumed_at = time.monotonic()
+    assert receiver.wait_for(lambda r: len(_arrivals(r, "p-pause")) > held, 10)
+    assert _arrivals(receiver, "p-pause")[held][0] - resumed_at < 1.5
+    assert receiver.wait_for(lambda r: len(_arrivals(r, "p-pause")) >= len(expected), 30), (
+        len(_arrivals(receiver, "p-pause")), len(expected))
+    time.sleep(1.0)
+    counts = _buyers(receiver, "p-pause")
+    assert set(counts) == expected and max(counts.values()) == 1
+
+
+def _rate(arrived: list[tuple[float, dict]], start: float, seconds: float) -> float:
+    return sum(1 for at, _action in arrived if start <= at < start + seconds) / seconds
+
+
+def test_the_plans_rate_paces_delivery_and_a_new_rate_applies_at_once(shared):
+    worker, receiver, kafka = shared.worker, shared.receiver, shared.kafka
+    members(kafka, 1500, shop="s-rate", tag="rate")
+    wait_loaded(worker)
+    first = _put_plan(worker, "p-rate", shop_id="s-rate", rate_per_s=40, burst=20)
+    assert receiver.wait_for(lambda r: len(_arrivals(r, "p-rate")) >= 40, 60), worker.tail()
+    start = time.monotonic()
+    time.sleep(6.0)
+    slow = _rate(_arrivals(receiver, "p-rate"), start, 6.0)
+    assert 40 * 0.85 <= slow <= 40 * 1.15, slow
+    # The same plan at another rate: created_ms is kept, so it does not fire again. The
+    # burst stays 20, less than a tick's worth at 100/s.
+    again = _put_plan(worker, "p-rate", shop_id="s-rate", rate_per_s=100, burst=20)
+    changed = time.monotonic()
+    assert again["created_ms"] == first["created_ms"]
+    time.sleep(5.5)
+    arrived = _arrivals(receiver, "p-rate")
+    fast = _rate(arrived, changed + 1.5, 4.0)
+    assert 100 * 0.85 <= fast <= 100 * 1.15, (slow, fast)
+    assert max(_buyers(receiver, "p-rate").values()) == 1
+    _occurrence(worker, "p-rate", lambda o: o["state"] == "running")  # still one occurrence
+    assert worker.admin("POST", "/admin/plans/p-rate/stop")[0] == 200  # the rest: dropped
