@@ -11,6 +11,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import orjson
@@ -264,3 +265,84 @@ def test_the_plans_rate_paces_delivery_and_a_new_rate_applies_at_once(shared):
     assert max(_buyers(receiver, "p-rate").values()) == 1
     _occurrence(worker, "p-rate", lambda o: o["state"] == "running")  # still one occurrence
     assert worker.admin("POST", "/admin/plans/p-rate/stop")[0] == 200  # the rest: dropped
+
+
+# -- caps, lateness, quiet hours --------------------------------------------------------
+
+def test_a_frequency_cap_over_two_plans_of_a_shop_gives_each_buyer_one_action(shared):
+    worker, receiver, kafka = shared.worker, shared.receiver, shared.kafka
+    expected = _level_gte_1(members(kafka, 200, shop="s-cap", tag="cap"))
+    wait_loaded(worker)
+    cap = {"max": 1, "per_ms": 86_400_000}
+    plans = ("p-cap-1", "p-cap-2")
+    for plan_id in plans:
+        _put_plan(worker, plan_id, shop_id="s-cap", frequency_cap=cap)
+
+    def acted(plan_id: str) -> set[str]:
+        return set(_buyers(receiver, plan_id))
+
+    assert receiver.wait_for(lambda r: sum(len(acted(p)) for p in plans) >= len(expected),
+                             60), worker.tail()
+    capped = {plan_id: _kinds(_records(
+        kafka, plan_id, timeout=30,
+        until=lambda rs, plan_id=plan_id: len(_kinds(rs, "capped")) + len(acted(plan_id))
+        >= len(expected)), "capped") for plan_id in plans}
+    time.sleep(1.0)
+    got = _buyers(receiver, plans[0]) + _buyers(receiver, plans[1])
+    assert set(got) == expected and max(got.values()) == 1
+    for plan_id, other in (plans, plans[::-1]):
+        assert set(capped[plan_id]) == acted(other), plan_id
+        assert max(capped[plan_id].values(), default=1) == 1
+
+
+def test_a_now_plan_created_two_hours_ago_records_missed_and_sends_nothing(shared):
+    worker, receiver, kafka = shared.worker, shared.receiver, shared.kafka
+    expected = _level_gte_1(members(kafka, 100, shop="s-late", tag="late"))
+    wait_loaded(worker)
+    created = int(time.time() * 1000) - 2 * 3_600_000
+    assert _put_plan(worker, "p-late", shop_id="s-late",
+                     created_ms=created)["created_ms"] == created
+    records = _records(kafka, "p-late", timeout=40, settle=1.0,
+                       until=lambda rs: len(_kinds(rs, "missed")) >= len(expected))
+    missed = _kinds(records, "missed")
+    assert set(missed) == expected and max(missed.values()) == 1
+    assert {r["kind"] for r in records} == {"missed"}
+    occurrence = _occurrence(worker, "p-late", lambda o: o["state"] == "done")
+    assert occurrence["fire_ms"] == created
+    assert occurrence["missed"] == occurrence["selected"] == len(expected)
+    assert occurrence["actions"] == 0
+    actions = kafka.read("plan_actions", timeout=1.0)
+    assert [a for a in actions if a["value"]["plan_id"] == "p-late"] == []
+    assert _arrivals(receiver, "p-late") == []
+
+
+def test_quiet_hours_defer_the_actions_until_they_end(shared):
+    worker, receiver, kafka = shared.worker, shared.receiver, shared.kafka
+    expected = _level_gte_1(members(kafka, 50, shop="s-quiet", tag="quiet"))
+    wait_loaded(worker)
+    # Quiet from an hour ago to the next minute at least 10 s away (HH:MM: whole minutes),
+    # in the plan's time zone, CPS_PLAN_TZ=UTC (the members name none).
+    now = datetime.now(UTC)
+    end = (now + timedelta(seconds=70)).replace(second=0, microsecond=0)
+    end_ms = int(end.timestamp() * 1000)
+    quiet = {"from": f"{now - timedelta(hours=1):%H:%M}", "to": f"{end:%H:%M}"}
+    _put_plan(worker, "p-quiet", shop_id="s-quiet", quiet_hours=quiet)
+    deferred = _kinds(_records(kafka, "p-quiet", timeout=20,
+                               until=lambda rs: len(_kinds(rs, "deferred")) >= len(expected)),
+                      "deferred")
+    assert time.time() * 1000 < end_ms - 1000, "quiet hours ended before the test looked"
+    assert set(deferred) == expected and max(deferred.values()) == 1
+    assert _arrivals(receiver, "p-quiet") == []
+    assert receiver.wait_for(lambda r: len(_arrivals(r, "p-quiet")) >= len(expected),
+                             end_ms / 1000 - time.time() + 20), worker.tail()
+    time.sleep(1.0)
+    counts = _buyers(receiver, "p-quiet")
+    assert set(counts) == expected and max(counts.values()) == 1
+    assert all(action["ts_ms"] >= end_ms for _at, action in _arrivals(receiver, "p-quiet"))
+    records = _records(kafka, "p-quiet", timeout=20,
+                       until=lambda rs: len(_kinds(rs, "granted")) >= len(expected))
+    assert all(r["ts_ms"] < end_ms for r in records if r["kind"] == "deferred")
+    assert set(_kinds(records, "granted")) == expected
+    occurrence = _occurrence(worker, "p-quiet", lambda o: o["granted"] == len(expected))
+    assert occurrence["selected"] == occurrence["deferred"] == len(expected)
+    assert occurrence["actions"] == len(expected)
