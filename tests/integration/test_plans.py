@@ -346,3 +346,72 @@ def test_quiet_hours_defer_the_actions_until_they_end(shared):
     occurrence = _occurrence(worker, "p-quiet", lambda o: o["granted"] == len(expected))
     assert occurrence["selected"] == occurrence["deferred"] == len(expected)
     assert occurrence["actions"] == len(expected)
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+BAD_PLANS = [
+    ({"period": "* * * * * ? 99"}, "period"),
+    ({"period": "* 20-30 8-20 * * ? 31 extra"}, "period"),
+    ({"audience": {"all": [{"level_gte": 1},
+                           {"any": [{"tag": "vip"}, {"spent_gte": 5}]}]}},
+     "audience.all[1].any[1].spent_gte"),
+    ({"audience": {"not": {"all": []}}}, "audience.not.all"),
+    ({"trigger": {"kind": "schedule", "cron": "61 * * * *"}}, "trigger.cron"),
+    ({"trigger": {"kind": "schedule", "cron": "0 9 * *"}}, "trigger.cron"),
+    ({"quiet_hours": {"from": "25:00", "to": "08:00"}}, "quiet_hours"),
+    ({"quiet_hours": {"from": "21:00"}}, "quiet_hours"),
+]
+
+
+def test_bad_plans_are_refused_naming_the_path_and_bad_records_dead_lettered(shared):
+    worker, receiver, kafka = shared.worker, shared.receiver, shared.kafka
+    for fields, path in BAD_PLANS:
+        status, answer = worker.admin("PUT", "/admin/plans/p-bad",
+                                      plan_body(shop_id="s-bad", **fields))
+        assert status == 400, (fields, answer)
+        assert answer["field"] == path and answer["error"].startswith(f"{path}: "), answer
+    assert worker.get("/plans/p-bad?format=json")[0] == 404  # nothing was written
+
+    profile = {"shop_id": "s-bad", "buyer_id": "bad-1", "level": 1}
+    kafka.produce("members", [
+        ("s-bad/bad-1", b"{not json"),
+        ("s-bad-bad-1", profile),                                   # key without a slash
+        ("s-bad/bad-2", profile),                                   # key names another buyer
+        ("s-bad/bad-1", {**profile, "birthday": "13-45"}),
+        ("s-bad/bad-1", {**profile, "tz": "Mars/Olympus_Mons"}),
+    ])
+    good = plan_body(shop_id="s-bad", created_ms=int(time.time() * 1000))
+    kafka.produce("plans", [
+        ("p-raw-1", b"[1, 2"),
+        ("p-raw-2", {**good, "plan_id": "p-raw-2", "trigger": {"kind": "schedule",
+                                                               "cron": "0 25 * * *"}}),
+        ("p-raw-3", {**good, "plan_id": "p-other"}),
+        ("p-raw-4", {**good, "plan_id": "p-raw-4", "audience": {"any": [{"level": 1}]}}),
+    ])
+    wanted = {("members", "s-bad/bad-1"): 3, ("members", "s-bad-bad-1"): 1,
+              ("members", "s-bad/bad-2"): 1, ("plans", "p-raw-1"): 1, ("plans", "p-raw-2"): 1,
+              ("plans", "p-raw-3"): 1, ("plans", "p-raw-4"): 1}
+
+    def ours(records: list[dict]) -> list[dict]:
+        return [r["value"] for r in records if r["value"] is not None
+                and (r["value"]["topic"].removeprefix(kafka.prefix), r["value"]["key"])
+                in wanted]
+
+    letters = ours(kafka.read("deadletter", timeout=30, settle=1.0,
+                              until=lambda rs: len(ours(rs)) >= sum(wanted.values())))
+    found = Counter((r["topic"].removeprefix(kafka.prefix), r["key"]) for r in letters)
+    assert found == wanted
+    reasons = {(r["key"], r["error"].split(":")[0]) for r in letters}
+    assert {("s-bad-bad-1", "key"), ("s-bad/bad-2", "key"), ("s-bad/bad-1", "birthday"),
+            ("s-bad/bad-1", "tz"), ("p-raw-2", "trigger.cron"), ("p-raw-3", "plan_id"),
+            ("p-raw-4", "audience.any[0].level")} <= reasons, reasons
+    assert all(r["error"] for r in letters)
+
+    # The worker goes on: a valid plan afterwards acts on its buyers.
+    expected = _level_gte_1(members(kafka, 30, shop="s-bad", tag="ok"))
+    wait_loaded(worker)
+    assert worker.get("/ready")[0] == 200
+    _put_plan(worker, "p-after-bad", shop_id="s-bad")
+    assert receiver.wait_for(lambda r: len(_arrivals(r, "p-after-bad")) >= len(expected), 30)
+    assert set(_buyers(receiver, "p-after-bad")) == expected
