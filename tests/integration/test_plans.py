@@ -415,3 +415,28 @@ def test_bad_plans_are_refused_naming_the_path_and_bad_records_dead_lettered(sha
     _put_plan(worker, "p-after-bad", shop_id="s-bad")
     assert receiver.wait_for(lambda r: len(_arrivals(r, "p-after-bad")) >= len(expected), 30)
     assert set(_buyers(receiver, "p-after-bad")) == expected
+
+
+# -- event triggers ------------------------------------------------------------------------
+
+def test_an_order_left_unpaid_gets_one_reminder_and_one_paid_in_time_none(shared, events):
+    worker, receiver, kafka = shared.worker, shared.receiver, shared.kafka
+    _put_plan(worker, "p-unpaid", shop_id="s-event", audience={"created_unpaid_for_ms": 3000},
+              trigger={"kind": "event", "on": "created_unpaid", "delay_ms": 3000})
+    deadline = time.monotonic() + 10
+    while worker.get("/plans/p-unpaid?format=json")[0] != 200:  # the catalog has it
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    created = int(time.time() * 1000)
+    kafka.produce("orders", [
+        (order, events.order(order, buyer, created, shop="s-event"))
+        for order, buyer in (("ev-o1", "ev-b1"), ("ev-o2", "ev-b2"))])
+    time.sleep(1.0)
+    kafka.produce("orders", [("ev-o2", events.order("ev-o2", "ev-b2", created + 1000,
+                                                    event="paid", shop="s-event"))])
+    assert receiver.wait_for(lambda r: _arrivals(r, "p-unpaid"), 20), worker.tail()
+    time.sleep(3.0)  # the paid order's timer is due too by now
+    [(_at, action)] = _arrivals(receiver, "p-unpaid")
+    assert action["buyer_id"] == "ev-b1"
+    assert action["occurrence_id"] == "p-unpaid@ev-o1:created"
+    assert created + 3000 <= action["ts_ms"] <= created + 6000
