@@ -40,6 +40,15 @@ async def _body(request: Request, limit: int) -> dict:
     return parse_body(raw)
 
 
+async def _plans_read(catalog, topic: str) -> None:
+    """The catalog's plans as Kafka has them now: a plan written a moment ago (by this
+    worker or another) is there before a change builds on it."""
+    try:
+        await catalog.read_to_end(topic)
+    except TimeoutError:
+        raise AdminError(503, "the configuration is not read up to date; try again") from None
+
+
 def _guarded_by(admin_token: str):
     """A decorator: authorize the request first; answer refusals and Kafka failures as JSON."""
     def decorate(method):
@@ -91,6 +100,7 @@ def register(services: Services) -> None:
         @admin_only
         async def post(self, request: Request) -> Response:
             """The kill switch: pause every active plan (each `resume`s on its own)."""
+            await _plans_read(catalog, topics.plans)
             active = [plan for plan in list(catalog.plans.values()) if plan.state == "active"]
             written = await writer.write_many(topics.plans, [
                 (plan.plan_id, plan_in_state(plan, "pause")) for plan in active])
@@ -118,6 +128,7 @@ def register(services: Services) -> None:
     class PlanSwitch(View):
         @admin_only
         async def post(self, request: Request, ident: str, action: str) -> Response:
+            await _plans_read(catalog, topics.plans)
             plan = catalog.plans.get(ident)
             if plan is None:
                 raise AdminError(404, f"no plan {ident!r}")
@@ -132,6 +143,7 @@ def register(services: Services) -> None:
             entry = config_kind(kind)
             body = await _body(request, body_limit)
             if kind == "plans":
+                await _plans_read(catalog, topics.plans)
                 body = stamped_plan(body, catalog.plans.get(ident), int(time.time() * 1000))
             record = config_record(entry, ident, body)
             offset = await writer.write(entry.topic, ident, record)

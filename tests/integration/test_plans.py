@@ -267,6 +267,26 @@ def test_the_plans_rate_paces_delivery_and_a_new_rate_applies_at_once(shared):
     assert worker.admin("POST", "/admin/plans/p-rate/stop")[0] == 200  # the rest: dropped
 
 
+def test_a_change_right_after_a_put_builds_on_that_plan(shared):
+    # The admin API read the plan it changes from the catalog, which follows cps.plans a
+    # moment behind the write: a re-PUT right after a PUT stamped a new created_ms (about
+    # one in six here), so a `now` plan fired twice; a pause right after a re-PUT wrote
+    # the plan as it was before it.
+    worker = shared.worker
+    for n in range(20):
+        body = plan_body(shop_id="s-none", rate_per_s=10, burst=10)
+        first = worker.admin("PUT", f"/admin/plans/p-quick-{n}", body)[1]["value"]
+        again = worker.admin("PUT", f"/admin/plans/p-quick-{n}", {**body, "rate_per_s": 20})
+        assert again[1]["value"]["created_ms"] == first["created_ms"], n
+        assert worker.admin("POST", f"/admin/plans/p-quick-{n}/pause")[0] == 200
+    time.sleep(1.0)
+    listed = orjson.loads(worker.get("/plans?format=json")[1])["plans"]
+    quick = [p for p in listed if p["plan_id"].startswith("p-quick-")]
+    assert len(quick) == 20
+    assert all(p["state"] == "paused" and p["rate_per_s"] == 20 for p in quick), quick
+    assert all(len(p["occurrences"]) <= 1 for p in quick)
+
+
 # -- caps, lateness, quiet hours --------------------------------------------------------
 
 def test_a_frequency_cap_over_two_plans_of_a_shop_gives_each_buyer_one_action(shared):
