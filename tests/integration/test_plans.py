@@ -197,17 +197,32 @@ def test_sigkills_and_a_joining_worker_leave_exactly_one_action_per_selected_buy
 @pytest.fixture(scope="module")
 def shared(bootstrap, tmp_path_factory) -> Iterator[SimpleNamespace]:
     """A worker, its `rights` sink's receiver and the topics' Kafka, for tests that do not
-    disturb each other (one worker start instead of one each)."""
+    disturb each other (one worker start instead of one each). The quiet-hours plan is put
+    at once, so that its wait for the quiet hours to end overlaps the tests before its own."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
     receiver = Receiver().start()
     worker = Worker(bootstrap, prefix, tmp_path_factory.mktemp("plans") / "shared")
     try:
         worker.start()
         rights_sink(worker, receiver)
-        yield SimpleNamespace(worker=worker, receiver=receiver, kafka=Kafka(bootstrap, prefix))
+        kafka = Kafka(bootstrap, prefix)
+        yield SimpleNamespace(worker=worker, receiver=receiver, kafka=kafka,
+                              quiet=_quiet_plan(worker, kafka))
     finally:
         worker.stop()
         receiver.stop()
+
+
+def _quiet_plan(worker, kafka) -> SimpleNamespace:
+    """Plan p-quiet, quiet from an hour ago to the next minute at least 10 s away (HH:MM:
+    whole minutes), in the plan's time zone, CPS_PLAN_TZ=UTC (its members name none)."""
+    expected = _level_gte_1(members(kafka, 50, shop="s-quiet", tag="quiet"))
+    wait_loaded(worker)
+    now = datetime.now(UTC)
+    end = (now + timedelta(seconds=70)).replace(second=0, microsecond=0)
+    quiet = {"from": f"{now - timedelta(hours=1):%H:%M}", "to": f"{end:%H:%M}"}
+    _put_plan(worker, "p-quiet", shop_id="s-quiet", quiet_hours=quiet)
+    return SimpleNamespace(expected=expected, end_ms=int(end.timestamp() * 1000))
 
 
 # -- pause and resume, the throttle --------------------------------------------------------
@@ -338,31 +353,19 @@ def test_a_now_plan_created_two_hours_ago_records_missed_and_sends_nothing(share
 
 def test_quiet_hours_defer_the_actions_until_they_end(shared):
     worker, receiver, kafka = shared.worker, shared.receiver, shared.kafka
-    expected = _level_gte_1(members(kafka, 50, shop="s-quiet", tag="quiet"))
-    wait_loaded(worker)
-    # Quiet from an hour ago to the next minute at least 10 s away (HH:MM: whole minutes),
-    # in the plan's time zone, CPS_PLAN_TZ=UTC (the members name none).
-    now = datetime.now(UTC)
-    end = (now + timedelta(seconds=70)).replace(second=0, microsecond=0)
-    end_ms = int(end.timestamp() * 1000)
-    quiet = {"from": f"{now - timedelta(hours=1):%H:%M}", "to": f"{end:%H:%M}"}
-    _put_plan(worker, "p-quiet", shop_id="s-quiet", quiet_hours=quiet)
-    deferred = _kinds(_records(kafka, "p-quiet", timeout=20,
-                               until=lambda rs: len(_kinds(rs, "deferred")) >= len(expected)),
-                      "deferred")
-    assert time.time() * 1000 < end_ms - 1000, "quiet hours ended before the test looked"
-    assert set(deferred) == expected and max(deferred.values()) == 1
-    assert _arrivals(receiver, "p-quiet") == []
+    expected, end_ms = shared.quiet.expected, shared.quiet.end_ms  # put with the worker
     assert receiver.wait_for(lambda r: len(_arrivals(r, "p-quiet")) >= len(expected),
                              end_ms / 1000 - time.time() + 20), worker.tail()
-    time.sleep(1.0)
+    records = _records(kafka, "p-quiet", timeout=20, settle=1.0,
+                       until=lambda rs: len(_kinds(rs, "granted")) >= len(expected))
+    deferred = _kinds(records, "deferred")
+    assert set(deferred) == expected and max(deferred.values()) == 1
+    assert all(r["ts_ms"] < end_ms for r in records if r["kind"] == "deferred")
+    assert set(_kinds(records, "granted")) == expected
+    # Decided again, and sent, only once the quiet hours ended.
     counts = _buyers(receiver, "p-quiet")
     assert set(counts) == expected and max(counts.values()) == 1
     assert all(action["ts_ms"] >= end_ms for _at, action in _arrivals(receiver, "p-quiet"))
-    records = _records(kafka, "p-quiet", timeout=20,
-                       until=lambda rs: len(_kinds(rs, "granted")) >= len(expected))
-    assert all(r["ts_ms"] < end_ms for r in records if r["kind"] == "deferred")
-    assert set(_kinds(records, "granted")) == expected
     occurrence = _occurrence(worker, "p-quiet", lambda o: o["granted"] == len(expected))
     assert occurrence["selected"] == occurrence["deferred"] == len(expected)
     assert occurrence["actions"] == len(expected)
