@@ -18,6 +18,7 @@ import orjson
 import pytest
 from conftest import Kafka, Receiver, Worker
 from plan_setup import delivered_actions, members, plan_body, rights_sink, wait_loaded
+from sink_setup import sink_stats
 
 from app.domain.operations import bucket
 
@@ -463,3 +464,41 @@ def test_an_order_left_unpaid_gets_one_reminder_and_one_paid_in_time_none(shared
     assert action["buyer_id"] == "ev-b1"
     assert action["occurrence_id"] == "p-unpaid@ev-o1:created"
     assert created + 3000 <= action["ts_ms"] <= created + 6000
+
+
+# -- stop and the kill switch (last: it pauses every plan of the shared worker) -------
+
+def test_stop_drops_the_queued_actions_and_pause_all_pauses_every_plan(shared):
+    worker, receiver, kafka = shared.worker, shared.receiver, shared.kafka
+    expected = _level_gte_1(members(kafka, 500, shop="s-stop", tag="stop"))
+    wait_loaded(worker)
+    # The plan emits all its actions at once; the receiver takes 0.2 s each, 64 at a time,
+    # so most wait in the sink's queue when the plan is stopped.
+    receiver.respond = lambda n, event: (200, {}, 0.2 if event.get("stream") == "plan_actions"
+                                         and event["event"]["plan_id"] == "p-stop" else 0.0)
+    try:
+        _put_plan(worker, "p-stop", shop_id="s-stop")
+        assert receiver.wait_for(lambda r: len(_arrivals(r, "p-stop")) >= 50, 30)
+        assert worker.admin("POST", "/admin/plans/p-stop/stop")[0] == 200
+        stopped_at = time.monotonic()
+        time.sleep(3.0)
+    finally:
+        receiver.respond = lambda n, event: (200, {}, 0.0)
+    arrived = _arrivals(receiver, "p-stop")
+    assert [at for at, _action in arrived if at > stopped_at + 1.0] == []
+    assert len(arrived) < len(expected)
+    assert sink_stats(worker)["rights"]["dropped"] > 0
+    # The kill switch: every active plan paused at once (the other tests' plans too, all
+    # done by now: this test comes last).
+    for plan_id in ("p-all-1", "p-all-2"):
+        _put_plan(worker, plan_id, shop_id="s-stop", rate_per_s=20, burst=5,
+                  created_ms=int(time.time() * 1000))  # a `now` plan of its own
+    assert receiver.wait_for(lambda r: all(_arrivals(r, p) for p in ("p-all-1", "p-all-2")),
+                             30)
+    status, answer = worker.admin("POST", "/admin/plans/pause-all")
+    paused_at = time.monotonic()
+    assert status == 200 and {"p-all-1", "p-all-2"} <= set(answer["paused"]), answer
+    time.sleep(2.0)
+    for plan_id in ("p-all-1", "p-all-2"):
+        assert [at for at, _a in _arrivals(receiver, plan_id) if at > paused_at + 1.0] == []
+        assert worker.admin("POST", f"/admin/plans/{plan_id}/stop")[0] == 200
