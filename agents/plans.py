@@ -18,6 +18,7 @@ state is read from the catalog before every buyer.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -108,6 +109,7 @@ class PlanRules:
     max_lateness_ms: int
     shards: int
     page: int = 500  # buyers one occurrence's task decides per tick
+    tick_s: float = 0.25  # the engine's timer interval: tokens are taken only then
 
 
 class Operations:
@@ -413,7 +415,11 @@ class Operations:
 
     def _bucket(self, plan: Plan, now_ms: int) -> TokenBucket:
         share = self._share
-        rate, burst = plan.rate_per_s * share, max(1, int(plan.burst * share))
+        rate = plan.rate_per_s * share
+        # Tokens are taken once a tick, so the bucket holds at least what accrues over two
+        # ticks (a tick and its jitter): capped lower, what comes between ticks overflows
+        # and the plan goes out at burst per tick, below its rate.
+        burst = max(1, int(plan.burst * share), math.ceil(rate * 2 * self.rules.tick_s))
         now = now_ms / 1000
         bucket = self._buckets.get(plan.plan_id)
         if bucket is None:
@@ -482,7 +488,7 @@ def create(services: Services) -> Operations:
         tables=services.state.operations,
         rules=PlanRules(default_tz=settings.plan_tz,
                         max_lateness_ms=settings.plan_max_lateness_ms,
-                        shards=settings.plan_shards),
+                        shards=settings.plan_shards, tick_s=engine.tick_interval_s),
         catalog=services.catalog, sinks=services.sink_registry, share=engine.owned_share,
         catch_up=engine.catch_up)
 

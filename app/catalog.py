@@ -68,6 +68,8 @@ class Catalog(Service):
             topics.plans: (decode_plan, self._setter(self.plans)),
         }
         self._caught_up = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._offsets: AIOKafkaConsumer | None = None  # asks end offsets, fetches nothing
         self.records_read = 0
         self.last_update_ms: int | None = None
 
@@ -77,6 +79,26 @@ class Catalog(Service):
 
     async def wait_ready(self) -> None:
         await self._caught_up.wait()
+
+    async def read_to_end(self, topic: str, timeout_s: float = 5.0) -> None:
+        """Wait until every record Kafka holds now on `topic` is applied here: read your
+        writes, for a change that builds on the current entry (a plan's created_ms kept on
+        re-PUT, a pause of the plan as last written), whichever worker wrote it a moment
+        ago. TimeoutError when the catalog does not get there in `timeout_s`."""
+        async with asyncio.timeout(timeout_s):
+            await self._caught_up.wait()
+            consumer, offsets = self._consumer, self._offsets
+            if consumer is None or offsets is None:
+                raise TimeoutError("the catalog is not reading (stopping)")
+            # Asked of a consumer of their own: the reading one answers only between its
+            # fetches (up to half a second each).
+            ends = await offsets.end_offsets(
+                [tp for tp in consumer.assignment() if tp.topic == topic])
+            # Records are applied as soon as getmany returns them, with no wait in between,
+            # so a position past them means they are in the catalog.
+            for tp, end in ends.items():
+                while await consumer.position(tp) < end:
+                    await asyncio.sleep(0.005)
 
     # -- lookups (also the billing rules' Pricing) ------------------------------
 
@@ -105,11 +127,15 @@ class Catalog(Service):
             enable_auto_commit=False, isolation_level="read_committed",
             auto_offset_reset="earliest",
         )
+        offsets = self.connection.consumer(group_id=None, enable_auto_commit=False,
+                                           isolation_level="read_committed")
         await consumer.start()
+        await offsets.start()
         try:
             while not consumer.assignment():
                 await asyncio.sleep(0.05)
             targets = await consumer.end_offsets(list(consumer.assignment()))
+            self._consumer, self._offsets = consumer, offsets
             while not self.should_stop:
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
                 for tp, messages in batches.items():
@@ -121,6 +147,8 @@ class Catalog(Service):
                                 len(self._activities), len(self.policies))
                     self._caught_up.set()
         finally:
+            self._consumer = self._offsets = None
+            await offsets.stop()
             await consumer.stop()
 
     def apply(self, topic: str, key: bytes | None, value: bytes | None) -> None:

@@ -40,6 +40,16 @@ async def _body(request: Request, limit: int) -> dict:
     return parse_body(raw)
 
 
+async def _read_up_to_date(catalog, topic: str) -> None:
+    """The catalog's `topic` as Kafka has it now: an entry written a moment ago (by this
+    worker or another) is there before a change builds on it (a plan's created_ms kept,
+    a pause of the plan or sink as last written)."""
+    try:
+        await catalog.read_to_end(topic)
+    except TimeoutError:
+        raise AdminError(503, "the configuration is not read up to date; try again") from None
+
+
 def _guarded_by(admin_token: str):
     """A decorator: authorize the request first; answer refusals and Kafka failures as JSON."""
     def decorate(method):
@@ -91,6 +101,7 @@ def register(services: Services) -> None:
         @admin_only
         async def post(self, request: Request) -> Response:
             """The kill switch: pause every active plan (each `resume`s on its own)."""
+            await _read_up_to_date(catalog, topics.plans)
             active = [plan for plan in list(catalog.plans.values()) if plan.state == "active"]
             written = await writer.write_many(topics.plans, [
                 (plan.plan_id, plan_in_state(plan, "pause")) for plan in active])
@@ -118,6 +129,7 @@ def register(services: Services) -> None:
     class PlanSwitch(View):
         @admin_only
         async def post(self, request: Request, ident: str, action: str) -> Response:
+            await _read_up_to_date(catalog, topics.plans)
             plan = catalog.plans.get(ident)
             if plan is None:
                 raise AdminError(404, f"no plan {ident!r}")
@@ -132,6 +144,7 @@ def register(services: Services) -> None:
             entry = config_kind(kind)
             body = await _body(request, body_limit)
             if kind == "plans":
+                await _read_up_to_date(catalog, topics.plans)
                 body = stamped_plan(body, catalog.plans.get(ident), int(time.time() * 1000))
             record = config_record(entry, ident, body)
             offset = await writer.write(entry.topic, ident, record)
@@ -159,6 +172,7 @@ def register(services: Services) -> None:
         async def post(self, request: Request, ident: str, action: str) -> Response:
             if action not in ("pause", "resume"):
                 raise AdminError(404, "use /admin/sinks/<id>/pause or /resume")
+            await _read_up_to_date(catalog, topics.sinks)
             sink = catalog.sinks.get(ident)
             if sink is None:
                 raise AdminError(404, f"no sink {ident!r}")

@@ -321,3 +321,17 @@ def test_a_new_sinks_queue_is_waited_for_and_a_missing_sink_fails_the_action():
     world.registry.ready_topics.add(world.registry.topic("hook"))
     world.tick(at_ms=T0 + 1000)
     assert sorted(a["plan_id"] for a in world.actions()) == ["p1", "p2"]
+
+
+def test_the_rate_holds_when_the_burst_is_smaller_than_a_ticks_worth():
+    # The executor takes tokens once a tick (0.25 s): at 100/s a tick needs 25. With the
+    # bucket capped at the plan's burst of 10 the tokens accruing between ticks overflowed
+    # and the plan went out at 40/s whatever its rate.
+    world = World(plan(rate_per_s=100, burst=10))
+    for n in range(1000):
+        world.member(f"b{n:04d}")
+    world.tick()
+    first = len(world.actions())
+    for step in range(1, 17):
+        world.tick(at_ms=T0 + step * 250)
+    assert len(world.actions()) - first == 400  # 4 s at 100/s

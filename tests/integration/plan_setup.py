@@ -3,6 +3,7 @@ the receiver got."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import orjson
@@ -18,9 +19,24 @@ def members(kafka, count: int, *, shop: str = "s1", tag: str = "m") -> dict[str,
         profiles[buyer] = {"shop_id": shop, "buyer_id": buyer, "level": n % 5,
                            "tags": ["vip"] if n % 7 == 0 else (["new"] if n % 3 == 0 else []),
                            "follower": n % 2 == 0, "birthday": None, "tz": None}
-    kafka.produce("members", [(f"{shop}/{buyer}", profile)
-                              for buyer, profile in profiles.items()])
+    produce_all(kafka, "members", [(f"{shop}/{buyer}", profile)
+                                   for buyer, profile in profiles.items()])
     return profiles
+
+
+def produce_all(kafka, topic: str, records: list[tuple[str, dict]]) -> None:
+    """Like `kafka.produce`, but every record is sent before any is awaited (thousands of
+    profiles in a second, not one round trip each)."""
+    async def send() -> None:
+        producer = kafka.connection.producer(acks="all")
+        await producer.start()
+        try:
+            sent = [await producer.send(kafka.prefix + topic, orjson.dumps(value),
+                                        key=key.encode()) for key, value in records]
+            await asyncio.gather(*sent)
+        finally:
+            await producer.stop()
+    asyncio.run(send())
 
 
 def plan_body(**fields) -> dict:
