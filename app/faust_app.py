@@ -22,6 +22,10 @@ def create_app(settings: Settings, connection: KafkaConnection) -> faust.App:
         processing_guarantee="exactly_once",
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
+        # `cps worker` creates every topic up front in one request (leader_topic below
+        # included); Faust would ask for each table's changelog one by one, twice,
+        # about half a second per table at every start.
+        topic_allow_declare=False,
         table_standby_replicas=settings.standby_replicas,
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
@@ -40,3 +44,8 @@ def create_app(settings: Settings, connection: KafkaConnection) -> faust.App:
         web_tables_enabled=False,
         web_metrics_enabled=False,
     )
+
+
+def leader_topic(settings: Settings) -> str:
+    """The topic Faust's assignor elects a leader with (one partition; see app.monitor)."""
+    return f"{settings.app_id}-__assignor-__leader"

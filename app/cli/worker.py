@@ -25,6 +25,7 @@ def command(settings: Settings) -> None:
     settings.require_secrets()
     from app.bootstrap import build
     from app.connection import BrokerUnreachable
+    from app.faust_app import leader_topic
 
     services = build(settings)
     try:
@@ -42,6 +43,9 @@ def command(settings: Settings) -> None:
         ))
         check_copartitioned(counts, [*engine.handlers, *(s.name for s in changelogs)],
                             settings.partitions)
+        asyncio.run(ensure_topics(
+            services.connection, [TopicSpec(leader_topic(settings), Role.INTERNAL)],
+            partitions=1, replication=settings.replication))
     except TopologyError as exc:
         click.echo(f"cps worker: {exc}", err=True)
         sys.exit(1)
