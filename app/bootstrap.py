@@ -180,6 +180,8 @@ def _start_services_with_the_app(services: Services) -> None:
 
     async def start_services() -> Any:
         """Start the engine and the catalog once the app runs (after the first recovery)."""
+        await internals.route_tables(app, [table.changelog_topic
+                                           for table in services.engine.tables])
         await app.add_runtime_dependency(services.catalog)
         await app.add_runtime_dependency(services.engine)
         await app.add_runtime_dependency(services.spool_publisher)

@@ -83,6 +83,7 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (FaustProducer, "_transaction_producers"),
     (FaustProducer, "_trn_locks"),
     (FaustProducer, "_new_producer"),
+    (FaustProducer, "_ensure_producer"),
     (AIOKafkaProducer, "_txn_manager"),
     (AIOKafkaProducer, "_sender"),
     (Sender, "sender_task"),
@@ -346,6 +347,18 @@ def apply_fixes(app: Any) -> None:
 
 
 # -- transactional producers and RocksDB --------------------------------------------------
+
+
+async def route_tables(app: Any, changelogs: list[str]) -> None:
+    """Let Faust's table router (views of a key's owner) hash keys for the changelogs.
+
+    The router places a key with the partitioner of Faust's producer, which knows
+    a topic's partitions only from its metadata; Faust put the changelogs there
+    when it declared them, and the engine creates its topics itself.
+    """
+    producer = app.producer._ensure_producer()
+    for topic in changelogs:
+        await producer.client.add_topic(topic)
 
 
 def transaction_producer(faust_producer: Any, transactional_id: str) -> tuple[Any, Any]:
