@@ -28,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -43,6 +42,7 @@ from app.domain.sinks import (
     retry_after_s,
 )
 from app.sinks.plan_actions import DROP, SEND, STREAM, WAIT, PlanActionGate
+from app.sinks.webhook_client import WebhookClient, WebhookError
 from app.topology import track_topics
 
 logger = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class Slots:
 class SinkDelivery:
     def __init__(self, *, sink_id: str, topic: str, current: Callable[[], Sink | None],
                  connection: KafkaConnection, group_id: str, deadletter_topic: str,
-                 session: aiohttp.ClientSession, producer: AIOKafkaProducer,
+                 webhooks: WebhookClient, producer: AIOKafkaProducer,
                  plan_actions: PlanActionGate) -> None:
         self.sink_id = sink_id
         self.topic = topic
@@ -128,7 +128,7 @@ class SinkDelivery:
         self.connection = connection
         self.group_id = group_id
         self.deadletter_topic = deadletter_topic
-        self.session = session
+        self.webhooks = webhooks
         self.producer = producer
         self.plan_actions = plan_actions
         self.stats = SinkStats()
@@ -375,17 +375,15 @@ class SinkDelivery:
             digest = hmac.new(sink.secret.encode(), message.value, hashlib.sha256).hexdigest()
             headers["X-CPS-Signature"] = f"sha256={digest}"
         try:
-            async with self.session.post(
-                    sink.url, data=message.value, headers=headers, allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(total=sink.timeout_ms / 1000)) as response:
-                status = response.status
-                retry_after = retry_after_s(response.headers.get("Retry-After"), time.time())
-                await response.read()
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            response = await self.webhooks.post(sink.url, message.value, headers,
+                                                timeout_s=sink.timeout_ms / 1000)
+        except (TimeoutError, WebhookError, OSError) as exc:
             raise Retryable(f"webhook: {exc!r}") from exc
+        status = response.status
         if 200 <= status < 300:
             return
         if status in (429, 503):
+            retry_after = retry_after_s(response.headers.get("retry-after"), time.time())
             raise Retryable(f"webhook answered {status}", retry_after, pushed_back=True)
         if status == 408 or status >= 500:
             raise Retryable(f"webhook answered {status}")

@@ -7,7 +7,6 @@ import contextlib
 import logging
 from typing import Any
 
-import aiohttp
 from aiokafka import AIOKafkaProducer
 from mode import Service
 
@@ -15,6 +14,7 @@ from app.connection import KafkaConnection
 from app.sinks.delivery import SinkDelivery
 from app.sinks.fanout import SinkRegistry
 from app.sinks.plan_actions import PlanActionGate
+from app.sinks.webhook_client import WebhookClient
 from app.topics import Role, TopicSpec
 from app.topology import ensure_topics
 
@@ -37,7 +37,7 @@ class SinkDispatcher(Service):
         self.plan_actions = plan_actions
         self.deliveries: dict[str, tuple[SinkDelivery, asyncio.Task]] = {}
         self.synced = asyncio.Event()
-        self._session: aiohttp.ClientSession | None = None
+        self._webhooks = WebhookClient()
         self._producer: AIOKafkaProducer | None = None
 
     def stats(self) -> dict[str, dict[str, Any]]:
@@ -56,11 +56,15 @@ class SinkDispatcher(Service):
 
     @Service.task
     async def _follow(self) -> None:
-        self._session = aiohttp.ClientSession()
         while not self.should_stop:
             try:
                 if self._producer is None:
-                    producer = self.connection.producer(acks="all", enable_idempotence=True)
+                    # Deliveries write a record each (an operation record, a dead letter), up
+                    # to `max_in_flight` at once: in aiokafka's 16 KiB batches they waited for
+                    # each other (a full batch makes every sender wait for its drain).
+                    producer = self.connection.producer(
+                        acks="all", enable_idempotence=True, max_batch_size=1024 * 1024,
+                        linger_ms=2)
                     await producer.start()
                     self._producer = producer
                 await self._sync()
@@ -88,7 +92,7 @@ class SinkDispatcher(Service):
                 sink_id=sink_id, topic=queued.topic,
                 current=lambda sink_id=sink_id: self._current(sink_id),
                 connection=self.connection, group_id=f"{self.app_id}-sink-{sink_id}",
-                deadletter_topic=self.deadletter_topic, session=self._session,
+                deadletter_topic=self.deadletter_topic, webhooks=self._webhooks,
                 producer=self._producer, plan_actions=self.plan_actions)
             self.deliveries[sink_id] = (delivery, asyncio.ensure_future(delivery.run()))
 
@@ -107,5 +111,4 @@ class SinkDispatcher(Service):
         if self._producer is not None:
             with contextlib.suppress(Exception):
                 await self._producer.stop()
-        if self._session is not None:
-            await self._session.close()
+        await self._webhooks.close()
