@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -248,7 +248,7 @@ class Operations:
                                variant=record.variant)
                 ctx.put(self.tables.plan_progress, row, progress)
         fan_out(ctx, self.sinks, "operation_records", record.buyer_id, record.record_id,
-                asdict(record), {"shop_id": record.shop_id, "plan_id": record.plan_id})
+                record, {"shop_id": record.shop_id, "plan_id": record.plan_id})
 
     # -- the timer: start occurrences, page through them, fire due timers --------------
 

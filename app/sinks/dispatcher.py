@@ -90,17 +90,11 @@ class SinkDispatcher(Service):
                 continue
             delivery = SinkDelivery(
                 sink_id=sink_id, topic=queued.topic,
-                current=lambda sink_id=sink_id: self._current(sink_id),
+                current=lambda sink_id=sink_id: self.registry.sink(sink_id),
                 connection=self.connection, group_id=f"{self.app_id}-sink-{sink_id}",
                 deadletter_topic=self.deadletter_topic, webhooks=self._webhooks,
                 producer=self._producer, plan_actions=self.plan_actions)
             self.deliveries[sink_id] = (delivery, asyncio.ensure_future(delivery.run()))
-
-    def _current(self, sink_id: str):
-        for queued in self.registry.sinks():
-            if queued.sink.sink_id == sink_id:
-                return queued.sink
-        return None
 
     async def on_stop(self) -> None:
         for _delivery, task in self.deliveries.values():

@@ -36,7 +36,7 @@ class SinkRegistry:
         self.prefix = prefix
         self.live_topic = live_topic
         self.ready_topics: set[str] = set()
-        self._derived = _Derived(-1, [], {})
+        self._derived = _Derived(-1, [], {}, {})
 
     def topic(self, sink_id: str) -> str:
         return f"{self.prefix}sink.{sink_id}"
@@ -52,13 +52,16 @@ class SinkRegistry:
 
     def queue_of(self, sink_id: str) -> QueuedSink | None:
         """The sink `sink_id` once its queue exists (it delivers when enabled)."""
-        for queued in self._current().sinks:
-            if queued.sink.sink_id == sink_id:
-                return queued if queued.topic in self.ready_topics else None
-        return None
+        queued = self._current().by_id.get(sink_id)
+        return queued if queued is not None and queued.topic in self.ready_topics else None
+
+    def sink(self, sink_id: str) -> Sink | None:
+        """The sink `sink_id` as configured now (None: there is none)."""
+        queued = self._current().by_id.get(sink_id)
+        return None if queued is None else queued.sink
 
     def configured(self, sink_id: str) -> bool:
-        return any(queued.sink.sink_id == sink_id for queued in self._current().sinks)
+        return sink_id in self._current().by_id
 
     def _current(self) -> _Derived:
         # Asked for every published result: derived once per catalog change, not per event.
@@ -69,7 +72,10 @@ class SinkRegistry:
             for queued in sinks:
                 for stream in queued.sink.streams:
                     by_stream.setdefault(stream, []).append((queued, dict(queued.sink.filters)))
-            self._derived = _Derived(version, sinks, by_stream)
+            by_id: dict[str, QueuedSink] = {}
+            for queued in sinks:
+                by_id.setdefault(queued.sink.sink_id, queued)  # a configured one comes first
+            self._derived = _Derived(version, sinks, by_stream, by_id)
         return self._derived
 
     def _derive(self) -> list[QueuedSink]:
@@ -90,16 +96,18 @@ class _Derived:
     version: int
     sinks: list[QueuedSink]
     by_stream: dict[str, list[tuple[QueuedSink, dict[str, str]]]]
+    by_id: dict[str, QueuedSink]
 
 
-def queue_record(stream: str, event_id: str, event: Mapping[str, object], ts_ms: int) -> bytes:
-    """What a sink queue holds and a webhook receives: the event and how to recognise it."""
+def queue_record(stream: str, event_id: str, event: object, ts_ms: int) -> bytes:
+    """What a sink queue holds and a webhook receives: the event (a mapping or a dataclass,
+    as orjson writes them) and how to recognise it."""
     return orjson.dumps({"stream": stream, "event_id": event_id, "ts_ms": ts_ms,
                          "event": event})
 
 
 def fan_out(ctx, registry: SinkRegistry, stream: str, key_id: str, event_id: str,
-            event: Mapping[str, object], facts: Mapping[str, object], *,
+            event: object, facts: Mapping[str, object], *,
             to: str | None = None) -> bool:
     """Queue one published result for every sink that wants it and for live subscribers,
     keyed by `key_id` (an order id; a buyer id for plan streams), and for the sink `to`

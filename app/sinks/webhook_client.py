@@ -58,18 +58,22 @@ class WebhookClient:
             head.append(f"{name}: {value}\r\n")
         head.append("\r\n")
         request = "".join(head).encode("latin-1") + body
-        async with asyncio.timeout(timeout_s):
-            connection = self._idle_connection(target.origin)
-            if connection is not None:
-                try:
-                    return await self._exchange(target, connection, request)
-                except _Stale:
-                    pass  # the receiver had closed it while idle: once more, on a new one
-            connection = await self._connect(target.origin)
+        loop = asyncio.get_running_loop()
+        # A deadline the connection enforces itself: asyncio.timeout() per request cost
+        # more than the rest of the request's way out.
+        deadline = loop.time() + timeout_s
+        connection = self._idle_connection(target.origin)
+        if connection is not None:
             try:
-                return await self._exchange(target, connection, request)
-            except _Stale as exc:
-                raise WebhookError("connection closed before an answer") from exc
+                return await self._exchange(target, connection, request, deadline)
+            except _Stale:
+                pass  # the receiver had closed it while idle: once more, on a new one
+        connection = await asyncio.wait_for(self._connect(target.origin),
+                                            max(deadline - loop.time(), 0))
+        try:
+            return await self._exchange(target, connection, request, deadline)
+        except _Stale as exc:
+            raise WebhookError("connection closed before an answer") from exc
 
     async def close(self) -> None:
         for connections in self._idle.values():
@@ -78,9 +82,9 @@ class WebhookClient:
         self._idle.clear()
 
     async def _exchange(self, target: _Target, connection: _Connection,
-                        request: bytes) -> Response:
+                        request: bytes, deadline: float) -> Response:
         try:
-            response = await connection.send(request)
+            response = await connection.send(request, deadline)
         except BaseException:
             connection.close()  # cancelled or failed half way: its state is unknown
             raise
@@ -157,15 +161,19 @@ class _Connection(asyncio.Protocol):
         self._to_close = False
         self._in_head = True
         self._received = False
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.reusable = True
 
-    def send(self, request: bytes) -> asyncio.Future[Response]:
+    def send(self, request: bytes, deadline: float) -> asyncio.Future[Response]:
+        """The answer to `request`, or TimeoutError at `deadline` (loop time)."""
         assert self.transport is not None and self._waiter is None
         self.reusable = False
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
+        self._timer = loop.call_at(deadline, self._fail, TimeoutError())
         self._buffer.clear()
         self._in_head, self._received, self._chunked = True, False, False
         self.transport.write(request)
@@ -194,6 +202,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.reusable = False
         self._ended(exc)
+        self._stop_timer()
 
     def _ended(self, exc: Exception | None) -> None:
         waiter = self._waiter
@@ -291,6 +300,7 @@ class _Connection(asyncio.Protocol):
     def _complete(self) -> None:
         waiter = self._waiter
         self._waiter = None
+        self._stop_timer()
         self.reusable = not self._to_close and self.transport is not None \
             and not self.transport.is_closing() and not self._buffer
         if not self.reusable:
@@ -301,6 +311,12 @@ class _Connection(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         waiter = self._waiter
         self._waiter = None
+        self._stop_timer()
         self.close()
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
