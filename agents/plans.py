@@ -241,12 +241,10 @@ class Operations:
         ctx.put(self.tables.member_records, stored_key, record)
         if record.kind in DELIVERY_KINDS:
             row = self._progress_row(record.plan_id, record.occurrence_id).encode()
-            stored = ctx.get(self.tables.plan_progress, row)
-            if stored is not None:
-                progress = stored.copy()
-                progress.count(shard(record.buyer_id, self.rules.shards), record.kind,
-                               variant=record.variant)
-                ctx.put(self.tables.plan_progress, row, progress)
+            which = shard(record.buyer_id, self.rules.shards)
+            ctx.update(self.tables.plan_progress, row, Progress.copy,
+                       lambda progress: progress.count(which, record.kind,
+                                                       variant=record.variant))
         fan_out(ctx, self.sinks, "operation_records", record.buyer_id, record.record_id,
                 record, {"shop_id": record.shop_id, "plan_id": record.plan_id})
 

@@ -246,3 +246,31 @@ def test_a_key_written_and_deleted_before_any_commit_leaves_no_changelog_record(
         assert ctx.work.overlay.writes == {table: {b"old": DELETED, b"never": DELETED}}
         assert ctx.get(table, b"new") is None and ctx.get(table, b"old") is None
     run(scenario())
+
+
+def test_update_copies_a_committed_value_once_then_changes_its_own_copy():
+    async def scenario():
+        engine, _app, _held = make_engine(1)
+        committed = {b"count": b"1"}
+        faust_table = SimpleNamespace(data=SimpleNamespace(
+            _db_for_partition=lambda partition: committed, offset_key=b"__offset"))
+        table = StateTable("counts", faust_table, encode=lambda v: str(v[0]).encode(),
+                           decode=lambda raw: [int(raw)])
+        ctx = engine._context(0)
+        copies = []
+
+        def copy(value):
+            copies.append(value)
+            return list(value)
+
+        def add_one(value):
+            value[0] += 1
+
+        assert ctx.update(table, b"count", copy, add_one)
+        assert ctx.update(table, b"count", copy, add_one)
+        assert len(copies) == 1 and ctx.get(table, b"count") == [3]
+        assert not ctx.update(table, b"missing", copy, add_one)
+        ctx.delete(table, b"count")
+        assert not ctx.update(table, b"count", copy, add_one)
+        assert ctx.get(table, b"count") is None
+    run(scenario())

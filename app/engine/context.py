@@ -61,6 +61,23 @@ class Context:
                 return value
         return table.read(self.partition, key)
 
+    def update(self, table: StateTable, key: bytes, copy: Callable[[Any], Any],
+               change: Callable[[Any], None]) -> bool:
+        """Apply `change` to the value in place (False: there is none). A value this work
+        wrote already is changed as it is; a committed one is copied first. Saves a copy
+        per event when many events of one commit change one value (a plan's progress)."""
+        found, value = self.work.overlay.lookup(table, key)
+        if not found:
+            value = self._committed(table, key)
+            if value is None:
+                return False
+            value = copy(value)
+            self.work.overlay.put(table, key, value)
+        elif value is None:
+            return False
+        change(value)
+        return True
+
     def put(self, table: StateTable, key: bytes, value: Any) -> None:
         self.work.overlay.put(table, key, value)
 

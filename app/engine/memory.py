@@ -103,6 +103,15 @@ class MemoryContext:
     def get(self, table: MemoryTable, key: bytes) -> Any:
         return table.read(self.partition, key)
 
+    def update(self, table: MemoryTable, key: bytes, copy: Callable[[Any], Any],
+               change: Callable[[Any], None]) -> bool:
+        value = table.read(self.partition, key)  # decoded: a copy already
+        if value is None:
+            return False
+        change(value)
+        table.write(self.partition, key, value)
+        return True
+
     def put(self, table: MemoryTable, key: bytes, value: Any) -> None:
         table.write(self.partition, key, value)
 
