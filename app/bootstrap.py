@@ -137,15 +137,19 @@ def _services(settings: Settings) -> Services:
                                positions_topic=topics.spool_progress, app_id=settings.app_id)
     click_service = ClickService(signer, spool, dedupe_ms=settings.click_dedupe_ms,
                                  tracking_ttl_ms=settings.click_retention_ms)
-    sink_registry = SinkRegistry(catalog, settings.topic_prefix, topics.live)
+    # Plan actions are written once each to their own topic (in the engine's transaction),
+    # so live subscribers read them there instead of from a copy on the live topic.
+    own_topics = {"plan_actions": topics.plan_actions}
+    sink_registry = SinkRegistry(catalog, settings.topic_prefix, topics.live,
+                                 frozenset(own_topics))
     dispatcher = SinkDispatcher(sink_registry, connection, app_id=settings.app_id,
                                 partitions=settings.partitions,
                                 replication=settings.replication,
                                 deadletter_topic=topics.sinks_deadletter,
                                 plan_actions=PlanActionGate(catalog, topics.operation_records))
     subscriptions = Subscriptions(connection, topic=topics.live,
-                                  partitions=lambda: topology.partitions(topics.live),
-                                  limit=settings.max_subscribers)
+                                  partitions=topology.partitions,
+                                  limit=settings.max_subscribers, own_topics=own_topics)
     monitor = Monitor(
         app, settings, connection, registry=sink_registry,
         consumed_topics=lambda: sorted(engine.handlers),

@@ -69,6 +69,7 @@ class Engine(Service):
         self.anchor_topic: str | None = None
         self.ticks: list[Tick] = []
         self.tick_interval_s = 0.25
+        self._assigned_cache: tuple[Any, set[int]] | None = None
         self.stop_commit_timeout_s = 15.0
         self.gates: list[Callable[[], bool]] = []
         self._opened = False
@@ -329,8 +330,17 @@ class Engine(Service):
         return len(self._assigned_partitions()) / self.partitions
 
     def _assigned_partitions(self) -> set[int]:
+        # Asked per partition and tick: Faust builds the whole assignment (every topic's
+        # partitions) for each question, so the answer is kept until it assigns anew.
+        assignor = self.app.assignor
+        assignment = getattr(assignor, "_assignment", None)
+        cached = self._assigned_cache
+        if cached is not None and assignment is not None and cached[0] is assignment:
+            return cached[1]
         anchor = self.anchor_topic
-        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == anchor}
+        partitions = {tp.partition for tp in assignor.assigned_actives() if tp.topic == anchor}
+        self._assigned_cache = (assignment, partitions)
+        return partitions
 
     async def _on_partitions_revoked(self, sender: Any, revoked: Iterable, **_: Any) -> None:
         # Commit what is done so the next owner does not redo it, then forget the rest.

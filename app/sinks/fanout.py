@@ -31,10 +31,13 @@ class QueuedSink:
 class SinkRegistry:
     """The sinks of this engine (configured and implicit), and which queues exist."""
 
-    def __init__(self, catalog: Catalog, prefix: str, live_topic: str) -> None:
+    def __init__(self, catalog: Catalog, prefix: str, live_topic: str,
+                 own_topic_streams: frozenset[str] = frozenset()) -> None:
         self.catalog = catalog
         self.prefix = prefix
         self.live_topic = live_topic
+        # Streams live subscribers read from their own output topic: not copied to live.
+        self.own_topic_streams = own_topic_streams
         self.ready_topics: set[str] = set()
         self._derived = _Derived(-1, [], {}, {})
 
@@ -109,7 +112,8 @@ def queue_record(stream: str, event_id: str, event: object, ts_ms: int) -> bytes
 def fan_out(ctx, registry: SinkRegistry, stream: str, key_id: str, event_id: str,
             event: object, facts: Mapping[str, object], *,
             to: str | None = None) -> bool:
-    """Queue one published result for every sink that wants it and for live subscribers,
+    """Queue one published result for every sink that wants it and for live subscribers
+    (unless they read its stream's own topic),
     keyed by `key_id` (an order id; a buyer id for plan streams), and for the sink `to`
     names (a plan's own sink) whatever it subscribes to. False when `to` is no sink here.
 
@@ -117,9 +121,10 @@ def fan_out(ctx, registry: SinkRegistry, stream: str, key_id: str, event_id: str
     published.
     """
     key = key_id.encode()
-    ctx.send(registry.live_topic, key, orjson.dumps({
-        "stream": stream, "event_id": event_id, "ts_ms": ctx.now_ms, "event": event,
-        "facts": facts}))
+    if stream not in registry.own_topic_streams:
+        ctx.send(registry.live_topic, key, orjson.dumps({
+            "stream": stream, "event_id": event_id, "ts_ms": ctx.now_ms, "event": event,
+            "facts": facts}))
     wanting = registry.wanting(stream, facts)
     named = None if to is None else registry.queue_of(to)
     if named is not None and named not in wanting:

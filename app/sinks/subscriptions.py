@@ -1,12 +1,15 @@
 """Live subscriptions: new results as Server-Sent Events, resumable by `Last-Event-ID`.
 
 Every published result is also written, with the facts filters name, to
-the internal live topic. A subscriber gets its own consumer of that topic
-(no group), starting at the end, or where its `Last-Event-ID` says. Each
-event's id is the position of the whole stream after it (next offset per
-partition), so a reconnecting client resumes exactly, as long as the topic
-still holds the records (its retention). A client that does not read is
-cut off instead of buffered: writes wait at most `write_timeout_s`.
+the internal live topic, except the streams whose own output topic holds
+each event once already (plan actions: `own_topics`), which are read from
+there, each record the event itself and its fields the facts. A subscriber
+gets its own consumer of its stream's topic (no group), starting at the end,
+or where its `Last-Event-ID` says. Each event's id is the position of the
+whole stream after it (next offset per partition), so a reconnecting client
+resumes exactly, as long as the topic still holds the records (its
+retention). A client that does not read is cut off instead of buffered:
+writes wait at most `write_timeout_s`.
 """
 
 from __future__ import annotations
@@ -39,11 +42,9 @@ class Subscription:
     filters: tuple[tuple[str, str], ...]
     resume_from: dict[int, int] | None
 
-    def wants(self, record: Mapping[str, Any]) -> bool:
-        if record.get("stream") != self.stream:
-            return False
-        facts = record.get("facts") or {}
-        return all(facts.get(name) == value for name, value in self.filters)
+    def wants(self, stream: str, facts: Mapping[str, Any]) -> bool:
+        return stream == self.stream and all(facts.get(name) == value
+                                             for name, value in self.filters)
 
 
 def parse(query: Mapping[str, str], last_event_id: str | None) -> Subscription:
@@ -75,10 +76,12 @@ def decode_position(text: str | None) -> dict[int, int] | None:
 class Subscriptions:
     """Counts live subscribers (at most `limit` per worker) and feeds each one."""
 
-    def __init__(self, connection: KafkaConnection, *, topic: str, partitions, limit: int) -> None:
+    def __init__(self, connection: KafkaConnection, *, topic: str, partitions, limit: int,
+                 own_topics: Mapping[str, str]) -> None:
         self.connection = connection
         self.topic = topic
-        self.partitions = partitions  # () -> the topic's partition count
+        self.own_topics = own_topics  # stream -> the output topic it is read from
+        self.partitions = partitions  # (topic) -> the topic's partition count
         self.limit = limit
         self.active = 0
         self.cut_off = 0
@@ -97,8 +100,10 @@ class Subscriptions:
                                             isolation_level="read_committed",
                                             auto_offset_reset="earliest")
         await consumer.start()
+        own = self.own_topics.get(subscription.stream)
         try:
-            partitions = [TopicPartition(self.topic, p) for p in range(self.partitions())]
+            topic = own or self.topic
+            partitions = [TopicPartition(topic, p) for p in range(self.partitions(topic))]
             consumer.assign(partitions)
             ends = await consumer.end_offsets(partitions)
             position = {}
@@ -114,10 +119,27 @@ class Subscriptions:
                 for tp, messages in sorted(batch.items()):
                     for message in messages:
                         position[tp.partition] = message.offset + 1
-                        record = orjson.loads(message.value)
-                        if subscription.wants(record):
-                            yield encode_position(position), orjson.dumps(record["event"])
+                        found = (_own_event(subscription.stream, message.value) if own
+                                 else _live_event(message.value))
+                        if found is not None and subscription.wants(found[0], found[2]):
+                            yield encode_position(position), orjson.dumps(found[1])
                 if not batch:
                     yield "", b""  # a heartbeat: lets the caller keep the connection alive
         finally:
             await consumer.stop()
+
+
+def _live_event(value: bytes | None) -> tuple[str, Any, Mapping[str, Any]]:
+    """(stream, event, facts) of a live topic record (the engine wrote it)."""
+    record = orjson.loads(value)
+    return record["stream"], record["event"], record.get("facts") or {}
+
+
+def _own_event(stream: str, value: bytes | None) -> tuple[str, Any, Mapping[str, Any]] | None:
+    """(stream, event, facts) of a record on `stream`'s own topic: the event, whose fields
+    are its facts; None for anything else (others may write to an output topic)."""
+    try:
+        event = orjson.loads(value) if value is not None else None
+    except orjson.JSONDecodeError:
+        return None
+    return (stream, event, event) if isinstance(event, dict) else None

@@ -19,6 +19,7 @@ import pytest
 from conftest import Kafka, Receiver, Worker
 from plan_setup import delivered_actions, members, plan_body, rights_sink, wait_loaded
 from sink_setup import sink_stats
+from sse_client import SSEClient
 
 from app.domain.operations import bucket
 
@@ -301,6 +302,34 @@ def test_a_change_right_after_a_put_builds_on_that_plan(shared):
     assert len(quick) == 20
     assert all(p["state"] == "paused" and p["rate_per_s"] == 20 for p in quick), quick
     assert all(len(p["occurrences"]) <= 1 for p in quick)
+
+
+def test_live_subscribers_get_their_shops_actions_once_and_resume_by_event_id(shared):
+    # Plan actions are read from cps.plan_actions itself, not from the live topic.
+    worker, kafka = shared.worker, shared.kafka
+    expected = _level_gte_1(members(kafka, 40, shop="s-live", tag="live"))
+    wait_loaded(worker)
+    client = SSEClient(worker.port, "/subscribe?stream=plan_actions&shop_id=s-live")
+    elsewhere = SSEClient(worker.port, "/subscribe?stream=plan_actions&shop_id=s-nobody")
+    assert client.status == elsewhere.status == 200
+    time.sleep(1.0)
+    _put_plan(worker, "p-live", shop_id="s-live")
+    assert client.wait(len(expected), 60), worker.tail()
+    time.sleep(1.0)
+    got = [event for _id, event in client.events]
+    assert sorted(event["buyer_id"] for event in got) == sorted(expected)
+    assert {(event["plan_id"], event["shop_id"]) for event in got} == {("p-live", "s-live")}
+    assert not elsewhere.events
+    first_id = client.events[0][0]
+    client.close()
+    elsewhere.close()
+    again = SSEClient(worker.port, "/subscribe?stream=plan_actions&shop_id=s-live",
+                      last_event_id=first_id)
+    assert again.wait(len(expected) - 1, 30), worker.tail()
+    time.sleep(1.0)
+    assert sorted(event["buyer_id"] for _id, event in again.events) == sorted(
+        expected - {got[0]["buyer_id"]})
+    again.close()
 
 
 # -- caps, lateness, quiet hours --------------------------------------------------------

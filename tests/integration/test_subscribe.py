@@ -2,55 +2,12 @@
 
 from __future__ import annotations
 
-import http.client
 import socket
-import threading
 import time
 
-import orjson
+from sse_client import SSEClient
 
 NOT_CPS = {"shop_id": "s1", "cps_joined_ms": None, "authorized_channels": []}
-
-
-class SSEClient:
-    """Reads an event stream in a thread; keeps (id, data) of each event."""
-
-    def __init__(self, port: int, path: str, last_event_id: str | None = None) -> None:
-        self.events: list[tuple[str, dict]] = []
-        self.status = None
-        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        headers = {"Accept": "text/event-stream"}
-        if last_event_id:
-            headers["Last-Event-ID"] = last_event_id
-        self.connection.request("GET", path, headers=headers)
-        self.response = self.connection.getresponse()
-        self.status = self.response.status
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        event_id, data = None, None
-        try:
-            for raw in self.response:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("id: "):
-                    event_id = line[4:]
-                elif line.startswith("data: "):
-                    data = orjson.loads(line[6:])
-                elif line == "" and data is not None:
-                    self.events.append((event_id, data))
-                    event_id, data = None, None
-        except (OSError, ValueError, AttributeError):
-            pass  # the connection was closed under the reader
-
-    def wait(self, count: int, timeout: float = 30) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and len(self.events) < count:
-            time.sleep(0.1)
-        return len(self.events) >= count
-
-    def close(self) -> None:
-        self.connection.close()
 
 
 def produce_attributed(kafka, events, orders: dict[str, str]) -> None:
