@@ -103,6 +103,13 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+def committed_table(name: str, committed: dict[bytes, bytes], **codec) -> StateTable:
+    """A table whose committed state (every partition's) is `committed`."""
+    faust_table = SimpleNamespace(data=SimpleNamespace(
+        _db_for_partition=lambda partition: committed, offset_key=b"__offset"))
+    return StateTable(name, faust_table, **codec)
+
+
 def run(coroutine) -> None:
     asyncio.run(coroutine)
 
@@ -233,10 +240,7 @@ def test_stopping_gives_up_on_a_commit_that_never_finishes():
 def test_a_key_written_and_deleted_before_any_commit_leaves_no_changelog_record():
     async def scenario():
         engine, _app, _held = make_engine(1)
-        committed = {b"old": b"1"}
-        faust_table = SimpleNamespace(data=SimpleNamespace(
-            _db_for_partition=lambda partition: committed, offset_key=b"__offset"))
-        table = StateTable("waits", faust_table, encode=bytes, decode=bytes)
+        table = committed_table("waits", {b"old": b"1"}, encode=bytes, decode=bytes)
         ctx = engine._context(0)
         ctx.put(table, b"new", b"2")
         ctx.delete(table, b"new")    # only ever in this overlay: forgotten
@@ -251,11 +255,8 @@ def test_a_key_written_and_deleted_before_any_commit_leaves_no_changelog_record(
 def test_update_copies_a_committed_value_once_then_changes_its_own_copy():
     async def scenario():
         engine, _app, _held = make_engine(1)
-        committed = {b"count": b"1"}
-        faust_table = SimpleNamespace(data=SimpleNamespace(
-            _db_for_partition=lambda partition: committed, offset_key=b"__offset"))
-        table = StateTable("counts", faust_table, encode=lambda v: str(v[0]).encode(),
-                           decode=lambda raw: [int(raw)])
+        table = committed_table("counts", {b"count": b"1"}, encode=lambda v: str(v[0]).encode(),
+                                decode=lambda raw: [int(raw)])
         ctx = engine._context(0)
         copies = []
 
