@@ -130,10 +130,15 @@ async def measure(settings: Settings, implementation: Implementation, data: Pref
         while counter.seen < len(data.orders):
             await counter.poll()
             now = time.monotonic()
-            if first_progress is None and (counter.seen or (
-                    now >= next_probe and await _committed_any(settings.broker, group, inputs))):
+            if first_progress is None and not counter.seen and now >= next_probe:
+                # Offsets show work before any attribution does: the engine decides an
+                # order only once its inputs are read as far as they reached (a backlog:
+                # to its end), so its first attribution comes late in a drain.
+                next_probe = now + 0.5
+                if await _committed_any(settings.broker, group, inputs):
+                    first_progress = now
+            if first_progress is None and counter.seen:
                 first_progress = now
-            next_probe = max(next_probe, now + 0.5)
             if process.poll() is not None:
                 result.error = f"exited with {process.returncode}; log: {log_path}"
                 break
