@@ -275,3 +275,21 @@ def test_update_copies_a_committed_value_once_then_changes_its_own_copy():
         assert not ctx.update(table, b"count", copy, add_one)
         assert ctx.get(table, b"count") is None
     run(scenario())
+
+
+def test_scans_of_a_table_skip_faust_s_offset_key(tmp_path):
+    # A committed partition holds Faust's changelog offset beside the rows; a scan from
+    # the first key (the plan timers') must not take it for a row.
+    import rocksdict
+
+    db = rocksdict.Rdict(str(tmp_path / "db"), options=rocksdict.Options(raw_mode=True))
+    faust_table = SimpleNamespace(data=SimpleNamespace(
+        _db_for_partition=lambda partition: db, offset_key=b"__faust\x00offset__"))
+    table = StateTable("timers", faust_table, encode=bytes, decode=bytes)
+    table.apply(0, [(b"0000000000000001:a", b"1"), (b"0000000000000002:b", b"2")], 41)
+    assert table.keys_with_prefix(0, b"", limit=10) == [b"0000000000000001:a",
+                                                         b"0000000000000002:b"]
+    assert [key for key, _ in table.scan_prefix(0, b"", limit=10)] == [
+        b"0000000000000001:a", b"0000000000000002:b"]
+    assert db[b"__faust\x00offset__"] == b"41"
+    db.close()

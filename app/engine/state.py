@@ -64,22 +64,26 @@ class StateTable:
                     limit: int) -> list[tuple[bytes, Any]]:
         """Committed entries whose key starts with `prefix`, in key order, after `after`."""
         start = prefix if after is None else after + b"\x00"
+        offset_key = self.table.data.offset_key
         found = []
         for key, raw in self.db(partition).items(from_key=start):
             if not key.startswith(prefix) or len(found) >= limit:
                 break
-            found.append((key, self.decode(raw)))
+            if key != offset_key:
+                found.append((key, self.decode(raw)))
         return found
 
     def keys_with_prefix(self, partition: int, prefix: bytes, *, after: bytes | None = None,
                          limit: int) -> list[bytes]:
         """Committed keys starting with `prefix`, in key order, after `after` (not decoded)."""
         start = prefix if after is None else after + b"\x00"
+        offset_key = self.table.data.offset_key  # a plain scan (prefix b"") reaches it
         found = []
         for key in self.db(partition).keys(from_key=start):
             if not key.startswith(prefix) or len(found) >= limit:
                 break
-            found.append(key)
+            if key != offset_key:
+                found.append(key)
         return found
 
     def apply(self, partition: int, rows: list[tuple[bytes, bytes | None]],
