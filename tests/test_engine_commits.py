@@ -1,8 +1,8 @@
-"""The engine's committer and forwarder, without Kafka: per-partition commits, forwards first.
+"""The engine's committer and forwarder, without Kafka: per-slot commits, forwards first.
 
 The transactions and the forwarder are replaced by fakes the test controls,
-so each test can hold one partition's commit or one forward open and see
-what the others do meanwhile. The real broker path is covered by the
+so each test can hold one slot's commit or one forward open and see what
+the others do meanwhile. The real broker path is covered by the
 integration tests (tests/integration/test_chaos.py above all).
 """
 
@@ -28,11 +28,11 @@ INPUT = "in"
 class FakeApp:
     consumer_generation_id = 1
 
-    def __init__(self, partitions: int) -> None:
+    def __init__(self, partitions: int, owned: set[int] | None = None) -> None:
         self.conf = SimpleNamespace(id="engine-test")
         self.on_partitions_revoked = self.on_partitions_assigned = SimpleNamespace(
             connect=lambda receiver: receiver)
-        actives = [TopicPartition(INPUT, p) for p in range(partitions)]
+        actives = [TopicPartition(INPUT, p) for p in sorted(owned or range(partitions))]
         self.assignor = SimpleNamespace(assigned_actives=lambda: actives)
         self.crashed: list[BaseException] = []
 
@@ -47,20 +47,20 @@ class FakeApp:
 
 
 class HeldTransactions:
-    """Commits that finish only when the test opens their partition's gate."""
+    """Commits that finish only when the test opens their slot's gate."""
 
     def __init__(self) -> None:
-        self.gates: dict[int, asyncio.Event] = {}
-        self.started: list[int] = []
-        self.committed: list[tuple[int, list[Record], dict[str, int]]] = []
+        self.gates: dict[tuple[int, int], asyncio.Event] = {}
+        self.started: list[tuple[int, int]] = []
+        self.committed: list[tuple[tuple[int, int], list[Record], dict]] = []
 
-    def gate(self, partition: int) -> asyncio.Event:
-        return self.gates.setdefault(partition, asyncio.Event())
+    def gate(self, slot: tuple[int, int]) -> asyncio.Event:
+        return self.gates.setdefault(slot, asyncio.Event())
 
-    async def commit(self, partition, anchor_topic, records, offsets):
-        self.started.append(partition)
-        await self.gate(partition).wait()
-        self.committed.append((partition, list(records), dict(offsets)))
+    async def commit(self, slot, anchor_topic, records, offsets):
+        self.started.append(slot)
+        await self.gate(slot).wait()
+        self.committed.append((slot, list(records), dict(offsets)))
         return list(range(len(records)))
 
 
@@ -74,8 +74,9 @@ class HeldForwarder:
         return self.delivered
 
 
-def make_engine(partitions: int = 2) -> tuple[Engine, FakeApp, HeldTransactions]:
-    app = FakeApp(partitions)
+def make_engine(partitions: int = 2, owned: set[int] | None = None
+                ) -> tuple[Engine, FakeApp, HeldTransactions]:
+    app = FakeApp(partitions, owned)
     engine = Engine(app, connection=KafkaConnection("127.0.0.1:1"),
                     topology=Topology(partitions), partitions=partitions,
                     deadletter_topic="deadletter", commit_linger_ms=0, commit_max_events=1000,
@@ -114,26 +115,65 @@ def run(coroutine) -> None:
     asyncio.run(coroutine)
 
 
-def test_a_slow_partition_does_not_hold_back_the_others():
+def test_a_slow_slot_does_not_hold_back_the_others():
     async def scenario():
-        engine, _app, held = make_engine()
+        # Partitions 0 and 1 form a slot this worker owns wholly; 2 commits alone (3 is
+        # another worker's).
+        engine, _app, held = make_engine(4, owned={0, 1, 2})
         engine.pipeline("test", {INPUT: send_output})
         engine.deliver(message(0, 10))
-        engine.deliver(message(1, 20))
+        engine.deliver(message(2, 20))
         engine._start_due_commits()
-        held.gate(1).set()  # partition 0's transaction stays open
+        held.gate((2, 3)).set()  # the slot of 0 and 1 stays open
         await settle()
-        assert [(p, offsets) for p, _records, offsets in held.committed] == [(1, {INPUT: 21})]
-        # New work of the partition still committing waits for that commit.
-        engine.deliver(message(0, 11))
-        engine.deliver(message(1, 21))
+        assert [(slot, offsets) for slot, _records, offsets in held.committed] == [
+            ((2, 3), {(INPUT, 2): 21})]
+        # New work of a slot still committing waits for that commit, whichever partition.
+        engine.deliver(message(1, 30))
+        engine.deliver(message(2, 21))
         engine._start_due_commits()
         await settle()
-        assert held.started == [0, 1, 1]
-        held.gate(0).set()
+        assert held.started == [(0, 2), (2, 3), (2, 3)]
+        held.gate((0, 2)).set()
         await engine.commit_all()
-        assert sorted((p, offsets[INPUT]) for p, _records, offsets in held.committed) == [
-            (0, 11), (0, 12), (1, 21), (1, 22)]
+        assert [(slot, offsets) for slot, _records, offsets in held.committed] == [
+            ((2, 3), {(INPUT, 2): 21}), ((2, 3), {(INPUT, 2): 22}),
+            ((0, 2), {(INPUT, 0): 11}), ((0, 2), {(INPUT, 1): 31})]
+    run(scenario())
+
+
+def test_the_partitions_of_a_slot_commit_in_one_transaction(tmp_path):
+    async def scenario():
+        import rocksdict
+
+        engine, _app, held = make_engine(2)
+        dbs = {p: rocksdict.Rdict(str(tmp_path / str(p)), options=rocksdict.Options(
+            raw_mode=True)) for p in (0, 1)}
+        table = StateTable("seen", SimpleNamespace(
+            data=SimpleNamespace(_db_for_partition=dbs.__getitem__, offset_key=b"__offset"),
+            changelog_topic=SimpleNamespace(get_topic_name=lambda: "seen-changelog")),
+            encode=bytes, decode=bytes)
+
+        def remember(ctx, key, value):
+            ctx.put(table, key, value)
+            ctx.send("out", key, value)
+
+        engine.pipeline("test", {INPUT: remember})
+        held.gate((0, 2)).set()
+        engine.deliver(message(0, 10))
+        engine.deliver(message(1, 20))
+        engine.deliver(message(1, 21))
+        await engine.commit_all()
+        [(slot, records, offsets)] = held.committed
+        assert slot == (0, 2) and offsets == {(INPUT, 0): 11, (INPUT, 1): 22}
+        assert [r.topic for r in records] == ["out", "seen-changelog", "out", "out",
+                                              "seen-changelog"]
+        assert [r.partition for r in records if r.topic == "seen-changelog"] == [0, 1]
+        # Each partition's database gets its rows and the offset of its last changelog record.
+        assert dbs[0][b"__offset"] == b"1" and dbs[1][b"__offset"] == b"4"
+        assert dbs[0][b"k"] == dbs[1][b"k"] == b"v"
+        for db in dbs.values():
+            db.close()
     run(scenario())
 
 
@@ -141,8 +181,7 @@ def test_offsets_wait_until_the_forwarded_records_are_acknowledged():
     async def scenario():
         engine, _app, held = make_engine()
         engine.pipeline("test", {INPUT: forward_output})
-        for gate in (held.gate(0), held.gate(1)):
-            gate.set()
+        held.gate((0, 2)).set()
         engine.deliver(message(0, 5))
         engine.deliver(message(0, 6))
         assert len(engine.forwarder.sent) == 2  # sent at once, not at the commit
@@ -151,8 +190,8 @@ def test_offsets_wait_until_the_forwarded_records_are_acknowledged():
         assert held.started == []
         engine.forwarder.delivered.set_result(None)
         await committing
-        assert [(p, records, offsets) for p, records, offsets in held.committed] == [
-            (0, [], {INPUT: 7})]
+        assert [(slot, records, offsets) for slot, records, offsets in held.committed] == [
+            ((0, 2), [], {(INPUT, 0): 7})]
     run(scenario())
 
 
@@ -160,7 +199,7 @@ def test_a_failed_forward_commits_nothing_and_restarts_the_worker():
     async def scenario():
         engine, app, held = make_engine()
         engine.pipeline("test", {INPUT: forward_output})
-        held.gate(0).set()
+        held.gate((0, 2)).set()
         engine.deliver(message(0, 5))
         committing = asyncio.ensure_future(engine.commit_all())
         await settle()
@@ -174,20 +213,20 @@ def test_a_failed_forward_commits_nothing_and_restarts_the_worker():
     run(scenario())
 
 
-def test_uncommitted_events_past_the_limit_make_every_idle_partition_due():
+def test_uncommitted_events_past_the_limit_make_every_idle_slot_due():
     async def scenario():
-        engine, _app, held = make_engine()
+        engine, _app, held = make_engine(4, owned={0, 2})
         engine.linger_s = 60.0
         engine.max_events = 3
         engine.pipeline("test", {INPUT: send_output})
         engine.deliver(message(0, 1))
-        engine.deliver(message(1, 1))
+        engine.deliver(message(2, 1))
         assert engine._start_due_commits() is not None  # lingering, nothing started
         assert held.started == []
-        engine.deliver(message(1, 2))
+        engine.deliver(message(2, 2))
         engine._start_due_commits()
         await settle()
-        assert sorted(held.started) == [0, 1]
+        assert sorted(held.started) == [(0, 1), (2, 3)]
     run(scenario())
 
 
@@ -233,7 +272,7 @@ def test_stopping_gives_up_on_a_commit_that_never_finishes():
         engine.pipeline("test", {INPUT: send_output})
         engine.deliver(message(0, 1))  # its transaction never ends
         await asyncio.wait_for(engine.on_stop(), 5)
-        assert held.started == [0] and held.committed == []
+        assert held.started == [(0, 2)] and held.committed == []
     run(scenario())
 
 

@@ -30,6 +30,11 @@ been handled, the loop tells the engine's catch-up barriers how far the
 consumer has read the partitions they wait on; and the barriers read the
 end offsets the consumer's fetches reported (see catchup.py).
 
+## Slot producers
+Faust starts a transactional producer per assigned partition when it
+assigns, before table recovery; the engine starts the producers of its
+larger slots (see slots.py) right after, in the same call.
+
 ## Fixes
 Targeted fixes of faust-streaming 0.15 behaviour that would lose events.
 
@@ -56,6 +61,7 @@ from faust.transport.consumer import (
     Consumer,
     Fetcher,
     ThreadDelegateConsumer,
+    TransactionManager,
 )
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Producer as FaustProducer
@@ -69,6 +75,7 @@ _WATCHERS: set[asyncio.Future] = set()
 # (owner, name): every private method or attribute this module reads, calls or replaces.
 PRIVATE_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (Consumer, "_drain_messages"),
+    (TransactionManager, "on_rebalance"),
     (Consumer, "_stopped"),
     (Consumer, "_read_offset"),
     (Consumer, "_committed_offset"),
@@ -130,10 +137,26 @@ _ENGINES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 def deliver_to(engine: Any) -> None:
-    """Make the consumer of `engine.app` hand the engine's topics to `engine` directly."""
+    """Make the consumer of `engine.app` hand the engine's topics to `engine` directly,
+    and start the engine's slot producers where Faust starts its transactional ones."""
     _ENGINES[engine.app] = engine
     if Consumer._drain_messages is not _drain:
         Consumer._drain_messages = _drain
+    if TransactionManager.on_rebalance is not _start_transactions:
+        TransactionManager.on_rebalance = _start_transactions
+
+
+_faust_on_rebalance = TransactionManager.on_rebalance
+
+
+async def _start_transactions(self: TransactionManager, assigned: Any, revoked: Any,
+                              newly_assigned: Any) -> None:
+    # Faust calls this on every assignment before table recovery: the moment a new
+    # owner must fence its partitions' earlier writers (see slots.py).
+    await _faust_on_rebalance(self, assigned, revoked, newly_assigned)
+    engine = _ENGINES.get(self.app)
+    if engine is not None:
+        await engine.start_slot_producers(assigned)
 
 
 def engine_of(app: Any) -> Any:

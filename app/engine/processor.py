@@ -6,8 +6,10 @@ event's partition. Handlers are plain synchronous functions: they read and
 write state through the context, send records and dead letters, and never
 await. A background committer gathers the work of each partition for a few
 milliseconds and commits it in one Kafka transaction (records, changelog and
-input offsets), then writes the state to RocksDB (see `state.py`); each
-partition commits on its own, while the others go on. Records re-keyed for
+input offsets), then writes the state to RocksDB (see `state.py`). The
+partitions of a slot (a fixed block of them this worker owns wholly, see
+`slots.py`) commit together in one transaction; each slot commits on its
+own, while the others go on. Records re-keyed for
 another partition can be forwarded at once instead (see `forwarding.py`). Timers
 (`every_tick`) and the hooks of catch-up barriers (`catch_up`, see `catchup.py`)
 run per partition under the same rules, so a timeout decided by the wall
@@ -34,8 +36,9 @@ from app.connection import KafkaConnection
 from app.engine.catchup import Barriers, CatchUp
 from app.engine.context import Context, PartitionWork
 from app.engine.forwarding import Forwarder
+from app.engine.slots import Slot, commit_slots
 from app.engine.state import DELETED, StateTable
-from app.engine.transactions import PartitionLost, PartitionTransactions, Record
+from app.engine.transactions import PartitionLost, Record, SlotTransactions
 from app.records.fields import InvalidEvent
 from app.topology import Topology
 
@@ -64,12 +67,12 @@ class Engine(Service):
         self.deadletter_topic = deadletter_topic
         self.linger_s = commit_linger_ms / 1000
         self.max_events = commit_max_events
-        self.transactions = PartitionTransactions(app, group_id=app.conf.id)
+        self.transactions = SlotTransactions(app, group_id=app.conf.id)
         self.handlers: dict[str, Handler] = {}
         self.anchor_topic: str | None = None
         self.ticks: list[Tick] = []
         self.tick_interval_s = 0.25
-        self._assigned_cache: tuple[Any, set[int]] | None = None
+        self._assigned_cache: tuple[Any, set[int], dict[int, Slot]] | None = None
         self.stop_commit_timeout_s = 15.0
         self.gates: list[Callable[[], bool]] = []
         self._opened = False
@@ -84,7 +87,7 @@ class Engine(Service):
         self._lost: set[int] = set()
         self._crash: asyncio.Future | None = None
         self._pending_events = 0
-        self._inflight: dict[int, asyncio.Task] = {}
+        self._inflight: dict[int, asyncio.Task] = {}  # partition -> its slot's commit
         self._commits_due = asyncio.Event()
         self.running = asyncio.Event()
         self.running.set()
@@ -212,12 +215,12 @@ class Engine(Service):
 
     @Service.task
     async def _commit_loop(self) -> None:
-        """Commit each partition on its own as soon as its work is due and its last commit done.
+        """Commit each slot on its own as soon as its work is due and its last commit done.
 
         Work is due when its oldest part has lingered `linger_s` or when the
-        worker holds `max_events` uncommitted events. A partition never waits
-        for another's transaction, so one slow commit delays only its own
-        partition's results.
+        worker holds `max_events` uncommitted events. A slot never waits for
+        another's transaction, so one slow commit delays only its own
+        partitions' results.
         """
         while not self.should_stop:
             await self._commits_due.wait()
@@ -234,26 +237,39 @@ class Engine(Service):
         urgent = self._pending_events >= self.max_events
         next_due: float | None = None
         for partition, work in list(self._pending.items()):
-            if not work or self._committing_now(partition):
+            if not work:
+                continue  # already taken by its slot's commit, or empty
+            slot = self._slot_of(partition)
+            if self._committing_now(slot):
                 continue
             due = work.since + self.linger_s
             if urgent or due <= now:
-                self._start_commit(partition)
+                self._start_commit(slot)
             elif next_due is None or due < next_due:
                 next_due = due
         return None if next_due is None else max(next_due - now, 0.0)
 
-    def _committing_now(self, partition: int) -> bool:
-        task = self._inflight.get(partition)
-        return task is not None and not task.done()
+    def _committing_now(self, slot: Slot) -> bool:
+        inflight = self._inflight
+        for partition in range(*slot):
+            task = inflight.get(partition)
+            if task is not None and not task.done():
+                return True
+        return False
 
-    def _start_commit(self, partition: int) -> None:
-        work = self._pending.pop(partition)
-        self._contexts.pop(partition, None)
-        self._pending_events -= work.events
-        self._committing[partition] = work
-        task = self._inflight[partition] = asyncio.ensure_future(
-            self._commit_partition(partition, work))
+    def _start_commit(self, slot: Slot) -> None:
+        works: dict[int, PartitionWork] = {}
+        for partition in range(*slot):
+            work = self._pending.get(partition)
+            if not work:
+                continue
+            del self._pending[partition]
+            self._contexts.pop(partition, None)
+            self._pending_events -= work.events
+            self._committing[partition] = works[partition] = work
+        task = asyncio.ensure_future(self._commit_slot(slot, works))
+        for partition in works:
+            self._inflight[partition] = task
         task.add_done_callback(self._commit_done)
 
     def _commit_done(self, task: asyncio.Task) -> None:
@@ -261,67 +277,77 @@ class Engine(Service):
             logger.error("commit failed unexpectedly; restarting the worker",
                          exc_info=task.exception())
             self._crash = asyncio.ensure_future(self.app.crash(task.exception()))
-        self._commits_due.set()  # its partition's next work may be due already
+        self._commits_due.set()  # its slot's next work may be due already
 
     async def commit_all(self) -> None:
         """Commit the work of every partition; returns when all of it is durable (or lost)."""
         # The second round commits what waited for a commit running at the first.
         for _round in range(2):
-            for partition in [p for p, work in self._pending.items()
-                              if work and not self._committing_now(p)]:
-                self._start_commit(partition)
-            running = [task for task in self._inflight.values() if not task.done()]
+            for slot in {self._slot_of(p) for p, work in self._pending.items() if work}:
+                if not self._committing_now(slot):
+                    self._start_commit(slot)
+            running = {task for task in self._inflight.values() if not task.done()}
             if running:
                 await asyncio.wait(running)
 
-    async def _commit_partition(self, partition: int, work: PartitionWork) -> None:
+    async def _commit_slot(self, slot: Slot, works: dict[int, PartitionWork]) -> None:
         # Encoded once: the same bytes go to the changelog and, after the commit, to RocksDB.
-        changelogs = [(table, [(key, None if value is DELETED else table.encode(value))
-                               for key, value in writes.items()])
-                      for table, writes in work.overlay.writes.items()]
-        records = list(work.records)
-        for table, rows in changelogs:
-            topic = table.changelog_topic
-            records += [Record(topic, partition, key, raw) for key, raw in rows]
+        records: list[Record] = []
+        changelogs: list[tuple[int, StateTable, list, int]] = []  # rows and where they start
+        offsets: dict[tuple[str, int], int] = {}
+        forwarded: list[asyncio.Future] = []
+        for partition, work in works.items():
+            records += work.records
+            for table, writes in work.overlay.writes.items():
+                rows = [(key, None if value is DELETED else table.encode(value))
+                        for key, value in writes.items()]
+                changelogs.append((partition, table, rows, len(records)))
+                topic = table.changelog_topic
+                records += [Record(topic, partition, key, raw) for key, raw in rows]
+            for topic, offset in work.offsets.items():
+                offsets[topic, partition] = offset
+            forwarded += work.forwarded
         try:
-            await asyncio.gather(*work.forwarded)
+            await asyncio.gather(*forwarded)
         except Exception as exc:  # the forwarder failed: its records may be lost
-            self._lose(partition, exc)
+            self._lose(works, exc)
             return
         delay = 0.1
         while True:
             try:
-                offsets = await self.transactions.commit(
-                    partition, self.anchor_topic or "", records, work.offsets)
+                written = await self.transactions.commit(
+                    slot, self.anchor_topic or "", records, offsets)
                 break
             except PartitionLost as exc:
-                self._lose(partition, exc)
+                self._lose(works, exc)
                 return
             except KafkaError as exc:
-                if partition not in self._assigned_partitions():
-                    self._lose(partition, exc)
+                if not self._assigned_partitions().issuperset(works):
+                    self._lose(works, exc)
                     return
-                logger.warning("commit of partition %s failed (%r); retrying in %.1fs",
-                               partition, exc, delay)
+                logger.warning("commit of partitions %s failed (%r); retrying in %.1fs",
+                               sorted(works), exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        start = len(work.records)
-        for table, rows in changelogs:
-            table.apply(partition, rows, max(offsets[start:start + len(rows)]))
-            start += len(rows)
-        if self._committing.get(partition) is work:
-            del self._committing[partition]
+        for partition, table, rows, start in changelogs:
+            table.apply(partition, rows, max(written[start:start + len(rows)]))
+        for partition, work in works.items():
+            if self._committing.get(partition) is work:
+                del self._committing[partition]
 
-    def _lose(self, partition: int, cause: BaseException) -> None:
-        """Forget all uncommitted work of a partition this worker may no longer write."""
-        self._forget(partition)
-        if partition in self._assigned_partitions():
-            logger.error("partition %s lost while still assigned (%r); restarting the worker so "
-                         "it recovers from committed state", partition, cause)
-            self._lost.add(partition)
+    def _lose(self, works: dict[int, PartitionWork], cause: BaseException) -> None:
+        """Forget all uncommitted work of partitions this worker may no longer write."""
+        assigned = self._assigned_partitions()
+        for partition in works:
+            self._forget(partition)
+        still_owned = sorted(set(works) & assigned)
+        if still_owned:
+            logger.error("partitions %s lost while still assigned (%r); restarting the worker "
+                         "so it recovers from committed state", still_owned, cause)
+            self._lost.update(still_owned)
             self._crash = asyncio.ensure_future(self.app.crash(cause))
         else:
-            logger.info("dropped uncommitted work of revoked partition %s", partition)
+            logger.info("dropped uncommitted work of revoked partitions %s", sorted(works))
 
     # -- rebalancing --------------------------------------------------------
 
@@ -330,17 +356,31 @@ class Engine(Service):
         return len(self._assigned_partitions()) / self.partitions
 
     def _assigned_partitions(self) -> set[int]:
+        return self._assignment()[1]
+
+    def _slot_of(self, partition: int) -> Slot:
+        """The slot `partition` commits in (itself alone once it is not assigned here)."""
+        return self._assignment()[2].get(partition) or (partition, partition + 1)
+
+    def _assignment(self) -> tuple[Any, set[int], dict[int, Slot]]:
         # Asked per partition and tick: Faust builds the whole assignment (every topic's
         # partitions) for each question, so the answer is kept until it assigns anew.
         assignor = self.app.assignor
         assignment = getattr(assignor, "_assignment", None)
         cached = self._assigned_cache
         if cached is not None and assignment is not None and cached[0] is assignment:
-            return cached[1]
+            return cached
         anchor = self.anchor_topic
         partitions = {tp.partition for tp in assignor.assigned_actives() if tp.topic == anchor}
-        self._assigned_cache = (assignment, partitions)
-        return partitions
+        self._assigned_cache = (assignment, partitions, commit_slots(partitions, self.partitions))
+        return self._assigned_cache
+
+    async def start_slot_producers(self, assigned: Iterable) -> None:
+        """Fence and start the slots of the partitions just assigned (before table recovery)."""
+        if self.anchor_topic is not None:
+            owned = {tp.partition for tp in assigned if tp.topic == self.anchor_topic}
+            await self.transactions.start_slot_producers(owned, self.partitions,
+                                                         self.anchor_topic)
 
     async def _on_partitions_revoked(self, sender: Any, revoked: Iterable, **_: Any) -> None:
         # Commit what is done so the next owner does not redo it, then forget the rest.

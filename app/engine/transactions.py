@@ -1,13 +1,17 @@
-"""One Kafka transaction per partition: outputs, changelog records and input offsets together.
+"""One Kafka transaction per slot and commit: outputs, changelog records and input offsets.
 
-Faust (in `exactly_once` mode) creates a transactional producer per assigned
-partition on every rebalance, before table recovery starts, which fences a
-previous owner of the partition at the right moment. We reuse those
-producers but drive the transactions ourselves, because Faust's own
-transaction path (a) picks the transaction by the *destination* partition,
-so a repartitioned output lands in another partition's transaction, (b)
-sends table changelog records through a buffer outside the transaction, and
-(c) logs and swallows commit errors. See docs/exactly-once.md.
+A slot is a fixed block of input partitions (see slots.py); each has its own
+transactional id, and the engine commits the work of all the partitions of
+a slot it owns wholly in one transaction. Faust (in `exactly_once` mode)
+creates a transactional producer per assigned partition on every rebalance,
+before table recovery starts, which fences a previous owner of the
+partition at the right moment; the producers of the larger slots are
+started at the same moment (`start_slot_producers`, called from Faust's
+rebalance, see internals.py). We drive the transactions ourselves, because
+Faust's own transaction path (a) picks the transaction by the *destination*
+partition, so a repartitioned output lands in another partition's
+transaction, (b) sends table changelog records through a buffer outside the
+transaction, and (c) logs and swallows commit errors. See docs/exactly-once.md.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from app.engine.internals import (
     transaction_producer,
     transaction_state,
 )
+from app.engine.slots import Slot, fenced_slots
 from app.topology import track_topics
 
 logger = logging.getLogger(__name__)
@@ -42,12 +47,12 @@ logger = logging.getLogger(__name__)
 ABORT_TIMEOUT_S = 60.0
 RENEW_TIMEOUT_S = 30.0
 
-# Errors after which this worker can no longer commit for the partition.
+# Errors after which this worker can no longer commit for the slot.
 FENCED_ERRORS = (ProducerFenced, InvalidProducerEpoch, TransactionalIdAuthorizationFailed)
 
 
 class PartitionLost(Exception):
-    """The partition's transactions were fenced or its producer is gone (it moved away)."""
+    """A slot's transactions were fenced or its producer is gone (its partitions moved away)."""
 
 
 class Record(NamedTuple):
@@ -58,22 +63,40 @@ class Record(NamedTuple):
     value: bytes | None
 
 
-class PartitionTransactions:
-    """Commits batches of records plus input offsets atomically, per partition."""
+class SlotTransactions:
+    """Commits batches of records plus input offsets atomically, one transaction per slot."""
 
     def __init__(self, app, *, group_id: str) -> None:
         self.app = app
         self.group_id = group_id
+        self._slot_producers: set[str] = set()
 
-    def _producer(self, partition: int, topic: str):
-        faust_producer = self.app.producer
+    def transactional_id(self, slot: Slot, topic: str) -> str | None:
+        """The slot's id; a single partition keeps the id Faust gives it ("<app>-<group>-<p>")."""
         try:
             group = self.app.assignor.group_for_topic(topic)
         except KeyError:
-            return None, None, None
-        tid = f"{self.app.conf.id}-{group}-{partition}"
-        producer, lock = transaction_producer(faust_producer, tid)
-        return tid, producer, lock
+            return None
+        first, end = slot
+        name = str(first) if end - first == 1 else f"{first}to{end - 1}"
+        return f"{self.app.conf.id}-{group}-{name}"
+
+    async def start_slot_producers(self, owned: set[int], partitions: int, topic: str) -> None:
+        """Start (and so fence) the producer of every larger slot holding an owned partition.
+
+        Called on every assignment, before table recovery. Faust starts the
+        single partitions' producers itself and keeps those of partitions a
+        worker keeps; a larger slot's producer is renewed every time, because
+        another worker that owned part of the slot meanwhile fenced it.
+        """
+        faust_producer = self.app.producer
+        for tid in self._slot_producers:
+            await faust_producer.stop_transaction(tid)
+        wanted = [self.transactional_id(slot, topic)
+                  for slot in fenced_slots(owned, partitions) if slot[1] - slot[0] > 1]
+        self._slot_producers = {tid for tid in wanted if tid is not None}
+        await asyncio.gather(*(faust_producer.maybe_begin_transaction(tid)
+                               for tid in sorted(self._slot_producers)))
 
     async def _renew(self, tid: str, dead) -> object:
         """Replace a producer whose sender routine died by a new one of the same id.
@@ -81,7 +104,7 @@ class PartitionTransactions:
         aiokafka's sender can die on a connection closed mid-request (seen in the
         broker-restart test), leaving a producer that never sends again. The new
         producer's initialisation aborts the dead one's open transaction, as
-        Faust's does on a rebalance; the engine only retries a partition it still
+        Faust's does on a rebalance; the engine only retries a slot it still
         owns, so no other worker's producer is fenced.
         """
         logger.warning("transactional producer %s stopped sending; starting a new one", tid)
@@ -90,63 +113,72 @@ class PartitionTransactions:
             await asyncio.wait_for(dead.stop(), RENEW_TIMEOUT_S)
         return fresh
 
-    async def commit(self, partition: int, anchor_topic: str, records: Iterable[Record],
-                     offsets: Mapping[str, int]) -> list:
-        """Send `records` and commit them with `offsets` (topic -> next offset) in one transaction.
+    async def commit(self, slot: Slot, anchor_topic: str, records: Iterable[Record],
+                     offsets: Mapping[tuple[str, int], int]) -> list:
+        """Send `records` and commit them with `offsets` ((topic, partition) -> next offset)
+        in one transaction of `slot`.
 
         Returns the offset of each record, in order. Raises PartitionLost
-        when this worker may no longer write for the partition, KafkaError when a
+        when this worker may no longer write for the slot, KafkaError when a
         retry may succeed (the transaction is then aborted and nothing of it is visible).
         """
-        tid, producer, lock = self._producer(partition, anchor_topic)
+        tid = self.transactional_id(slot, anchor_topic)
+        producer, lock = (None, None) if tid is None else transaction_producer(
+            self.app.producer, tid)
         if producer is None or lock is None:
-            raise PartitionLost(f"no transactional producer for partition {partition}")
+            raise PartitionLost(f"no transactional producer for partitions {_named(slot)}")
         records = list(records)
         async with lock:
             try:
                 if sender_dead(producer):
                     producer = await self._renew(tid, producer)
-                await self._open(producer, partition)
+                await self._open(producer, slot)
                 await track_topics(producer, (r.topic for r in records))
                 written = await send_batched(producer, records)
                 if offsets:
                     await producer.send_offsets_to_transaction(
                         {TopicPartition(topic, partition): offset
-                         for topic, offset in offsets.items()},
+                         for (topic, partition), offset in offsets.items()},
                         self.group_id,
                     )
                 await producer.commit_transaction()
             except FENCED_ERRORS as exc:
-                raise PartitionLost(f"partition {partition} fenced: {exc!r}") from exc
+                raise PartitionLost(f"partitions {_named(slot)} fenced: {exc!r}") from exc
             except (KafkaError, IllegalOperation, AssertionError, TimeoutError) as exc:
-                await self._abort(producer, partition, exc)
-                raise KafkaError(f"transaction of partition {partition} failed: {exc!r}") from exc
+                await self._abort(producer, slot, exc)
+                raise KafkaError(f"transaction of partitions {_named(slot)} failed: "
+                                 f"{exc!r}") from exc
         return written
 
-    async def _open(self, producer, partition: int) -> None:
+    async def _open(self, producer, slot: Slot) -> None:
         """Begin a transaction, first aborting one an earlier error left half done."""
         state = transaction_state(producer)
         if state is TransactionState.IN_TRANSACTION:
             return
         if state is TransactionState.FATAL_ERROR:
-            raise PartitionLost(f"partition {partition}: producer in a fatal error state")
+            raise PartitionLost(f"partitions {_named(slot)}: producer in a fatal error state")
         if state is TransactionState.ABORTABLE_ERROR:
             await producer.abort_transaction()
         await producer.begin_transaction()
 
-    async def _abort(self, producer, partition: int, cause: BaseException) -> None:
-        logger.warning("aborting the transaction of partition %s after %r", partition, cause)
+    async def _abort(self, producer, slot: Slot, cause: BaseException) -> None:
+        logger.warning("aborting the transaction of partitions %s after %r", _named(slot), cause)
         if sender_dead(producer):
             return  # the abort would wait for ever; the next attempt renews the producer
         try:
             await asyncio.wait_for(producer.abort_transaction(), ABORT_TIMEOUT_S)
         except FENCED_ERRORS as exc:
-            raise PartitionLost(f"partition {partition} fenced: {exc!r}") from exc
+            raise PartitionLost(f"partitions {_named(slot)} fenced: {exc!r}") from exc
         except TimeoutError as exc:
-            raise PartitionLost(f"partition {partition}: abort not done in "
+            raise PartitionLost(f"partitions {_named(slot)}: abort not done in "
                                 f"{ABORT_TIMEOUT_S:.0f}s") from exc
         except (KafkaError, IllegalOperation, AssertionError) as exc:
-            logger.warning("abort of partition %s failed too: %r", partition, exc)
+            logger.warning("abort of partitions %s failed too: %r", _named(slot), exc)
+
+
+def _named(slot: Slot) -> str:
+    first, end = slot
+    return str(first) if end - first == 1 else f"{first}-{end - 1}"
 
 
 async def send_batched(producer, records: list[Record]) -> list[int]:

@@ -1,0 +1,60 @@
+"""Slots: fixed aligned blocks of partitions, committed together when owned wholly."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.engine.slots import commit_slots, fenced_slots, slots_holding
+
+
+def test_the_slots_of_a_partition_double_up_to_all_partitions():
+    assert slots_holding(5, 8) == [(5, 6), (4, 6), (4, 8), (0, 8)]
+    assert slots_holding(0, 1) == [(0, 1)]
+    # Not a power of two: the last blocks are cut at the end, and a block cut to the
+    # same partitions as the one before is not repeated.
+    assert slots_holding(4, 5) == [(4, 5), (0, 5)]
+    assert slots_holding(5, 6) == [(5, 6), (4, 6), (0, 6)]
+
+
+def test_a_partition_outside_the_range_is_refused():
+    with pytest.raises(ValueError):
+        slots_holding(8, 8)
+
+
+def test_one_worker_commits_every_partition_in_one_slot_and_two_halves_in_two():
+    assert set(commit_slots(range(8), 8).values()) == {(0, 8)}
+    assert commit_slots({4, 5, 6, 7}, 8) == dict.fromkeys((4, 5, 6, 7), (4, 8))
+    assert commit_slots({0, 2, 4, 6}, 8) == {p: (p, p + 1) for p in (0, 2, 4, 6)}
+    assert commit_slots({0, 1, 3}, 8) == {0: (0, 2), 1: (0, 2), 3: (3, 4)}
+
+
+partition_sets = st.integers(1, 40).flatmap(
+    lambda partitions: st.tuples(st.just(partitions),
+                                 st.sets(st.integers(0, partitions - 1))))
+
+
+@given(partition_sets)
+def test_each_owned_partition_commits_in_the_largest_wholly_owned_slot(case):
+    partitions, owned = case
+    chosen = commit_slots(owned, partitions)
+    assert set(chosen) == owned
+    for partition, slot in chosen.items():
+        assert owned.issuperset(range(*slot)) and partition in range(*slot)
+        size = slot[1] - slot[0]
+        larger = [s for s in slots_holding(partition, partitions) if s[1] - s[0] > size]
+        assert all(not owned.issuperset(range(*s)) for s in larger)
+        assert all(chosen[p] == slot for p in range(*slot))  # a slot commits as one
+
+
+@given(partition_sets, partition_sets)
+def test_a_new_owner_fences_every_slot_an_earlier_owner_could_commit_its_partitions_in(
+        before, after):
+    partitions, earlier = before
+    later = {p for p in after[1] if p < partitions}
+    used_earlier = set(commit_slots(earlier, partitions).values())
+    fenced = fenced_slots(later, partitions)
+    for slot in used_earlier:
+        if later & set(range(*slot)):
+            assert slot in fenced
