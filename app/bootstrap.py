@@ -114,6 +114,7 @@ def _services(settings: Settings) -> Services:
     app = create_app(settings, connection)
     internals.require()
     internals.apply_fixes(app)
+    internals.batch_fetches(app, settings.fetch_max_wait_ms)
     topology = Topology(settings.partitions)
     engine = Engine(
         app, connection=connection, topology=topology, partitions=settings.partitions,

@@ -229,13 +229,19 @@ class Settings:
         "last, is seconds: `* * * * * */5` = every 5 s)", note="every minute", check=_cron)
     commit_linger_ms: int = setting(
         "CPS_COMMIT_LINGER_MS", 50,
-        "how long a partition's oldest uncommitted event waits for others before the engine "
-        "commits that partition (counted from when that event came in, so work that waited "
-        "through a longer commit goes right after it): shorter lowers latency but makes more "
-        "transactions (at 5 ms the `make run` demo fell seconds behind on 2 cores; at 50 ms it "
-        "kept up)", minimum=0, maximum=10_000)
+        "how long the oldest uncommitted event of a slot (the partitions a worker commits "
+        "together, docs/exactly-once.md) waits for others before the engine commits that slot "
+        "(counted from when that event came in, so work that waited through a longer commit "
+        "goes right after it): shorter lowers latency but makes more transactions",
+        minimum=0, maximum=10_000)
     commit_max_events: int = setting("CPS_COMMIT_MAX_EVENTS", 5000,
                                      "events after which the engine commits at once", minimum=1)
+    fetch_max_wait_ms: int = setting(
+        "CPS_FETCH_MAX_WAIT_MS", 20,
+        "how long the broker may hold a worker's fetch to gather up to 1 MiB before it "
+        "answers: fewer, larger fetches cost less CPU per event while live, and each hop "
+        "waits up to this long (0: answer as soon as any record is there)",
+        minimum=0, maximum=1_000)
     standby_replicas: int = setting("CPS_STANDBY_REPLICAS", 0,
                                     "Faust standby replicas of each table partition",
                                     minimum=0, maximum=8)

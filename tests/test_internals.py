@@ -23,3 +23,26 @@ def test_a_removed_attribute_is_named(monkeypatch):
         "faust.transport.consumer.Consumer._removed_in_a_release"]
     with pytest.raises(RuntimeError, match=r"Consumer\._removed_in_a_release"):
         internals.require()
+
+
+def _faust_assignment(assignor_class, clients: list[str], replicas: int) -> dict:
+    from faust.assignor.client_assignment import CopartitionedAssignment
+
+    cluster = {client: CopartitionedAssignment(topics={"in"}) for client in clients}
+    assignor = assignor_class(topics={"in"}, cluster_asgn=cluster, num_partitions=8,
+                              replicas=replicas)
+    return {client: (sorted(a.actives), sorted(a.standbys))
+            for client, a in assignor.get_assignment().items()}
+
+
+def test_the_leader_lays_each_worker_s_share_out_as_whole_slots():
+    from faust.assignor.copartitioned_assignor import CopartitionedAssignor
+
+    # Faust alone interleaves two new workers: no slot larger than one partition.
+    spread = _faust_assignment(CopartitionedAssignor, ["w1", "w2"], replicas=0)
+    assert {tuple(actives) for actives, _ in spread.values()} == {(0, 2, 4, 6), (1, 3, 5, 7)}
+    aligned = _faust_assignment(internals.SlotAlignedAssignor, ["w1", "w2"], replicas=0)
+    assert aligned == {"w1": ([0, 1, 2, 3], []), "w2": ([4, 5, 6, 7], [])}
+    # With standby replicas Faust's own layout stays: its standbys are placed against it.
+    assert _faust_assignment(internals.SlotAlignedAssignor, ["w1", "w2"], replicas=1) == \
+        _faust_assignment(CopartitionedAssignor, ["w1", "w2"], replicas=1)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.engine.slots import commit_slots, fenced_slots, slots_holding
+from app.engine.slots import aligned_assignment, commit_slots, fenced_slots, slots_holding
 
 
 def test_the_slots_of_a_partition_double_up_to_all_partitions():
@@ -58,3 +60,37 @@ def test_a_new_owner_fences_every_slot_an_earlier_owner_could_commit_its_partiti
     for slot in used_earlier:
         if later & set(range(*slot)):
             assert slot in fenced
+
+
+def test_shares_are_laid_out_as_contiguous_ranges_that_are_whole_slots():
+    assert aligned_assignment({"a": 4, "b": 4}, {}, 8) == {"a": {0, 1, 2, 3}, "b": {4, 5, 6, 7}}
+    assert aligned_assignment({"a": 2, "b": 2, "c": 2, "d": 2}, {}, 8) == {
+        "a": {0, 1}, "b": {2, 3}, "c": {4, 5}, "d": {6, 7}}
+    uneven = aligned_assignment({"a": 2, "b": 3, "c": 3}, {}, 8)
+    assert uneven == {"b": {0, 1, 2}, "c": {3, 4, 5}, "a": {6, 7}}
+
+
+def test_a_range_goes_to_the_client_that_owns_most_of_it():
+    # A second worker joins a worker that had them all: the first keeps its half.
+    assert aligned_assignment({"new": 4, "old": 4}, {"old": set(range(8))}, 8) == {
+        "old": {0, 1, 2, 3}, "new": {4, 5, 6, 7}}
+    kept = aligned_assignment({"new": 4, "old": 4}, {"old": {0, 2, 4, 5, 6, 7}}, 8)
+    assert kept["old"] == {4, 5, 6, 7}
+
+
+def test_counts_that_do_not_cover_the_partitions_are_refused():
+    with pytest.raises(ValueError):
+        aligned_assignment({"a": 3}, {}, 8)
+
+
+@given(st.integers(1, 32).flatmap(lambda partitions: st.tuples(
+    st.just(partitions), st.lists(st.integers(0, partitions), min_size=1, max_size=6))))
+def test_every_partition_goes_to_exactly_one_client_with_its_count(case):
+    partitions, cuts = case
+    bounds = sorted({0, partitions, *cuts})
+    counts = {f"c{i}": hi - lo for i, (lo, hi) in enumerate(itertools.pairwise(bounds))}
+    assigned = aligned_assignment(counts, {}, partitions)
+    assert {client: len(owned) for client, owned in assigned.items()} == counts
+    assert sorted(p for owned in assigned.values() for p in owned) == list(range(partitions))
+    for owned in assigned.values():
+        assert not owned or owned == set(range(min(owned), max(owned) + 1))

@@ -30,10 +30,28 @@ been handled, the loop tells the engine's catch-up barriers how far the
 consumer has read the partitions they wait on; and the barriers read the
 end offsets the consumer's fetches reported (see catchup.py).
 
-## Slot producers
+## Slot producers and slot-aligned assignments
 Faust starts a transactional producer per assigned partition when it
 assigns, before table recovery; the engine starts the producers of its
-larger slots (see slots.py) right after, in the same call.
+larger slots (see slots.py) right after, in the same call. Faust's
+assignor spreads partitions round robin (two workers get 0, 2, 4, 6 and 1,
+3, 5, 7: no whole slot); the leader's assignor then lays each worker's
+share out as contiguous ranges instead (`SlotAlignedAssignor`), so workers
+commit in whole slots. Only without standby replicas: Faust places
+standbys against its own layout of the actives.
+
+## Fetch batching
+Faust asks the broker to answer a fetch as soon as one byte is there. Live,
+every fetch then carries a few records, and each costs the same Python
+work for every assigned partition of every topic; `batch_fetches` lets the
+broker gather up to 1 MiB for `CPS_FETCH_MAX_WAIT_MS` instead.
+
+## Transaction pacing
+After a commit the broker writes the transaction's markers before it lets
+the same producer add partitions again, and aiokafka waits a fixed 20 ms
+(`BACKOFF_OVERRIDE`) before asking again. A slot commits back to back, so
+nearly every transaction waited that long: `CONCURRENT_TRANSACTIONS_RETRY_S`
+asks again sooner (BENCHMARKS.md, issue 17).
 
 ## Fixes
 Targeted fixes of faust-streaming 0.15 behaviour that would lose events.
@@ -53,7 +71,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.consumer.subscription_state import SubscriptionState, TopicPartitionState
+from aiokafka.producer import sender as aiokafka_sender
 from aiokafka.producer.sender import Sender
+from faust.assignor import partition_assignor
+from faust.assignor.copartitioned_assignor import CopartitionedAssignor
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import (
@@ -66,16 +87,23 @@ from faust.transport.consumer import (
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Producer as FaustProducer
 
+from app.engine.slots import aligned_assignment
+
 logger = logging.getLogger(__name__)
 
 YIELD_EVERY = 200  # messages between two turns of the event loop (commits, HTTP)
 _POLL_S = 0.1
+# Markers of a transaction over a few dozen partitions take a few milliseconds on a
+# local broker; each early retry costs one small AddPartitionsToTxn request.
+CONCURRENT_TRANSACTIONS_RETRY_S = 0.002
 _WATCHERS: set[asyncio.Future] = set()
 
 # (owner, name): every private method or attribute this module reads, calls or replaces.
 PRIVATE_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (Consumer, "_drain_messages"),
     (TransactionManager, "on_rebalance"),
+    (partition_assignor, "CopartitionedAssignor"),
+    (CopartitionedAssignor, "_client_assignments"),
     (Consumer, "_stopped"),
     (Consumer, "_read_offset"),
     (Consumer, "_committed_offset"),
@@ -85,6 +113,9 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (AIOKafkaConsumerThread, "_highwaters"),
     (AIOKafkaConsumerThread, "_ensure_consumer"),
     (AIOKafkaConsumerThread, "_consumer"),
+    (AIOKafkaConsumerThread, "_create_worker_consumer"),
+    (AIOKafkaConsumer, "_fetch_min_bytes"),
+    (AIOKafkaConsumer, "_fetch_max_wait_ms"),
     (AIOKafkaConsumer, "_subscription"),
     (Recovery, "_set_recovery_ended"),
     (FaustProducer, "_transaction_producers"),
@@ -94,6 +125,7 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (AIOKafkaProducer, "_txn_manager"),
     (AIOKafkaProducer, "_sender"),
     (Sender, "sender_task"),
+    (aiokafka_sender, "BACKOFF_OVERRIDE"),
     (RocksDBStore, "_db_for_partition"),
     (SubscriptionState, "subscription"),
     (TopicPartitionState, "timestamp"),
@@ -144,9 +176,26 @@ def deliver_to(engine: Any) -> None:
         Consumer._drain_messages = _drain
     if TransactionManager.on_rebalance is not _start_transactions:
         TransactionManager.on_rebalance = _start_transactions
+    partition_assignor.CopartitionedAssignor = SlotAlignedAssignor
 
 
 _faust_on_rebalance = TransactionManager.on_rebalance
+
+
+class SlotAlignedAssignor(CopartitionedAssignor):
+    """Faust's assignment of a copartitioned group, each client's share made contiguous."""
+
+    def get_assignment(self) -> Any:
+        previous = {client: set(assignment.actives)
+                    for client, assignment in self._client_assignments.items()}
+        assignments = super().get_assignment()
+        if self.replicas:
+            return assignments
+        counts = {client: len(assignment.actives) for client, assignment in assignments.items()}
+        for client, actives in aligned_assignment(counts, previous,
+                                                  self.num_partitions).items():
+            assignments[client].actives = actives
+        return assignments
 
 
 async def _start_transactions(self: TransactionManager, assigned: Any, revoked: Any,
@@ -357,8 +406,32 @@ def _only_markers_left(recovery: Any) -> bool:
     return bool(behind) and all(offsets[tp] >= highwaters[tp] - 1 for tp in behind)
 
 
+FETCH_MIN_BYTES = 1 << 20
+_FETCH_WAIT_MS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_faust_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
+
+
+def batch_fetches(app: Any, max_wait_ms: int) -> None:
+    """Let the broker hold `app`'s fetches up to `max_wait_ms` to gather 1 MiB (0: Faust's
+    way, an answer as soon as any record is there)."""
+    if max_wait_ms:
+        _FETCH_WAIT_MS[app] = max_wait_ms
+    AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
+
+
+def _create_worker_consumer(self: AIOKafkaConsumerThread, transport: Any) -> AIOKafkaConsumer:
+    consumer = _faust_worker_consumer(self, transport)
+    wait_ms = _FETCH_WAIT_MS.get(self.app)
+    if wait_ms:
+        # Read by the consumer when it starts its fetcher, after this.
+        consumer._fetch_min_bytes = FETCH_MIN_BYTES
+        consumer._fetch_max_wait_ms = wait_ms
+    return consumer
+
+
 def apply_fixes(app: Any) -> None:
     """The fixes above, for `app` (the class patches once per process)."""
+    aiokafka_sender.BACKOFF_OVERRIDE = CONCURRENT_TRANSACTIONS_RETRY_S
     Consumer.perform_seek = _perform_seek
     AIOKafkaConsumerThread._highwaters = _highwaters
 

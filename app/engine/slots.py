@@ -54,3 +54,35 @@ def commit_slots(owned: Iterable[int], partitions: int) -> dict[int, Slot]:
 def fenced_slots(owned: Iterable[int], partitions: int) -> set[Slot]:
     """Every slot that holds an owned partition: the transactional ids a new owner fences."""
     return {slot for partition in set(owned) for slot in slots_holding(partition, partitions)}
+
+
+def aligned_assignment(counts: dict[str, int], previous: dict[str, set[int]],
+                       partitions: int) -> dict[str, set[int]]:
+    """Give each client `counts[client]` partitions as contiguous ranges, so whole slots.
+
+    The ranges are laid out largest count first, so with counts that divide the
+    partitions evenly into powers of two (8 over 2 or 4 workers) every client gets
+    one slot. Among clients of the same count, each range goes to the one that
+    already owns most of it, so a rebalance moves few partitions.
+    """
+    if sum(counts.values()) != partitions:
+        raise ValueError(f"counts {counts} do not add up to {partitions} partitions")
+    order = sorted(counts, key=lambda client: (-counts[client], client))
+    ranges: list[tuple[int, range]] = []
+    first = 0
+    for client in order:
+        ranges.append((counts[client], range(first, first + counts[client])))
+        first += counts[client]
+    unplaced = set(counts)
+    assigned: dict[str, set[int]] = {}
+    while ranges:
+        # The pair of a range and a client of its count that keeps most in place first
+        # (ties: the earlier range, then the client named first).
+        _kept, index, best = max(
+            ((len(previous.get(client, set()) & set(span)), index, client)
+             for index, (count, span) in enumerate(ranges)
+             for client in sorted(unplaced) if counts[client] == count),
+            key=lambda pair: pair[0])
+        assigned[best] = set(ranges.pop(index)[1])
+        unplaced.discard(best)
+    return assigned
