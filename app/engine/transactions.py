@@ -134,17 +134,17 @@ class SlotTransactions:
                     producer = await self._renew(tid, producer)
                 await self._open(producer, slot)
                 await track_topics(producer, (r.topic for r in records))
-                submitted = await submit_batched(producer, records)
-                # The offsets' round trips go while the records are on their way; the
-                # records are awaited before the commit all the same: aiokafka would commit
-                # a transaction whose batch failed (it waits for the batch, not its success).
+                # Every batch is awaited, and only then the offsets sent: aiokafka's commit
+                # waits for batches to be sent, not to succeed, and a broker that verifies
+                # a transaction's writes refuses a Produce while the same transaction's
+                # AddOffsetsToTxn is being written (docs/exactly-once.md).
+                written = await send_batched(producer, records)
                 if offsets:
                     await producer.send_offsets_to_transaction(
                         {TopicPartition(topic, partition): offset
                          for (topic, partition), offset in offsets.items()},
                         self.group_id,
                     )
-                written = await written_offsets(submitted, len(records))
                 await producer.commit_transaction()
             except FENCED_ERRORS as exc:
                 raise PartitionLost(f"partitions {_named(slot)} fenced: {exc!r}") from exc
@@ -185,23 +185,15 @@ def _named(slot: Slot) -> str:
     return str(first) if end - first == 1 else f"{first}-{end - 1}"
 
 
-Submitted = list[tuple[asyncio.Future, list[int]]]  # a batch's delivery, its records' indexes
-
-
 async def send_batched(producer, records: list[Record]) -> list[int]:
-    """Send `records` as one batch per topic-partition; the offset of each, in order."""
-    return await written_offsets(await submit_batched(producer, records), len(records))
-
-
-async def submit_batched(producer, records: list[Record]) -> Submitted:
-    """Hand `records` to the producer as one batch per topic-partition, not waiting for them.
+    """Send `records` as one batch per topic-partition; the offset of each, in order.
 
     One `BatchBuilder` per topic-partition instead of one `send` (partitioner,
     accumulator, future) per record: the producer's per-record cost was a fifth
     of the worker's CPU in the benchmark's profiles.
     """
     open_batches: dict[tuple[str, int], tuple[object, list[int]]] = {}
-    submitted: Submitted = []
+    submitted: list[tuple[asyncio.Future, list[int]]] = []
     for index, record in enumerate(records):
         where = (record.topic, record.partition)
         batch, members = open_batches.get(where) or (None, [])
@@ -218,12 +210,7 @@ async def submit_batched(producer, records: list[Record]) -> Submitted:
     for (topic, partition), (batch, members) in open_batches.items():
         submitted.append((await producer.send_batch(batch, topic, partition=partition),
                           members))
-    return submitted
-
-
-async def written_offsets(submitted: Submitted, count: int) -> list[int]:
-    """The offset of each of `count` records once all are written (raises if one failed)."""
-    offsets = [0] * count
+    offsets = [0] * len(records)
     for future, members in submitted:
         base = (await future).offset
         for relative, index in enumerate(members):
