@@ -238,10 +238,10 @@ class Engine(Service):
         next_due: float | None = None
         for partition, work in list(self._pending.items()):
             if not work:
-                continue  # already taken by its slot's commit, or empty
+                continue
             slot = self._slot_of(partition)
             if self._committing_now(slot):
-                continue
+                continue  # including the slot whose commit this loop just started
             due = work.since + self.linger_s
             if urgent or due <= now:
                 self._start_commit(slot)

@@ -77,9 +77,7 @@ class SlotTransactions:
             group = self.app.assignor.group_for_topic(topic)
         except KeyError:
             return None
-        first, end = slot
-        name = str(first) if end - first == 1 else f"{first}to{end - 1}"
-        return f"{self.app.conf.id}-{group}-{name}"
+        return f"{self.app.conf.id}-{group}-{_named(slot, joiner='to')}"
 
     async def start_slot_producers(self, owned: set[int], partitions: int, topic: str) -> None:
         """Start (and so fence) the producer of every larger slot holding an owned partition.
@@ -180,9 +178,9 @@ class SlotTransactions:
             logger.warning("abort of partitions %s failed too: %r", _named(slot), exc)
 
 
-def _named(slot: Slot) -> str:
+def _named(slot: Slot, joiner: str = "-") -> str:
     first, end = slot
-    return str(first) if end - first == 1 else f"{first}-{end - 1}"
+    return str(first) if end - first == 1 else f"{first}{joiner}{end - 1}"
 
 
 async def send_batched(producer, records: list[Record]) -> list[int]:
