@@ -98,6 +98,16 @@ def test_a_plain_broker_has_one_plaintext_listener(tmp_path):
     assert "sasl" not in properties and "ssl" not in properties
 
 
+def test_a_segment_s_index_entries_fit_its_index_files(tmp_path):
+    lines = local._server_properties(9092, 9093, tmp_path / "data").splitlines()
+    segment = int(next(line for line in lines if line.startswith("log.segment.bytes="))
+                  .split("=")[1])
+    index = int(next(line for line in lines if line.startswith("log.index.size.max.bytes="))
+                .split("=")[1])
+    # One entry per 4 KiB of records; the time index's 12-byte entries are the larger.
+    assert segment // 4096 * 12 <= index < 1024 * 1024
+
+
 def test_a_secure_broker_serves_sasl_ssl_and_logs_in_to_itself(tmp_path):
     login = ScramLogin("cps", "s3cret", tmp_path / "tls" / "ca.pem")
     lines = local._server_properties(9092, 9093, tmp_path / "data", login).splitlines()

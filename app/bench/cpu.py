@@ -9,6 +9,7 @@ without bound is a machine that ran out of cores.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,20 +23,23 @@ class CpuSample:
     machine_total_s: float
 
 
-def sample(pid: int, proc: Path = Path("/proc")) -> CpuSample | None:
-    """CPU seconds so far of `pid` (user + system) and of the machine; None where /proc is not."""
+def sample(pids: Iterable[int], proc: Path = Path("/proc")) -> CpuSample | None:
+    """CPU seconds so far of the processes `pids` together (user + system) and of the
+    machine; None where /proc is not."""
+    process_ticks = 0
     try:
-        stat = (proc / str(pid) / "stat").read_text()
+        for pid in pids:
+            stat = (proc / str(pid) / "stat").read_text()
+            # Fields after the command name, which is in parentheses and may hold spaces.
+            fields = stat.rsplit(")", 1)[1].split()
+            process_ticks += int(fields[11]) + int(fields[12])  # utime + stime
         machine = (proc / "stat").read_text().splitlines()[0]
     except (OSError, IndexError):
         return None
-    # Fields after the command name, which is in parentheses and may hold spaces.
-    fields = stat.rsplit(")", 1)[1].split()
-    utime, stime = int(fields[11]), int(fields[12])
     # cpu user nice system idle iowait irq softirq steal (guest time is inside user).
     ticks = [int(value) for value in machine.split()[1:9]]
     idle = ticks[3] + ticks[4]
-    return CpuSample((utime + stime) / TICKS_PER_S, (sum(ticks) - idle) / TICKS_PER_S,
+    return CpuSample(process_ticks / TICKS_PER_S, (sum(ticks) - idle) / TICKS_PER_S,
                      sum(ticks) / TICKS_PER_S)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -30,9 +29,9 @@ from app.bench.runner import (
     Implementation,
     Launched,
     OutputCounter,
+    group_members,
     launch,
-    output_topic,
-    stop,
+    prepare_output,
     write_configuration,
 )
 from app.bench.workload import Shape, Workload
@@ -63,7 +62,7 @@ async def start_engine(settings: Settings, implementation: Implementation, prefi
     for topic, key, value in burst:
         await feeder.send(topic, key, value)
     await feeder.flush()
-    output = output_topic(implementation, prefix)
+    output = await prepare_output(settings, implementation, prefix)
     launched = await launch(settings, implementation, prefix, config_path, output=output)
     return _Started(launched, output, feeder)
 
@@ -84,21 +83,21 @@ async def measure_live(settings: Settings, implementation: Implementation, *, ra
                   burst_share=0.0, seed=2)
     workload = Workload(shape, start_ms=int(time.time() * 1000))
     started = await start_engine(settings, implementation, prefix, workload)
-    output, feeder = started.output, started.feeder
-    process, state_dir = started.launched.process, started.launched.state_dir
+    output, feeder, launched = started.output, started.feeder, started.launched
     timed: set[bytes] = set()
-    counter = OutputCounter(settings.broker, output, timed=timed)
+    counter = OutputCounter(settings.broker, output, settings.partitions, timed=timed)
     await counter.start()
     polling = asyncio.create_task(_keep_polling(counter))
     result: dict = {"rate": rate, "seconds": seconds}
     try:
-        if not await _warm_up(feeder, workload, counter, process):
-            result["error"] = f"no attribution after {WARM_UP_TIMEOUT_S}s; log: {state_dir}"
+        if not await _warm_up(settings, feeder, workload, counter, launched):
+            result["error"] = (f"no attribution from a settled group after "
+                               f"{WARM_UP_TIMEOUT_S}s; log: {launched.log_paths}")
             return result
         report(f"bench: {implementation.name}: live at {rate:,} events/s for {seconds}s")
-        began = cpu.sample(process.pid)
+        began = cpu.sample(launched.pids)
         sent = await _feed_live(feeder, shape, timed)
-        fed = cpu.sample(process.pid)
+        fed = cpu.sample(launched.pids)
         deadline = time.monotonic() + TAIL_TIMEOUT_S
         while len(timed - counter.attributed) and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
@@ -108,14 +107,14 @@ async def measure_live(settings: Settings, implementation: Implementation, *, ra
             "max": max(counter.delays, default=None), "waited": counter.waited,
             "missing": len(timed - counter.attributed),
             # Until the tail is attributed: the work of catching up belongs to these events.
-            "cpu_us_per_event": cpu.cpu_us_per_event(began, cpu.sample(process.pid), sent),
+            "cpu_us_per_event": cpu.cpu_us_per_event(began, cpu.sample(launched.pids), sent),
             "machine_busy_percent": cpu.machine_busy_percent(began, fed)})
         return result
     finally:
         polling.cancel()
         await counter.stop()
         await feeder.__aexit__(None, None, None)
-        await asyncio.to_thread(stop, process)
+        await asyncio.to_thread(launched.stop)
 
 
 async def _keep_polling(counter: OutputCounter) -> None:
@@ -123,13 +122,17 @@ async def _keep_polling(counter: OutputCounter) -> None:
         await counter.poll()
 
 
-async def _warm_up(feeder: Feeder, workload: Workload, counter: OutputCounter,
-                   process: subprocess.Popen) -> bool:
-    """Send a click and its order every half second until one is attributed."""
+async def _warm_up(settings: Settings, feeder: Feeder, workload: Workload,
+                   counter: OutputCounter, launched: Launched) -> bool:
+    """Send a click and its order every half second until one is attributed and every
+    worker has its partitions (no rebalance left to come in the live phase)."""
     shop = workload.shops[0]
     deadline = time.monotonic() + WARM_UP_TIMEOUT_S
+    workers = len(launched.processes)
     for n in itertools.count():
-        if counter.seen or process.poll() is not None or time.monotonic() > deadline:
+        if launched.exited() or time.monotonic() > deadline:
+            return False
+        if counter.seen and await group_members(settings.broker, launched.group) == workers:
             break
         now = int(time.time() * 1000)
         buyer = f"warm-{n}"
@@ -143,7 +146,7 @@ async def _warm_up(feeder: Feeder, workload: Workload, counter: OutputCounter,
         await feeder.flush()
         await asyncio.sleep(0.5)
     await asyncio.sleep(2)  # let the warm-up backlog drain
-    return counter.seen > 0
+    return True
 
 
 async def _feed_live(feeder: Feeder, shape: Shape, timed: set[bytes]) -> int:
@@ -190,8 +193,8 @@ async def measure_state(settings: Settings, engine: Implementation, *, buyers: i
                                   settings.partitions)
             if remaining == 0:
                 break
-            if started.launched.process.poll() is not None or time.monotonic() - began > timeout_s:
-                result["error"] = f"lag {remaining:,} left; log: {started.launched.log_path}"
+            if started.launched.exited() or time.monotonic() - began > timeout_s:
+                result["error"] = f"lag {remaining:,} left; log: {started.launched.log_paths}"
                 break
             report(f"bench: state: lag {remaining:,}")
             await asyncio.sleep(5)
@@ -199,11 +202,11 @@ async def measure_state(settings: Settings, engine: Implementation, *, buyers: i
         result["lag"] = remaining
         result["dead_letters"] = await _records(settings.broker, f"{prefix}deadletter",
                                                 settings.partitions)
-        result["alive"] = started.launched.process.poll() is None
+        result["alive"] = started.launched.exited() is None
     finally:
         await started.feeder.__aexit__(None, None, None)
-        rusage = await asyncio.to_thread(stop, started.launched.process)
-    result["peak_rss_mb"] = round(rusage.ru_maxrss / 1024) if rusage else None
+        usage = await asyncio.to_thread(started.launched.stop)
+    result["peak_rss_mb"] = round(usage.peak_rss_mb)
     return result
 
 

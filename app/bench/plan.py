@@ -11,7 +11,16 @@ from typing import TypeVar
 
 from app.bench.live import measure_live, measure_state
 from app.bench.plans import measure_plan
-from app.bench.runner import Result, implementations, measure, prefill
+from app.bench.runner import (
+    ENGINE,
+    Result,
+    engine,
+    engine_name,
+    implementations,
+    is_engine,
+    measure,
+    prefill,
+)
 from app.bench.workload import Shape
 from app.settings import Settings
 
@@ -25,6 +34,9 @@ class Phases:
     live_rate: int | None = None  # None: half the engine's drain rate
     state_buyers: int = 1_000_000  # 0: no state phase
     plan_members: int = 1_000_000  # 0: no plan phase
+    # The engine's drain and live phases run once per count, in this order; the first
+    # sets the live rate and the ratios.
+    engine_workers: tuple[int, ...] = (1,)
     # All implementations at once (a smoke run's speed; their numbers then not comparable).
     side_by_side: bool = False
 
@@ -41,7 +53,9 @@ def run_all(settings: Settings, shape: Shape, names: list[str], *, timeout_s: fl
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
         prefix = f"bench.{secrets.token_hex(3)}."
         data = await prefill(settings, shape, prefix, report)
-        table = implementations(settings)
+        table = implementations(settings, phases.engine_workers)
+        drained = [name for name in names if name != ENGINE] + (
+            [engine_name(n) for n in phases.engine_workers] if ENGINE in names else [])
 
         async def drain(name: str) -> Result:
             report(f"bench: running {table[name].title}")
@@ -57,22 +71,23 @@ def run_all(settings: Settings, shape: Shape, names: list[str], *, timeout_s: fl
                 buyers=shape.buyers, run_prefix=prefix, report=report)
             report(f"bench: {result.name}: delay {result.delays_ms}")
 
-        results = await _each(phases.side_by_side, [lambda n=n: drain(n) for n in names])
+        results = await _each(phases.side_by_side, [lambda n=n: drain(n) for n in drained])
         further: dict = {"side_by_side": phases.side_by_side}
-        engine = next((r for r in results if r.name == "engine" and not r.error), None)
-        rate = phases.live_rate or (int(engine.events_per_s / 2) if engine else None)
+        first = next((r for r in results if is_engine(r.name)), None)
+        rate = phases.live_rate or (int(first.events_per_s / 2)
+                                    if first and not first.error else None)
         if phases.live_seconds and rate:
             further["live_rate"] = rate
             further["live_rate_set"] = phases.live_rate is not None
             await _each(phases.side_by_side, [lambda r=r: live(r, rate) for r in results])
-        if phases.state_buyers and "engine" in names:
+        if phases.state_buyers and ENGINE in names:
             further["state"] = await measure_state(
-                settings, table["engine"], buyers=phases.state_buyers, run_prefix=prefix,
+                settings, engine(settings), buyers=phases.state_buyers, run_prefix=prefix,
                 report=report, timeout_s=timeout_s)
             report(f"bench: state: {further['state']}")
-        if phases.plan_members and "engine" in names:
+        if phases.plan_members and ENGINE in names:
             further["plan"] = await measure_plan(
-                settings, table["engine"], members=phases.plan_members, run_prefix=prefix,
+                settings, engine(settings), members=phases.plan_members, run_prefix=prefix,
                 report=report, timeout_s=timeout_s)
             report(f"bench: plan: {further['plan']}")
         return results, further

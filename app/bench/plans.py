@@ -20,7 +20,7 @@ from aiohttp import web
 from aiokafka.structs import TopicPartition
 
 from app.bench.live import lag, start_engine
-from app.bench.runner import Implementation, stop
+from app.bench.runner import Implementation
 from app.bench.workload import Shape, Workload
 from app.connection import KafkaConnection
 from app.local_http import serve
@@ -64,16 +64,16 @@ async def measure_plan(settings: Settings, engine: Implementation, *, members: i
         "follower": n % 2 == 0, "birthday": None, "tz": None})) for n in range(members))
     report(f"bench: plan: writing {members:,} member profiles")
     started = await start_engine(settings, engine, prefix, workload, profiles)
-    process = started.launched.process
+    launched = started.launched
     receiver = Receiver()
     result: dict = {"members": members}
     began = time.monotonic()
     try:
         while (remaining := await lag(settings.broker, started.launched.group,
                                       [f"{prefix}members"], settings.partitions)):
-            if process.poll() is not None or time.monotonic() - began > timeout_s:
+            if launched.exited() or time.monotonic() - began > timeout_s:
                 result["error"] = f"members not loaded ({remaining:,} left); log: " \
-                                  f"{started.launched.log_path}"
+                                  f"{launched.log_paths}"
                 return result
             report(f"bench: plan: loading members, lag {remaining:,}")
             await asyncio.sleep(5)
@@ -95,9 +95,9 @@ async def measure_plan(settings: Settings, engine: Implementation, *, members: i
         report(f"bench: plan: plan written, {members:,} actions to come")
         next_report = time.monotonic() + 10
         while len(receiver.actions) < members:
-            if process.poll() is not None or time.monotonic() - written > timeout_s:
+            if launched.exited() or time.monotonic() - written > timeout_s:
                 result["error"] = (f"{len(receiver.actions):,} of {members:,} actions; log: "
-                                   f"{started.launched.log_path}")
+                                   f"{launched.log_paths}")
                 break
             if time.monotonic() >= next_report:
                 next_report += 10
@@ -114,8 +114,8 @@ async def measure_plan(settings: Settings, engine: Implementation, *, members: i
     finally:
         await receiver.stop()
         await started.feeder.__aexit__(None, None, None)
-        rusage = await asyncio.to_thread(stop, process)
-    result["peak_rss_mb"] = round(rusage.ru_maxrss / 1024) if rusage else None
+        usage = await asyncio.to_thread(launched.stop)
+    result["peak_rss_mb"] = round(usage.peak_rss_mb)
     return result
 
 

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
-from app.bench.runner import Result
+from app.bench.runner import Result, is_engine
 from app.broker.local import KAFKA_VERSION
 
 # The engine's events/s over each other implementation's: the issue's targets.
@@ -48,8 +48,10 @@ def versions() -> dict[str, str]:
 
 
 def ratios(results: list[Result]) -> dict[str, float | None]:
+    """The issue's ratios, from the engine's first run (its first worker count)."""
     by_name = {r.name: r for r in results if r.error is None and r.events_per_s}
-    engine = by_name.get("engine")
+    engine = next((r for r in results if is_engine(r.name)), None)
+    engine = engine if engine is not None and engine.name in by_name else None
     return {ratio: (engine.events_per_s / by_name[name].events_per_s
                     if engine and name in by_name else None)
             for ratio, (name, _target) in TARGETS.items()}
@@ -102,7 +104,7 @@ def _live_lines(run: dict) -> list[str]:
             lines.append(f"  - {r['name']}: {d['error']}")
             continue
         verdict = ""
-        if r["name"] == "engine" and d.get("p99") is not None:
+        if is_engine(r["name"]) and d.get("p99") is not None:
             verdict = (f", target p99 < {DELAY_P99_TARGET_MS} ms: "
                        f"{'met' if d['p99'] < DELAY_P99_TARGET_MS else 'missed'}")
         lines.append(f"  - {r['name']}: {d.get('orders', 0):,} orders, {d.get('waited', 0):,} "

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import orjson
+from aiokafka.structs import TopicPartition
 
 from app.bench.workload import Shape, Workload
 from app.connection import KafkaConnection
@@ -40,9 +41,24 @@ SHORTEST_TIMED_S = 0.5
 
 @dataclass(frozen=True, slots=True)
 class Implementation:
-    name: str
+    name: str  # unique in a run: raw, peer, naive, engine, engine-x2, ...
     title: str
     command: Callable[[Path, Path, str, str, str], tuple[list[str], dict[str, str]]]
+    # Processes in one consumer group, each with its own state directory (and web port).
+    workers: int = 1
+
+
+
+ENGINE = "engine"
+
+
+def engine_name(workers: int) -> str:
+    """`engine` for one worker, `engine-x<N>` for N workers in one group."""
+    return ENGINE if workers == 1 else f"{ENGINE}-x{workers}"
+
+
+def is_engine(name: str) -> bool:
+    return name == ENGINE or name.startswith(f"{ENGINE}-x")
 
 
 @dataclass(slots=True)
@@ -51,6 +67,7 @@ class Result:
     title: str
     events: int
     orders: int
+    workers: int = 1
     seconds: float = 0.0
     events_per_s: float = 0.0
     cpu_s: float = 0.0
@@ -115,12 +132,15 @@ async def prefill(settings: Settings, shape: Shape, prefix: str,
 async def measure(settings: Settings, implementation: Implementation, data: Prefilled,
                   report: Callable[[str], None], *, timeout_s: float) -> Result:
     """Run one implementation over the prefilled input until every order is attributed."""
-    result = Result(implementation.name, implementation.title, data.events, len(data.orders))
-    counter = OutputCounter(settings.broker, output_topic(implementation, data.prefix))
+    result = Result(implementation.name, implementation.title, data.events, len(data.orders),
+                    implementation.workers)
+    output = await prepare_output(settings, implementation, data.prefix)
+    # From the output's end: an engine run before this one wrote the same topic.
+    counter = OutputCounter(settings.broker, output, settings.partitions)
     await counter.start()
     launched = await launch(settings, implementation, data.prefix, data.config_path,
-                            output=counter.topic)
-    process, log_path, group = launched.process, launched.log_path, launched.group
+                            output=output)
+    group = launched.group
     began = time.monotonic()
     first_progress: float | None = None
     inputs = [f"{data.prefix}clicks", f"{data.prefix}orders"]
@@ -139,11 +159,11 @@ async def measure(settings: Settings, implementation: Implementation, data: Pref
                     first_progress = now
             if first_progress is None and counter.seen:
                 first_progress = now
-            if process.poll() is not None:
-                result.error = f"exited with {process.returncode}; log: {log_path}"
+            if exited := launched.exited():
+                result.error = exited
                 break
             if now > deadline:
-                result.error = f"not done after {timeout_s:.0f}s; log: {log_path}"
+                result.error = f"not done after {timeout_s:.0f}s; log: {launched.log_paths}"
                 break
             if now >= next_report:
                 report(f"bench: {implementation.name}: {counter.seen:,} of "
@@ -151,7 +171,7 @@ async def measure(settings: Settings, implementation: Implementation, data: Pref
                 next_report = now + 5
         finished = time.monotonic()
     finally:
-        rusage = await asyncio.to_thread(stop, process)
+        usage = await asyncio.to_thread(launched.stop)
         await counter.stop()
     result.attributions = counter.seen
     if result.error is None and first_progress is not None:
@@ -163,50 +183,94 @@ async def measure(settings: Settings, implementation: Implementation, data: Pref
             result.seconds = SHORTEST_TIMED_S
             result.note = f"done within {SHORTEST_TIMED_S} s: events/s is a lower bound"
         result.events_per_s = data.events / result.seconds
-    if rusage is not None:
-        result.cpu_s = rusage.ru_utime + rusage.ru_stime
-        result.cpu_us_per_event = result.cpu_s * 1e6 / data.events
-        result.peak_rss_mb = rusage.ru_maxrss / 1024
+    result.cpu_s = usage.cpu_s
+    result.cpu_us_per_event = usage.cpu_s * 1e6 / data.events
+    result.peak_rss_mb = usage.peak_rss_mb
     return result
 
 
 LOG_NAME = "output.log"
 
 
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What the operating system counted for an implementation's processes."""
+    cpu_s: float = 0.0  # user + system, summed over the workers
+    peak_rss_mb: float = 0.0  # the largest worker's
+
+
 @dataclass(slots=True)
 class Launched:
-    process: subprocess.Popen
+    """An implementation's worker processes, all in one consumer group."""
+    processes: list[subprocess.Popen]
     group: str
-    state_dir: Path
+    state_dirs: list[Path]
 
     @property
-    def log_path(self) -> Path:
-        return self.state_dir / LOG_NAME
+    def log_paths(self) -> str:
+        return ", ".join(str(state_dir / LOG_NAME) for state_dir in self.state_dirs)
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process in self.processes]
+
+    def exited(self) -> str | None:
+        """Which worker has stopped and how, while none should; None while all run."""
+        workers = zip(self.processes, self.state_dirs, strict=True)
+        for number, (process, state_dir) in enumerate(workers, 1):
+            if process.poll() is not None:
+                return (f"worker {number} of {len(self.processes)} exited with "
+                        f"{process.returncode}; log: {state_dir / LOG_NAME}")
+        return None
+
+    def stop(self) -> Usage:
+        usages = [stop(process) for process in self.processes]
+        return Usage(sum(u.ru_utime + u.ru_stime for u in usages if u is not None),
+                     max((u.ru_maxrss / 1024 for u in usages if u is not None), default=0.0))
 
 
-def output_topic(implementation: Implementation, prefix: str) -> str:
-    """The engine writes its own attributions topic; the others one named for the run."""
-    if implementation.name == "engine":
+async def prepare_output(settings: Settings, implementation: Implementation,
+                         prefix: str) -> str:
+    """The topic `implementation` writes its attributions to, created if it is not the
+    engine's own (which `Feeder` creates with the engine's other topics)."""
+    if is_engine(implementation.name):
         return f"{prefix}attributions"
-    return f"{prefix}{implementation.name}-{secrets.token_hex(3)}.attributions"
+    output = f"{prefix}{implementation.name}-{secrets.token_hex(3)}.attributions"
+    await ensure_topics(KafkaConnection.from_settings(settings),
+                        [TopicSpec(output, Role.OUTPUT),
+                         TopicSpec(f"{output}-changelog", Role.CHANGELOG)],
+                        partitions=settings.partitions, replication=settings.replication)
+    return output
 
 
 async def launch(settings: Settings, implementation: Implementation, prefix: str,
                  config_path: Path, *, output: str) -> Launched:
-    """Start `implementation` on the topics of `prefix` in a process and state directory
-    of its own, with a fresh consumer group, writing its attributions to `output`."""
-    if implementation.name != "engine":
-        await ensure_topics(KafkaConnection.from_settings(settings),
-                            [TopicSpec(output, Role.OUTPUT),
-                             TopicSpec(f"{output}-changelog", Role.CHANGELOG)],
-                            partitions=settings.partitions, replication=settings.replication)
+    """Start `implementation`'s workers on the topics of `prefix`, each in a process and
+    state directory of its own, in a fresh consumer group, writing to `output`."""
     group = f"{prefix}{implementation.name}-{secrets.token_hex(3)}"
-    state_dir = Path(tempfile.mkdtemp(prefix=f"cps-bench-{implementation.name}-"))
-    argv, env = implementation.command(state_dir, config_path, prefix, group, output)
-    with open(state_dir / LOG_NAME, "wb") as log:
-        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    return Launched(process, group, state_dir)
+    processes, state_dirs = [], []
+    for _ in range(implementation.workers):
+        state_dir = Path(tempfile.mkdtemp(prefix=f"cps-bench-{implementation.name}-"))
+        argv, env = implementation.command(state_dir, config_path, prefix, group, output)
+        with open(state_dir / LOG_NAME, "wb") as log:
+            processes.append(subprocess.Popen(argv, env=env, stdout=log,
+                                              stderr=subprocess.STDOUT, start_new_session=True))
+        state_dirs.append(state_dir)
+    return Launched(processes, group, state_dirs)
+
+
+async def group_members(bootstrap: str, group: str) -> int:
+    """Members of `group` once it is stable (every member has its partitions), else 0."""
+    admin = KafkaConnection(bootstrap).admin()
+    await admin.start()
+    try:
+        [response] = await admin.describe_consumer_groups([group])
+    except Exception:  # the group's coordinator may not be known yet
+        return 0
+    finally:
+        await admin.close()
+    _error, _group, state, _protocol_type, _protocol, members = response.groups[0][:6]
+    return len(members) if state == "Stable" else 0
 
 
 async def _committed_any(bootstrap: str, group: str, topics: list[str]) -> bool:
@@ -240,18 +304,20 @@ def stop(process: subprocess.Popen):
 
 
 class OutputCounter:
-    """Counts the distinct orders attributed on an output topic (committed records only).
+    """Counts the distinct orders attributed on an output topic (committed records only),
+    from the topic's end when it starts: an earlier run may have written it.
 
     With `timed`, also keeps for each of those orders the time from its `ts_ms` to the
     moment its attribution could be read here (orders that waited for a late click or
     their `created`, marked `delayed`, are counted apart).
     """
 
-    def __init__(self, bootstrap: str, topic: str, *, timed: set[bytes] | None = None) -> None:
+    def __init__(self, bootstrap: str, topic: str, partitions: int, *,
+                 timed: set[bytes] | None = None) -> None:
         self.topic = topic
+        self.partitions = [TopicPartition(topic, p) for p in range(partitions)]
         self.consumer = KafkaConnection(bootstrap).consumer(
-            topic, group_id=None, auto_offset_reset="earliest",
-            isolation_level="read_committed", enable_auto_commit=False)
+            group_id=None, isolation_level="read_committed", enable_auto_commit=False)
         self.timed = timed
         self.attributed: set[bytes] = set()
         self.delays: list[int] = []
@@ -263,6 +329,9 @@ class OutputCounter:
 
     async def start(self) -> None:
         await self.consumer.start()
+        self.consumer.assign(self.partitions)
+        for partition, end in (await self.consumer.end_offsets(self.partitions)).items():
+            self.consumer.seek(partition, end)
 
     async def poll(self) -> None:
         batches = await self.consumer.getmany(timeout_ms=100, max_records=20_000)
@@ -304,7 +373,9 @@ def engine_command(settings: Settings) -> Callable:
     return command
 
 
-def implementations(settings: Settings) -> dict[str, Implementation]:
+def implementations(settings: Settings,
+                    engine_workers: tuple[int, ...] = (1,)) -> dict[str, Implementation]:
+    """Every implementation by name; the engine once per worker count."""
     def module(name: str) -> Callable:
         command = _module(name)
         return lambda *args: command(*args, bootstrap=settings.broker,
@@ -315,5 +386,11 @@ def implementations(settings: Settings) -> dict[str, Implementation]:
         "peer": Implementation("peer", "b. Quix Streams (peer)", module("app.bench.peer_quix")),
         "naive": Implementation("naive", "c. naive Faust agent",
                                 module("app.bench.naive_faust")),
-        "engine": Implementation("engine", "d. the engine as shipped", engine_command(settings)),
+        **{engine_name(n): engine(settings, n) for n in engine_workers},
     }
+
+
+def engine(settings: Settings, workers: int = 1) -> Implementation:
+    """The engine as shipped, `workers` processes in one consumer group."""
+    title = "d. the engine as shipped" + (f" ({workers} workers)" if workers > 1 else "")
+    return Implementation(engine_name(workers), title, engine_command(settings), workers)

@@ -45,6 +45,11 @@ QUICK_PHASES = Phases(live_seconds=5, live_rate=200, state_buyers=10_000, plan_m
 @click.option("--plan-members", type=click.IntRange(0), default=DEFAULT_PHASES.plan_members,
               show_default=True, help="Members a `now` plan acts on in the plan phase (every "
               "one gets an action through a local webhook); 0 skips it.")
+@click.option("--workers", "workers_text", default="1", show_default=True,
+              help="Engine worker processes in one consumer group, each with its own data "
+              "directory and web port; a comma-separated list (e.g. 1,2,4) runs the engine's "
+              "drain and live phases once per count, the first count setting the live rate "
+              "and the ratios. CPU is summed over the workers, peak RSS is the largest's.")
 @click.option("--timeout-s", type=click.IntRange(10), default=3600, show_default=True,
               help="Give up on an implementation that has not finished after this long.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
@@ -55,7 +60,7 @@ QUICK_PHASES = Phases(live_seconds=5, live_rate=200, state_buyers=10_000, plan_m
 @click.pass_obj
 def command(settings: Settings, events: int, buyers: int, quick: bool, only: str,
             live_seconds: int, live_rate: int | None, state_buyers: int, plan_members: int,
-            timeout_s: int,
+            workers_text: str, timeout_s: int,
             json_path: Path, markdown_path: Path | None) -> None:
     """Fill the input topics once, then time each implementation draining them.
 
@@ -76,6 +81,8 @@ def command(settings: Settings, events: int, buyers: int, quick: bool, only: str
     with take a bootstrap address and nothing else.
     """
     names = [name.strip() for name in only.split(",") if name.strip()]
+    if not names:
+        raise click.BadParameter("name at least one implementation", param_hint="--only")
     unknown = [name for name in names if name not in NAMES]
     if unknown:
         raise click.BadParameter(f"unknown {', '.join(unknown)}; choose from {NAMES}",
@@ -84,6 +91,7 @@ def command(settings: Settings, events: int, buyers: int, quick: bool, only: str
         raise click.ClickException(
             f"CPS_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}: the benchmark "
             "measures over PLAINTEXT only (its peers take no credentials); unset it")
+    workers = worker_counts(workers_text)
     shape = QUICK if quick else Shape(events=events, buyers=buyers)
     if not os.environ.get("CPS_BROKER"):
         try:
@@ -92,8 +100,8 @@ def command(settings: Settings, events: int, buyers: int, quick: bool, only: str
         except BrokerError as exc:
             raise click.ClickException(str(exc)) from exc
         settings = replace(settings, broker=state.bootstrap)
-    phases = QUICK_PHASES if quick else Phases(live_seconds, live_rate, state_buyers,
-                                               plan_members)
+    phases = replace(QUICK_PHASES if quick else Phases(live_seconds, live_rate, state_buyers,
+                                                       plan_members), engine_workers=workers)
     results, further = run_all(settings, shape, names, timeout_s=timeout_s, report=click.echo,
                                phases=phases)
     run = as_json(results, further, "cps " + shlex.join(sys.argv[1:]), asdict(shape))
@@ -108,3 +116,19 @@ def command(settings: Settings, events: int, buyers: int, quick: bool, only: str
     if any(result.error or result.delays_ms.get("error") for result in results) or (
             state.get("error") or state.get("dead_letters") or plan.get("error")):
         sys.exit(1)
+
+
+def worker_counts(text: str) -> tuple[int, ...]:
+    """`--workers`: distinct positive counts in the order given."""
+    counts: list[int] = []
+    for part in text.split(","):
+        try:
+            count = int(part)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise click.BadParameter(f"{part.strip()!r} is not a positive whole number",
+                                     param_hint="--workers")
+        if count not in counts:
+            counts.append(count)
+    return tuple(counts)

@@ -21,8 +21,17 @@ def test_a_process_and_the_machine_are_read_from_proc(tmp_path):
     tick = cpu.TICKS_PER_S
     proc = _proc(tmp_path, 42, utime=3 * tick, stime=tick,
                  machine=[tick, 0, tick, 6 * tick, 2 * tick, 0, 0, 0])
-    assert cpu.sample(42, proc) == CpuSample(process_s=4.0, machine_busy_s=2.0,
-                                             machine_total_s=10.0)
+    assert cpu.sample([42], proc) == CpuSample(process_s=4.0, machine_busy_s=2.0,
+                                               machine_total_s=10.0)
+
+
+def test_several_workers_are_summed(tmp_path):
+    tick = cpu.TICKS_PER_S
+    machine = [tick, 0, tick, 6 * tick, 2 * tick, 0, 0, 0]
+    _proc(tmp_path, 42, utime=3 * tick, stime=tick, machine=machine)
+    proc = _proc(tmp_path, 43, utime=tick, stime=tick, machine=machine)
+    assert cpu.sample([42, 43], proc).process_s == 6.0
+    assert cpu.sample([42, 999], proc) is None  # a worker gone: no partial sum claimed
 
 
 def test_cpu_per_event_and_the_busy_share_between_two_samples():
@@ -32,7 +41,7 @@ def test_cpu_per_event_and_the_busy_share_between_two_samples():
 
 
 def test_nothing_is_claimed_without_both_samples(tmp_path):
-    assert cpu.sample(999_999_999, tmp_path) is None
+    assert cpu.sample([999_999_999], tmp_path) is None
     sampled = CpuSample(1.0, 1.0, 1.0)
     assert cpu.cpu_us_per_event(None, sampled, events=10) is None
     assert cpu.cpu_us_per_event(sampled, sampled, events=0) is None
@@ -40,4 +49,4 @@ def test_nothing_is_claimed_without_both_samples(tmp_path):
 
 
 def test_this_process_can_be_sampled():
-    assert cpu.sample(os.getpid()) is not None
+    assert cpu.sample([os.getpid()]) is not None
