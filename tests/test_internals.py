@@ -6,6 +6,8 @@ away (app/engine/internals.py lists them and says what each is for).
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from faust.transport.consumer import Consumer
 
@@ -46,3 +48,38 @@ def test_the_leader_lays_each_worker_s_share_out_as_whole_slots():
     # With standby replicas Faust's own layout stays: its standbys are placed against it.
     assert _faust_assignment(internals.SlotAlignedAssignor, ["w1", "w2"], replicas=1) == \
         _faust_assignment(CopartitionedAssignor, ["w1", "w2"], replicas=1)
+
+
+def test_a_rebalance_collects_garbage_once_and_only_after_dropping_a_database(monkeypatch):
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    collections: list[int] = []
+    monkeypatch.setattr(internals.gc, "collect", lambda: collections.append(1))
+
+    async def faust_rebalance(manager, assigned, revoked, newly_assigned, generation_id=0):
+        for store in manager.stores:
+            store.revoke_partitions(store.table, revoked)
+
+    monkeypatch.setattr(internals, "_faust_tables_on_rebalance", faust_rebalance)
+
+    def store(topic: str, partitions: list[int]) -> SimpleNamespace:
+        table = SimpleNamespace(changelog_topic=SimpleNamespace(topics={topic}))
+        made = SimpleNamespace(table=table, _dbs={p: object() for p in partitions})
+        made.revoke_partitions = lambda table, tps: internals._revoke_partitions(made, table,
+                                                                                  tps)
+        return made
+
+    stores = [store("a-changelog", [0, 1]), store("b-changelog", [0, 1])]
+    manager = SimpleNamespace(stores=stores)
+    rebalance = internals._tables_on_rebalance
+
+    asyncio.run(rebalance(manager, set(), set(), set()))
+    assert collections == []  # a first assignment revokes nothing
+    revoked = {TP("a-changelog", 1), TP("b-changelog", 1), TP("clicks", 1)}
+    asyncio.run(rebalance(manager, set(), revoked, set()))
+    assert collections == [1]  # one collection for both tables
+    assert [sorted(s._dbs) for s in stores] == [[0], [0]]
+    asyncio.run(rebalance(manager, set(), revoked, set()))
+    assert collections == [1]  # nothing left to drop

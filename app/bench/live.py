@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
+import aiohttp
 import orjson
 from aiokafka.structs import TopicPartition
 
@@ -124,15 +125,16 @@ async def _keep_polling(counter: OutputCounter) -> None:
 
 async def _warm_up(settings: Settings, feeder: Feeder, workload: Workload,
                    counter: OutputCounter, launched: Launched) -> bool:
-    """Send a click and its order every half second until one is attributed and every
-    worker has its partitions (no rebalance left to come in the live phase)."""
+    """Send a click and its order every half second until one is attributed, every
+    worker has its partitions and has recovered its tables (no rebalance left to come)."""
     shop = workload.shops[0]
     deadline = time.monotonic() + WARM_UP_TIMEOUT_S
     workers = len(launched.processes)
     for n in itertools.count():
         if launched.exited() or time.monotonic() > deadline:
             return False
-        if counter.seen and await group_members(settings.broker, launched.group) == workers:
+        if (counter.seen and await group_members(settings.broker, launched.group) == workers
+                and await _all_ready(launched.ready_urls)):
             break
         now = int(time.time() * 1000)
         buyer = f"warm-{n}"
@@ -146,6 +148,20 @@ async def _warm_up(settings: Settings, feeder: Feeder, workload: Workload,
         await feeder.flush()
         await asyncio.sleep(0.5)
     await asyncio.sleep(2)  # let the warm-up backlog drain
+    return True
+
+
+async def _all_ready(urls: list[str]) -> bool:
+    """Whether every worker's /ready says so."""
+    timeout = aiohttp.ClientTimeout(total=2)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for url in urls:
+            try:
+                async with session.get(url) as response:
+                    if response.status != 200:
+                        return False
+            except (aiohttp.ClientError, TimeoutError):
+                return False
     return True
 
 

@@ -205,6 +205,7 @@ class Launched:
     processes: list[subprocess.Popen]
     group: str
     state_dirs: list[Path]
+    ready_urls: list[str] = field(default_factory=list)  # the engine's /ready, per worker
 
     @property
     def log_paths(self) -> str:
@@ -248,15 +249,17 @@ async def launch(settings: Settings, implementation: Implementation, prefix: str
     """Start `implementation`'s workers on the topics of `prefix`, each in a process and
     state directory of its own, in a fresh consumer group, writing to `output`."""
     group = f"{prefix}{implementation.name}-{secrets.token_hex(3)}"
-    processes, state_dirs = [], []
+    launched = Launched([], group, [])
     for _ in range(implementation.workers):
         state_dir = Path(tempfile.mkdtemp(prefix=f"cps-bench-{implementation.name}-"))
         argv, env = implementation.command(state_dir, config_path, prefix, group, output)
         with open(state_dir / LOG_NAME, "wb") as log:
-            processes.append(subprocess.Popen(argv, env=env, stdout=log,
-                                              stderr=subprocess.STDOUT, start_new_session=True))
-        state_dirs.append(state_dir)
-    return Launched(processes, group, state_dirs)
+            launched.processes.append(subprocess.Popen(
+                argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        launched.state_dirs.append(state_dir)
+        if "CPS_WEB_PORT" in env:
+            launched.ready_urls.append(f"http://127.0.0.1:{env['CPS_WEB_PORT']}/ready")
+    return launched
 
 
 async def group_members(bootstrap: str, group: str) -> int:
