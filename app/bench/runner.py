@@ -48,7 +48,6 @@ class Implementation:
     workers: int = 1
 
 
-
 ENGINE = "engine"
 
 
