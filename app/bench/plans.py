@@ -69,7 +69,7 @@ async def measure_plan(settings: Settings, engine: Implementation, *, members: i
     result: dict = {"members": members}
     began = time.monotonic()
     try:
-        while (remaining := await lag(settings.broker, started.launched.group,
+        while (remaining := await lag(settings.broker, launched.group,
                                       [f"{prefix}members"], settings.partitions)):
             if launched.exited() or time.monotonic() - began > timeout_s:
                 result["error"] = f"members not loaded ({remaining:,} left); log: " \
@@ -107,7 +107,7 @@ async def measure_plan(settings: Settings, engine: Implementation, *, members: i
         result.update(seconds=round(seconds, 1), actions=len(receiver.actions),
                       requests=receiver.requests,
                       actions_per_s=round(len(receiver.actions) / seconds))
-        finished_ms = await _decided_by(settings, f"{started.launched.group}-plan_progress-"
+        finished_ms = await _decided_by(settings, f"{launched.group}-plan_progress-"
                                         "changelog")
         if finished_ms is not None:
             result["decided_seconds"] = round((finished_ms - created_ms) / 1000, 1)

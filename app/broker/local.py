@@ -343,7 +343,7 @@ def _server_properties(port: int, controller_port: int, data_dir: Path,
         # A partition's index files are mapped when its first index entry is written
         # (after its first 4 KiB). At Kafka's 10 MiB that stalled every produce to the
         # broker 5-20 ms per file: 1-6 s for an engine's few hundred fresh partitions
-        # (docs/operations.md). This size holds a whole segment's entries (12 bytes per
+        # (README.md, "Kafka version"). This size holds a whole segment's entries (12 bytes per
         # 4 KiB in the time index) and maps without a measurable stall.
         f"log.index.size.max.bytes={INDEX_BYTES}",
         "",

@@ -334,7 +334,6 @@ def _assignment(consumer: Consumer) -> Any:
 # -- fixes ---------------------------------------------------------------------------------
 
 
-
 async def _perform_seek(self: Consumer) -> None:
     """Seek every assigned stream partition to where processing must resume.
 
