@@ -115,6 +115,7 @@ def _services(settings: Settings) -> Services:
     internals.require()
     internals.apply_fixes(app)
     internals.batch_fetches(app, settings.fetch_max_wait_ms)
+    internals.fetch_in_sessions()
     topology = Topology(settings.partitions)
     engine = Engine(
         app, connection=connection, topology=topology, partitions=settings.partitions,
