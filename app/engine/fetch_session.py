@@ -4,9 +4,9 @@ Without a session every fetch names every partition the consumer reads from
 that broker, with its offset, and every answer lists every one of them, even
 with nothing new. A worker reads a few hundred partitions (inputs, internal
 topics, the configuration topics every worker reads whole) and, live, fetches
-about 50 times a second: encoding and parsing those lists in Python cost about
-a third of a core whatever the event rate (BENCHMARKS.md, issue 17). aiokafka
-has no sessions; the Java consumer has had them since Kafka 1.1.
+about 40 times a second, each list encoded and parsed in pure Python: 3-10 %
+of a live worker's CPU, depending on the rate (BENCHMARKS.md, issue 17).
+aiokafka has no sessions; the Java consumer has had them since Kafka 1.1.
 
 With a session the broker remembers the partitions and their fetch offsets.
 A full fetch (epoch 0) names them all and opens the session; each later,

@@ -48,7 +48,7 @@ broker gather up to 1 MiB for `CPS_FETCH_MAX_WAIT_MS` instead.
 
 ## Fetch sessions
 aiokafka names every partition it reads from a broker in every fetch, and
-parses an answer listing them all, about 50 times a second while live
+parses an answer listing them all, about 40 times a second while live
 (`CPS_FETCH_MAX_WAIT_MS`). `SessionFetcher` sends the same fetches as
 incremental fetch sessions (fetch_session.py): each names only what changed
 and the answer lists only partitions with something new. For a partition an
