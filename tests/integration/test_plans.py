@@ -386,8 +386,12 @@ def test_a_now_plan_created_two_hours_ago_records_missed_and_sends_nothing(share
 def test_quiet_hours_defer_the_actions_until_they_end(shared):
     worker, receiver, kafka = shared.worker, shared.receiver, shared.kafka
     expected, end_ms = shared.quiet.expected, shared.quiet.end_ms  # put with the worker
+    # The wait after the quiet hours is generous: under the full suite's load a CI run once
+    # took over 20 s to deliver them all. The test is about when and how often, not speed.
     assert receiver.wait_for(lambda r: len(_arrivals(r, "p-quiet")) >= len(expected),
-                             end_ms / 1000 - time.time() + 20), worker.tail()
+                             end_ms / 1000 - time.time() + 60), (
+        f"{len(_arrivals(receiver, 'p-quiet'))} of {len(expected)} actions arrived "
+        f"{time.time() - end_ms / 1000:.1f} s after the quiet hours ended", worker.tail())
     records = _records(kafka, "p-quiet", timeout=20, settle=1.0,
                        until=lambda rs: len(_kinds(rs, "granted")) >= len(expected))
     deferred = _kinds(records, "deferred")
