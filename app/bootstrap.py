@@ -116,13 +116,13 @@ def _services(settings: Settings) -> Services:
     internals.apply_fixes(app)
     internals.batch_fetches(app, settings.fetch_max_wait_ms)
     internals.fetch_in_sessions()
+    internals.share_rocksdb_memory(settings.rocksdb_memory_mb * 1024 * 1024)
     topology = Topology(settings.partitions)
     engine = Engine(
         app, connection=connection, topology=topology, partitions=settings.partitions,
         deadletter_topic=topics.deadletter, commit_linger_ms=settings.commit_linger_ms,
         commit_max_events=settings.commit_max_events,
-        rocksdb_options={"block_cache_size": settings.rocksdb_cache_mb * 1024 * 1024,
-                         "write_buffer_size": 8 * 1024 * 1024,
+        rocksdb_options={"write_buffer_size": 8 * 1024 * 1024,
                          "max_write_buffer_number": 2})
     internals.deliver_to(engine)
     state = State(

@@ -25,6 +25,11 @@ from app.connection import SASL_MECHANISMS, SECURITY_PROTOCOLS, KafkaConnection
 DAY_MS = 86_400_000
 
 
+# Until 2026-12: a block cache of this size for each table partition, so a worker's
+# RocksDB memory grew with its tables times partitions (2.2 GiB in a 1M-event drain).
+RETIRED_ROCKSDB_CACHE = "CPS_ROCKSDB_CACHE_MB"
+
+
 class SettingsError(ValueError):
     """A `CPS_*` variable is missing or malformed; the message says which and how to fix it."""
 
@@ -266,8 +271,10 @@ class Settings:
         "CPS_BACKFILL_MS", 3_600_000,
         "orders older than this when attributed count as backfill, left out of the delay figures",
         note="1 hour", minimum=1)
-    rocksdb_cache_mb: int = setting("CPS_ROCKSDB_CACHE_MB", 16,
-                                    "RocksDB block cache per table partition, MiB", minimum=1)
+    rocksdb_memory_mb: int = setting(
+        "CPS_ROCKSDB_MEMORY_MB", 256,
+        "RocksDB memory of a worker, MiB: one block cache for all its table partitions, "
+        "their write buffers counted in it (up to half)", minimum=16)
     kafka_home: Path = setting("CPS_KAFKA_HOME", "~/.cache/cps",
                                "where `cps kafka` caches broker jars and keeps broker data")
     log_level: str = setting("CPS_LOG_LEVEL", "info", "worker log level",
@@ -304,6 +311,10 @@ class Settings:
                 declared, kinds[declared.name], env.get(declared.name),
                 _default_text(declared, texts))
             texts[declared.name] = str(values[each.name])
+        if RETIRED_ROCKSDB_CACHE in env:
+            raise SettingsError(
+                f"{RETIRED_ROCKSDB_CACHE} (a cache per table partition) is replaced by "
+                "CPS_ROCKSDB_MEMORY_MB (one budget for the worker's RocksDB): unset it")
         settings = cls(**values)
         settings._check_kafka_credentials()
         return settings, sources

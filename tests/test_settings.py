@@ -40,6 +40,8 @@ def test_spec_names_are_all_documented():
     ({"CPS_TOPIC_PREFIX": "a b"}, "CPS_TOPIC_PREFIX"),
     ({"CPS_LOG_LEVEL": "loud"}, "CPS_LOG_LEVEL"),
     ({"CPS_APP_ID": "  "}, "CPS_APP_ID is set but empty"),
+    ({"CPS_ROCKSDB_CACHE_MB": "16"}, "replaced by CPS_ROCKSDB_MEMORY_MB"),
+    ({"CPS_ROCKSDB_MEMORY_MB": "8"}, "below the minimum"),
 ])
 def test_bad_values_name_the_variable(env, message):
     with pytest.raises(SettingsError, match=message):

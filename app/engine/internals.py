@@ -62,6 +62,11 @@ the same producer add partitions again, and aiokafka waits a fixed 20 ms
 nearly every transaction waited that long: `CONCURRENT_TRANSACTIONS_RETRY_S`
 asks again sooner (BENCHMARKS.md, issue 17).
 
+## RocksDB memory
+Faust opens each table partition's RocksDB with a block cache and write
+buffers of its own; `share_rocksdb_memory` gives them all one budget
+(`CPS_ROCKSDB_MEMORY_MB`).
+
 ## One collection per rebalance
 Faust's RocksDB store runs a full garbage collection after revoking a
 table's partitions, even when there were none: 17 tables, about 70 ms each
@@ -89,6 +94,7 @@ import weakref
 from functools import partial
 from typing import Any
 
+import rocksdict
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.consumer import consumer as aiokafka_consumer_module
 from aiokafka.consumer.fetcher import Fetcher as AIOKafkaFetcher
@@ -98,6 +104,7 @@ from aiokafka.producer.sender import Sender
 from aiokafka.protocol.fetch import FetchRequest
 from faust.assignor import partition_assignor
 from faust.assignor.copartitioned_assignor import CopartitionedAssignor
+from faust.stores.rocksdb import RocksDBOptions
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
@@ -657,6 +664,35 @@ def sender_dead(producer: AIOKafkaProducer) -> bool:
     """Whether the producer's sender routine has ended (it then never sends again)."""
     task = producer._sender.sender_task
     return task is not None and task.done()
+
+
+def share_rocksdb_memory(budget_bytes: int) -> None:
+    """Make every RocksDB that Faust opens in this process share one memory budget.
+
+    Faust gives each table partition a block cache and write buffers of its
+    own, so a worker's RocksDB memory grows with tables times partitions (17
+    x 8 here, 2.2 GiB in a 1M-event drain). One LRU cache of `budget_bytes`
+    holds the blocks of all of them, and a write buffer manager counts their
+    memtables in that cache, flushing the largest once they pass half of it.
+    """
+    cache = rocksdict.Cache(budget_bytes)
+    write_buffers = rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(
+        budget_bytes // 2, False, cache)
+
+    def as_options(self: RocksDBOptions) -> rocksdict.Options:
+        options = _faust_rocksdb_options(self)
+        blocks = rocksdict.BlockBasedOptions()
+        blocks.set_bloom_filter(self.bloom_filter_size, block_based=True)
+        blocks.set_block_cache(cache)
+        blocks.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+        options.set_block_based_table_factory(blocks)
+        options.set_write_buffer_manager(write_buffers)
+        return options
+
+    RocksDBOptions.as_options = as_options
+
+
+_faust_rocksdb_options = RocksDBOptions.as_options
 
 
 def rocksdb_of(table: Any, partition: int) -> Any:
