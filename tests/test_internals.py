@@ -83,3 +83,20 @@ def test_a_rebalance_collects_garbage_once_and_only_after_dropping_a_database(mo
     assert [sorted(s._dbs) for s in stores] == [[0], [0]]
     asyncio.run(rebalance(manager, set(), revoked, set()))
     assert collections == [1]  # nothing left to drop
+
+
+def test_every_rocksdb_counts_its_write_buffers_in_one_shared_budget(monkeypatch, tmp_path):
+    from faust.stores.rocksdb import RocksDBOptions
+    monkeypatch.setattr(RocksDBOptions, "as_options", RocksDBOptions.as_options)
+    budget = 64 * 1024 * 1024
+    cache = internals.share_rocksdb_memory(budget)
+    options = RocksDBOptions(write_buffer_size=4 * 1024 * 1024, max_write_buffer_number=2)
+    databases = [options.open(tmp_path / f"db{n}") for n in range(4)]
+    assert cache.get_usage() < 1024 * 1024
+    for db in databases:
+        for n in range(3_000):
+            db[b"key-%d" % n] = b"x" * 1000
+    # About 12 MiB of memtables across the four, charged to the one cache.
+    assert 8 * 1024 * 1024 < cache.get_usage() <= budget
+    for db in databases:
+        db.close()

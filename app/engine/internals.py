@@ -666,8 +666,9 @@ def sender_dead(producer: AIOKafkaProducer) -> bool:
     return task is not None and task.done()
 
 
-def share_rocksdb_memory(budget_bytes: int) -> None:
-    """Make every RocksDB that Faust opens in this process share one memory budget.
+def share_rocksdb_memory(budget_bytes: int) -> rocksdict.Cache:
+    """Make every RocksDB that Faust opens in this process share one memory budget; the
+    shared cache, whose usage is what they hold.
 
     Faust gives each table partition a block cache and write buffers of its
     own, so a worker's RocksDB memory grows with tables times partitions (17
@@ -690,6 +691,7 @@ def share_rocksdb_memory(budget_bytes: int) -> None:
         return options
 
     RocksDBOptions.as_options = as_options
+    return cache
 
 
 _faust_rocksdb_options = RocksDBOptions.as_options
