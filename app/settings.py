@@ -26,7 +26,7 @@ DAY_MS = 86_400_000
 
 
 # Until 2026-12: a block cache of this size for each table partition, so a worker's
-# RocksDB memory grew with its tables times partitions (2.2 GiB in a 1M-event drain).
+# RocksDB memory could grow with its tables times partitions (up to 4.3 GiB).
 RETIRED_ROCKSDB_CACHE = "CPS_ROCKSDB_CACHE_MB"
 
 
