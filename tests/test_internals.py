@@ -87,6 +87,7 @@ def test_a_rebalance_collects_garbage_once_and_only_after_dropping_a_database(mo
 
 def test_every_rocksdb_counts_its_write_buffers_in_one_shared_budget(monkeypatch, tmp_path):
     from faust.stores.rocksdb import RocksDBOptions
+    # The patch is process-wide: restored after the test for the tests that follow.
     monkeypatch.setattr(RocksDBOptions, "as_options", RocksDBOptions.as_options)
     budget = 64 * 1024 * 1024
     cache = internals.share_rocksdb_memory(budget)

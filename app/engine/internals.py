@@ -683,6 +683,8 @@ def share_rocksdb_memory(budget_bytes: int) -> rocksdict.Cache:
 
     def as_options(self: RocksDBOptions) -> rocksdict.Options:
         options = _faust_rocksdb_options(self)
+        # rocksdict cannot swap the cache of a table factory already set, so Faust's
+        # factory (bloom filter, index) is set again around the shared cache.
         blocks = rocksdict.BlockBasedOptions()
         blocks.set_bloom_filter(self.bloom_filter_size, block_based=True)
         blocks.set_block_cache(cache)
