@@ -121,14 +121,26 @@ class Attributor:
         self.on_order_event(ctx, decode_order(value))
 
     def expire_waiting_orders(self, ctx: Any) -> None:
-        """Timer: re-try the orders whose grace period is over, once the clicks are read."""
+        """Timer: decide what a catch-up left ready; re-try the orders whose grace period is
+        over, once the clicks are read."""
         index = ctx.cache(self._load_waiting_index)
+        self._decide_ready(ctx, index)
         self._retry_once_clicks_read(ctx, index, index.due(ctx.now_ms))
 
     def decide_caught_up(self, ctx: Any, ticket: int) -> None:
         """Catch-up hook: decide the orders behind `ticket`, now that their clicks are read."""
         index = ctx.cache(self._load_waiting_index)
-        for order_id in index.caught_up(ticket):
+        index.reach(ticket)
+        self._decide_ready(ctx, index)
+
+    # -- inside ----------------------------------------------------------------------
+
+    def _decide_ready(self, ctx: Any, index: WaitingIndex) -> None:
+        """Decide ready orders until the partition holds a commit's worth of records; the
+        timer goes on with the rest. At the end of a backlog one catch-up frees every order
+        of the partition at once (they waited for the whole click backlog), and deciding
+        them in one go would keep all their results in memory for one huge transaction."""
+        while not ctx.backlogged() and (order_id := index.next_ready()) is not None:
             order_key = order_id.encode()
             waiting = ctx.get(self.tables.order_waits, order_key)
             if waiting is None:
@@ -138,9 +150,6 @@ class Attributor:
                 self._publish(ctx, waiting, decision)
             elif not waiting.held:
                 ctx.put(self.tables.order_waits, order_key, hold(waiting))
-
-    # -- inside ----------------------------------------------------------------------
-
     def _record_click(self, ctx: Any, click: Click) -> None:
         buyer_key = click.buyer_id.encode()
         rules = self.rules

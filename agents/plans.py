@@ -63,7 +63,6 @@ NO_FACTS = Facts()
 DELIVERY_KINDS = ("sent", "granted", "failed")  # records a sink writes after delivering
 EVENT_ROW = "events"  # the one progress row of an event plan in a partition
 FIRES_PER_TICK = 10   # occurrences one plan may start in a partition per tick
-UNCOMMITTED_LIMIT = 5_000  # records a partition's pages may hold before their commit
 
 
 class CatchUp(Protocol):
@@ -309,7 +308,7 @@ class Operations:
         plan = self.catalog.plans.get(stored.plan_id)
         if plan is not None and plan.state == PAUSED:
             return
-        if plan is not None and ctx.uncommitted() >= UNCOMMITTED_LIMIT:
+        if plan is not None and ctx.backlogged():
             return  # the partition's last pages are not committed yet: no more in memory
         progress = stored.copy()
         if plan is None or plan.state == PLAN_STOPPED:

@@ -203,6 +203,31 @@ def test_after_a_restart_the_stored_orders_are_decided_once_the_clicks_are_read(
                                           "click_id": "c0", "delayed": False}}
 
 
+def test_a_catch_up_freeing_many_orders_decides_them_a_commit_at_a_time():
+    # Every order is read before the clicks, as in a drained backlog: the last click's
+    # catch-up frees all of them at once.
+    clicks = [("s1", "ch", "p1", -DAY_MS, False), ("s2", "wide", "u1", -DAY_MS, True)]
+    orders = [(("s1", "s2")[n % 2], -n, None, False) for n in range(23)]
+    backlog, _all, _facts = backlog_of(clicks, orders)
+    reading = [ORDERS] * len(backlog[ORDERS]) + [CLICKS, REKEYED_CLICKS]
+    expected = Partition(backlog).run(reading)
+    paged = Partition(backlog)
+    paged.ctx.max_uncommitted = 5
+    for topic in reading:
+        paged.handlers[topic](paged.ctx, None, backlog[topic][paged.read[topic]])
+        paged.read[topic] += 1
+    paged.hook(paged.ctx, len(paged.ends))
+    pages = [len(paged.ctx.sent_to("attributions"))]
+    while pages[-1] < len(orders):
+        paged.ctx.commit()
+        paged.attributor.expire_waiting_orders(paged.ctx)  # the timer goes on with the rest
+        pages.append(len(paged.ctx.sent_to("attributions")))
+    assert pages == [5, 10, 15, 20, 23]
+    assert {orjson.loads(value)["order_id"]: orjson.loads(value)["click_id"]
+            for _topic, _key, value in paged.ctx.sent_to("attributions")} == {
+        order_id: result["click_id"] for order_id, result in expected.items()}
+
+
 def test_waiting_state_round_trips_and_old_rows_count_as_held():
     waiting = Waiting(OrderFacts("o", "paid", 5, "u", "s"), None, 99, held=False)
     assert decode_waiting(encode_waiting(waiting)) == waiting

@@ -230,6 +230,28 @@ def test_uncommitted_events_past_the_limit_make_every_idle_slot_due():
     run(scenario())
 
 
+def test_a_partition_is_backlogged_until_its_records_are_committed():
+    async def scenario():
+        engine, _app, held = make_engine(2, owned={0, 1})
+        engine.linger_s = 60.0
+        engine.max_events = 2
+        engine.pipeline("test", {INPUT: send_output})
+        engine.deliver(message(0, 1))
+        assert not engine._context(0).backlogged()
+        engine.deliver(message(0, 2))
+        assert engine._context(0).backlogged()
+        engine._start_due_commits()
+        await settle()
+        assert held.started == [(0, 2)]
+        waiting = engine._context(0)  # a timer's view while the commit is under way
+        assert waiting.backlogged() and not waiting.work
+        held.gate((0, 2)).set()
+        await settle()
+        # Nothing new came in: the same context must see its records committed.
+        assert engine._context(0) is waiting and not waiting.backlogged()
+    run(scenario())
+
+
 class RefusingProducer:
     """A producer whose every send fails, as with a broker gone for good."""
 

@@ -263,6 +263,9 @@ class WaitingIndex:
         self._deadlines: list[tuple[int, str]] = []
         self._by_buyer: dict[str, set[str]] = {}
         self._behind: deque[tuple[int, str]] = deque()  # (ticket, order_id), tickets ascending
+        # Orders whose ticket was reached, left to be decided a page at a time.
+        self._ready: deque[str] = deque()
+        self._queued: set[str] = set()
 
     def add(self, order_id: str, buyer_id: str, deadline_ms: int) -> None:
         heapq.heappush(self._deadlines, (deadline_ms, order_id))
@@ -286,12 +289,22 @@ class WaitingIndex:
         reached."""
         self._behind.append((ticket, order_id))
 
-    def caught_up(self, ticket: int) -> list[str]:
-        """The orders behind tickets up to `ticket`, each once, in the order they came."""
-        orders: dict[str, None] = {}
-        while self._behind and self._behind[0][0] <= ticket:
-            orders[self._behind.popleft()[1]] = None
-        return list(orders)
+    def reach(self, ticket: int) -> None:
+        """Make the orders behind tickets up to `ticket` ready to be decided again."""
+        behind, ready, queued = self._behind, self._ready, self._queued
+        while behind and behind[0][0] <= ticket:
+            order_id = behind.popleft()[1]
+            if order_id not in queued:
+                queued.add(order_id)
+                ready.append(order_id)
+
+    def next_ready(self) -> str | None:
+        """The ready order that came first (each once while it is ready), or None."""
+        if not self._ready:
+            return None
+        order_id = self._ready.popleft()
+        self._queued.discard(order_id)
+        return order_id
 
     def due(self, now_ms: int) -> list[str]:
         """Orders whose deadline has passed, removed from the deadline queue."""

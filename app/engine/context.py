@@ -36,12 +36,13 @@ class PartitionWork:
 class Context:
     """A handler's view of its partition: state, outputs, dead letters and the clock."""
 
-    __slots__ = ("_committing", "_engine", "message", "now_ms", "partition", "work")
+    __slots__ = ("_engine", "committing", "message", "now_ms", "partition", "work")
 
     def __init__(self, engine: Engine, partition: int, work: PartitionWork,
                  committing: PartitionWork | None) -> None:
         self._engine = engine
-        self._committing = committing
+        # The partition's commit under way, if any; the engine clears it once that is done.
+        self.committing = committing
         self.partition = partition
         self.work = work
         self.message: Any = None
@@ -55,8 +56,8 @@ class Context:
 
     def _committed(self, table: StateTable, key: bytes) -> Any:
         """The value as the partition's commits (the one under way included) leave it."""
-        if self._committing is not None:
-            found, value = self._committing.overlay.lookup(table, key)
+        if self.committing is not None:
+            found, value = self.committing.overlay.lookup(table, key)
             if found:
                 return value
         return table.read(self.partition, key)
@@ -88,11 +89,14 @@ class Context:
         else:
             overlay.put(table, key, DELETED)
 
-    def uncommitted(self) -> int:
-        """Records this partition sent that are not committed yet (the commit under way
-        included): what a timer producing much at once holds back on."""
-        committing = self._committing
-        return len(self.work.records) + (0 if committing is None else len(committing.records))
+    def backlogged(self) -> bool:
+        """Whether the partition holds `CPS_COMMIT_MAX_EVENTS` records not committed yet
+        (the commit under way included). A timer or hook that could produce much at once
+        (a plan's pages, the orders a backlog's catch-up frees) stops there and leaves the
+        rest for its next run, so memory and transactions stay bounded."""
+        committing = self.committing
+        held = len(self.work.records) + (0 if committing is None else len(committing.records))
+        return held >= self._engine.max_events
 
     def owns(self, key: bytes) -> bool:
         """Whether `key` belongs to this partition (every topic of the engine is co-partitioned)."""

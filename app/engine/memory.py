@@ -88,8 +88,12 @@ class MemoryTables:
 class MemoryContext:
     """One partition of `partitions`, at `now_ms` (tests move the clock)."""
 
-    def __init__(self, *, partition: int = 0, partitions: int = 1, now_ms: int = 0) -> None:
+    def __init__(self, *, partition: int = 0, partitions: int = 1, now_ms: int = 0,
+                 max_uncommitted: int | None = None) -> None:
         self.partition = partition
+        # Records sent since the last `commit()` at which `backlogged()` holds (None: never).
+        self.max_uncommitted = max_uncommitted
+        self._sent_at_commit = 0
         self.partitions = partitions
         self.now_ms = now_ms
         self.message: Message | None = None
@@ -118,8 +122,9 @@ class MemoryContext:
     def delete(self, table: MemoryTable, key: bytes) -> None:
         table.write(self.partition, key, None)
 
-    def uncommitted(self) -> int:
-        return 0  # what a handler sends here counts as committed at once
+    def backlogged(self) -> bool:
+        held = len(self.sent) - self._sent_at_commit
+        return self.max_uncommitted is not None and held >= self.max_uncommitted
 
     def owns(self, key: bytes) -> bool:
         return partition_for(key, self.partitions) == self.partition
@@ -159,6 +164,10 @@ class MemoryContext:
             self.dead_letter(str(exc))
         finally:
             self.message = None
+
+    def commit(self) -> None:
+        """What the engine's commit does for `backlogged()`: what was sent is held no more."""
+        self._sent_at_commit = len(self.sent)
 
     def forget_caches(self) -> None:
         """What a rebalance does: per-partition caches are rebuilt from the tables."""

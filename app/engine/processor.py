@@ -80,6 +80,7 @@ class Engine(Service):
         self.dead_letters = 0
         self.dead_letter_reasons: Counter[str] = Counter()
         self.events_processed = 0
+        self.largest_commit = 0  # records (outputs and changelog) in one transaction, at most
         self._pending: dict[int, PartitionWork] = {}
         self._contexts: dict[int, Context] = {}
         self._committing: dict[int, PartitionWork] = {}
@@ -307,6 +308,7 @@ class Engine(Service):
             for topic, offset in work.offsets.items():
                 offsets[topic, partition] = offset
             forwarded += work.forwarded
+        self.largest_commit = max(self.largest_commit, len(records))
         try:
             await asyncio.gather(*forwarded)
         except Exception as exc:  # the forwarder failed: its records may be lost
@@ -334,6 +336,9 @@ class Engine(Service):
         for partition, work in works.items():
             if self._committing.get(partition) is work:
                 del self._committing[partition]
+            context = self._contexts.get(partition)
+            if context is not None and context.committing is work:
+                context.committing = None  # its records no longer count as held back
 
     def _lose(self, works: dict[int, PartitionWork], cause: BaseException) -> None:
         """Forget all uncommitted work of partitions this worker may no longer write."""

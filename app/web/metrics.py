@@ -33,6 +33,9 @@ class EngineCollector(Collector):
         yield CounterMetricFamily("cps_events_processed_total",
                                   "Input events handled by this worker's engine",
                                   value=engine.events_processed)
+        yield GaugeMetricFamily("cps_commit_records_max",
+                                "Most records (outputs and changelog) one transaction of this "
+                                "worker held since it started", value=engine.largest_commit)
         yield CounterMetricFamily("cps_dead_letters_total",
                                   "Messages this worker sent to the dead-letter topic",
                                   value=engine.dead_letters)

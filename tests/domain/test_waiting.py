@@ -122,7 +122,29 @@ def test_orders_behind_tickets_come_back_once_each_in_order():
     index.behind("o1", 1)
     index.behind("o2", 2)
     index.behind("o1", 3)
-    assert index.caught_up(2) == ["o2", "o1"]
-    assert index.caught_up(2) == []
-    assert index.caught_up(5) == ["o1"]
+    index.reach(2)
+    assert drain_ready(index) == ["o2", "o1"]
+    index.reach(2)
+    assert drain_ready(index) == []
+    index.reach(5)
+    assert drain_ready(index) == ["o1"]
     assert index.waiting() == ["o1", "o2"]
+
+
+def test_an_order_ready_once_stays_ready_once_however_many_tickets_reach_it():
+    index = WaitingIndex()
+    index.behind("o1", 1)
+    index.behind("o2", 1)
+    index.reach(1)
+    assert index.next_ready() == "o1"
+    index.behind("o2", 2)
+    index.behind("o1", 2)
+    index.reach(2)  # o2 is still ready from ticket 1: not twice; o1 comes again
+    assert drain_ready(index) == ["o2", "o1"]
+
+
+def drain_ready(index: WaitingIndex) -> list[str]:
+    orders = []
+    while (order_id := index.next_ready()) is not None:
+        orders.append(order_id)
+    return orders
