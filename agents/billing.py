@@ -91,6 +91,8 @@ class Billing:
         due_keys = self.tables.due_payees.keys_up_to(
             ctx.partition, b"%016d\x1f\xff" % ctx.now_ms, SETTLE_BATCH)
         for order_id in dict.fromkeys(key.split(b"\x1f")[1].decode() for key in due_keys):
+            if ctx.backlogged():
+                return  # the rest at the next tick, once the worker's results are committed
             ledger = ctx.get(self.tables.ledgers, order_id.encode())
             if ledger is not None:
                 self._apply(ctx, ledger, money.settle_due(ledger, ctx.now_ms))

@@ -122,6 +122,7 @@ def _services(settings: Settings) -> Services:
         app, connection=connection, topology=topology, partitions=settings.partitions,
         deadletter_topic=topics.deadletter, commit_linger_ms=settings.commit_linger_ms,
         commit_max_events=settings.commit_max_events,
+        commit_max_records=settings.commit_max_records,
         rocksdb_options={"write_buffer_size": 8 * 1024 * 1024,
                          "max_write_buffer_number": 2})
     internals.deliver_to(engine)

@@ -241,6 +241,13 @@ class Settings:
         minimum=0, maximum=10_000)
     commit_max_events: int = setting("CPS_COMMIT_MAX_EVENTS", 5000,
                                      "events after which the engine commits at once", minimum=1)
+    commit_max_records: int = setting(
+        "CPS_COMMIT_MAX_RECORDS", 20_000,
+        "output records (results, fan-out, dead letters; not changelog) held uncommitted "
+        "after which the engine commits at once; at 3 times this it stops reading until they "
+        "are committed, and timers and catch-ups that produce much at once (the orders a "
+        "backlog frees, plan pages) go on only below it",
+        minimum=100)
     fetch_max_wait_ms: int = setting(
         "CPS_FETCH_MAX_WAIT_MS", 20,
         "how long the broker may hold a worker's fetch to gather up to 1 MiB before it "

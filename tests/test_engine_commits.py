@@ -80,6 +80,7 @@ def make_engine(partitions: int = 2, owned: set[int] | None = None
     engine = Engine(app, connection=KafkaConnection("127.0.0.1:1"),
                     topology=Topology(partitions), partitions=partitions,
                     deadletter_topic="deadletter", commit_linger_ms=0, commit_max_events=1000,
+                    commit_max_records=1000,
                     rocksdb_options={})
     engine.transactions = held = HeldTransactions()
     engine.forwarder = HeldForwarder()
@@ -230,25 +231,53 @@ def test_uncommitted_events_past_the_limit_make_every_idle_slot_due():
     run(scenario())
 
 
-def test_a_partition_is_backlogged_until_its_records_are_committed():
+def test_timers_hold_back_while_the_worker_holds_a_commits_worth_of_records():
+    async def scenario():
+        engine, _app, held = make_engine(4, owned={0, 1, 2})  # slots 0-1 and 2
+        engine.linger_s = 60.0
+        engine.max_records = 3
+        engine._may_tick = lambda: True  # ready, no rebalance
+        engine.pipeline("test", {INPUT: send_output})
+        engine.deliver(message(0, 1))
+        engine.deliver(message(2, 1))
+        sent = []
+
+        def send_while_not_backlogged(ctx) -> None:
+            while not ctx.backlogged():
+                sent.append(ctx.send("out", b"k", b"v"))
+
+        engine._run_in_partition(1, send_while_not_backlogged)
+        assert len(sent) == 1  # what it sent counts at once
+        assert engine._context(2).backlogged()  # three records, in three partitions
+        engine._start_due_commits()  # at the bound: every slot commits at once
+        await settle()
+        assert sorted(held.started) == [(0, 2), (2, 3)]
+        timer = engine._context(0)  # a timer's view while the commits are under way
+        assert timer.backlogged() and not timer.work
+        held.gate((0, 2)).set()
+        await settle()
+        assert not timer.backlogged()  # one record left, in the commit of 2
+        # Nothing new came in: the same context sees its own records committed.
+        assert engine._context(0) is timer and timer.committing is None
+        held.gate((2, 3)).set()
+        await settle()
+        assert (engine._pending_records, engine._committing_records) == (0, 0)
+    run(scenario())
+
+
+def test_records_past_three_times_the_bound_stop_the_reading():
     async def scenario():
         engine, _app, held = make_engine(2, owned={0, 1})
         engine.linger_s = 60.0
-        engine.max_events = 2
-        engine.pipeline("test", {INPUT: send_output})
-        engine.deliver(message(0, 1))
-        assert not engine._context(0).backlogged()
-        engine.deliver(message(0, 2))
-        assert engine._context(0).backlogged()
-        engine._start_due_commits()
-        await settle()
-        assert held.started == [(0, 2)]
-        waiting = engine._context(0)  # a timer's view while the commit is under way
-        assert waiting.backlogged() and not waiting.work
+        engine.max_records = 100
+        engine.pipeline("test", {INPUT: lambda ctx, key, value: [
+            ctx.send("out", key, value) for _ in range(150)]})
+        assert not engine.deliver(message(0, 1))  # 150: commit at once, go on reading
+        assert engine.deliver(message(1, 1))  # 300: relieve() first
         held.gate((0, 2)).set()
-        await settle()
-        # Nothing new came in: the same context must see its records committed.
-        assert engine._context(0) is waiting and not waiting.backlogged()
+        engine._opened = True  # ready: its gates are open
+        await asyncio.wait_for(engine.relieve(), 10)
+        assert (engine._pending_records, engine._committing_records) == (0, 0)
     run(scenario())
 
 

@@ -36,13 +36,14 @@ class PartitionWork:
 class Context:
     """A handler's view of its partition: state, outputs, dead letters and the clock."""
 
-    __slots__ = ("_engine", "committing", "message", "now_ms", "partition", "work")
+    __slots__ = ("_engine", "committing", "counted", "message", "now_ms", "partition", "work")
 
     def __init__(self, engine: Engine, partition: int, work: PartitionWork,
                  committing: PartitionWork | None) -> None:
         self._engine = engine
         # The partition's commit under way, if any; the engine clears it once that is done.
         self.committing = committing
+        self.counted = 0  # of the work's records, those the engine has counted as held
         self.partition = partition
         self.work = work
         self.message: Any = None
@@ -90,13 +91,11 @@ class Context:
             overlay.put(table, key, DELETED)
 
     def backlogged(self) -> bool:
-        """Whether the partition holds `CPS_COMMIT_MAX_EVENTS` records not committed yet
-        (the commit under way included). A timer or hook that could produce much at once
-        (a plan's pages, the orders a backlog's catch-up frees) stops there and leaves the
+        """Whether the worker holds a commit's worth of output records not committed yet
+        (`CPS_COMMIT_MAX_RECORDS`). A timer or hook that could produce much at once (a
+        plan's pages, the orders a backlog's catch-up frees) stops there and leaves the
         rest for its next run, so memory and transactions stay bounded."""
-        committing = self.committing
-        held = len(self.work.records) + (0 if committing is None else len(committing.records))
-        return held >= self._engine.max_events
+        return self._engine.holds_too_much(len(self.work.records) - self.counted)
 
     def owns(self, key: bytes) -> bool:
         """Whether `key` belongs to this partition (every topic of the engine is co-partitioned)."""

@@ -53,7 +53,8 @@ class Engine(Service):
 
     def __init__(self, app, *, connection: KafkaConnection, topology: Topology,
                  partitions: int, deadletter_topic: str, commit_linger_ms: int,
-                 commit_max_events: int, rocksdb_options: dict[str, int],
+                 commit_max_events: int, commit_max_records: int,
+                 rocksdb_options: dict[str, int],
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.app = app
@@ -67,6 +68,7 @@ class Engine(Service):
         self.deadletter_topic = deadletter_topic
         self.linger_s = commit_linger_ms / 1000
         self.max_events = commit_max_events
+        self.max_records = commit_max_records
         self.transactions = SlotTransactions(app, group_id=app.conf.id)
         self.handlers: dict[str, Handler] = {}
         self.anchor_topic: str | None = None
@@ -88,6 +90,11 @@ class Engine(Service):
         self._lost: set[int] = set()
         self._crash: asyncio.Future | None = None
         self._pending_events = 0
+        # Output records held in memory: of the work not committing yet, and of the commits
+        # under way. Billing makes about 20 per event, and a timer or hook can make
+        # thousands in one run, so events alone do not bound them.
+        self._pending_records = 0
+        self._committing_records = 0
         self._inflight: dict[int, asyncio.Task] = {}  # partition -> its slot's commit
         self._commits_due = asyncio.Event()
         self.running = asyncio.Event()
@@ -178,10 +185,11 @@ class Engine(Service):
         work.events += 1
         self.events_processed += 1
         self._pending_events += 1
+        self._count_records(context)
         self._work_added(work)
-        if self._pending_events >= self.max_events:
+        if self._commit_urgent:
             self._commits_due.set()
-            return self._pending_events >= 3 * self.max_events
+            return self._overloaded
         return False
 
     async def relieve(self) -> None:
@@ -189,8 +197,32 @@ class Engine(Service):
         while not self.ready:
             await asyncio.sleep(0.05)
         await self.running.wait()  # paused by an operator: the backlog waits in Kafka
-        if self._pending_events >= 3 * self.max_events:
+        if self._overloaded:
             await self.commit_all()
+
+    @property
+    def _commit_urgent(self) -> bool:
+        return (self._pending_events >= self.max_events
+                or self._pending_records + self._committing_records >= self.max_records)
+
+    @property
+    def _overloaded(self) -> bool:
+        """So much is uncommitted that reading stops until it is committed."""
+        return (self._pending_events >= 3 * self.max_events
+                or self._pending_records + self._committing_records >= 3 * self.max_records)
+
+    def holds_too_much(self, uncounted: int) -> bool:
+        """Whether the worker holds `max_records` output records not committed yet (those
+        of commits under way and `uncounted` more of the running handler included): a
+        timer or hook that could produce much at once stops there and leaves the rest for
+        its next run."""
+        held = self._pending_records + self._committing_records + uncounted
+        return held >= self.max_records
+
+    def _count_records(self, context: Context) -> None:
+        records = len(context.work.records)
+        self._pending_records += records - context.counted
+        context.counted = records
 
     def _context(self, partition: int) -> Context:
         context = self._contexts.get(partition)
@@ -219,7 +251,8 @@ class Engine(Service):
         """Commit each slot on its own as soon as its work is due and its last commit done.
 
         Work is due when its oldest part has lingered `linger_s` or when the
-        worker holds `max_events` uncommitted events. A slot never waits for
+        worker holds `max_events` uncommitted events or `max_records` uncommitted
+        output records. A slot never waits for
         another's transaction, so one slow commit delays only its own
         partitions' results.
         """
@@ -235,7 +268,7 @@ class Engine(Service):
     def _start_due_commits(self) -> float | None:
         """Start the commits that are due; seconds until the next one is (None: none waits)."""
         now = time.monotonic()
-        urgent = self._pending_events >= self.max_events
+        urgent = self._commit_urgent
         next_due: float | None = None
         for partition, work in list(self._pending.items()):
             if not work:
@@ -267,6 +300,8 @@ class Engine(Service):
             del self._pending[partition]
             self._contexts.pop(partition, None)
             self._pending_events -= work.events
+            self._pending_records -= len(work.records)
+            self._committing_records += len(work.records)
             self._committing[partition] = works[partition] = work
         task = asyncio.ensure_future(self._commit_slot(slot, works))
         for partition in works:
@@ -336,6 +371,7 @@ class Engine(Service):
         for partition, work in works.items():
             if self._committing.get(partition) is work:
                 del self._committing[partition]
+                self._committing_records -= len(work.records)
             context = self._contexts.get(partition)
             if context is not None and context.committing is work:
                 context.committing = None  # its records no longer count as held back
@@ -398,8 +434,11 @@ class Engine(Service):
         work = self._pending.pop(partition, None)
         if work is not None:
             self._pending_events -= work.events
+            self._pending_records -= len(work.records)
         self._contexts.pop(partition, None)
-        self._committing.pop(partition, None)
+        committing = self._committing.pop(partition, None)
+        if committing is not None:
+            self._committing_records -= len(committing.records)
         self._caches.pop(partition, None)
         self.barriers.forget([partition])
 
@@ -436,8 +475,12 @@ class Engine(Service):
         except Exception:
             logger.exception("timer or hook %s of partition %s failed",
                              getattr(action, "__name__", action), partition)
-        if context.work:
-            self._work_added(context.work)
+        self._count_records(context)
+        work = context.work
+        if work:
+            self._work_added(work)
+            if self._commit_urgent:
+                self._commits_due.set()
         return True
 
     def _may_tick(self) -> bool:
