@@ -33,6 +33,7 @@ def main(ctx: click.Context) -> None:
 def _register() -> None:
     from app.cli import (
         bench,
+        bench_transactions,
         demo,
         dev,
         kafka,
@@ -47,7 +48,7 @@ def _register() -> None:
     )
 
     for module in (kafka, worker, link, produce, demo, reconcile, sinks, plans, dev, bench,
-                   settings, period):
+                   bench_transactions, settings, period):
         main.add_command(module.command)
 
 

@@ -87,19 +87,9 @@ def command(settings: Settings, events: int, buyers: int, quick: bool, only: str
     if unknown:
         raise click.BadParameter(f"unknown {', '.join(unknown)}; choose from {NAMES}",
                                  param_hint="--only")
-    if settings.kafka_security_protocol != "PLAINTEXT":
-        raise click.ClickException(
-            f"CPS_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}: the benchmark "
-            "measures over PLAINTEXT only (its peers take no credentials); unset it")
-    workers = worker_counts(workers_text)
+    workers = positive_counts(workers_text)
     shape = QUICK if quick else Shape(events=events, buyers=buyers)
-    if not os.environ.get("CPS_BROKER"):
-        try:
-            state = LocalBroker(settings.kafka_home, settings.kafka_port,
-                                report=click.echo).start()
-        except BrokerError as exc:
-            raise click.ClickException(str(exc)) from exc
-        settings = replace(settings, broker=state.bootstrap)
+    settings = with_broker(settings)
     phases = replace(QUICK_PHASES if quick else Phases(live_seconds, live_rate, state_buyers,
                                                        plan_members), engine_workers=workers)
     results, further = run_all(settings, shape, names, timeout_s=timeout_s, report=click.echo,
@@ -118,8 +108,25 @@ def command(settings: Settings, events: int, buyers: int, quick: bool, only: str
         sys.exit(1)
 
 
-def worker_counts(text: str) -> tuple[int, ...]:
-    """`--workers`: distinct positive counts in the order given."""
+def with_broker(settings: Settings) -> Settings:
+    """`settings` on the broker to measure on: CPS_BROKER, or the local broker (started
+    if needed). PLAINTEXT only: the peers measured take a bootstrap address alone."""
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        raise click.ClickException(
+            f"CPS_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}: the benchmark "
+            "measures over PLAINTEXT only (its peers take no credentials); unset it")
+    if os.environ.get("CPS_BROKER"):
+        return settings
+    try:
+        state = LocalBroker(settings.kafka_home, settings.kafka_port, report=click.echo).start()
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return replace(settings, broker=state.bootstrap)
+
+
+def positive_counts(text: str, option: str = "--workers") -> tuple[int, ...]:
+    """A comma-separated option of counts (`--workers`): distinct positive whole numbers,
+    in the order given."""
     counts: list[int] = []
     for part in text.split(","):
         try:
@@ -128,7 +135,7 @@ def worker_counts(text: str) -> tuple[int, ...]:
             count = 0
         if count < 1:
             raise click.BadParameter(f"{part.strip()!r} is not a positive whole number",
-                                     param_hint="--workers")
+                                     param_hint=option)
         if count not in counts:
             counts.append(count)
     return tuple(counts)

@@ -7,19 +7,19 @@ import pytest
 
 from app.bench.report import ratios
 from app.bench.runner import Result, engine_name, implementations, is_engine
-from app.cli.bench import worker_counts
+from app.cli.bench import positive_counts
 from app.settings import Settings
 
 
-def test_worker_counts_keep_their_order_and_drop_repeats():
-    assert worker_counts("1") == (1,)
-    assert worker_counts("2, 1,2,4") == (2, 1, 4)
+def test_positive_counts_keep_their_order_and_drop_repeats():
+    assert positive_counts("1") == (1,)
+    assert positive_counts("2, 1,2,4") == (2, 1, 4)
 
 
 @pytest.mark.parametrize("text", ["0", "-1", "x", "1,,2", ""])
 def test_a_bad_worker_count_is_refused(text):
     with pytest.raises(click.BadParameter):
-        worker_counts(text)
+        positive_counts(text)
 
 
 def test_one_engine_per_count_each_named_for_it():

@@ -1,4 +1,5 @@
-"""`cps bench --quick` on the real broker: all four implementations run and report."""
+"""`cps bench --quick` on the real broker: all four implementations run and report; and
+`cps bench-transactions`, both clients."""
 
 from __future__ import annotations
 
@@ -38,3 +39,20 @@ def test_quick_bench_runs_every_implementation(bootstrap, tmp_path):
     assert state["peak_rss_mb"] > 0
     text = markdown_path.read_text()
     assert text.startswith("# Benchmarks\n\nintro") and "d. the engine as shipped" in text
+
+
+def test_bench_transactions_times_both_clients(bootstrap):
+    env = dict(os.environ, CPS_BROKER=bootstrap)
+    done = subprocess.run([CPS, "bench-transactions", "--commits", "10", "--records", "10,200",
+                           "--rounds", "1"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines()
+            if line.startswith("| aiokafka") or line.startswith("| librdkafka")]
+    assert sorted((client.strip(), records.strip(), commits.strip())
+                  for client, records, commits, *_figures in rows) == [
+        ("aiokafka", "10", "10"), ("aiokafka", "200", "10"),
+        ("librdkafka", "10", "10"), ("librdkafka", "200", "10")]
+    for *_run, wall, cpu, thread_cpu in rows:
+        p50, p90 = (float(ms) for ms in wall.split("/"))
+        assert 0 < p50 <= p90 and float(cpu) > 0 and float(thread_cpu) > 0
