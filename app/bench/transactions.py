@@ -48,6 +48,7 @@ class Commits:
     wall_p90_ms: float
     cpu_ms: float          # per commit, every thread of the process
     thread_cpu_ms: float   # per commit, the calling thread alone
+    round: int = 1
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,8 @@ class Shape:
         return [(outputs[n % 2], n % PARTITIONS, b"k%d" % n, VALUE) for n in range(self.records)]
 
 
-def measure(client: str, bootstrap: str, *, commits: int, records: int) -> Commits:
+def measure(client: str, bootstrap: str, *, commits: int, records: int,
+            round_number: int = 1) -> Commits:
     """Run `commits` transactions of `records` records with `client` on fresh topics."""
     if client not in CLIENTS:
         raise ValueError(f"unknown client {client!r}; choose from {CLIENTS}")
@@ -80,7 +82,8 @@ def measure(client: str, bootstrap: str, *, commits: int, records: int) -> Commi
     walls, cpus, thread_cpus = run(shape)
     walls, cpus, thread_cpus = walls[WARM_UP:], cpus[WARM_UP:], thread_cpus[WARM_UP:]
     return Commits(client, records, len(walls), _quantile(walls, 0.5), _quantile(walls, 0.9),
-                   statistics.mean(cpus) * 1000, statistics.mean(thread_cpus) * 1000)
+                   statistics.mean(cpus) * 1000, statistics.mean(thread_cpus) * 1000,
+                   round_number)
 
 
 async def _create_topics(shape: Shape) -> None:
@@ -183,9 +186,9 @@ def _quantile(values: list[float], q: float) -> float:
 
 def table(results: list[Commits]) -> str:
     """The results as a Markdown table."""
-    lines = ["| client | records/commit | commits | wall p50 / p90 (ms) | CPU ms/commit, "
-             "process | CPU ms/commit, calling thread |", "|---|---:|---:|---|---:|---:|"]
-    lines += [f"| {r.client} | {r.records:,} | {r.commits} | {r.wall_p50_ms:.1f} / "
+    lines = ["| client | records/commit | round | commits | wall p50 / p90 (ms) | CPU ms/commit, "
+             "process | CPU ms/commit, calling thread |", "|---|---:|---:|---:|---|---:|---:|"]
+    lines += [f"| {r.client} | {r.records:,} | {r.round} | {r.commits} | {r.wall_p50_ms:.1f} / "
               f"{r.wall_p90_ms:.1f} | {r.cpu_ms:.2f} | {r.thread_cpu_ms:.2f} |"
               for r in results]
     return "\n".join(lines)

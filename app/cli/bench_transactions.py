@@ -42,8 +42,8 @@ def command(settings: Settings, commits: int, records_text: str, rounds: int) ->
                            f"of {records:,} records", err=True)
                 try:
                     results.append(measure(client, settings.broker, commits=commits,
-                                           records=records))
+                                           records=records, round_number=round_number + 1))
                 except RuntimeError as exc:
                     raise click.ClickException(str(exc)) from exc
-    click.echo(table(sorted(results, key=lambda r: (r.records, r.client))))
+    click.echo(table(sorted(results, key=lambda r: (r.records, r.client, r.round))))
 

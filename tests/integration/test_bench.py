@@ -50,7 +50,7 @@ def test_bench_transactions_times_both_clients(bootstrap):
     rows = [line.split("|")[1:-1] for line in done.stdout.splitlines()
             if line.startswith("| aiokafka") or line.startswith("| librdkafka")]
     assert sorted((client.strip(), records.strip(), commits.strip())
-                  for client, records, commits, *_figures in rows) == [
+                  for client, records, _round, commits, *_figures in rows) == [
         ("aiokafka", "10", "10"), ("aiokafka", "200", "10"),
         ("librdkafka", "10", "10"), ("librdkafka", "200", "10")]
     for *_run, wall, cpu, thread_cpu in rows:
