@@ -136,7 +136,7 @@ class Attributor:
     # -- inside ----------------------------------------------------------------------
 
     def _decide_ready(self, ctx: Any, index: WaitingIndex) -> None:
-        """Decide ready orders until the partition holds a commit's worth of records; the
+        """Decide ready orders until the worker holds a commit's worth of records; the
         timer goes on with the rest. At the end of a backlog one catch-up frees every order
         of the partition at once (they waited for the whole click backlog), and deciding
         them in one go would keep all their results in memory for one huge transaction."""
@@ -150,6 +150,7 @@ class Attributor:
                 self._publish(ctx, waiting, decision)
             elif not waiting.held:
                 ctx.put(self.tables.order_waits, order_key, hold(waiting))
+
     def _record_click(self, ctx: Any, click: Click) -> None:
         buyer_key = click.buyer_id.encode()
         rules = self.rules
