@@ -199,6 +199,8 @@ def test_offsets_wait_until_the_forwarded_records_are_acknowledged():
 def test_a_failed_forward_commits_nothing_and_restarts_the_worker():
     async def scenario():
         engine, app, held = make_engine()
+        restarts: list[BaseException] = []
+        engine.on_failure = restarts.append
         engine.pipeline("test", {INPUT: forward_output})
         held.gate((0, 2)).set()
         engine.deliver(message(0, 5))
@@ -209,6 +211,8 @@ def test_a_failed_forward_commits_nothing_and_restarts_the_worker():
         await settle()
         assert held.started == []
         assert [repr(reason) for reason in app.crashed] == ["RuntimeError('producer gone')"]
+        assert [repr(reason) for reason in restarts] == ["RuntimeError('producer gone')"]
+        assert repr(engine.failure) == "RuntimeError('producer gone')"
         assert 0 in engine._lost  # later deliveries of the partition are ignored
         assert not engine.deliver(message(0, 6)) and not engine._pending
     run(scenario())

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import signal
 import sys
+import threading
 
 import click
 
@@ -13,6 +16,10 @@ from app.topics import Role, TopicSpec
 from app.topology import TopologyError, check_copartitioned, ensure_topics
 
 _LOG_LEVELS = {"debug": "debug", "info": "info", "warn": "warn", "error": "error"}
+# The exit status of a worker that must be restarted from committed state (EX_TEMPFAIL).
+EXIT_RESTART = 75
+# How long such a worker may take to stop before it is ended at once, as by a kill.
+STOP_GRACE_S = 30.0
 
 
 @click.command("worker")
@@ -64,4 +71,25 @@ def command(settings: Settings) -> None:
     # Faust's start-up spinner sets the root logger to DEBUG for good, so every
     # debug call of aiokafka built a log record for nothing: 8 % of the CPU.
     worker.spinner = None
-    worker.execute_from_commandline()
+    engine.on_failure = _stop_for_restart
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        if engine.failure is not None:
+            sys.exit(EXIT_RESTART)
+        raise
+
+
+def _stop_for_restart(cause: BaseException) -> None:
+    """End the process so that its supervisor starts it again from committed state.
+
+    Stopped as by SIGTERM, the worker leaves its group at once, so its partitions
+    move without waiting for the session timeout; a stop that hangs (a crashed
+    Faust app's may) is cut short after STOP_GRACE_S, which is as safe as a kill.
+    """
+    click.echo(f"cps worker: stopping to restart from committed state ({cause!r}); "
+               f"exit status {EXIT_RESTART}", err=True)
+    deadline = threading.Timer(STOP_GRACE_S, os._exit, args=(EXIT_RESTART,))
+    deadline.daemon = True  # a stop done in time does not wait for it
+    deadline.start()
+    os.kill(os.getpid(), signal.SIGTERM)

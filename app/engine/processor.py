@@ -89,6 +89,10 @@ class Engine(Service):
         self._caches: dict[int, dict[Callable, Any]] = {}
         self._lost: set[int] = set()
         self._crash: asyncio.Future | None = None
+        # Why this worker must restart from committed state; the command running the
+        # worker ends the process on it (`on_failure`).
+        self.failure: BaseException | None = None
+        self.on_failure: Callable[[BaseException], None] | None = None
         self._pending_events = 0
         # Output records held in memory: of the work not committing yet, and of the commits
         # under way. Billing makes about 20 per event, and a timer or hook can make
@@ -312,7 +316,7 @@ class Engine(Service):
         if not task.cancelled() and task.exception() is not None:
             logger.error("commit failed unexpectedly; restarting the worker",
                          exc_info=task.exception())
-            self._crash = asyncio.ensure_future(self.app.crash(task.exception()))
+            self._fail(task.exception())
         self._commits_due.set()  # its slot's next work may be due already
 
     async def commit_all(self) -> None:
@@ -386,9 +390,23 @@ class Engine(Service):
             logger.error("partitions %s lost while still assigned (%r); restarting the worker "
                          "so it recovers from committed state", still_owned, cause)
             self._lost.update(still_owned)
-            self._crash = asyncio.ensure_future(self.app.crash(cause))
+            self._fail(cause)
         else:
             logger.info("dropped uncommitted work of revoked partitions %s", sorted(works))
+
+    def _fail(self, cause: BaseException) -> None:
+        """Crash the app and hand `cause` to `on_failure`, once.
+
+        Faust's crash only marks its services crashed: the process goes on
+        running, holding its partitions without processing them
+        (robinhood/faust#301). So whoever runs the worker ends the process.
+        """
+        if self.failure is not None:
+            return
+        self.failure = cause
+        self._crash = asyncio.ensure_future(self.app.crash(cause))
+        if self.on_failure is not None:
+            self.on_failure(cause)
 
     # -- rebalancing --------------------------------------------------------
 

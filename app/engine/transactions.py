@@ -95,6 +95,9 @@ class SlotTransactions:
         self._slot_producers = {tid for tid in wanted if tid is not None}
         await asyncio.gather(*(faust_producer.maybe_begin_transaction(tid)
                                for tid in sorted(self._slot_producers)))
+        if self._slot_producers:
+            logger.info("transactional ids of this worker's slots: %s",
+                        ", ".join(sorted(self._slot_producers)))
 
     async def _renew(self, tid: str, dead) -> object:
         """Replace a producer whose sender routine died by a new one of the same id.
