@@ -29,6 +29,9 @@ def command(settings: Settings) -> None:
 
     Start as many as you like with the same CPS_APP_ID (each with its own
     CPS_DATA_DIR and CPS_WEB_PORT); Kafka spreads the partitions over them.
+    Exit status 75: the worker could no longer write a partition it owns (its
+    transactions were fenced) and must be started again; it then recovers from
+    what it committed.
     """
     settings.require_secrets()
     # Python's young-generation collection runs every 700 allocations of container
