@@ -23,10 +23,10 @@ def slot_ids(log: str) -> list[str]:
     return found[-1].strip().split(", ")
 
 
-async def take_over(bootstrap: str, transactional_ids: list[str]) -> None:
+async def take_over(connection: KafkaConnection, transactional_ids: list[str]) -> None:
     """Start a producer under each id: the broker fences the worker's producers."""
     for transactional_id in transactional_ids:
-        producer = KafkaConnection(bootstrap).producer(transactional_id=transactional_id)
+        producer = connection.producer(transactional_id=transactional_id)
         await producer.start()
         await producer.stop()
 
@@ -35,8 +35,7 @@ def attributed(records: list[dict]) -> Counter:
     return Counter(r["value"]["order_id"] for r in records if r["value"])
 
 
-def test_a_fenced_worker_exits_to_be_restarted_and_loses_nothing(kafka, make_worker, bootstrap,
-                                                                 events):
+def test_a_fenced_worker_exits_to_be_restarted_and_loses_nothing(kafka, make_worker, events):
     click, order = events.click, events.order
     worker = make_worker().start()
     now = int(time.time() * 1000)
@@ -44,7 +43,7 @@ def test_a_fenced_worker_exits_to_be_restarted_and_loses_nothing(kafka, make_wor
     kafka.produce("orders", [("o1", order("o1", "b1", now))])
     kafka.read("attributions", until=lambda records: "o1" in attributed(records))
 
-    asyncio.run(take_over(bootstrap, slot_ids(worker.logs[-1].read_text(errors="replace"))))
+    asyncio.run(take_over(kafka.connection, slot_ids(worker.logs[-1].read_text(errors="replace"))))
     kafka.produce("orders", [("o2", order("o2", "b2", now))])
     started = time.monotonic()
     status = worker.process.wait(timeout=90)
