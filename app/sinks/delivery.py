@@ -48,6 +48,7 @@ from app.topology import track_topics
 logger = logging.getLogger(__name__)
 
 BUFFERED = 2000  # fetched records held at most before fetching pauses
+IDLE_IN_GROUP_MS = 24 * 3600 * 1000  # how long a consumer may go without polling
 COMMIT_EVERY_S = 0.5
 
 
@@ -180,7 +181,10 @@ class SinkDelivery:
         while True:
             consumer = self.connection.consumer(
                 group_id=self.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
-                isolation_level="read_committed", max_poll_records=500)
+                isolation_level="read_committed", max_poll_records=500,
+                # It stops polling while the sink is paused or its buffer full (`_consume`);
+                # heartbeats keep it in the group meanwhile, and a stuck worker misses those.
+                max_poll_interval_ms=IDLE_IN_GROUP_MS)
             consumer.subscribe([self.topic], listener=_Rebalance(self, consumer))
             try:
                 await consumer.start()
@@ -204,13 +208,18 @@ class SinkDelivery:
             total = len(consumer.partitions_for_topic(self.topic) or ()) or 1
             self._share = max(len(assignment), 1) / total
             buffered = sum(p.undelivered for p in self._progress.values())
-            # Paused or full: keep polling (the group would drop a silent member) but fetch
-            # nothing; orders already fetched go on (a paused sink's wait before sending).
+            # Paused or full: take nothing more; orders already taken go on (a paused
+            # sink's wait before sending). Not `consumer.pause`: aiokafka then drops the
+            # paused partitions' fetches it has partly handed out, and each dropped fetch
+            # (up to 1 MiB) lived on in a reference cycle until a full garbage collection;
+            # a sink slower than its queue paused and resumed all the time and held 1 GiB
+            # that way (issue 17). Without a `getmany` the fetcher holds at most one fetch
+            # per partition.
             if self.stats.paused or buffered >= BUFFERED:
-                consumer.pause(*assignment)
+                await asyncio.sleep(0.1)
+                batch = {}
             else:
-                consumer.resume(*assignment)
-            batch = await consumer.getmany(timeout_ms=100)
+                batch = await consumer.getmany(timeout_ms=100)
             for tp, messages in batch.items():
                 progress = self._progress.setdefault(tp, DeliveryProgress())
                 for message in messages:
