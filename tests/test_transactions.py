@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from types import SimpleNamespace
 
+import orjson
 from aiokafka.producer.transaction_manager import TransactionState
 
-from app.engine.transactions import Record, SlotTransactions
+from app.engine.transactions import Record, SlotTransactions, compact
 
 
 class FakeProducer:
@@ -139,3 +141,16 @@ def test_a_slot_commits_the_offsets_of_all_its_partitions_in_one_transaction():
         assert {(tp.topic, tp.partition): offset for tp, offset in producer.offsets.items()} == {
             ("in", 0): 5, ("in", 1): 9, ("clicks", 1): 3}
     asyncio.run(scenario())
+
+
+def test_a_held_record_value_takes_only_its_own_size():
+    event = {"action_id": "plan@1:buyer-0000001", "payload": {"coupon": "c"}}
+    tracemalloc.start()
+    try:
+        held = [compact(orjson.dumps(event)) for _ in range(1000)]
+        size, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held[0] == orjson.dumps(event)
+    assert size < 1000 * (len(held[0]) + 200), size  # orjson's own buffer: 4 KiB each
+    assert compact(None) is None

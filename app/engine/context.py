@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.engine.partitioning import partition_for
 from app.engine.state import DELETED, Overlay, StateTable
-from app.engine.transactions import Record
+from app.engine.transactions import Record, compact
 from app.records.outputs import dead_letter
 
 if TYPE_CHECKING:
@@ -119,30 +119,30 @@ class Context:
     def send(self, topic: str, key: bytes, value: bytes) -> int:
         """Queue a record for the transaction, placed by its key; returns its partition."""
         partition = partition_for(key, self._engine.topology.partitions(topic))
-        self.work.records.append(Record(topic, partition, key, value))
+        self.work.records.append(Record(topic, partition, key, compact(value)))
         return partition
 
     def forward(self, topic: str, key: bytes, value: bytes) -> None:
         """Send a record at once, outside the transaction (see forwarding.py): only to
         a topic whose handler treats a second copy of a record as a no-op."""
         partition = partition_for(key, self._engine.topology.partitions(topic))
-        delivered = self._engine.forwarder.forward(Record(topic, partition, key, value))
+        delivered = self._engine.forwarder.forward(Record(topic, partition, key, compact(value)))
         forwarded = self.work.forwarded
         if not forwarded or forwarded[-1] is not delivered:
             forwarded.append(delivered)
 
     def send_to(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
-        self.work.records.append(Record(topic, partition, key, value))
+        self.work.records.append(Record(topic, partition, key, compact(value)))
 
     def dead_letter(self, error: str, source: Any = None) -> None:
         """Dead-letter the current message (or `source`, a message seen earlier) with a reason."""
         message = source if source is not None else self.message
         topic = self._engine.deadletter_topic
         partition = message.partition % self._engine.topology.partitions(topic)
-        self.work.records.append(Record(topic, partition, message.key, dead_letter(
+        self.work.records.append(Record(topic, partition, message.key, compact(dead_letter(
             topic=message.topic, partition=message.partition, offset=message.offset,
             key=message.key, value=message.value, error=error, ts_ms=self.now_ms,
-        )))
+        ))))
         self._engine.dead_letters += 1
         self._engine.dead_letter_reasons[error.split(":", 1)[0][:60]] += 1
 

@@ -38,7 +38,7 @@ from app.engine.context import Context, PartitionWork
 from app.engine.forwarding import Forwarder
 from app.engine.slots import Slot, commit_slots
 from app.engine.state import DELETED, StateTable
-from app.engine.transactions import PartitionLost, Record, SlotTransactions
+from app.engine.transactions import PartitionLost, Record, SlotTransactions, compact
 from app.records.fields import InvalidEvent
 from app.topology import Topology
 
@@ -339,7 +339,7 @@ class Engine(Service):
         for partition, work in works.items():
             records += work.records
             for table, writes in work.overlay.writes.items():
-                rows = [(key, None if value is DELETED else table.encode(value))
+                rows = [(key, None if value is DELETED else compact(table.encode(value)))
                         for key, value in writes.items()]
                 changelogs.append((partition, table, rows, len(records)))
                 topic = table.changelog_topic

