@@ -34,11 +34,13 @@ def create_app(settings: Settings, connection: KafkaConnection) -> faust.App:
         broker_heartbeat_interval=2.0,
         producer_acks=-1,
         producer_linger=0.002,
-        # aiokafka's 16 KiB batches stay for now, though they pace a commit at one
-        # produce round trip per 16 KiB of its largest partition: with 512 KiB a worker
-        # live at half its drain rate no longer fell behind, but a large plan then
-        # emitted faster than its webhook took the actions and the worker's memory grew
-        # with that backlog (2.4 GiB for 1M members; BENCHMARKS.md, issue 17).
+        # A commit's records for one partition in one batch. aiokafka sends one produce
+        # request to a broker at a time and queues a partition's next batch only after
+        # the previous one left, so at the default 16 KiB a commit took one round trip
+        # per 16 KiB of its largest partition: a worker that fell behind made larger
+        # commits, which took longer still (BENCHMARKS.md, issue 17). Half of the
+        # broker's default message.max.bytes (1 MiB), which a batch may not exceed.
+        producer_max_batch_size=512 * 1024,
         web_enabled=True,
         web_port=settings.web_port,
         web_bind=settings.web_host,
