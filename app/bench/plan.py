@@ -9,11 +9,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from aiokafka.errors import KafkaError
+
 from app.bench.live import measure_live, measure_state
 from app.bench.plans import measure_plan
 from app.bench.runner import (
     ENGINE,
     Result,
+    delete_run_topics,
     engine,
     engine_name,
     implementations,
@@ -52,6 +55,16 @@ def run_all(settings: Settings, shape: Shape, names: list[str], *, timeout_s: fl
         # leader elections it waits out as errors, which would only be noise here.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
         prefix = f"bench.{secrets.token_hex(3)}."
+        try:
+            return await phases_of(prefix)
+        finally:
+            try:
+                deleted = await delete_run_topics(settings, prefix)
+                report(f"bench: deleted the run's {deleted} topics (named with {prefix})")
+            except KafkaError as exc:
+                report(f"bench: the run's topics (named with {prefix}) not deleted: {exc!r}")
+
+    async def phases_of(prefix: str) -> tuple[list[Result], dict]:
         data = await prefill(settings, shape, prefix, report)
         table = implementations(settings, phases.engine_workers)
         drained = [name for name in names if name != ENGINE] + (

@@ -243,6 +243,22 @@ async def prepare_output(settings: Settings, implementation: Implementation,
     return output
 
 
+async def delete_run_topics(settings: Settings, prefix: str) -> int:
+    """Delete every topic whose name holds the run's `prefix` (a peer names its internal
+    topics after its group, which holds it too); how many. A broker kept for many runs
+    would otherwise gather thousands of partitions, each holding files open, until it
+    accepts no more connections."""
+    admin = KafkaConnection.from_settings(settings).admin()
+    await admin.start()
+    try:
+        topics = [topic for topic in await admin.list_topics() if prefix in topic]
+        for start in range(0, len(topics), 100):
+            await admin.delete_topics(topics[start:start + 100])
+        return len(topics)
+    finally:
+        await admin.close()
+
+
 async def launch(settings: Settings, implementation: Implementation, prefix: str,
                  config_path: Path, *, output: str) -> Launched:
     """Start `implementation`'s workers on the topics of `prefix`, each in a process and
