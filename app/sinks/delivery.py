@@ -47,7 +47,7 @@ from app.topology import track_topics
 
 logger = logging.getLogger(__name__)
 
-BUFFERED = 2000  # fetched records held at most before fetching pauses
+BUFFERED = 2000  # fetched records held at most; at this many it takes no more
 IDLE_IN_GROUP_MS = 24 * 3600 * 1000  # how long a consumer may go without polling
 COMMIT_EVERY_S = 0.5
 
