@@ -59,8 +59,9 @@ def run_all(settings: Settings, shape: Shape, names: list[str], *, timeout_s: fl
             return await phases_of(prefix)
         finally:
             try:
-                deleted = await delete_run_topics(settings, prefix)
-                report(f"bench: deleted the run's {deleted} topics (named with {prefix})")
+                deleted, refused = await delete_run_topics(settings, prefix)
+                report(f"bench: deleted the run's {deleted} topics (named with {prefix})"
+                       + (f"; the broker refused to delete {refused}" if refused else ""))
             except KafkaError as exc:
                 report(f"bench: the run's topics (named with {prefix}) not deleted: {exc!r}")
 

@@ -243,18 +243,21 @@ async def prepare_output(settings: Settings, implementation: Implementation,
     return output
 
 
-async def delete_run_topics(settings: Settings, prefix: str) -> int:
+async def delete_run_topics(settings: Settings, prefix: str) -> tuple[int, int]:
     """Delete every topic whose name holds the run's `prefix` (a peer names its internal
-    topics after its group, which holds it too); how many. A broker kept for many runs
-    would otherwise gather thousands of partitions, each holding files open, until it
-    accepts no more connections."""
+    topics after its group, which holds it too); how many were deleted and how many the
+    broker refused. A broker kept for many runs would otherwise gather thousands of
+    partitions, each holding files open, until it accepts no more connections."""
     admin = KafkaConnection.from_settings(settings).admin()
     await admin.start()
     try:
         topics = [topic for topic in await admin.list_topics() if prefix in topic]
+        refused = 0
         for start in range(0, len(topics), 100):
-            await admin.delete_topics(topics[start:start + 100])
-        return len(topics)
+            # The answer names an error per topic; aiokafka raises none of them.
+            response = await admin.delete_topics(topics[start:start + 100])
+            refused += sum(1 for _topic, error, *_rest in response.topic_error_codes if error)
+        return len(topics) - refused, refused
     finally:
         await admin.close()
 
