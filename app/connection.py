@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -29,6 +30,14 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+# A commit's records for one partition in one batch. aiokafka sends one produce
+# request to a broker at a time and queues a partition's next batch only after
+# the previous one left, so at the default 16 KiB a commit took one round trip
+# per 16 KiB of its largest partition: a worker that fell behind made larger
+# commits, which took longer still (BENCHMARKS.md, issue 17). Half of the
+# broker's default message.max.bytes (1 MiB), which a batch may not exceed.
+PRODUCER_BATCH_BYTES = 512 * 1024
 
 
 class BrokerUnreachable(RuntimeError):
@@ -211,6 +220,23 @@ def _not_up_yet(cause: BaseException | None) -> bool:
     return isinstance(cause, ConnectionRefusedError) or (
         isinstance(cause, KafkaConnectionError)
         and any(word in str(cause) for word in ("refused", "Unable to bootstrap")))
+
+
+Client = TypeVar("Client", AIOKafkaConsumer, AIOKafkaProducer, AIOKafkaAdminClient)
+
+
+@contextlib.asynccontextmanager
+async def started(client: Client) -> AsyncIterator[Client]:
+    """`client` (an aiokafka consumer, producer or admin client) started, and stopped
+    when the block is left, however it is left."""
+    await client.start()
+    try:
+        yield client
+    finally:
+        if isinstance(client, AIOKafkaAdminClient):
+            await client.close()  # the admin client's stop is called close
+        else:
+            await client.stop()
 
 
 async def _list_topics(admin: AIOKafkaAdminClient) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import faust
 
-from app.connection import KafkaConnection
+from app.connection import PRODUCER_BATCH_BYTES, KafkaConnection
 from app.settings import Settings
 
 
@@ -34,13 +34,7 @@ def create_app(settings: Settings, connection: KafkaConnection) -> faust.App:
         broker_heartbeat_interval=2.0,
         producer_acks=-1,
         producer_linger=0.002,
-        # A commit's records for one partition in one batch. aiokafka sends one produce
-        # request to a broker at a time and queues a partition's next batch only after
-        # the previous one left, so at the default 16 KiB a commit took one round trip
-        # per 16 KiB of its largest partition: a worker that fell behind made larger
-        # commits, which took longer still (BENCHMARKS.md, issue 17). Half of the
-        # broker's default message.max.bytes (1 MiB), which a batch may not exceed.
-        producer_max_batch_size=512 * 1024,
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
         web_enabled=True,
         web_port=settings.web_port,
         web_bind=settings.web_host,

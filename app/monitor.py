@@ -28,7 +28,7 @@ import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 from mode import Service
 
-from app.connection import KafkaConnection
+from app.connection import KafkaConnection, started
 from app.domain.alerts import AlertState, Transition, observe
 from app.domain.metrics import Histogram, Series, WindowedHistogram
 from app.settings import Settings
@@ -150,26 +150,19 @@ class Monitor(Service):
     async def _end_offsets(self, topics: list[str]) -> dict[tuple[str, int], int]:
         consumer = self.connection.consumer(group_id=None, isolation_level="read_committed",
                                             enable_auto_commit=False)
-        await consumer.start()
-        try:
+        async with started(consumer):
             tps = [TopicPartition(t, p) for t in topics for p in range(self.partitions(t))]
             ends = await consumer.end_offsets(tps)
-        finally:
-            await consumer.stop()
         return {(tp.topic, tp.partition): end for tp, end in ends.items()}
 
     async def _committed(self, groups: list[str]) -> dict[str, dict[tuple[str, int], int]]:
-        admin = self.connection.admin()
-        await admin.start()
-        try:
+        async with started(self.connection.admin()) as admin:
             found = {}
             for group in groups:
                 offsets = await admin.list_consumer_group_offsets(group)
                 found[group] = {(tp.topic, tp.partition): meta.offset
                                 for tp, meta in offsets.items() if meta.offset >= 0}
             return found
-        finally:
-            await admin.close()
 
     # -- alerts --------------------------------------------------------------------
 

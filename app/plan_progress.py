@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from mode import Service
 
-from app.connection import KafkaConnection
+from app.connection import KafkaConnection, started
 from app.domain.execution import Progress
 
 logger = logging.getLogger(__name__)
@@ -53,12 +53,9 @@ class PlanProgress(Service):
         consumer = self.connection.consumer(
             self.changelog(), group_id=None, enable_auto_commit=False,
             isolation_level="read_committed", auto_offset_reset="earliest")
-        await consumer.start()
-        try:
+        async with started(consumer):
             while not self.should_stop:
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
                 for tp, messages in batches.items():
                     for message in messages:
                         self.apply(tp.partition, message.key, message.value)
-        finally:
-            await consumer.stop()

@@ -36,7 +36,7 @@ from app.bench.runner import (
     write_configuration,
 )
 from app.bench.workload import Shape, Workload
-from app.connection import KafkaConnection
+from app.connection import KafkaConnection, started
 from app.feeding import Feeder
 from app.settings import Settings
 
@@ -229,11 +229,8 @@ async def measure_state(settings: Settings, engine: Implementation, *, buyers: i
 async def lag(bootstrap: str, group: str, topics: list[str], partitions: int) -> int:
     """Records of `topics` that `group` has not committed yet (end offset - committed)."""
     connection = KafkaConnection(bootstrap)
-    admin = connection.admin()
-    consumer = connection.consumer(group_id=None)
-    await admin.start()
-    await consumer.start()
-    try:
+    async with started(connection.admin()) as admin, \
+            started(connection.consumer(group_id=None)) as consumer:
         ends = await consumer.end_offsets([TopicPartition(topic, p) for topic in topics
                                            for p in range(partitions)])
         try:
@@ -242,18 +239,11 @@ async def lag(bootstrap: str, group: str, topics: list[str], partitions: int) ->
             committed = {}
         return sum(end - (committed[tp].offset if tp in committed else 0)
                    for tp, end in ends.items())
-    finally:
-        await consumer.stop()
-        await admin.close()
 
 
 async def _records(bootstrap: str, topic: str, partitions: int) -> int:
-    consumer = KafkaConnection(bootstrap).consumer(group_id=None)
-    await consumer.start()
-    try:
+    async with started(KafkaConnection(bootstrap).consumer(group_id=None)) as consumer:
         every = [TopicPartition(topic, p) for p in range(partitions)]
         ends = await consumer.end_offsets(every)
         starts = await consumer.beginning_offsets(every)
         return sum(ends[tp] - starts[tp] for tp in every)
-    finally:
-        await consumer.stop()

@@ -22,7 +22,7 @@ from aiokafka.structs import TopicPartition
 from app.bench.live import lag, start_engine
 from app.bench.runner import Implementation
 from app.bench.workload import Shape, Workload
-from app.connection import KafkaConnection
+from app.connection import KafkaConnection, started
 from app.local_http import serve
 from app.settings import Settings
 
@@ -125,8 +125,7 @@ async def _decided_by(settings: Settings, changelog: str) -> int | None:
     consumer = KafkaConnection(settings.broker).consumer(
         changelog, group_id=None, auto_offset_reset="earliest",
         isolation_level="read_committed", enable_auto_commit=False)
-    await consumer.start()
-    try:
+    async with started(consumer):
         partitions = [TopicPartition(changelog, p) for p in range(settings.partitions)]
         ends = await consumer.end_offsets(partitions)
         latest: dict[tuple[int, bytes], dict] = {}
@@ -137,5 +136,3 @@ async def _decided_by(settings: Settings, changelog: str) -> int | None:
                         latest[tp.partition, message.key] = orjson.loads(message.value)
         finished = [row.get("finished_ms") for row in latest.values()]
         return None if not finished or None in finished else max(finished)
-    finally:
-        await consumer.stop()

@@ -24,6 +24,7 @@ from rocksdict import Rdict, WriteBatch
 
 from app.bench.contract import arguments, load_configuration
 from app.bench.step import AttributionStep
+from app.connection import PRODUCER_BATCH_BYTES
 from app.records.fields import InvalidEvent
 from app.topology import track_topics
 
@@ -40,7 +41,7 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
         auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=BATCH)
     producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks="all",
                                 enable_idempotence=True, linger_ms=5,
-                                max_batch_size=512 * 1024)
+                                max_batch_size=PRODUCER_BATCH_BYTES)
     await consumer.start()
     await producer.start()
     await track_topics(producer, (args.output, changelog))

@@ -29,7 +29,7 @@ import orjson
 from aiokafka.structs import TopicPartition
 
 from app.bench.workload import Shape, Workload
-from app.connection import KafkaConnection
+from app.connection import KafkaConnection, started
 from app.feeding import Feeder
 from app.settings import Settings
 from app.topics import Role, TopicSpec
@@ -248,9 +248,7 @@ async def delete_run_topics(settings: Settings, prefix: str) -> tuple[int, int]:
     topics after its group, which holds it too); how many were deleted and how many the
     broker refused. A broker kept for many runs would otherwise gather thousands of
     partitions, each holding files open, until it accepts no more connections."""
-    admin = KafkaConnection.from_settings(settings).admin()
-    await admin.start()
-    try:
+    async with started(KafkaConnection.from_settings(settings).admin()) as admin:
         topics = [topic for topic in await admin.list_topics() if prefix in topic]
         refused = 0
         for start in range(0, len(topics), 100):
@@ -258,8 +256,6 @@ async def delete_run_topics(settings: Settings, prefix: str) -> tuple[int, int]:
             response = await admin.delete_topics(topics[start:start + 100])
             refused += sum(1 for _topic, error, *_rest in response.topic_error_codes if error)
         return len(topics) - refused, refused
-    finally:
-        await admin.close()
 
 
 async def launch(settings: Settings, implementation: Implementation, prefix: str,
@@ -282,28 +278,22 @@ async def launch(settings: Settings, implementation: Implementation, prefix: str
 
 async def group_members(bootstrap: str, group: str) -> int:
     """Members of `group` once it is stable (every member has its partitions), else 0."""
-    admin = KafkaConnection(bootstrap).admin()
-    await admin.start()
-    try:
-        [response] = await admin.describe_consumer_groups([group])
-    except Exception:  # the group's coordinator may not be known yet
-        return 0
-    finally:
-        await admin.close()
+    async with started(KafkaConnection(bootstrap).admin()) as admin:
+        try:
+            [response] = await admin.describe_consumer_groups([group])
+        except Exception:  # the group's coordinator may not be known yet
+            return 0
     _error, _group, state, _protocol_type, _protocol, members = response.groups[0][:6]
     return len(members) if state == "Stable" else 0
 
 
 async def _committed_any(bootstrap: str, group: str, topics: list[str]) -> bool:
     """Whether `group` has committed an offset beyond 0 on any of `topics`."""
-    admin = KafkaConnection(bootstrap).admin()
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    except Exception:  # the group may not exist yet
-        return False
-    finally:
-        await admin.close()
+    async with started(KafkaConnection(bootstrap).admin()) as admin:
+        try:
+            offsets = await admin.list_consumer_group_offsets(group)
+        except Exception:  # the group may not exist yet
+            return False
     return any(tp.topic in topics and meta.offset > 0 for tp, meta in offsets.items())
 
 

@@ -25,9 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.producer import sender as aiokafka_sender
 
+from app.connection import PRODUCER_BATCH_BYTES, KafkaConnection, started
 from app.engine.internals import CONCURRENT_TRANSACTIONS_RETRY_S
 from app.engine.transactions import Record, send_batched
 
@@ -87,13 +88,9 @@ def measure(client: str, bootstrap: str, *, commits: int, records: int,
 
 
 async def _create_topics(shape: Shape) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=shape.bootstrap)
-    await admin.start()
-    try:
+    async with started(KafkaConnection(shape.bootstrap).admin()) as admin:
         await admin.create_topics([NewTopic(topic, PARTITIONS, 1)
                                    for topic in shape.outputs + shape.inputs])
-    finally:
-        await admin.close()
 
 
 def _timed(commit: Callable[[int], None], commits: int
@@ -113,10 +110,11 @@ def _aiokafka_commits(shape: Shape) -> tuple[list[float], list[float], list[floa
     retry = aiokafka_sender.BACKOFF_OVERRIDE
     aiokafka_sender.BACKOFF_OVERRIDE = CONCURRENT_TRANSACTIONS_RETRY_S  # as the engine runs
 
-    async def started() -> AIOKafkaProducer:  # made in the loop it runs in
+    async def start_producer() -> AIOKafkaProducer:  # made in the loop it runs in
         producer = AIOKafkaProducer(
             bootstrap_servers=shape.bootstrap, transactional_id=f"cps-txn-bench-{shape.run}",
-            enable_idempotence=True, acks="all", linger_ms=0, max_batch_size=1024 * 1024)
+            enable_idempotence=True, acks="all", linger_ms=0,
+            max_batch_size=PRODUCER_BATCH_BYTES)
         await producer.start()
         return producer
 
@@ -132,7 +130,7 @@ def _aiokafka_commits(shape: Shape) -> tuple[list[float], list[float], list[floa
         await producer.commit_transaction()
 
     try:
-        producer = loop.run_until_complete(started())
+        producer = loop.run_until_complete(start_producer())
         try:
             return _timed(lambda n: loop.run_until_complete(commit(n)), shape.commits)
         finally:

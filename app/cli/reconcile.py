@@ -8,7 +8,7 @@ import time
 
 import click
 
-from app.connection import KafkaConnection
+from app.connection import KafkaConnection, started
 from app.reconcile import ConsumedRecord, reconcile
 from app.settings import Settings
 from app.topics import Topics
@@ -57,9 +57,8 @@ async def _read_all(connection: KafkaConnection, names: list[str]) -> list[Consu
     consumer = connection.consumer(*names, group_id=None, enable_auto_commit=False,
                                    isolation_level="read_committed",
                                    auto_offset_reset="earliest", max_poll_records=10_000)
-    await consumer.start()
     records: list[ConsumedRecord] = []
-    try:
+    async with started(consumer):
         while not consumer.assignment():
             await asyncio.sleep(0.05)
         ends = await consumer.end_offsets(list(consumer.assignment()))
@@ -79,8 +78,6 @@ async def _read_all(connection: KafkaConnection, names: list[str]) -> list[Consu
                     consumer.pause(tp)
             progress.draw(len(records))
         progress.close()
-    finally:
-        await consumer.stop()
     return records
 
 

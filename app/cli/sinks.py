@@ -9,7 +9,7 @@ from collections.abc import Callable
 import click
 import orjson
 
-from app.connection import KafkaConnection
+from app.connection import KafkaConnection, started
 from app.settings import Settings
 from app.topics import Topics
 
@@ -47,10 +47,8 @@ async def requeue_dead_letters(settings: Settings, wanted: Callable[[dict], bool
                                    isolation_level="read_committed",
                                    auto_offset_reset="earliest", enable_auto_commit=False)
     producer = connection.producer(acks="all", enable_idempotence=True)
-    await consumer.start()
-    await producer.start()
     count = 0
-    try:
+    async with started(consumer), started(producer):
         while not consumer.assignment():
             await asyncio.sleep(0.05)
         ends = await consumer.end_offsets(list(consumer.assignment()))
@@ -70,7 +68,4 @@ async def requeue_dead_letters(settings: Settings, wanted: Callable[[dict], bool
             for tp, end in ends.items():
                 if await consumer.position(tp) >= end:
                     done.add(tp)
-    finally:
-        await producer.stop()
-        await consumer.stop()
     return count

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from aiokafka import TopicPartition
 
-from app.connection import KafkaConnection
+from app.connection import KafkaConnection, started
 
 FILTERS = ("channel_id", "promoter_id", "shop_id")
 STREAMS = ("attributions", "commissions", "settlements", "order_status", "plan_actions",
@@ -99,9 +99,8 @@ class Subscriptions:
         consumer = self.connection.consumer(group_id=None, enable_auto_commit=False,
                                             isolation_level="read_committed",
                                             auto_offset_reset="earliest")
-        await consumer.start()
         own = self.own_topics.get(subscription.stream)
-        try:
+        async with started(consumer):
             topic = own or self.topic
             partitions = [TopicPartition(topic, p) for p in range(self.partitions(topic))]
             consumer.assign(partitions)
@@ -125,8 +124,6 @@ class Subscriptions:
                             yield encode_position(position), orjson.dumps(found[1])
                 if not batch:
                     yield "", b""  # a heartbeat: lets the caller keep the connection alive
-        finally:
-            await consumer.stop()
 
 
 def _live_event(value: bytes | None) -> tuple[str, Any, Mapping[str, Any]]:

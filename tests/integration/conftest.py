@@ -25,9 +25,10 @@ from types import SimpleNamespace
 
 import orjson
 import pytest
+from aiokafka.admin import NewTopic
 
 from app.broker.local import LocalBroker
-from app.connection import KafkaConnection
+from app.connection import KafkaConnection, started
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,15 +76,11 @@ class Kafka:
         asyncio.run(self._produce(self.prefix + topic, list(records)))
 
     async def _produce(self, topic: str, records: list) -> None:
-        producer = self.connection.producer(acks="all")
-        await producer.start()
-        try:
+        async with started(self.connection.producer(acks="all")) as producer:
             for key, value in records:
                 raw_key = key.encode() if isinstance(key, str) else key
                 raw = value if isinstance(value, bytes) or value is None else orjson.dumps(value)
                 await producer.send_and_wait(topic, raw, key=raw_key)
-        finally:
-            await producer.stop()
 
     def read(self, topic: str, *, until: Callable[[list[dict]], bool] | None = None,
              timeout: float = 60.0, settle: float = 0.0) -> list[dict]:
@@ -93,10 +90,9 @@ class Kafka:
     async def _read(self, topic, until, timeout, settle) -> list[dict]:
         consumer = self.connection.consumer(topic, group_id=None, auto_offset_reset="earliest",
                                             isolation_level="read_committed")
-        await consumer.start()
         records: list[dict] = []
         deadline = time.monotonic() + timeout
-        try:
+        async with started(consumer):
             while time.monotonic() < deadline:
                 batch = await consumer.getmany(timeout_ms=300)
                 for messages in batch.values():
@@ -107,9 +103,12 @@ class Kafka:
                 await asyncio.sleep(settle)
                 for messages in (await consumer.getmany(timeout_ms=1000)).values():
                     records.extend(_record(m) for m in messages)
-        finally:
-            await consumer.stop()
         return records
+
+
+async def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
+    async with started(KafkaConnection(bootstrap).admin()) as admin:
+        await admin.create_topics([NewTopic(name, partitions, 1) for name in names])
 
 
 def _record(message) -> dict:

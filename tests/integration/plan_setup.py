@@ -9,6 +9,8 @@ import time
 import orjson
 from sink_setup import setup, sink
 
+from app.connection import started
+
 
 def members(kafka, count: int, *, shop: str = "s1", tag: str = "m") -> dict[str, dict]:
     """`count` member profiles at `shop` (levels 0-4, tags by residue), produced keyed
@@ -28,14 +30,10 @@ def produce_all(kafka, topic: str, records: list[tuple[str, dict]]) -> None:
     """Like `kafka.produce`, but every record is sent before any is awaited (thousands of
     profiles in a second, not one round trip each)."""
     async def send() -> None:
-        producer = kafka.connection.producer(acks="all")
-        await producer.start()
-        try:
+        async with started(kafka.connection.producer(acks="all")) as producer:
             sent = [await producer.send(kafka.prefix + topic, orjson.dumps(value),
                                         key=key.encode()) for key, value in records]
             await asyncio.gather(*sent)
-        finally:
-            await producer.stop()
     asyncio.run(send())
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from app.connection import started
 from app.domain.model import Click
 from app.domain.tokens import TRACKING, Signer, tracking_payload
 
@@ -372,15 +373,12 @@ def produce(bootstrap: str, prefix: str, stream: list[tuple[str, str, dict]]) ->
     async def run() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
                                     enable_idempotence=True, linger_ms=5)
-        await producer.start()
-        try:
+        async with started(producer):
             for n in range(0, len(stream), 2000):
                 sends = [await producer.send(prefix + topic, orjson.dumps(value),
                                              key=key.encode())
                          for topic, key, value in stream[n:n + 2000]]
                 await asyncio.gather(*sends)
-        finally:
-            await producer.stop()
 
     asyncio.run(run())
 

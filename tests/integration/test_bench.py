@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from app.connection import KafkaConnection
+from app.connection import KafkaConnection, started
 
 CPS = str(Path(sys.executable).with_name("cps"))
 
@@ -53,17 +53,13 @@ def test_quick_bench_runs_every_implementation(bootstrap, tmp_path):
 
 async def _gone(bootstrap: str, prefix: str, *, timeout_s: float) -> bool:
     """Whether no topic named with `prefix` is left within `timeout_s`."""
-    admin = KafkaConnection(bootstrap).admin()
-    await admin.start()
-    try:
+    async with started(KafkaConnection(bootstrap).admin()) as admin:
         deadline = time.monotonic() + timeout_s
         while any(prefix in topic for topic in await admin.list_topics()):
             if time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.5)
         return True
-    finally:
-        await admin.close()
 
 
 def test_bench_transactions_times_both_clients(bootstrap):

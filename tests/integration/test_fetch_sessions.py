@@ -9,9 +9,10 @@ import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.consumer import consumer as aiokafka_consumer_module
+from conftest import create_topics
 
+from app.connection import started
 from app.engine import internals
 
 TOPICS = 6
@@ -35,15 +36,6 @@ def fetches(monkeypatch) -> list[tuple[int, int, int]]:
     return sent
 
 
-async def _create(bootstrap: str, names: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in names])
-    finally:
-        await admin.close()
-
-
 class Reader:
     def __init__(self, consumer: AIOKafkaConsumer) -> None:
         self.consumer = consumer
@@ -62,15 +54,13 @@ class Reader:
 
 async def _exercise(bootstrap: str, prefix: str, fetches: list) -> None:
     names = [f"{prefix}sessions-{i}" for i in range(TOPICS)]
-    await _create(bootstrap, names)
+    await create_topics(bootstrap, names, PARTITIONS)
     partitions = [TopicPartition(name, p) for name in names for p in range(PARTITIONS)]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
                                 fetch_max_wait_ms=20, auto_offset_reset="earliest",
                                 enable_auto_commit=False)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=prefix + "txn")
-    await consumer.start()
-    await producer.start()
-    try:
+    async with started(consumer), started(producer):
         consumer.assign(partitions)
         reader = Reader(consumer)
         expected: dict[TopicPartition, list[bytes]] = {}
@@ -128,9 +118,6 @@ async def _exercise(bootstrap: str, prefix: str, fetches: list) -> None:
         assert sum(1 for epoch, _, _ in fetches if epoch == 0) > full_fetches
 
         assert reader.values == expected  # each record once, in order; none aborted
-    finally:
-        await producer.stop()
-        await consumer.stop()
 
 
 class _Abort(Exception):

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from app.connection import started
 from app.domain.model import DAY_MS
 
 FULL = os.environ.get("CPS_CHAOS") == "full"
@@ -256,13 +257,10 @@ async def _produce_all(kafka, stream: list) -> list[int]:
 
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all",
                                 enable_idempotence=True, max_request_size=2 * 1024 * 1024)
-    await producer.start()
-    try:
+    async with started(producer):
         futures = [await producer.send(kafka.prefix + topic, value, key=key.encode())
                    for topic, key, value, _ in stream]
         return [(await future).offset for future in futures]
-    finally:
-        await producer.stop()
 
 
 LINK = {"channel_id": "fz-ch", "promoter_id": "fz-p", "shop_id": "fz-shop", "item_id": "i1",

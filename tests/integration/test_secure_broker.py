@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from app.broker.local import BrokerState, LocalBroker
-from app.connection import BrokerUnreachable, KafkaConnection
+from app.connection import BrokerUnreachable, KafkaConnection, started
 from app.settings import Settings
 
 CPS = str(Path(sys.executable).with_name("cps"))
@@ -56,18 +56,11 @@ def test_a_record_goes_through_sasl_ssl(broker):
 
 
 async def _round_trip(connection: KafkaConnection, topic: str, value: bytes) -> bytes | None:
-    producer = connection.producer(acks="all")
-    await producer.start()
-    try:
+    async with started(connection.producer(acks="all")) as producer:
         await producer.send_and_wait(topic, value)
-    finally:
-        await producer.stop()
     consumer = connection.consumer(topic, group_id=None, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
+    async with started(consumer):
         message = await asyncio.wait_for(consumer.getone(), 30)
-    finally:
-        await consumer.stop()
     return message.value
 
 

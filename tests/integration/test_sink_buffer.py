@@ -14,8 +14,8 @@ import asyncio
 import gc
 import weakref
 
-from aiokafka.admin import NewTopic
 from aiokafka.consumer import fetcher
+from conftest import create_topics
 
 from app.domain.sinks import Sink
 from app.sinks import delivery
@@ -37,7 +37,7 @@ def test_a_slow_sink_takes_records_as_room_frees_and_holds_one_fetch_per_partiti
     monkeypatch.setattr(delivery, "BUFFERED", HELD)
     fetches = _count_live_fetches(monkeypatch)
     queue = kafka.prefix + "sink.slow"
-    asyncio.run(_create(kafka, queue))
+    asyncio.run(create_topics(kafka.bootstrap, [queue], PARTITIONS))
     kafka.produce("sink.slow", [
         (f"order-{n}", queue_record("commissions", f"event-{n}", {"padding": PADDING}, n))
         for n in range(RECORDS)])
@@ -69,15 +69,6 @@ def _count_live_fetches(monkeypatch) -> set[int]:
 
     monkeypatch.setattr(fetcher.PartitionRecords, "__init__", counted)
     return live
-
-
-async def _create(kafka, topic: str) -> None:
-    admin = kafka.connection.admin()
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
-    finally:
-        await admin.close()
 
 
 async def _deliver(kafka, queue: str, sink: Sink, fetches: set[int],
