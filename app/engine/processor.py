@@ -39,6 +39,7 @@ from app.engine.forwarding import Forwarder
 from app.engine.slots import Slot, commit_slots
 from app.engine.state import DELETED, StateTable
 from app.engine.transactions import PartitionLost, Record, SlotTransactions, compact
+from app.domain.metrics import Histogram
 from app.records.fields import InvalidEvent
 from app.topology import Topology
 
@@ -83,6 +84,8 @@ class Engine(Service):
         self.dead_letter_reasons: Counter[str] = Counter()
         self.events_processed = 0
         self.largest_commit = 0  # records (outputs and changelog) in one transaction, at most
+        self.records_committed = 0
+        self.commit_times = Histogram()  # ms from a transaction's start to its commit
         self._pending: dict[int, PartitionWork] = {}
         self._contexts: dict[int, Context] = {}
         self._committing: dict[int, PartitionWork] = {}
@@ -354,6 +357,7 @@ class Engine(Service):
             self._lose(works, exc)
             return
         delay = 0.1
+        started = time.monotonic()
         while True:
             try:
                 written = await self.transactions.commit(
@@ -370,6 +374,8 @@ class Engine(Service):
                                sorted(works), exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        self.commit_times.record(int((time.monotonic() - started) * 1000))
+        self.records_committed += len(records)
         for partition, table, rows, start in changelogs:
             table.apply(partition, rows, max(written[start:start + len(rows)]))
         for partition, work in works.items():

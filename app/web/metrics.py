@@ -36,6 +36,12 @@ class EngineCollector(Collector):
         yield GaugeMetricFamily("cps_commit_records_max",
                                 "Most records (outputs and changelog) one transaction of this "
                                 "worker held since it started", value=engine.largest_commit)
+        yield CounterMetricFamily("cps_commit_records_total",
+                                  "Records (outputs and changelog) this worker committed",
+                                  value=engine.records_committed)
+        yield _histogram("cps_commit_ms", engine.commit_times,
+                         "From a transaction's start to its commit, retries included (its "
+                         "count is this worker's transactions)")
         yield CounterMetricFamily("cps_dead_letters_total",
                                   "Messages this worker sent to the dead-letter topic",
                                   value=engine.dead_letters)

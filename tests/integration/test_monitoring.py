@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import orjson
@@ -76,6 +77,9 @@ def test_lag_shows_a_backlog_exactly_drains_and_alerts(make_worker, kafka, event
     assert monitor["workers"][0]["recovery"]["completed"] is True
     metrics = worker.get("/metrics")[1]
     assert b"cps_consumer_lag{" in metrics and b"cps_attribution_delay_ms_bucket" in metrics
+    transactions = re.search(rb"^cps_commit_ms_count (\S+)$", metrics, re.MULTILINE)
+    committed = re.search(rb"^cps_commit_records_total (\S+)$", metrics, re.MULTILINE)
+    assert float(transactions.group(1)) >= 1 and float(committed.group(1)) >= 100
     assert worker.get("/dashboard")[0] == 200
     assert worker.get("/static/uPlot.iife.min.js")[0] == 200
     assert worker.get("/static/../settings.py")[0] == 404
