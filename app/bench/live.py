@@ -55,7 +55,7 @@ async def start_engine(settings: Settings, implementation: Implementation, prefi
                  workload: Workload, burst: Iterable[tuple[str, str, bytes]] = ()) -> _Started:
     """Topics, configuration and `burst` of `prefix`, then the implementation's process."""
     configuration = list(workload.configuration())
-    config_path = write_configuration(configuration)
+    config_path = write_configuration(configuration, prefix)
     feeder = Feeder(replace(settings, topic_prefix=prefix))
     await feeder.__aenter__()
     for topic, key, value in configuration:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -23,6 +24,7 @@ from app.bench.runner import (
     is_engine,
     measure,
     prefill,
+    run_directory,
 )
 from app.bench.workload import Shape
 from app.settings import Settings
@@ -55,8 +57,10 @@ def run_all(settings: Settings, shape: Shape, names: list[str], *, timeout_s: fl
         # leader elections it waits out as errors, which would only be noise here.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
         prefix = f"bench.{secrets.token_hex(3)}."
+        outcome = None
         try:
-            return await phases_of(prefix)
+            outcome = await phases_of(prefix)
+            return outcome
         finally:
             try:
                 deleted, refused = await delete_run_topics(settings, prefix)
@@ -64,6 +68,11 @@ def run_all(settings: Settings, shape: Shape, names: list[str], *, timeout_s: fl
                        + (f"; the broker refused to delete {refused}" if refused else ""))
             except KafkaError as exc:
                 report(f"bench: the run's topics (named with {prefix}) not deleted: {exc!r}")
+            # The workers' state and logs: kept only when something failed, for its log.
+            if outcome is not None and not _failed(*outcome):
+                shutil.rmtree(run_directory(prefix), ignore_errors=True)
+            elif run_directory(prefix).exists():
+                report(f"bench: the workers' logs are kept in {run_directory(prefix)}")
 
     async def phases_of(prefix: str) -> tuple[list[Result], dict]:
         data = await prefill(settings, shape, prefix, report)
@@ -106,6 +115,13 @@ def run_all(settings: Settings, shape: Shape, names: list[str], *, timeout_s: fl
             report(f"bench: plan: {further['plan']}")
         return results, further
     return asyncio.run(main())
+
+
+def _failed(results: list[Result], further: dict) -> bool:
+    """Whether any implementation or phase of a run reported an error."""
+    phases = [result.delays_ms for result in results] + [
+        value for value in further.values() if isinstance(value, dict)]
+    return any(result.error for result in results) or any("error" in phase for phase in phases)
 
 
 async def _each(together: bool, jobs: list[Callable[[], Awaitable[T]]]) -> list[T]:

@@ -96,9 +96,22 @@ def _module(module: str) -> Callable:
     return command
 
 
-def write_configuration(rows: list[tuple[str, str, dict]]) -> Path:
+def run_directory(prefix: str) -> Path:
+    """Where a run keeps its files: configurations, each worker's state and log. Every
+    topic prefix of a run starts with the run's own, `bench.<hex>.`."""
+    return Path(tempfile.gettempdir()) / f"cps-{'.'.join(prefix.split('.')[:2])}"
+
+
+def _new_directory(prefix: str, name: str) -> Path:
+    """A fresh directory named after `name` in the run's directory."""
+    run = run_directory(prefix)
+    run.mkdir(exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=run))
+
+
+def write_configuration(rows: list[tuple[str, str, dict]], prefix: str) -> Path:
     """The configuration records as the file an implementation loads at start."""
-    path = Path(tempfile.mkdtemp(prefix="cps-bench-")) / "configuration.jsonl"
+    path = _new_directory(prefix, "configuration") / "configuration.jsonl"
     path.write_bytes(b"".join(orjson.dumps(list(row)) + b"\n" for row in rows))
     return path
 
@@ -109,7 +122,7 @@ async def prefill(settings: Settings, shape: Shape, prefix: str,
     start_ms = int(time.time() * 1000) - 2 * 3_600_000
     workload = Workload(shape, start_ms=start_ms, run=prefix.rstrip(".").split(".")[-1] + "-")
     configuration = list(workload.configuration())
-    config_path = write_configuration(configuration)
+    config_path = write_configuration(configuration, prefix)
     orders: set[str] = set()
     feeding = replace(settings, topic_prefix=prefix)
     async with Feeder(feeding) as feeder:
@@ -265,7 +278,7 @@ async def launch(settings: Settings, implementation: Implementation, prefix: str
     group = f"{prefix}{implementation.name}-{secrets.token_hex(3)}"
     launched = Launched([], group, [])
     for _ in range(implementation.workers):
-        state_dir = Path(tempfile.mkdtemp(prefix=f"cps-bench-{implementation.name}-"))
+        state_dir = _new_directory(prefix, implementation.name)
         argv, env = implementation.command(state_dir, config_path, prefix, group, output)
         with open(state_dir / LOG_NAME, "wb") as log:
             launched.processes.append(subprocess.Popen(

@@ -76,7 +76,8 @@ def command(settings: Settings, events: int, buyers: int, quick: bool, only: str
     of many buyers written at once for its memory with them in state; and a
     `now` operation plan acts on many members through a local webhook (time
     to the last action, actions/s, peak RSS). At the end it deletes the
-    run's topics. Without CPS_BROKER it uses (and starts if needed) the local broker of
+    run's topics, and the workers' state and logs in $TMPDIR/cps-bench.<run>
+    unless something failed. Without CPS_BROKER it uses (and starts if needed) the local broker of
     `cps kafka start`. It measures over PLAINTEXT only: the peers it compares
     with take a bootstrap address and nothing else.
     """

@@ -33,13 +33,13 @@ from aiokafka.errors import KafkaError
 from mode import Service
 
 from app.connection import KafkaConnection
+from app.domain.metrics import Histogram
 from app.engine.catchup import Barriers, CatchUp
 from app.engine.context import Context, PartitionWork
 from app.engine.forwarding import Forwarder
 from app.engine.slots import Slot, commit_slots
 from app.engine.state import DELETED, StateTable
 from app.engine.transactions import PartitionLost, Record, SlotTransactions, compact
-from app.domain.metrics import Histogram
 from app.records.fields import InvalidEvent
 from app.topology import Topology
 

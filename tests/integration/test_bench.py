@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 
+from app.bench.runner import run_directory
 from app.connection import KafkaConnection, started
 
 CPS = str(Path(sys.executable).with_name("cps"))
@@ -49,6 +50,7 @@ def test_quick_bench_runs_every_implementation(bootstrap, tmp_path):
     prefix = re.search(r"deleted the run's \d+ topics \(named with (bench\.[0-9a-f]+\.)\)",
                        done.stdout).group(1)
     assert asyncio.run(_gone(bootstrap, prefix, timeout_s=30))
+    assert not run_directory(prefix).exists()  # nothing failed: no worker state or log kept
 
 
 async def _gone(bootstrap: str, prefix: str, *, timeout_s: float) -> bool:
