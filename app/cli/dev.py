@@ -14,6 +14,7 @@ import urllib.request
 import webbrowser
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import aiohttp
 import click
@@ -23,6 +24,7 @@ from aiohttp import web
 from app.admin import issue_link
 from app.broker.local import BrokerError, LocalBroker
 from app.cli.demo import run_demo
+from app.cli.worker import EXIT_RESTART
 from app.connection import KafkaConnection
 from app.domain.tokens import Signer
 from app.local_http import serve
@@ -46,7 +48,9 @@ def command(settings: Settings, rate: int, browser: bool) -> None:
     CPS_SETTLEMENT_SCHEDULE says otherwise. The worker's log goes to
     CPS_DATA_DIR/dev-worker.log. Once the worker is ready it opens the
     dashboard in a browser when a desktop is available, and always prints
-    its address.
+    its address. A worker that exits to restart from committed state (status
+    75) is started again; one that fails stops everything, showing the end of
+    its log.
     """
     _stop_on_signals()
     env = dict(os.environ)
@@ -73,11 +77,9 @@ def command(settings: Settings, rate: int, browser: bool) -> None:
     click.echo(f"kafka: bootstrap={settings.broker}")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.data_dir / "dev-worker.log"
-    with open(log_path, "ab") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "app", "worker"], env=env,
-                                  stdout=log, stderr=subprocess.STDOUT)
+    worker = DevWorker([sys.executable, "-m", "app", "worker"], env, log_path)
     try:
-        _wait_ready(settings, worker, log_path)
+        _wait_ready(settings, worker)
         base = f"http://127.0.0.1:{settings.web_port}"
         click.echo(f"worker ready: {base}/ready   (log: {log_path})")
         click.echo(f"dashboard: {base}/dashboard")
@@ -85,15 +87,11 @@ def command(settings: Settings, rate: int, browser: bool) -> None:
             webbrowser.open(f"{base}/dashboard")
         click.echo(f"demo promotion link (open it in a browser): {_demo_link(env, base)}")
         click.echo("streaming demo traffic; attributions follow. Ctrl-C stops everything.")
-        asyncio.run(_demo_and_watch(settings, rate, env["CPS_ADMIN_TOKEN"]))
+        asyncio.run(_demo_and_watch(settings, rate, env["CPS_ADMIN_TOKEN"], worker))
     except KeyboardInterrupt:
         click.echo("\nstopping...")
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        worker.stop()
         if started_broker:
             broker.stop()
             click.echo("stopped the worker and the broker")
@@ -129,22 +127,68 @@ def _has_desktop() -> bool:
         os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def _wait_ready(settings: Settings, worker: subprocess.Popen, log_path) -> None:
+class DevWorker:
+    """The worker process of `cps dev`, started again when it stops to restart.
+
+    `cps worker` exits with EXIT_RESTART when it must start over from committed
+    state (its partitions were fenced or lost); in production its supervisor
+    restarts it (Docker's restart policy, systemd), and here this does.
+    """
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.argv, self.env, self.log_path = argv, env, log_path
+        self.restarts = 0
+        self.process = self._start()
+
+    def _start(self) -> subprocess.Popen:
+        with open(self.log_path, "ab") as log:
+            return subprocess.Popen(self.argv, env=self.env, stdout=log,
+                                    stderr=subprocess.STDOUT)
+
+    def check(self) -> None:
+        """Start the worker again if it stopped to restart; a ClickException with the end
+        of its log if it stopped for any other reason."""
+        status = self.process.poll()
+        if status is None:
+            return
+        if status != EXIT_RESTART:
+            tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
+            raise click.ClickException(f"the worker exited with {status}:\n{tail}")
+        self.restarts += 1
+        click.echo(f"the worker stopped to restart from committed state (exit {status}); "
+                   f"starting it again (restart {self.restarts}, log: {self.log_path})")
+        self.process = self._start()
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+async def supervise(worker: DevWorker, *, every_s: float = 1.0) -> None:
+    """Check the worker every `every_s` until it fails (raises) or this is cancelled."""
+    while True:
+        worker.check()
+        await asyncio.sleep(every_s)
+
+
+def _wait_ready(settings: Settings, worker: DevWorker) -> None:
     url = f"http://127.0.0.1:{settings.web_port}/ready"
     deadline = time.monotonic() + 180
     click.echo("starting the worker...")
     while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
-            raise click.ClickException(f"the worker exited:\n{tail}")
+        worker.check()
         with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
             if response.status == 200:
                 return
         time.sleep(1)
-    raise click.ClickException(f"the worker was not ready after 180 s; see {log_path}")
+    raise click.ClickException(f"the worker was not ready after 180 s; see {worker.log_path}")
 
 
-async def _demo_and_watch(settings: Settings, rate: int, admin_token: str) -> None:
+async def _demo_and_watch(settings: Settings, rate: int, admin_token: str,
+                          worker: DevWorker) -> None:
     receiver = DemoReceiver()
     await receiver.start()
     await _configure_demo_sink(settings, admin_token, receiver.url)
@@ -152,12 +196,18 @@ async def _demo_and_watch(settings: Settings, rate: int, admin_token: str) -> No
           f"settlements of kuaishou orders, and the demo plans' actions, at most "
           f"{DEMO_SINK_RATE} per second)", flush=True)
     demo = asyncio.create_task(run_demo(settings, rate=rate, events=0, buyers=3000, seed=7))
+    supervising = asyncio.create_task(supervise(worker))
+    watching = asyncio.create_task(_watch_attributions(settings, receiver))
     try:
-        await _watch_attributions(settings, receiver)
+        # Both run until cancelled; the first to raise (a worker that failed) ends the demo.
+        done, _ = await asyncio.wait({supervising, watching},
+                                     return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()
     finally:
-        demo.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await demo
+        for task in (demo, supervising, watching):
+            task.cancel()
+        await asyncio.gather(demo, supervising, watching, return_exceptions=True)
         await receiver.stop()
 
 
