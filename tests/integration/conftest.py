@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import socket
@@ -104,6 +105,21 @@ class Kafka:
                 for messages in (await consumer.getmany(timeout_ms=1000)).values():
                     records.extend(_record(m) for m in messages)
         return records
+
+
+def slot_ids(log: str) -> list[str]:
+    """The transactional ids of a worker's slots, from its log."""
+    found = re.findall(r"transactional ids of this worker's slots: (.+)", log)
+    assert found, "the worker logged no slot transactional id"
+    return found[-1].strip().split(", ")
+
+
+async def take_over(connection: KafkaConnection, transactional_ids: list[str]) -> None:
+    """Start a producer under each id: the broker fences the worker's producers."""
+    for transactional_id in transactional_ids:
+        producer = connection.producer(transactional_id=transactional_id)
+        await producer.start()
+        await producer.stop()
 
 
 async def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:

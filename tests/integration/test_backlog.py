@@ -16,6 +16,7 @@ and more kills.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import threading
@@ -26,8 +27,10 @@ from dataclasses import dataclass
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from conftest import slot_ids, take_over
 from scenarios import backlog_scenario, check_outputs, configure, produce
 
+from app.cli.worker import EXIT_RESTART
 from app.domain.attribution import Mode, Reason
 
 
@@ -85,6 +88,30 @@ def test_a_paused_worker_resumed_on_a_backlog_attributes_by_the_rules(kafka, mak
     # transaction per slot: 8,940 records here.
     largest = re.search(rb"^cps_commit_records_max (\S+)$", body, re.MULTILINE)
     assert largest and float(largest.group(1)) <= 10 * COMMIT_BOUND, largest
+
+
+def test_a_worker_fenced_on_a_backlog_exits_and_restarted_loses_nothing(kafka, make_worker,
+                                                                        bootstrap, prefix):
+    # The fenced-exit path (docs/exactly-once.md, "Known limits") with a backlog on every
+    # input: the worker resumes on it, its first commit is refused, it exits to restart,
+    # and what it read, forwarded or decided meanwhile must count once, not twice.
+    built = backlog_scenario(SCALE.orders, seed=23, now=int(time.time() * 1000),
+                             secret=SECRET, paid_first_share=0.0)
+    worker = make_worker("a", **WORKER_SETTINGS).start()
+    configure(kafka, built)
+    assert worker.admin("POST", "/admin/engine/pause")[0] == 200
+    produce(bootstrap, prefix, built.stream)
+    asyncio.run(take_over(kafka.connection, slot_ids(worker.logs[-1].read_text(errors="replace"))))
+    with contextlib.suppress(OSError):  # gone already if a timer's commit met the fencing
+        worker.admin("POST", "/admin/engine/resume")
+    assert worker.process.wait(timeout=90) == EXIT_RESTART, worker.tail()
+    assert "stopping to restart from committed state" in worker.tail(200)
+    # Orders it re-keyed before its commit was refused: the restarted worker sends them again.
+    forwarded = kafka.read("internal.orders-by-buyer", timeout=3.0)
+    print(f"orders re-keyed before the exit: {len(forwarded)}")
+    assert forwarded
+    worker.start()
+    check_outputs(kafka, worker, built, timeout=SCALE.timeout_s, workers=[worker])
 
 
 def test_a_backlog_drained_through_kills_and_a_joining_worker(kafka, make_worker, bootstrap,

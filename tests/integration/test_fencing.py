@@ -9,26 +9,12 @@ the worker must exit with status 75 so its supervisor restarts it.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections import Counter
 
+from conftest import slot_ids, take_over
+
 from app.cli.worker import EXIT_RESTART
-from app.connection import KafkaConnection
-
-
-def slot_ids(log: str) -> list[str]:
-    found = re.findall(r"transactional ids of this worker's slots: (.+)", log)
-    assert found, "the worker logged no slot transactional id"
-    return found[-1].strip().split(", ")
-
-
-async def take_over(connection: KafkaConnection, transactional_ids: list[str]) -> None:
-    """Start a producer under each id: the broker fences the worker's producers."""
-    for transactional_id in transactional_ids:
-        producer = connection.producer(transactional_id=transactional_id)
-        await producer.start()
-        await producer.stop()
 
 
 def attributed(records: list[dict]) -> Counter:
