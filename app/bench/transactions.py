@@ -25,12 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import NewTopic
 from aiokafka.producer import sender as aiokafka_sender
 
-from app.connection import PRODUCER_BATCH_BYTES, KafkaConnection, started
+from app.connection import PRODUCER_BATCH_BYTES, KafkaConnection
 from app.engine.internals import CONCURRENT_TRANSACTIONS_RETRY_S
 from app.engine.transactions import Record, send_batched
+from app.topics import Role, TopicSpec
+from app.topology import ensure_topics
 
 PARTITIONS = 8
 WARM_UP = 5  # commits left out of the figures: connections, metadata, first batches
@@ -78,19 +79,16 @@ def measure(client: str, bootstrap: str, *, commits: int, records: int,
     if client not in CLIENTS:
         raise ValueError(f"unknown client {client!r}; choose from {CLIENTS}")
     shape = Shape(bootstrap, commits + WARM_UP, records)
-    asyncio.run(_create_topics(shape))
+    asyncio.run(ensure_topics(KafkaConnection(shape.bootstrap),
+                              [TopicSpec(topic, Role.OUTPUT)
+                               for topic in shape.outputs + shape.inputs],
+                              partitions=PARTITIONS, replication=1))
     run = _aiokafka_commits if client == "aiokafka" else _librdkafka_commits
     walls, cpus, thread_cpus = run(shape)
     walls, cpus, thread_cpus = walls[WARM_UP:], cpus[WARM_UP:], thread_cpus[WARM_UP:]
     return Commits(client, records, len(walls), _quantile(walls, 0.5), _quantile(walls, 0.9),
                    statistics.mean(cpus) * 1000, statistics.mean(thread_cpus) * 1000,
                    round_number)
-
-
-async def _create_topics(shape: Shape) -> None:
-    async with started(KafkaConnection(shape.bootstrap).admin()) as admin:
-        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)
-                                   for topic in shape.outputs + shape.inputs])
 
 
 def _timed(commit: Callable[[int], None], commits: int

@@ -26,11 +26,12 @@ from types import SimpleNamespace
 
 import orjson
 import pytest
-from aiokafka.admin import NewTopic
 
 from app.broker.local import LocalBroker
 from app.connection import KafkaConnection, started
 from app.settings import Settings
+from app.topics import Role, TopicSpec
+from app.topology import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 CPS = str(Path(sys.executable).with_name("cps"))
@@ -123,8 +124,10 @@ async def take_over(connection: KafkaConnection, transactional_ids: list[str]) -
 
 
 async def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
-    async with started(KafkaConnection(bootstrap).admin()) as admin:
-        await admin.create_topics([NewTopic(name, partitions, 1) for name in names])
+    """Plain topics, as the engine creates its outputs (and waits until they are there)."""
+    await ensure_topics(KafkaConnection(bootstrap), [TopicSpec(name, Role.OUTPUT)
+                                                     for name in names],
+                        partitions=partitions, replication=1)
 
 
 def _record(message) -> dict:
