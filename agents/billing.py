@@ -90,12 +90,19 @@ class Billing:
             return
         due_keys = self.tables.due_payees.keys_up_to(
             ctx.partition, b"%016d\x1f\xff" % ctx.now_ms, SETTLE_BATCH)
-        for order_id in dict.fromkeys(key.split(b"\x1f")[1].decode() for key in due_keys):
+        by_order: dict[bytes, list[bytes]] = {}
+        for key in due_keys:
+            by_order.setdefault(key.split(b"\x1f")[1], []).append(key)
+        for order_key, keys in by_order.items():
             if ctx.backlogged():
                 return  # the rest at the next tick, once the worker's results are committed
-            ledger = ctx.get(self.tables.ledgers, order_id.encode())
-            if ledger is not None:
-                self._apply(ctx, ledger, money.settle_due(ledger, ctx.now_ms))
+            ledger = ctx.get(self.tables.ledgers, order_key) or Ledger(order_key.decode())
+            self._apply(ctx, ledger, money.settle_due(ledger, ctx.now_ms))
+            # A key the ledger does not index (its refund is open, written by an older
+            # version, or its order is gone) leaves too, so no batch reads it again; the
+            # payee comes back to the index when its refund ends.
+            for key in set(keys) - _due_keys(ledger):
+                ctx.delete(self.tables.due_payees, key)
         if len(due_keys) < SETTLE_BATCH:
             runs.done_for = firing
 
@@ -125,11 +132,11 @@ class Billing:
                     settlement, facts)
         if after.fully_settled and not before.fully_settled:
             self._order_status(ctx, after, "settled", ctx.now_ms, None)
-        old, new = before.due_entries(), after.due_entries()
-        for due_ms, participant in old - new:
-            ctx.delete(self.tables.due_payees, due_key(due_ms, after.order_id, participant))
-        for due_ms, participant in new - old:
-            ctx.put(self.tables.due_payees, due_key(due_ms, after.order_id, participant), b"")
+        old, new = _due_keys(before), _due_keys(after)
+        for key in old - new:
+            ctx.delete(self.tables.due_payees, key)
+        for key in new - old:
+            ctx.put(self.tables.due_payees, key, b"")
 
     def _order_status(self, ctx: Any, ledger: Ledger, status: str, ts_ms: int,
                       refund_id: str | None, *, fallback_channel: str | None = None) -> None:
@@ -162,6 +169,11 @@ def _sink_facts(ledger: Ledger, fallback_channel: str | None = None) -> dict[str
 def due_key(due_ms: int, order_id: str, participant: str) -> bytes:
     """The key of a payee in `due_payees`: sorted by due time."""
     return b"%016d\x1f%s\x1f%s" % (due_ms, order_id.encode(), participant.encode())
+
+
+def _due_keys(ledger: Ledger) -> set[bytes]:
+    return {due_key(due_ms, ledger.order_id, participant)
+            for due_ms, participant in ledger.due_entries()}
 
 
 def register(services: Services, order_center: OrderCenter) -> Billing:

@@ -108,17 +108,21 @@ def encode_ledger(ledger: Ledger) -> bytes:
         [[[p.refund.refund_id, p.refund.item_id, p.refund.amount, p.refund.ts_ms],
           [p.source.topic, p.source.partition, p.source.offset, _b64(p.source.key),
            _b64(p.source.value)]] for p in ledger.pending],
-        sorted(ledger.open_refunds),
+        sorted(ledger.started_refunds),
         _terms(ledger.terms),
         [[*key, total] for key, total in ledger.totals.items()],
         [[p.participant, p.account_id, p.amount, p.touched, p.settled, p.due_ms, p.seq]
          for p in ledger.payees.values()],
+        sorted(ledger.cancelled_refunds),
     ])
 
 
 def decode_ledger(raw: bytes) -> Ledger:
+    # Rows written before cancelled refunds were kept held only the still open ones where
+    # the started ones are now: the same open refunds.
     (order_id, buyer_id, shop_id, attributed, lines, lines_paid, paid_ms, completed_ms,
-     closed_ms, refunds, pending, open_refunds, terms, totals, payees) = orjson.loads(raw)
+     closed_ms, refunds, pending, started_refunds, terms, totals, payees,
+     cancelled_refunds) = [*orjson.loads(raw), []][:16]
     return Ledger(
         order_id=order_id, buyer_id=buyer_id, shop_id=shop_id,
         attributed=None if attributed is None else Attributed(*attributed),
@@ -128,7 +132,8 @@ def decode_ledger(raw: bytes) -> Ledger:
         pending=tuple(PendingRefund(LineRefund(*refund), Source(topic, partition, offset,
                                                              _unb64(key), _unb64(value)))
                       for refund, (topic, partition, offset, key, value) in pending),
-        open_refunds=frozenset(open_refunds),
+        started_refunds=frozenset(started_refunds),
+        cancelled_refunds=frozenset(cancelled_refunds),
         terms=_unterms(terms),
         totals={(item, pool, participant): total for item, pool, participant, total in totals},
         payees={row[0]: Payee(*row) for row in payees},

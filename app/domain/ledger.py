@@ -171,7 +171,8 @@ class Ledger:
     closed_ms: int | None = None
     refunds: tuple[LineRefund, ...] = ()
     pending: tuple[PendingRefund, ...] = ()
-    open_refunds: frozenset[str] = frozenset()
+    started_refunds: frozenset[str] = frozenset()
+    cancelled_refunds: frozenset[str] = frozenset()
     terms: Terms | None = None
     totals: dict[tuple[str, str, str], int] = field(default_factory=dict)
     payees: dict[str, Payee] = field(default_factory=dict)  # by participant
@@ -189,13 +190,27 @@ class Ledger:
         return sum(r.amount for r in self.refunds if r.item_id == item_id)
 
     @property
+    def open_refunds(self) -> frozenset[str]:
+        """Refunds started and not ended: a refund ends when it is cancelled or refunded,
+        whichever of its events came first, so a late or repeated `refund_started` never
+        reopens it."""
+        if not self.started_refunds:
+            return frozenset()
+        ended = self.cancelled_refunds | {r.refund_id for r in self.refunds} | {
+            p.refund.refund_id for p in self.pending}
+        return self.started_refunds - ended
+
+    @property
     def fully_settled(self) -> bool:
         """Every payee that was ever published has been settled (and there is one)."""
         touched = [payee for payee in self.payees.values() if payee.touched]
         return bool(touched) and all(payee.settled for payee in touched)
 
     def due_entries(self) -> set[tuple[int, str]]:
-        """(due_ms, participant) of every payee still to settle."""
+        """(due_ms, participant) of every payee that settles once its due time passes:
+        none while a refund is open, so the settlement check never reads a blocked payee."""
+        if self.open_refunds:
+            return set()
         return {(p.due_ms, p.participant) for p in self.payees.values()
                 if p.touched and not p.settled and p.due_ms is not None}
 
@@ -235,15 +250,14 @@ def record_order_event(ledger: Ledger, event: OrderEvent, pricing: Pricing,
         changes["completed_ms"] = event.ts_ms
     elif kind == "closed" and ledger.closed_ms is None:
         changes["closed_ms"] = event.ts_ms
-    elif kind == "refund_started" and not _applied(ledger, event.refund.refund_id):
-        changes["open_refunds"] = ledger.open_refunds | {event.refund.refund_id}
-    elif kind == "refund_cancelled":
-        changes["open_refunds"] = ledger.open_refunds - {event.refund.refund_id}
+    elif kind == "refund_started" and event.refund.refund_id not in ledger.started_refunds:
+        changes["started_refunds"] = ledger.started_refunds | {event.refund.refund_id}
+    elif kind == "refund_cancelled" and event.refund.refund_id not in ledger.cancelled_refunds:
+        changes["cancelled_refunds"] = ledger.cancelled_refunds | {event.refund.refund_id}
     elif kind == "refunded" and not _applied(ledger, event.refund.refund_id):
         refund = LineRefund(event.refund.refund_id, event.refund.item_id, event.refund.amount,
-                        event.ts_ms)
-        changes.update(pending=(*ledger.pending, PendingRefund(refund, source)),
-                       open_refunds=ledger.open_refunds - {refund.refund_id})
+                            event.ts_ms)
+        changes["pending"] = (*ledger.pending, PendingRefund(refund, source))
     if changes:
         ledger = replace(ledger, **changes)
     return _settle_facts(ledger, pricing)

@@ -297,9 +297,8 @@ def test_refunds_in_any_order_and_split_equal_one_refund_of_the_sum(a1, a2, plan
     assert r1 == r2 == []
     assert totals(c1) == totals(c2) == totals(c3)
     assert per_account(s1) == per_account(s2) == per_account(s3)
-    # at every moment: the deltas of a participant on a line sum to the split of the net
-    for commission in c1:
-        assert commission.total >= 0
+    net = {item: amount - summed[item] for item, _category, amount in lines}
+    assert totals(c1) == expected_totals(lines, net, "leader" if leader else "cps")
 
 
 @settings(max_examples=200, deadline=None)
@@ -320,3 +319,150 @@ def test_replaying_any_prefix_changes_nothing(a1, a2, plan, cut, late_attributio
     for commission in commissions:
         by_account[commission.account_id] += commission.delta
     assert +per_account(settlements) == +by_account
+
+
+# -- any arrival of an order's events: the result of the ordered, de-duplicated one --------
+#
+# The expected amounts are worked out here from SPEC 6 and 7 by plain arithmetic, for the
+# activities of PRICING: 10 % on every line (act-generic), 15 % and a 3 % group-leader pool
+# when the click's group leader is g1 (act-leader), and Kuaishou's self-operated rates.
+
+ACCOUNTS = {"promoter": "p1", "youzan_platform": "youzan", "channel_platform": "kuaishou",
+            "group_leader": "g1", "fans": "u1"}
+ATTRIBUTIONS = {"cps": cps(), "leader": cps(group_leader="g1"),
+                "self_operated": Attributed("self_operated", "kuaishou", None, None, None, "u1"),
+                "none": Attributed("none", None, None, None, None, "u1")}
+
+
+def expected_totals(lines, net: dict[str, int], kind: str) -> Counter:
+    """Each (line, pool, participant)'s amount on the lines' net amounts."""
+    out: Counter = Counter()
+    for item, category, _amount in lines:
+        amount = net[item]
+        if kind == "self_operated":
+            out[(item, "channel", "channel_platform")] += amount * (
+                500 if category == "beauty" else 200) // 10_000
+            continue
+        if kind == "none":
+            continue
+        pool = amount * (1500 if kind == "leader" else 1000) // 10_000
+        youzan, channel = pool * 1000 // 10_000, pool * 500 // 10_000
+        out[(item, "product", "youzan_platform")] += youzan
+        out[(item, "product", "channel_platform")] += channel
+        out[(item, "product", "promoter")] += pool - youzan - channel
+        if kind == "leader":
+            leader_pool = amount * 300 // 10_000
+            leader_youzan = leader_pool * 1000 // 10_000
+            out[(item, "group_leader", "youzan_platform")] += leader_youzan
+            out[(item, "group_leader", "group_leader")] += leader_pool - leader_youzan
+    return +out
+
+
+def by_participant(amounts: Counter) -> Counter:
+    out: Counter = Counter()
+    for (_item, _pool, participant), amount in amounts.items():
+        out[participant] += amount
+    return out
+
+
+REFUND_FATES = ("refunded", "cancelled", "open", "refunded_unannounced", "rejected")
+
+
+@st.composite
+def order_lives(draw):
+    """An order's events in their true order, and what SPEC 6-7 make of them."""
+    lines = [(f"i{n}", draw(st.sampled_from(["beauty", "food"])), draw(st.integers(1, 60_000)))
+             for n in range(draw(st.integers(1, 3)))]
+    kind = draw(st.sampled_from(sorted(ATTRIBUTIONS)))
+    paid = draw(st.booleans()) or kind == "cps"
+    left = {item: amount for item, _category, amount in lines}
+    events, applied, still_open = [event("created", T, items=lines)], Counter(), False
+    if paid:
+        events.append(event("paid", T + 1, items=lines))
+        for n in range(draw(st.integers(0, 4))):
+            item, _category, amount = draw(st.sampled_from(lines))
+            fate = draw(st.sampled_from(REFUND_FATES))
+            refund_id, ts = f"r{n}", T + 100 + 10 * n
+            if fate == "rejected":  # more than the line: refused whatever came before
+                refund = (refund_id, item, amount + draw(st.integers(1, 100)))
+            else:
+                refund = (refund_id, item, draw(st.integers(0, left[item])))
+            if fate != "refunded_unannounced":
+                events.append(event("refund_started", ts, refund=refund))
+            if fate in ("refunded", "refunded_unannounced", "rejected"):
+                events.append(event("refunded", ts + 1, refund=refund))
+            if fate == "cancelled":
+                events.append(event("refund_cancelled", ts + 1, refund=refund))
+            if fate in ("refunded", "refunded_unannounced") and refund[2] > 0:
+                left[item] -= refund[2]
+                applied[item] += refund[2]
+            still_open |= fate in ("open", "rejected")
+    ending = draw(st.sampled_from(["completed", "closed", None]))
+    if ending is not None:
+        events.append(event(ending, T + 1_000))
+    return lines, kind, paid, events, applied, still_open, ending
+
+
+def arrivals(draw, facts):
+    """The facts in any order, any of them delivered again, anywhere later."""
+    shuffled = draw(st.permutations(facts))
+    for _again in range(draw(st.integers(0, len(facts)))):
+        fact = draw(st.sampled_from(facts))
+        at = draw(st.integers(0, len(shuffled)))
+        shuffled = [*shuffled[:at], fact, *shuffled[at:]]
+    return shuffled
+
+
+def replayed_totals(commissions) -> Counter:
+    """The totals, checking on the way that each event's `total` is the sum of the deltas
+    of its (line, pool, participant) so far."""
+    running: Counter = Counter()
+    for commission in commissions:
+        key = (commission.item_id, commission.pool, commission.participant)
+        running[key] += commission.delta
+        assert commission.total == running[key]
+    return +running
+
+
+def payee_sums(settlements) -> tuple[Counter, dict[tuple[str, str], int]]:
+    """Frozen + adjusted + clawbacks per (participant, account), and what was settled."""
+    moved: Counter = Counter()
+    settled: dict[tuple[str, str], int] = {}
+    for settlement in settlements:
+        key = (settlement.participant, settlement.account_id)
+        if settlement.state == "settled":
+            assert key not in settled  # settled once
+            settled[key] = settlement.amount
+        else:
+            moved[key] += settlement.amount
+    return moved, settled
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_any_arrival_of_an_orders_events_gives_the_ordered_results(data):
+    lines, kind, paid, events, applied, still_open, ending = data.draw(order_lives())
+    facts = [*events[:1], ATTRIBUTIONS[kind], *events[1:]]
+    far_future = T + 100 * DAY_MS
+    ordered = fold([*facts, far_future])
+    delivered = fold([*arrivals(data.draw, facts), far_future])
+
+    net = {item: amount - applied[item] for item, _category, amount in lines}
+    expected = expected_totals(lines, net, kind) if paid else Counter()
+    for ledger, commissions, settlements, rejected in (ordered, delivered):
+        assert replayed_totals(commissions) == expected
+        assert +Counter(ledger.totals) == expected
+        moved, settled = payee_sums(settlements)
+        owed = by_participant(expected)
+        assert +moved == +Counter({(participant, ACCOUNTS[participant]): amount
+                                   for participant, amount in owed.items()})
+        full = {item: amount for item, _category, amount in lines}
+        ever_owed = by_participant(expected_totals(lines, full, kind)) if paid else Counter()
+        settles = ending is not None and not still_open
+        assert settled == ({(participant, ACCOUNTS[participant]): owed[participant]
+                            for participant in +ever_owed} if settles else {})
+        assert {source_reason.split(":")[0] for _source, source_reason in rejected} <= {
+            "refund.amount"}
+    # the same outputs, only in another order and with nothing published twice
+    assert sorted(ordered[0].totals.items()) == sorted(delivered[0].totals.items())
+    assert ordered[0].open_refunds == delivered[0].open_refunds

@@ -11,6 +11,8 @@ from collections import Counter
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import tables.billing
 import tables.order_center
@@ -40,6 +42,7 @@ ATTRIBUTION = encode_attribution(Attribution(
 # 10 % of 129.00: 10 % of the pool to Youzan, 5 % to the channel, the rest to the promoter.
 FROZEN = {b"youzan": 129, b"kuaishou": 64, b"p1": 1097}
 REFUND = {"refund_id": "r1", "item_id": "i1", "amount": 2900}
+CANCELLED_REFUND = {"refund_id": "r2", "item_id": "i1", "amount": 1000}
 
 
 class Catalog:
@@ -76,10 +79,12 @@ class Books:
             schedule=Schedule("0 * * * *"))
 
     def order(self, value: bytes) -> None:
-        self.ctx.deliver(self.billing.on_rekeyed_order, ORDERS_BY_ORDER, b"o1", value)
+        self.ctx.deliver(self.billing.on_rekeyed_order, ORDERS_BY_ORDER,
+                         orjson.loads(value)["order_id"].encode(), value)
 
     def attribution(self, value: bytes = ATTRIBUTION) -> None:
-        self.ctx.deliver(self.billing.on_attribution, ATTRIBUTIONS, b"o1", value)
+        self.ctx.deliver(self.billing.on_attribution, ATTRIBUTIONS,
+                         orjson.loads(value)["order_id"].encode(), value)
 
     def timer_at(self, now_ms: int) -> None:
         self.ctx.now_ms = now_ms
@@ -90,7 +95,7 @@ class Books:
         deltas: Counter = Counter()
         for sent in self.ctx.sent_to(COMMISSIONS):
             commission = orjson.loads(sent.value)
-            assert sent.key == b"o1"
+            assert sent.key == commission["order_id"].encode()
             if commission["cause"] == cause:
                 deltas[commission["participant"]] += commission["delta"]
         return deltas
@@ -230,22 +235,33 @@ def test_an_impossible_refund_is_dead_lettered_and_changes_nothing(paid_and_attr
     assert len(books.ctx.sent_to(COMMISSIONS)) + len(books.ctx.sent_to(SETTLEMENTS)) == published
 
 
-def test_every_event_delivered_twice_publishes_what_it_does_once(order_event):
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_any_event_delivered_again_later_publishes_nothing_more(order_event, data):
     life = [("order", order_event("created", T + 1000)), ("attribution", ATTRIBUTION),
             ("order", order_event("paid", T + 2000)),
-            ("order", order_event("refunded", T + HOUR, refund=REFUND)),
+            ("order", order_event("refund_started", T + HOUR, refund=REFUND)),
+            ("order", order_event("refunded", T + HOUR + 1, refund=REFUND)),
+            ("order", order_event("refund_started", T + 2 * HOUR, refund=CANCELLED_REFUND)),
+            ("order", order_event("refund_cancelled", T + 3 * HOUR, refund=CANCELLED_REFUND)),
             ("order", order_event("completed", COMPLETED))]
-    once, twice = Books(), Books()
+    with_repeats = list(life)
+    for _repeat in range(data.draw(st.integers(1, 2 * len(life)))):
+        first = data.draw(st.integers(0, len(life) - 1))
+        original = with_repeats.index(life[first])
+        at = data.draw(st.integers(original + 1, len(with_repeats)))
+        with_repeats.insert(at, life[first])
+    once, again = Books(), Books()
 
-    for books, copies in ((once, 1), (twice, 2)):
-        for kind, value in life:
-            for _copy in range(copies):
-                getattr(books, kind)(value)
+    for books, deliveries in ((once, life), (again, with_repeats)):
+        for kind, value in deliveries:
+            getattr(books, kind)(value)
         books.timer_at(COMPLETED + 3 * DAY_MS + HOUR)
 
-    assert twice.ctx.sent == once.ctx.sent
+    assert again.ctx.sent == once.ctx.sent
     assert once.settlements("settled") == {b"youzan": 100, b"kuaishou": 50, b"p1": 850}
-    assert twice.ctx.dead_letters == once.ctx.dead_letters == []
+    assert again.ctx.dead_letters == once.ctx.dead_letters == []
 
 
 def test_a_channels_webhook_queue_gets_its_attributed_orders_status(order_event):
@@ -260,3 +276,96 @@ def test_a_channels_webhook_queue_gets_its_attributed_orders_status(order_event)
 
     assert books.statuses(queue) == ["paid"]
     assert books.statuses() == ["created", "paid"]
+
+
+def attribution_of(order_id: str) -> bytes:
+    return orjson.dumps({**orjson.loads(ATTRIBUTION), "order_id": order_id})
+
+
+STARTED, CANCELLED = ("refund_started", T + HOUR), ("refund_cancelled", T + 2 * HOUR)
+
+
+@pytest.mark.parametrize("arrivals", [
+    [STARTED, CANCELLED, STARTED],             # the start delivered again after the end
+    [CANCELLED, STARTED],                      # the end before the start
+    [CANCELLED, STARTED, CANCELLED, STARTED],  # both, twice, interleaved
+], ids=["start-again", "end-first", "interleaved"])
+def test_a_cancelled_refund_never_reopens(paid_and_attributed, order_event, arrivals):
+    books = paid_and_attributed
+    books.order(order_event("completed", COMPLETED))
+    for kind, ts_ms in arrivals:
+        books.order(order_event(kind, ts_ms, refund=REFUND))
+
+    books.timer_at(COMPLETED + 3 * DAY_MS + HOUR)
+
+    # Nothing was refunded: everything frozen at payment settles.
+    assert books.settlements("settled") == FROZEN
+    assert books.due_keys() == []
+
+
+def test_a_finished_refund_never_reopens(paid_and_attributed, order_event):
+    books = paid_and_attributed
+    books.order(order_event("completed", COMPLETED))
+    for kind in ("refund_started", "refunded", "refund_started", "refunded"):
+        books.order(order_event(kind, T + HOUR, refund=REFUND))
+
+    books.timer_at(COMPLETED + 3 * DAY_MS + HOUR)
+
+    # 10 % of the 100.00 left after the refund of 29.00: 10.00, 0.50 and 8.50.
+    assert books.settlements("settled") == {b"youzan": 100, b"kuaishou": 50, b"p1": 850}
+
+
+def test_an_open_refund_holds_its_order_until_it_ends(paid_and_attributed, order_event):
+    books = paid_and_attributed
+    books.order(order_event("completed", COMPLETED))
+    books.order(order_event("refund_started", T + HOUR, refund=REFUND))
+
+    books.timer_at(COMPLETED + 3 * DAY_MS + HOUR)
+    assert books.settlements("settled") == {} and books.due_keys() == []
+
+    books.order(order_event("refund_cancelled", COMPLETED + 4 * DAY_MS, refund=REFUND))
+    books.timer_at(COMPLETED + 4 * DAY_MS + HOUR)
+    assert books.settlements("settled") == FROZEN
+
+
+def test_payees_due_later_settle_however_many_blocked_ones_are_due_before_them(order_event):
+    books = Books()
+    blocked = 700  # three payees each: more than one settlement run reads
+    for n in range(blocked):
+        order_id = f"blocked-{n:04d}"
+        for kind, ts_ms in (("paid", T + 2000), ("completed", COMPLETED),
+                            ("refund_started", COMPLETED + HOUR)):
+            books.order(order_event(kind, ts_ms, order_id=order_id,
+                                    refund={**REFUND, "refund_id": f"r-{n}"}))
+        books.attribution(attribution_of(order_id))
+    free = "free"
+    books.order(order_event("paid", T + 2000, order_id=free))
+    books.attribution(attribution_of(free))
+    books.order(order_event("completed", COMPLETED + 3 * DAY_MS, order_id=free))
+
+    books.timer_at(COMPLETED + 6 * DAY_MS + HOUR)  # every payee of every order is due
+
+    settled = [orjson.loads(sent.value) for sent in books.ctx.sent_to(SETTLEMENTS)]
+    settled = [s for s in settled if s["state"] == "settled"]
+    assert {(s["order_id"], s["account_id"], s["amount"]) for s in settled} == {
+        (free, "youzan", 129), (free, "kuaishou", 64), (free, "p1", 1097)}
+    assert books.ctx.dead_letters == []
+
+
+def test_an_index_row_of_a_blocked_payee_leaves_the_index_once_read(paid_and_attributed,
+                                                                      order_event):
+    """Rows written before blocked payees were kept out of the index are read once, not at
+    every run, and the payee is indexed again when its refund ends."""
+    books = paid_and_attributed
+    books.order(order_event("completed", COMPLETED))
+    books.order(order_event("refund_started", T + HOUR, refund=REFUND))
+    stale = due_key(COMPLETED + DAY_MS, "o1", "youzan_platform")
+    books.ctx.put(books.tables.due_payees, stale, b"")
+
+    books.timer_at(COMPLETED + 3 * DAY_MS + HOUR)
+    assert books.due_keys() == [] and books.settlements("settled") == {}
+
+    books.order(order_event("refund_cancelled", T + 2 * HOUR, refund=REFUND))
+    assert len(books.due_keys()) == 3
+    books.timer_at(COMPLETED + 3 * DAY_MS + 2 * HOUR)
+    assert books.settlements("settled") == FROZEN
