@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from app.domain.audience import Buyer, Member
-from app.domain.behaviour import Facts, clicked, order_event, trigger_holds
+from app.domain.behaviour import Facts, clicked, order_event, started_trigger, trigger_holds
 from app.domain.execution import (
     COUNTED_AS,
     DEFERRED,
@@ -203,7 +203,7 @@ class Operations:
         if after is facts:
             return
         ctx.put(self.tables.behaviour, pair, after)
-        trigger = {"created": "created_unpaid", "paid": "paid"}.get(event.event)
+        trigger = started_trigger(facts, after, event.order_id, event.event)
         if trigger is None:
             return
         for plan in self._event_plans(event.shop_id, trigger):

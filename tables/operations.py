@@ -55,13 +55,14 @@ class OperationTables:
 
 def encode_facts(facts: Facts) -> bytes:
     return orjson.dumps([facts.last_click_ms, facts.last_paid_ms, facts.last_created_ms,
-                         facts.paid, facts.unpaid])
+                         facts.paid, facts.unpaid, facts.closed])
 
 
 def decode_facts(raw: bytes) -> Facts:
-    last_click, last_paid, last_created, paid, unpaid = orjson.loads(raw)
+    # Rows written before closed orders were kept have five fields.
+    last_click, last_paid, last_created, paid, unpaid, closed = [*orjson.loads(raw), ()][:6]
     return Facts(last_click, last_paid, last_created, tuple(map(tuple, paid)),
-                 tuple(map(tuple, unpaid)))
+                 tuple(map(tuple, unpaid)), tuple(closed))
 
 
 def define(engine: Engine) -> OperationTables:

@@ -4,7 +4,9 @@
 Each fold returns the new behaviour, or the same object when the event
 changes nothing, so a replayed click or order event is harmless: clicks
 count by their time (the latest wins), orders by their id (an order is
-paid once, however often its `paid` event comes).
+paid once, however often its `paid` event comes). The facts are the same
+for any arrival order of the same events (kept sorted, and an order paid
+or closed stays so), so what a plan selects does not depend on it.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ class Facts:
     last_click_ms: int | None = None
     last_paid_ms: int | None = None
     last_created_ms: int | None = None
-    paid: tuple[tuple[str, int], ...] = ()           # (order id, paid amount)
+    paid: tuple[tuple[str, int], ...] = ()           # (order id, paid amount), by order id
     unpaid: tuple[tuple[str, int], ...] = ()         # (order id, created ms), not paid yet
+    closed: tuple[str, ...] = ()                     # orders closed unpaid, by order id
 
     def behaviour(self) -> Behaviour:
         return Behaviour(last_click_ms=self.last_click_ms, last_paid_ms=self.last_paid_ms,
@@ -36,22 +39,53 @@ def clicked(facts: Facts, ts_ms: int) -> Facts:
 
 
 def order_event(facts: Facts, order_id: str, event: str, ts_ms: int, amount: int) -> Facts:
-    """Fold one order event (`created`, `paid`, `closed`; others change nothing here)."""
-    if any(order == order_id for order, _amount in facts.paid):
-        return facts  # paid already: later events of the order do not make it unpaid
-    waiting = tuple(entry for entry in facts.unpaid if entry[0] != order_id)
+    """Fold one order event (`created`, `paid`, `closed`; others change nothing here).
+
+    An order that was paid or closed is never unpaid again, whichever of its events comes
+    later: a `created` replayed after them, or arriving late, only counts as a creation.
+    """
+    paid = _paid(facts, order_id)
     if event == "created":
-        if len(waiting) != len(facts.unpaid):
-            return facts
         last = ts_ms if facts.last_created_ms is None else max(facts.last_created_ms, ts_ms)
-        return replace(facts, unpaid=(*facts.unpaid, (order_id, ts_ms)), last_created_ms=last)
-    if event == "paid":
+        waiting = not paid and order_id not in facts.closed and not _waits(facts, order_id)
+        if not waiting and last == facts.last_created_ms:
+            return facts
+        unpaid = sorted((*facts.unpaid, (order_id, ts_ms))) if waiting else facts.unpaid
+        return replace(facts, unpaid=tuple(unpaid), last_created_ms=last)
+    if event == "paid" and not paid:
         last = ts_ms if facts.last_paid_ms is None else max(facts.last_paid_ms, ts_ms)
-        return replace(facts, unpaid=waiting, paid=(*facts.paid, (order_id, amount)),
+        return replace(facts, unpaid=_without(facts.unpaid, order_id),
+                       paid=tuple(sorted((*facts.paid, (order_id, amount)))),
+                       closed=tuple(order for order in facts.closed if order != order_id),
                        last_paid_ms=last)
-    if event == "closed" and len(waiting) != len(facts.unpaid):
-        return replace(facts, unpaid=waiting)  # closed unpaid: no longer waiting for payment
+    if event == "closed" and not paid and order_id not in facts.closed:
+        # closed unpaid: no longer waiting for payment, and never again
+        return replace(facts, unpaid=_without(facts.unpaid, order_id),
+                       closed=tuple(sorted((*facts.closed, order_id))))
     return facts
+
+
+def started_trigger(before: Facts, after: Facts, order_id: str, event: str) -> str | None:
+    """The event trigger an order event starts: `created_unpaid` when it made the order
+    wait for payment, `paid` when it paid it; None for a replay, a late `created` of an
+    order paid or closed, and every other event."""
+    if event == "created" and _waits(after, order_id) and not _waits(before, order_id):
+        return "created_unpaid"
+    if event == "paid" and _paid(after, order_id) and not _paid(before, order_id):
+        return "paid"
+    return None
+
+
+def _waits(facts: Facts, order_id: str) -> bool:
+    return any(order == order_id for order, _created in facts.unpaid)
+
+
+def _paid(facts: Facts, order_id: str) -> bool:
+    return any(order == order_id for order, _amount in facts.paid)
+
+
+def _without(orders: tuple[tuple[str, int], ...], order_id: str) -> tuple[tuple[str, int], ...]:
+    return tuple(entry for entry in orders if entry[0] != order_id)
 
 
 def trigger_holds(facts: Facts, on: str, ref: str | None) -> bool:
