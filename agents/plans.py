@@ -18,6 +18,7 @@ state is read from the catalog before every buyer.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from app.domain.execution import (
     COUNTED_AS,
     DEFERRED,
     DONE,
+    FAILED,
+    MISSED_FIRES,
     RUNNING,
     SEND,
     STOPPED,
@@ -42,7 +45,7 @@ from app.domain.operations import action_id, record_id, shard
 from app.domain.plans import ACTIVE, EVENT, MAX_CAP, PAUSED, Plan, fire_times
 from app.domain.plans import STOPPED as PLAN_STOPPED
 from app.domain.sinks import TokenBucket
-from app.domain.triggers import occurrence_id
+from app.domain.triggers import MISSED, occurrence_id, timing
 from app.records.fields import InvalidEvent, parse_object
 from app.records.operations import (
     OperationRecord,
@@ -57,12 +60,17 @@ from tables.operations import OperationTables, Timer
 if TYPE_CHECKING:
     from app.bootstrap import Services
 
+logger = logging.getLogger(__name__)
+
 SEP = b"\x1f"
 NO_MEMBER = Member()
 NO_FACTS = Facts()
 DELIVERY_KINDS = ("sent", "granted", "failed")  # records a sink writes after delivering
 EVENT_ROW = "events"  # the one progress row of an event plan in a partition
+FAILED_ROW = "failed"  # the progress row of a plan whose work failed in a partition
 FIRES_PER_TICK = 10   # occurrences one plan may start in a partition per tick
+MAX_TIMER_PLANS_PER_TICK = 1000  # plans whose timers one tick looks at, per partition
+OLD_TIMER_KEY = b"000"  # timer keys of earlier versions: a due time, 16 digits
 
 
 class CatchUp(Protocol):
@@ -214,7 +222,7 @@ class Operations:
              ref: str) -> None:
         occurrence = occurrence_id(plan.plan_id, event_id)
         due = at_ms + plan.trigger.delay_ms
-        ctx.put(self.tables.plan_timers, _timer_key(due, occurrence, buyer_id),
+        ctx.put(self.tables.plan_timers, timer_key(plan.plan_id, due, occurrence, buyer_id),
                 Timer(plan.plan_id, occurrence, buyer_id, due, "event", ref))
 
     def _event_plans(self, shop_id: str, on: str) -> list[Plan]:
@@ -254,10 +262,36 @@ class Operations:
         runs = ctx.cache(self._load_runs)
         for plan in list(self.catalog.plans.values()):
             if plan.state == ACTIVE and plan.trigger.kind != EVENT:
-                self._start_due(ctx, plan, runs)
+                self._guarded(ctx, plan, lambda plan=plan: self._start_due(ctx, plan, runs))
         for occurrence in list(runs.ready):
             self._run(ctx, occurrence, runs)
         self._fire_timers(ctx)
+
+    def _guarded(self, ctx: Any, plan: Plan, work: Callable[[], object]) -> bool:
+        """Do one plan's work of this tick. If it fails, the plan is marked failed in this
+        partition (a progress row `<plan_id>@failed` with the reason, shown by /plans) and
+        left alone until it is written again; every other plan, timer and handler goes
+        on. False when the plan has failed."""
+        failures = ctx.cache(Failures)
+        failed = failures.failed.get(plan.plan_id)
+        if failed is plan:
+            return False
+        row = occurrence_id(plan.plan_id, FAILED_ROW).encode()
+        try:
+            work()
+        except Exception as exc:
+            logger.exception("plan %r failed in partition %s", plan.plan_id, ctx.partition)
+            failures.failed[plan.plan_id] = plan
+            ctx.put(self.tables.plan_progress, row, Progress(
+                plan.plan_id, row.decode(), ctx.now_ms, ctx.now_ms, state=FAILED,
+                finished_ms=ctx.now_ms, reason=f"{type(exc).__name__}: {exc}"[:500]))
+            return False
+        if plan.plan_id not in failures.cleared:  # a failure of an earlier version, or run
+            failures.cleared.add(plan.plan_id)
+            failures.failed.pop(plan.plan_id, None)
+            if ctx.get(self.tables.plan_progress, row) is not None:
+                ctx.delete(self.tables.plan_progress, row)
+        return True
 
     def _inputs_read(self, ctx: Any, ticket: int) -> None:
         ctx.cache(self._load_runs).caught_up(ticket)
@@ -267,7 +301,7 @@ class Operations:
         all waiting for the inputs (after a restart nobody knows how far they were read)."""
         runs = Runs()
         running = [progress for _key, progress in self.tables.plan_progress.scan(ctx.partition)
-                   if progress.state == RUNNING]
+                   if progress.state == RUNNING and not _is_event_row(progress)]
         if running:
             ticket = self.inputs_read.request(ctx)
             for progress in sorted(running, key=lambda p: p.fire_ms):
@@ -284,6 +318,15 @@ class Operations:
             if fire is None or fire > ctx.now_ms:
                 return
             occurrence = occurrence_id(plan.plan_id, fire)
+            if timing(fire, ctx.now_ms, self.rules.max_lateness_ms) == MISSED:
+                # Too late to start, and so is every fire time up to the lateness limit: one
+                # row says so for all of them (a long outage writes one, not one a fire).
+                after = ctx.now_ms - self.rules.max_lateness_ms - 1
+                ctx.put(self.tables.plan_progress, occurrence.encode(), Progress(
+                    plan.plan_id, occurrence, fire, started_ms=ctx.now_ms,
+                    state=MISSED_FIRES, finished_ms=ctx.now_ms, until_ms=after))
+                ctx.put(self.tables.plan_fired, plan_key, after)
+                continue
             ctx.put(self.tables.plan_progress, occurrence.encode(),
                     Progress(plan.plan_id, occurrence, fire, started_ms=ctx.now_ms))
             ctx.put(self.tables.plan_fired, plan_key, fire)
@@ -313,26 +356,34 @@ class Operations:
         progress = stored.copy()
         if plan is None or plan.state == PLAN_STOPPED:
             progress.state = STOPPED
-        elif self._page(ctx, plan, progress):
-            progress.state = DONE
-        if progress.state != RUNNING:
-            progress.finished_ms = ctx.now_ms
-            runs.finish(occurrence)
-        if progress != stored:
-            ctx.put(self.tables.plan_progress, row, progress)
+        else:
+            try:
+                if self._guarded(ctx, plan, lambda: self._page(ctx, plan, progress)) \
+                        and progress.state == DONE:
+                    progress.finished_ms = ctx.now_ms
+            finally:  # what was decided before a failure is kept with its cursor
+                if progress != stored:
+                    ctx.put(self.tables.plan_progress, row, progress)
+            if progress.state == DONE:
+                runs.finish(occurrence)
+            return
+        progress.finished_ms = ctx.now_ms
+        runs.finish(occurrence)
+        ctx.put(self.tables.plan_progress, row, progress)
 
-    def _page(self, ctx: Any, plan: Plan, progress: Progress) -> bool:
-        """Decide the next page of buyers; True when the partition has no buyer left."""
+    def _page(self, ctx: Any, plan: Plan, progress: Progress) -> None:
+        """Decide the next page of buyers; the progress is `done` when the partition has no
+        buyer left."""
         buyers, complete = self._candidates(ctx, plan, progress.cursor)
         for buyer_id in buyers:
             current = self.catalog.plans.get(plan.plan_id)  # paused or stopped: per buyer
             if current is None or current.state != ACTIVE:
-                return False
-            if not self._decide(ctx, current, progress, progress.occurrence_id,
-                                progress.fire_ms, buyer_id):
-                return False  # out of tokens: this buyer comes first next tick
+                return
+            if not self._decide(ctx, current, progress, progress.occurrence_id, buyer_id):
+                return  # out of tokens: this buyer comes first next tick
             progress.cursor = buyer_id
-        return complete
+        if complete:
+            progress.state = DONE
 
     def _candidates(self, ctx: Any, plan: Plan, cursor: str | None) -> tuple[list[str], bool]:
         """The next buyers of the plan's shop (a profile or behaviour there) or of its lists
@@ -355,7 +406,7 @@ class Operations:
         return [buyer.decode() for buyer in ordered], bound is None
 
     def _decide(self, ctx: Any, plan: Plan, progress: Progress, occurrence: str,
-                fire_ms: int, buyer_id: str, *, again: bool = False) -> bool:
+                buyer_id: str, *, too_late: bool = False, again: bool = False) -> bool:
         """Decide one buyer and emit what it gives; False (nothing done) when the plan's
         throttle has no token for an action now."""
         tables = self.tables
@@ -366,9 +417,8 @@ class Operations:
                             if ctx.get(tables.list_entries, _pair(name, buyer_id))),
             behaviour=(ctx.get(tables.behaviour, pair) or NO_FACTS).behaviour())
         history = ctx.get(tables.action_history, pair) or ()
-        decision = decide(plan, buyer_id, buyer, fire_ms=fire_ms, now_ms=ctx.now_ms,
-                          sent_ms=history, default_tz=self.rules.default_tz,
-                          max_lateness_ms=self.rules.max_lateness_ms)
+        decision = decide(plan, buyer_id, buyer, now_ms=ctx.now_ms, sent_ms=history,
+                          default_tz=self.rules.default_tz, too_late=too_late)
         if decision is None:
             return True
         if decision.outcome == SEND:
@@ -383,8 +433,9 @@ class Operations:
             self._record(ctx, plan, occurrence, buyer_id, decision.variant, decision.outcome)
         if decision.outcome == DEFERRED:
             assert decision.until_ms is not None
-            ctx.put(tables.plan_timers, _timer_key(decision.until_ms, occurrence, buyer_id),
-                    Timer(plan.plan_id, occurrence, buyer_id, fire_ms, "deferred"))
+            ctx.put(tables.plan_timers,
+                    timer_key(plan.plan_id, decision.until_ms, occurrence, buyer_id),
+                    Timer(plan.plan_id, occurrence, buyer_id, decision.until_ms, "deferred"))
         which = shard(buyer_id, self.rules.shards)
         if not again:
             progress.count(which, "selected")
@@ -426,30 +477,65 @@ class Operations:
         return bucket
 
     def _fire_timers(self, ctx: Any) -> None:
-        """Event triggers whose delay is over and deferred buyers whose quiet hours ended."""
+        """Event triggers whose delay is over and deferred buyers whose quiet hours ended,
+        plan by plan: a paused plan's timers (or one out of tokens) hold back no other's."""
+        tables, after = self.tables, None
+        for _plan in range(MAX_TIMER_PLANS_PER_TICK):
+            first = tables.plan_timers.keys_with_prefix(ctx.partition, b"", after=after,
+                                                        limit=1)
+            if not first:
+                return
+            if first[0].startswith(OLD_TIMER_KEY):
+                self._rekey_old_timers(ctx)
+                return
+            plan_id, prefix = timer_plan(first[0])
+            after = prefix + b"\xff"  # past every timer of this plan
+            plan = self.catalog.plans.get(plan_id)
+            if plan is not None and plan.state == PAUSED:
+                continue
+            if plan is None or plan.state == PLAN_STOPPED:
+                for key in tables.plan_timers.keys_with_prefix(ctx.partition, prefix,
+                                                                limit=self.rules.page):
+                    ctx.delete(tables.plan_timers, key)
+                continue
+            self._guarded(ctx, plan, lambda plan=plan, prefix=prefix:
+                          self._fire_plan_timers(ctx, plan, prefix))
+
+    def _fire_plan_timers(self, ctx: Any, plan: Plan, prefix: bytes) -> None:
         tables = self.tables
-        for key in tables.plan_timers.keys_with_prefix(ctx.partition, b"",
+        for key in tables.plan_timers.keys_with_prefix(ctx.partition, prefix,
                                                         limit=self.rules.page):
-            if int(key[:16]) > ctx.now_ms:
+            due_ms = int(key[len(prefix):len(prefix) + 16])
+            if due_ms > ctx.now_ms:
                 return
             timer = ctx.get(tables.plan_timers, key)
             if timer is None:
                 continue  # fired already, not committed yet
-            plan = self.catalog.plans.get(timer.plan_id)
-            if plan is not None and plan.state == PAUSED:
-                continue
-            if (plan is None or plan.state == PLAN_STOPPED
-                    or (timer.cause == "event" and not self._event_holds(ctx, plan, timer))):
+            if timer.cause == "event" and not self._event_holds(ctx, plan, timer):
                 ctx.delete(tables.plan_timers, key)
                 continue
             row = self._progress_row(plan.plan_id, timer.occurrence_id).encode()
             stored = ctx.get(tables.plan_progress, row)
             progress = (stored.copy() if stored is not None else
-                        Progress(plan.plan_id, _row_id(plan), timer.fire_ms, ctx.now_ms))
-            if self._decide(ctx, plan, progress, timer.occurrence_id, timer.fire_ms,
-                            timer.buyer_id, again=timer.cause == "deferred"):
-                ctx.delete(tables.plan_timers, key)
-                ctx.put(tables.plan_progress, row, progress)
+                        Progress(plan.plan_id, row.decode(), timer.fire_ms, ctx.now_ms))
+            too_late = timing(due_ms, ctx.now_ms, self.rules.max_lateness_ms) == MISSED
+            if not self._decide(ctx, plan, progress, timer.occurrence_id, timer.buyer_id,
+                                too_late=too_late, again=timer.cause == "deferred"):
+                return  # out of tokens: the plan's next timers wait for the next tick
+            ctx.delete(tables.plan_timers, key)
+            ctx.put(tables.plan_progress, row, progress)
+
+    def _rekey_old_timers(self, ctx: Any) -> None:
+        """Timers stored by earlier versions, keyed by due time alone, move to their plan."""
+        for key in self.tables.plan_timers.keys_with_prefix(ctx.partition, OLD_TIMER_KEY,
+                                                             limit=self.rules.page):
+            timer = ctx.get(self.tables.plan_timers, key)
+            if timer is not None:
+                due_ms = int(key[:16])
+                ctx.put(self.tables.plan_timers,
+                        timer_key(timer.plan_id, due_ms, timer.occurrence_id, timer.buyer_id),
+                        timer)
+            ctx.delete(self.tables.plan_timers, key)
 
     def _event_holds(self, ctx: Any, plan: Plan, timer: Timer) -> bool:
         facts = ctx.get(self.tables.behaviour, _pair(plan.shop_id, timer.buyer_id)) or NO_FACTS
@@ -458,19 +544,43 @@ class Operations:
 
     def _progress_row(self, plan_id: str, occurrence: str) -> str:
         plan = self.catalog.plans.get(plan_id)
-        return _row_id(plan) if plan is not None and plan.trigger.kind == EVENT else occurrence
+        return (occurrence_id(plan_id, EVENT_ROW) if plan is not None
+                and plan.trigger.kind == EVENT else occurrence)
 
 
-def _row_id(plan: Plan) -> str:
-    return occurrence_id(plan.plan_id, EVENT_ROW)
+class Failures:
+    """A partition's plans whose work failed (by plan id: the version that failed), and
+    the plans that ran well since the partition was assigned."""
+
+    def __init__(self, _ctx: Any) -> None:
+        self.failed: dict[str, Plan] = {}
+        self.cleared: set[str] = set()
+
+
+def _is_event_row(progress: Progress) -> bool:
+    """An event plan's one progress row in a partition: counts, never an occurrence to
+    page (its occurrences are its buyers' triggering events)."""
+    return progress.occurrence_id == occurrence_id(progress.plan_id, EVENT_ROW)
 
 
 def _pair(first: str, buyer_id: str) -> bytes:
     return first.encode() + SEP + buyer_id.encode()
 
 
-def _timer_key(due_ms: int, occurrence: str, buyer_id: str) -> bytes:
-    return b"%016d" % max(due_ms, 0) + SEP + occurrence.encode() + SEP + buyer_id.encode()
+def timer_key(plan_id: str, due_ms: int, occurrence: str, buyer_id: str) -> bytes:
+    """`<length of the plan id, 3 digits><plan id><due ms, 16 digits>\\x1f<occurrence>
+    \\x1f<buyer>`: a plan's timers together, in due order; the length keeps any plan id,
+    whatever it holds, from running into another's (and is never 000, which is how the
+    due-time keys of earlier versions begin)."""
+    plan = plan_id.encode()
+    return (b"%03d" % len(plan) + plan + b"%016d" % max(due_ms, 0) + SEP
+            + occurrence.encode() + SEP + buyer_id.encode())
+
+
+def timer_plan(key: bytes) -> tuple[str, bytes]:
+    """The plan id of a timer key and the prefix all that plan's timer keys share."""
+    length = int(key[:3])
+    return key[3:3 + length].decode(), key[:3 + length]
 
 
 def create(services: Services) -> Operations:

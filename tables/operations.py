@@ -7,9 +7,11 @@
   were decided (at most MAX_CAP), for frequency caps over all plans of the shop
 - plan_fired: plan_id -> the last fire time this partition started (schedule, now)
 - plan_progress: occurrence_id -> Progress of its task in this partition (event plans:
-  one row "<plan_id>@events")
-- plan_timers: "<due ms, 16 digits>\\x1f<occurrence_id>\\x1f<buyer_id>" -> Timer: event
-  triggers waiting for their delay, deferred buyers waiting for quiet hours to end
+  one row "<plan_id>@events"; a run of fire times too late to start: one `missed` row;
+  a plan whose work failed here: "<plan_id>@failed")
+- plan_timers: agents.plans.timer_key (the plan id, length-prefixed, then the due ms) ->
+  Timer: event triggers waiting for their delay, deferred buyers waiting for quiet hours
+  to end; a plan's timers together, so a paused plan's hold back no other plan's
 - member_records: "<buyer_id>\\x1f<record_id>" -> OperationRecord, each record once
 """
 

@@ -2,10 +2,15 @@
 
 `decide` is the whole decision, a pure function of the plan, the buyer as
 the engine knows them, the buyer's recent actions at the shop and the
-clock: not selected (None), `missed` (the occurrence is older than the
-lateness limit), `held_out`, `capped`, `deferred` (quiet hours, until they
-end) or `send` with the buyer's variant. Executed twice, it decides the
-same, which is what makes a replay after a crash harmless.
+clock: not selected (None), `missed` (the buyer's turn came too late to
+start: an event trigger or a deferral run more than the lateness limit
+after it was due), `held_out`, `capped`, `deferred` (quiet hours, until
+they end) or `send` with the buyer's variant. Executed twice, it decides
+the same, which is what makes a replay after a crash harmless.
+
+Lateness decides whether an occurrence starts, never whether a buyer of a
+started one is decided: however long an occurrence's pages take (its rate,
+a pause), each selected buyer gets its decision.
 """
 
 from __future__ import annotations
@@ -29,14 +34,15 @@ class Decision:
     until_ms: int | None = None   # deferred: when the buyer's quiet hours end
 
 
-def decide(plan: Plan, buyer_id: str, buyer: Buyer, *, fire_ms: int, now_ms: int,
-           sent_ms: Sequence[int], default_tz: str, max_lateness_ms: int) -> Decision | None:
-    """The buyer's outcome in the occurrence fired at `fire_ms`; None when not selected."""
+def decide(plan: Plan, buyer_id: str, buyer: Buyer, *, now_ms: int, sent_ms: Sequence[int],
+           default_tz: str, too_late: bool = False) -> Decision | None:
+    """The buyer's outcome now; None when not selected. `too_late`: the buyer's turn
+    started after the lateness limit (recorded `missed`, never sent)."""
     zone = plan.zone(default_tz)
     if not selects(plan.audience, buyer, now_ms, zone):
         return None
     variant = variant_of(plan.plan_id, buyer_id, plan.holdout_bp, plan.split)
-    if now_ms - fire_ms > max_lateness_ms:
+    if too_late:
         return Decision(MISSED, variant)
     if variant == HOLDOUT:
         return Decision(HELD_OUT, variant)
@@ -48,7 +54,10 @@ def decide(plan: Plan, buyer_id: str, buyer: Buyer, *, fire_ms: int, now_ms: int
     return Decision(SEND, variant)
 
 
-RUNNING, DONE, STOPPED = "running", "done", "stopped"
+# An occurrence's task in a partition: paging, finished, or ended by `stop`; or never
+# started (its fire times came too late: one row for the run of them), or the plan's
+# evaluation failed in the partition (one row per plan, `reason` says why).
+RUNNING, DONE, STOPPED, MISSED_FIRES, FAILED = "running", "done", "stopped", "missed", "failed"
 COUNTS = ("selected", "actions", "sent", "granted", "failed", "held_out", "capped",
           "deferred", "missed")
 # What each outcome adds to; `send` queues an action, the sink's record says sent or failed.
@@ -70,6 +79,8 @@ class Progress:
     finished_ms: int | None = None
     shards: dict[int, dict[str, int | str]] = field(default_factory=dict)
     variants: dict[str, dict[str, int]] = field(default_factory=dict)  # "" for none
+    until_ms: int | None = None   # missed: every fire time from fire_ms to this one
+    reason: str | None = None     # failed: why
 
     def count(self, shard: int, name: str, buyer_id: str | None = None, *,
               variant: str | None = None) -> None:
@@ -92,17 +103,19 @@ class Progress:
                 "fire_ms": self.fire_ms, "started_ms": self.started_ms, "state": self.state,
                 "cursor": self.cursor, "finished_ms": self.finished_ms,
                 "shards": {str(shard): counts for shard, counts in self.shards.items()},
-                "variants": self.variants}
+                "variants": self.variants, "until_ms": self.until_ms, "reason": self.reason}
 
     @classmethod
     def decode(cls, obj: dict) -> Progress:
         return cls(obj["plan_id"], obj["occurrence_id"], obj["fire_ms"], obj["started_ms"],
                    obj["state"], obj["cursor"], obj["finished_ms"],
                    {int(shard): dict(counts) for shard, counts in obj["shards"].items()},
-                   {name: dict(counts) for name, counts in obj.get("variants", {}).items()})
+                   {name: dict(counts) for name, counts in obj.get("variants", {}).items()},
+                   obj.get("until_ms"), obj.get("reason"))
 
     def copy(self) -> Progress:
         return Progress(self.plan_id, self.occurrence_id, self.fire_ms, self.started_ms,
                         self.state, self.cursor, self.finished_ms,
                         {shard: dict(counts) for shard, counts in self.shards.items()},
-                        {name: dict(counts) for name, counts in self.variants.items()})
+                        {name: dict(counts) for name, counts in self.variants.items()},
+                        self.until_ms, self.reason)

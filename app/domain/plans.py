@@ -53,6 +53,7 @@ class PlanVariant:
     name: str
     weight_bp: int
     payload: Mapping[str, Any] | None = None  # None: the plan's own payload
+    sink: str | None = None                   # None: the plan's own sink
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -87,10 +88,13 @@ class Plan:
         return tuple(Variant(v.name, v.weight_bp) for v in self.variants)
 
     def action_for(self, variant: str | None) -> Action:
-        """The action a buyer of `variant` gets: the variant's payload, else the plan's."""
+        """The action a buyer of `variant` gets: the variant's payload and sink, each where
+        the variant names one, else the plan's."""
         for candidate in self.variants:
-            if candidate.name == variant and candidate.payload is not None:
-                return Action(self.action.kind, self.action.sink, candidate.payload)
+            if candidate.name == variant:
+                return Action(self.action.kind, candidate.sink or self.action.sink,
+                              self.action.payload if candidate.payload is None
+                              else candidate.payload)
         return self.action
 
     def live_at(self, at_ms: int, default_tz: str) -> bool:
@@ -229,8 +233,12 @@ def _variants(body: Mapping[str, Any]) -> tuple[PlanVariant, ...]:
         payload = entry.get("payload")
         if payload is not None and not isinstance(payload, dict):
             raise PlanError(f"{where}.payload", "must be a JSON object or null")
+        sink = entry.get("sink")
+        if sink is not None and (type(sink) is not str or not sink or len(sink) > 128):
+            raise PlanError(f"{where}.sink", "must be a sink id of 1-128 characters or null")
         found.append(PlanVariant(name, _int(entry, f"{where}.weight_bp", "weight_bp",
-                                            required=True, minimum=1, maximum=10_000), payload))
+                                            required=True, minimum=1, maximum=10_000),
+                                 payload, sink))
     return tuple(found)
 
 

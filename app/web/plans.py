@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from faust.web import Request, Response, View
 
-from app.domain.execution import COUNTS, RUNNING, STOPPED, Progress
+from app.domain.execution import COUNTS, FAILED, MISSED_FIRES, RUNNING, STOPPED, Progress
 from app.domain.periods import windows
 from app.domain.plans import Plan, fire_times
 from app.web.orders import answer_where_owned
@@ -29,7 +29,8 @@ def occurrence_summary(occurrence: str, rows: Mapping[int, Progress],
                        partitions: int) -> dict[str, Any]:
     """One occurrence over the partitions that started it: state and totals."""
     states = {row.state for row in rows.values()}
-    state = (RUNNING if RUNNING in states or len(rows) < partitions
+    state = (MISSED_FIRES if states == {MISSED_FIRES}
+             else RUNNING if RUNNING in states or len(rows) < partitions
              else STOPPED if STOPPED in states else "done")
     first = next(iter(rows.values()))
     totals = dict.fromkeys(COUNTS, 0)
@@ -43,24 +44,33 @@ def occurrence_summary(occurrence: str, rows: Mapping[int, Progress],
             for count_name, count in counts.items():
                 into[count_name] = into.get(count_name, 0) + count
     finished = [row.finished_ms for row in rows.values() if row.finished_ms is not None]
+    missed_until = [row.until_ms for row in rows.values() if row.until_ms is not None]
     return {"occurrence_id": occurrence, "fire_ms": first.fire_ms, "state": state,
             "partitions_started": len(rows), "finished_ms": max(finished) if (
-                state != RUNNING and finished) else None, **totals, "variants": variants}
+                state != RUNNING and finished) else None,
+            # missed: every fire time from fire_ms up to this one was too late to start
+            "missed_until_ms": max(missed_until) if missed_until else None,
+            **totals, "variants": variants}
 
 
 def plan_summary(plan: Plan, occurrences: Mapping[str, Mapping[int, Progress]], *,
                  default_tz: str, partitions: int, now_ms: int) -> dict[str, Any]:
     zone = plan.zone(default_tz)
+    failures = {row.reason for rows in occurrences.values() for row in rows.values()
+                if row.state == FAILED}
     return {
         "plan_id": plan.plan_id, "name": plan.name, "shop_id": plan.shop_id,
-        "state": plan.state, "trigger": plan.trigger.kind, "tz": zone,
+        "state": FAILED if failures else plan.state,
+        "failed": sorted(reason or "" for reason in failures) or None,
+        "trigger": plan.trigger.kind, "tz": zone,
         "rate_per_s": plan.rate_per_s, "action": plan.action.kind, "sink": plan.action.sink,
         "next_fire_ms": list(itertools.islice(fire_times(plan, now_ms, default_tz), AHEAD)),
         "next_windows": [] if plan.period is None else [
             {"start_ms": start, "end_ms": end}
             for start, end in itertools.islice(windows(plan.period, zone, now_ms), AHEAD)],
         "occurrences": [occurrence_summary(occurrence, rows, partitions)
-                        for occurrence, rows in occurrences.items()],
+                        for occurrence, rows in occurrences.items()
+                        if not any(row.state == FAILED for row in rows.values())],
     }
 
 
@@ -126,7 +136,9 @@ def register(services: Services) -> None:
                         for o in detail["occurrences"] for name, counts in o["variants"].items()]
             windows_ = [{"start_ms": w["start_ms"], "end_ms": w["end_ms"]}
                         for w in detail["next_windows"]]
-            body = (f"<p>state <b>{html.escape(plan.state)}</b>, trigger "
+            failed = "".join(f"<p><b>failed</b>: {html.escape(reason)}</p>"
+                             for reason in detail["failed"] or ())
+            body = (f"{failed}<p>state <b>{html.escape(detail['state'])}</b>, trigger "
                     f"{html.escape(plan.trigger.kind)}, {plan.rate_per_s:g} actions/s, "
                     f"next fire times {detail['next_fire_ms']}</p>"
                     f"<h2>Next windows</h2>{table(windows_)}"

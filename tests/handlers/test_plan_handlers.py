@@ -8,6 +8,8 @@ from types import SimpleNamespace
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tables.operations
 from agents.plans import Operations, PlanRules, PlanTopics
@@ -209,12 +211,28 @@ def test_variants_carry_their_payload():
         name: sum(a["variant"] == name for a in world.actions()) for name in ("A", "B")}
 
 
-def test_a_fire_time_older_than_the_lateness_limit_is_missed_not_sent():
+def test_a_fire_time_older_than_the_lateness_limit_is_missed_not_started():
     world = World(plan(created_ms=T0 - 2 * 3_600_000))
     world.member("b1")
     world.tick()
-    assert world.actions() == []
-    assert [r["kind"] for r in world.records()] == ["missed"]
+    assert world.actions() == [] and world.records() == []
+    missed = world.progress(f"p1@{T0 - 2 * 3_600_000}")
+    assert (missed.state, missed.until_ms) == ("missed", T0 - 3_600_000 - 1)
+
+
+def test_a_long_outage_of_a_frequent_schedule_is_one_missed_row_then_the_next_fire_time():
+    hourly = plan(trigger={"kind": "schedule", "cron": "0 * * * *"}, created_ms=T0)
+    world = World(hourly)
+    world.member("b1")
+    back = T0 + 30 * 86_400_000 + 90 * 60_000  # 30 days later, 01:30
+    world.tick(at_ms=back)
+    rows = [progress for _key, progress in world.tables.plan_progress.scan(0)]
+    assert [(row.occurrence_id, row.state) for row in rows] == [
+        (f"p1@{T0}", "missed"),  # every fire time from the first up to 00:30
+        (f"p1@{back - 30 * 60_000}", "done")]  # 01:00, half an hour late: started
+    assert rows[0].until_ms == back - 3_600_000 - 1
+    assert [a["occurrence_id"] for a in world.actions()] == [f"p1@{back - 30 * 60_000}"]
+    assert world.records("missed") == []
 
 
 def test_the_frequency_cap_counts_actions_of_every_plan_of_the_shop():
@@ -236,9 +254,47 @@ def test_quiet_hours_defer_until_they_end_then_send():
     assert {r["buyer_id"] for r in world.records("deferred")} == {"b1", "b2"}
     world.tick(at_ms=night + 3_600_000)
     assert [a["buyer_id"] for a in world.actions()] == ["b2"]
-    world.tick(at_ms=night + 9 * 3_600_000)  # 08:00 UTC: b1's quiet ends, 9 h late: missed
-    assert [a["buyer_id"] for a in world.actions()] == ["b2"]
+    # 08:00 UTC: b1's quiet hours end, 9 hours after the occurrence started: still decided
+    world.tick(at_ms=night + 9 * 3_600_000)
+    assert [a["buyer_id"] for a in world.actions()] == ["b2", "b1"]
+    assert world.records("missed") == []
+    assert world.progress(f"p1@{night}").totals()["actions"] == 2
+
+
+def test_a_deferred_buyer_is_missed_when_the_worker_comes_back_too_late_after_quiet_hours():
+    quiet = {"from": "21:00", "to": "08:00"}
+    night = T0 + 23 * 3_600_000
+    world = World(plan(created_ms=night, quiet_hours=quiet))
+    world.member("b1")
+    world.tick(at_ms=night)
+    world.tick(at_ms=night + 9 * 3_600_000 + 3_600_001)  # 1 h and 1 ms after they ended
+    assert world.actions() == []
     assert [r["buyer_id"] for r in world.records("missed")] == ["b1"]
+
+
+def test_an_occurrence_that_runs_for_hours_decides_every_buyer():
+    slow = plan(rate_per_s=1, burst=1)
+    world = World(slow)
+    for n in range(60):  # one a tick: the last ones 90 minutes after the fire time
+        world.member(f"b{n:02d}")
+    for second in range(0, 4 * 3_600, 90):  # ticks over four hours, 90 s apart
+        world.tick(at_ms=T0 + second * 1000)
+    assert sorted(a["buyer_id"] for a in world.actions()) == [f"b{n:02d}" for n in range(60)]
+    assert world.records("missed") == []
+
+
+def test_a_paused_occurrence_resumed_hours_later_finishes():
+    world = World(plan(rate_per_s=1, burst=1))
+    for n in range(5):
+        world.member(f"b{n}")
+    world.tick()
+    world.update(plan(rate_per_s=1, burst=1, state="paused"))
+    world.tick(at_ms=T0 + 1000)
+    world.update(plan(rate_per_s=1000, burst=1000))
+    world.tick(at_ms=T0 + 5 * 3_600_000)
+    world.tick(at_ms=T0 + 5 * 3_600_000 + 1000)
+    assert sorted(a["buyer_id"] for a in world.actions()) == [f"b{n}" for n in range(5)]
+    assert world.records("missed") == []
 
 
 def test_an_event_plan_reminds_a_buyer_whose_order_stays_unpaid():
@@ -334,3 +390,188 @@ def test_the_rate_holds_when_the_burst_is_smaller_than_a_ticks_worth():
     for step in range(1, 17):
         world.tick(at_ms=T0 + step * 250)
     assert len(world.actions()) - first == 400  # 4 s at 100/s
+
+
+# -- event plans under restarts, replays and other plans --------------------------------
+
+ITEM = (OrderLine("i1", None, 1, 500),)
+REMINDER = {"audience": {"created_unpaid_for_ms": 1_800_000},
+            "trigger": {"kind": "event", "on": "created_unpaid", "delay_ms": 1_800_000}}
+
+
+def order(world: World, order_id: str, event: str, ts_ms: int, buyer: str) -> None:
+    world.ops.on_order(world.ctx, OrderEvent(order_id, event, ts_ms, buyer, "s1", items=ITEM))
+
+
+def test_an_event_plan_after_a_restart_reminds_only_the_buyers_with_unpaid_orders():
+    world = World(plan("remind", **REMINDER))
+    for n in range(300):
+        world.member(f"b{n:03d}")
+    unpaid = {f"b{n:03d}" for n in range(0, 300, 15)}
+    for buyer in sorted(unpaid):
+        order(world, f"o-{buyer}", "created", T0, buyer)
+    world.tick(at_ms=T0 + 1_800_000)
+    assert {a["buyer_id"] for a in world.actions()} == unpaid
+
+    for restart in range(3):  # a restart or rebalance rebuilds every cache from the tables
+        world.ctx.forget_caches()
+        world.tick(at_ms=T0 + 1_900_000 + restart * 60_000)
+
+    assert sorted(a["buyer_id"] for a in world.actions()) == sorted(unpaid)
+    assert {a["occurrence_id"] for a in world.actions()} == {
+        f"remind@o-{buyer}:created" for buyer in unpaid}
+
+
+def test_a_created_replayed_after_payment_or_close_rearms_no_reminder():
+    world = World(plan("remind", **REMINDER))
+    for buyer, end in (("b1", "paid"), ("b2", "closed")):
+        world.member(buyer)
+        order(world, f"o-{buyer}", "created", T0, buyer)
+        order(world, f"o-{buyer}", end, T0 + 60_000, buyer)
+    world.tick(at_ms=T0 + 1_800_000)
+    for buyer in ("b1", "b2"):
+        order(world, f"o-{buyer}", "created", T0, buyer)  # replayed
+    world.tick(at_ms=T0 + 3_700_000)
+    assert world.actions() == []
+    assert world.tables.plan_timers.scan(0) == []
+
+
+def test_a_paused_plans_due_timers_hold_back_no_other_plans():
+    paused = plan("paused", state="paused", **REMINDER)
+    world = World(paused, plan("remind", **REMINDER), page=5)
+    for n in range(20):
+        world.member(f"b{n:02d}")
+        order(world, f"o{n}", "created", T0, f"b{n:02d}")
+    world.tick(at_ms=T0 + 1_800_000)
+    assert {a["plan_id"] for a in world.actions()} == {"remind"}
+    assert len(world.actions()) == 5  # a page per plan and tick
+    for tick in range(1, 4):
+        world.tick(at_ms=T0 + 1_800_000 + tick * 1000)
+    assert sorted(a["buyer_id"] for a in world.actions()) == [f"b{n:02d}" for n in range(20)]
+    assert len(world.tables.plan_timers.scan(0)) == 20  # the paused plan's, kept
+
+    world.update(plan("paused", **REMINDER))  # resumed within the lateness limit
+    for tick in range(5):
+        world.tick(at_ms=T0 + 1_900_000 + tick * 1000)
+    assert sum(a["plan_id"] == "paused" for a in world.actions()) == 20
+    assert world.tables.plan_timers.scan(0) == []
+
+
+def test_a_stopped_or_deleted_plans_timers_are_dropped():
+    world = World(plan("gone", **REMINDER), plan("stopped", **REMINDER))
+    world.member("b1")
+    order(world, "o1", "created", T0, "b1")
+    del world.catalog.plans["gone"]
+    world.update(plan("stopped", state="stopped", **REMINDER))
+    world.tick(at_ms=T0 + 1_800_000)
+    assert world.actions() == [] and world.tables.plan_timers.scan(0) == []
+
+
+def test_timers_stored_by_an_earlier_version_fire_for_their_plan():
+    world = World(plan("remind", **REMINDER))
+    world.member("b1")
+    order(world, "o1", "created", T0, "b1")
+    (key, timer), = world.tables.plan_timers.scan(0)
+    old_key = b"%016d\x1fremind@o1:created\x1fb1" % (T0 + 1_800_000)
+    world.ctx.delete(world.tables.plan_timers, key)
+    world.ctx.put(world.tables.plan_timers, old_key, timer)
+    world.tick(at_ms=T0 + 1_800_000)
+    world.tick(at_ms=T0 + 1_800_100)
+    assert [a["occurrence_id"] for a in world.actions()] == ["remind@o1:created"]
+    assert world.tables.plan_timers.scan(0) == []
+
+
+def test_an_event_timer_run_later_than_the_lateness_limit_is_missed():
+    world = World(plan("remind", **REMINDER))
+    world.member("b1")
+    order(world, "o1", "created", T0, "b1")
+    world.tick(at_ms=T0 + 1_800_000 + 3_600_001)
+    assert world.actions() == []
+    assert [(r["occurrence_id"], r["kind"]) for r in world.records()] == [
+        ("remind@o1:created", "missed")]
+
+
+def test_a_plan_that_fails_is_marked_failed_and_the_others_go_on(monkeypatch):
+    import agents.plans
+
+    world = World(plan("bad", trigger={"kind": "schedule", "cron": "0 * * * *"}),
+                  plan("good"))
+    world.member("b1")
+    real = agents.plans.fire_times
+
+    def failing(plan_, after, zone):
+        if plan_.plan_id == "bad":
+            raise RuntimeError("cannot evaluate")
+        return real(plan_, after, zone)
+
+    monkeypatch.setattr(agents.plans, "fire_times", failing)
+    world.tick()
+    assert [a["plan_id"] for a in world.actions()] == ["good"]
+    failed = world.progress("bad@failed")
+    assert (failed.state, failed.reason) == ("failed", "RuntimeError: cannot evaluate")
+
+    monkeypatch.setattr(agents.plans, "fire_times", real)
+    world.tick(at_ms=T0 + 1000)
+    assert world.progress("bad@failed") is not None  # the version that failed stays out
+    world.update(plan("bad", trigger={"kind": "schedule", "cron": "0 * * * *"}))
+    world.tick(at_ms=T0 + 2000)
+    assert world.progress("bad@failed") is None
+
+
+def test_a_variants_sink_takes_its_actions():
+    other = Sink(sink_id="other", kind="webhook", url="http://127.0.0.1:1/other",
+                 streams=frozenset({"commissions"}))
+    variants = [{"variant": "A", "weight_bp": 5000, "sink": "other"},
+                {"variant": "B", "weight_bp": 5000}]
+    world = World(plan(variants=variants))
+    world.catalog.sinks["other"] = other
+    world.registry.ready_topics.add(world.registry.topic("other"))
+    for n in range(40):
+        world.member(f"b{n:02d}")
+    world.tick()
+    by_variant = {a["variant"]: a["sink"] for a in world.actions()}
+    assert by_variant == {"A": "other", "B": "hook"}
+    queued = {sent.topic: 0 for sent in world.ctx.sent}
+    for sent in world.ctx.sent:
+        queued[sent.topic] += 1
+    assert queued["cps.sink.other"] == sum(a["variant"] == "A" for a in world.actions())
+    assert queued["cps.sink.hook"] == sum(a["variant"] == "B" for a in world.actions())
+    assert {a["payload"]["coupon"] for a in world.actions()} == {"c-5"}
+
+
+@st.composite
+def order_arrivals(draw):
+    """Buyers' orders (created, then paid, closed or left unpaid) in their true order, and
+    an arrival of them in any order with any delivered again."""
+    events, unpaid = [], set()
+    for n in range(draw(st.integers(1, 8))):
+        buyer, order_id = f"b{draw(st.integers(0, 3))}", f"o{n}"
+        fate = draw(st.sampled_from(["paid", "closed", "unpaid"]))
+        events.append((order_id, "created", T0 + n, buyer))
+        if fate != "unpaid":
+            events.append((order_id, fate, T0 + 60_000 + n, buyer))
+        else:
+            unpaid.add(order_id)
+    arrival = list(draw(st.permutations(events)))
+    for _again in range(draw(st.integers(0, len(events)))):
+        arrival.insert(draw(st.integers(0, len(arrival))), draw(st.sampled_from(events)))
+    restarts = draw(st.sets(st.integers(0, len(arrival))))
+    return arrival, unpaid, restarts
+
+
+@settings(max_examples=300, deadline=None)
+@given(order_arrivals())
+def test_any_arrival_of_order_events_reminds_each_unpaid_order_once(arrivals):
+    arrival, unpaid, restarts = arrivals
+    world = World(plan("remind", **REMINDER))
+    for n in range(4):
+        world.member(f"b{n}")
+    for index, (order_id, event, ts_ms, buyer) in enumerate(arrival):
+        if index in restarts:
+            world.ctx.forget_caches()
+        order(world, order_id, event, ts_ms, buyer)
+    world.tick(at_ms=T0 + 1_900_000)
+    world.ctx.forget_caches()
+    world.tick(at_ms=T0 + 1_950_000)
+    assert sorted(a["occurrence_id"] for a in world.actions()) == sorted(
+        f"remind@{order_id}:created" for order_id in unpaid)
