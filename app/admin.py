@@ -126,12 +126,13 @@ def issue_link(signer: Signer, body: Mapping[str, Any], *, now_ms: int,
 
 
 def stamped_plan(body: Mapping[str, Any], existing: Plan | None, now_ms: int) -> dict[str, Any]:
-    """A plan body with its `created_ms`: given, kept from the plan it replaces, or now. A
-    `now` plan fires at `created_ms`, so re-writing a plan (a new rate, a pause) never
-    makes it fire again; DELETE and PUT it to run it anew."""
-    if body.get("created_ms") is not None:
-        return dict(body)
-    return {**body, "created_ms": existing.created_ms if existing is not None else now_ms}
+    """A plan body with the fields the admin stamps, `created_ms` and `state`: each as given,
+    else kept from the plan it replaces, else now and `active`. So re-writing a plan (a new
+    rate) neither fires a `now` plan again (it fires at `created_ms`; DELETE and PUT it to
+    run it anew) nor resumes a paused or stopped one."""
+    stamps = {"created_ms": existing.created_ms if existing is not None else now_ms,
+              "state": existing.state if existing is not None else ACTIVE}
+    return {**body, **{name: value for name, value in stamps.items() if body.get(name) is None}}
 
 
 def plan_in_state(plan: Plan, action: str) -> bytes:
@@ -140,7 +141,8 @@ def plan_in_state(plan: Plan, action: str) -> bytes:
     if action not in states:
         raise AdminError(404, "use /admin/plans/<id>/pause, /resume or /stop")
     if plan.state == STOPPED and action != "stop":
-        raise AdminError(409, f"plan {plan.plan_id!r} is stopped; PUT it again to restart it")
+        raise AdminError(409, f"plan {plan.plan_id!r} is stopped; PUT it with "
+                              '"state": "active" to restart it')
     return orjson.dumps({**plan.source, "created_ms": plan.created_ms,
                          "state": states[action]})
 

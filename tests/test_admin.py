@@ -1,11 +1,21 @@
-"""Admin rules: the token check, body validation with the field at fault, links."""
+"""Admin rules: the token check, body validation with the field at fault, links, the
+fields a plan's PUT stamps."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from app.admin import AdminError, authorize, config_record, issue_link, kinds, parse_body
+from app.admin import (
+    AdminError,
+    authorize,
+    config_record,
+    issue_link,
+    kinds,
+    parse_body,
+    stamped_plan,
+)
+from app.domain.plans import parse_plan
 from app.domain.tokens import LINK, Signer
 from app.records.configuration import decode_sink, encode_sink
 from app.topics import Topics
@@ -101,3 +111,37 @@ def test_issue_link():
         with pytest.raises(AdminError) as info:
             issue_link(signer, bad, now_ms=1000, default_ttl_s=10, public_url="http://h:1")
         assert info.value.field == field
+
+
+# -- a plan's PUT: created_ms and state given, else kept, else new ----------------------
+
+PLAN = {"plan_id": "p1", "shop_id": "s1", "audience": {"level_gte": 1},
+        "trigger": {"kind": "now"}, "action": {"kind": "grant", "sink": "rights"}}
+
+
+@pytest.mark.parametrize(("given_state", "existing_state", "state"), [
+    (None, None, "active"),          # a new plan
+    ("paused", None, "paused"),
+    (None, "paused", "paused"),      # a re-PUT (a new rate) keeps the pause
+    (None, "stopped", "stopped"),
+    (None, "active", "active"),
+    ("active", "paused", "active"),  # a state given is the state written
+    ("stopped", "active", "stopped"),
+])
+def test_a_plans_state_is_given_else_kept_else_active(given_state, existing_state, state):
+    existing = None if existing_state is None else parse_plan(
+        {**PLAN, "created_ms": 5, "state": existing_state})
+    bodies = [{**PLAN, "state": given_state}]  # null is omitted
+    if given_state is None:
+        bodies.append(PLAN)
+    for body in bodies:
+        assert stamped_plan(body, existing, now_ms=9)["state"] == state
+
+
+def test_a_plans_created_ms_is_given_else_kept_else_now():
+    existing = parse_plan({**PLAN, "created_ms": 5, "state": "paused"})
+    assert stamped_plan(PLAN, None, now_ms=9)["created_ms"] == 9
+    assert stamped_plan(PLAN, existing, now_ms=9)["created_ms"] == 5
+    assert stamped_plan({**PLAN, "created_ms": 7}, existing, now_ms=9)["created_ms"] == 7
+    assert stamped_plan({**PLAN, "rate_per_s": 5}, existing, now_ms=9) == {
+        **PLAN, "rate_per_s": 5, "created_ms": 5, "state": "paused"}
