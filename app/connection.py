@@ -27,6 +27,7 @@ from aiokafka.errors import (
 )
 from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.metadata import MetadataRequest
+from aiokafka.structs import ConsumerRecord
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -237,6 +238,26 @@ async def started(client: Client) -> AsyncIterator[Client]:
             await client.close()  # the admin client's stop is called close
         else:
             await client.stop()
+
+
+async def records_to_end(consumer: AIOKafkaConsumer) -> AsyncIterator[ConsumerRecord]:
+    """The records of the started `consumer`'s partitions (every partition of its topics,
+    without a group) from its position up to their end offsets as of the call: a snapshot,
+    however much is written meanwhile."""
+    while not consumer.assignment():
+        await asyncio.sleep(0.05)
+    ends = await consumer.end_offsets(list(consumer.assignment()))
+    remaining = {tp for tp, end in ends.items() if await consumer.position(tp) < end}
+    consumer.pause(*(set(ends) - remaining))
+    while remaining:
+        for tp, messages in (await consumer.getmany(*remaining, timeout_ms=500)).items():
+            for message in messages:
+                if message.offset < ends[tp]:
+                    yield message
+        for tp in list(remaining):
+            if await consumer.position(tp) >= ends[tp]:
+                remaining.discard(tp)
+                consumer.pause(tp)  # fetch no further than the snapshot
 
 
 async def _list_topics(admin: AIOKafkaAdminClient) -> None:

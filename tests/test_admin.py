@@ -1,11 +1,30 @@
-"""Admin rules: the token check, body validation with the field at fault, links."""
+"""Admin rules: the token check, body validation with the field at fault, links, the
+fields a plan's PUT stamps, and what replacing or emptying an audience list writes."""
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from app.admin import AdminError, authorize, config_record, issue_link, kinds, parse_body
+from app.admin import (
+    AdminError,
+    authorize,
+    buyers_on_list,
+    checked_list_id,
+    config_record,
+    issue_link,
+    kinds,
+    list_buyer,
+    list_change,
+    list_members,
+    parse_body,
+    stamped_plan,
+)
+from app.domain.plans import parse_plan
 from app.domain.tokens import LINK, Signer
 from app.records.configuration import decode_sink, encode_sink
 from app.topics import Topics
@@ -101,3 +120,134 @@ def test_issue_link():
         with pytest.raises(AdminError) as info:
             issue_link(signer, bad, now_ms=1000, default_ttl_s=10, public_url="http://h:1")
         assert info.value.field == field
+
+
+# -- a plan's PUT: created_ms and state given, else kept, else new ----------------------
+
+PLAN = {"plan_id": "p1", "shop_id": "s1", "audience": {"level_gte": 1},
+        "trigger": {"kind": "now"}, "action": {"kind": "grant", "sink": "rights"}}
+
+
+@pytest.mark.parametrize(("given_state", "existing_state", "state"), [
+    (None, None, "active"),          # a new plan
+    ("paused", None, "paused"),
+    (None, "paused", "paused"),      # a re-PUT (a new rate) keeps the pause
+    (None, "stopped", "stopped"),
+    (None, "active", "active"),
+    ("active", "paused", "active"),  # a state given is the state written
+    ("stopped", "active", "stopped"),
+])
+def test_a_plans_state_is_given_else_kept_else_active(given_state, existing_state, state):
+    existing = None if existing_state is None else parse_plan(
+        {**PLAN, "created_ms": 5, "state": existing_state})
+    bodies = [{**PLAN, "state": given_state}]  # null is omitted
+    if given_state is None:
+        bodies.append(PLAN)
+    for body in bodies:
+        assert stamped_plan(body, existing, now_ms=9)["state"] == state
+
+
+def test_a_plans_created_ms_is_given_else_kept_else_now():
+    existing = parse_plan({**PLAN, "created_ms": 5, "state": "paused"})
+    assert stamped_plan(PLAN, None, now_ms=9)["created_ms"] == 9
+    assert stamped_plan(PLAN, existing, now_ms=9)["created_ms"] == 5
+    assert stamped_plan({**PLAN, "created_ms": 7}, existing, now_ms=9)["created_ms"] == 7
+    assert stamped_plan({**PLAN, "rate_per_s": 5}, existing, now_ms=9) == {
+        **PLAN, "rate_per_s": 5, "created_ms": 5, "state": "paused"}
+
+
+# -- audience lists -------------------------------------------------------------------
+
+@pytest.mark.parametrize("ident", ["", "a/b", "x" * 129])
+def test_a_list_id_is_1_to_128_characters_without_a_slash(ident):
+    with pytest.raises(AdminError) as info:
+        checked_list_id(ident)
+    assert (info.value.status, info.value.field) == (400, "id")
+
+
+@pytest.mark.parametrize(("list_id", "key", "buyer"), [
+    ("a", b"a/x", "x"),
+    ("a", b"ab/x", None),        # another list, whose id starts with this one's
+    ("ab", b"a/bx", None),
+    ("a", b"a/b/x", "b/x"),      # the list id ends at the first '/', as the engine reads it
+    ("a", b"b/a/x", None),
+    ("a", b"a/", None),          # keys the engine refuses are on no list
+    ("a", b"a/" + b"x" * 129, None),
+    ("a", b"a", None),
+    ("a", None, None),
+    ("a/b", b"a/b/x", None),     # no list's id has a '/' (checked_list_id)
+])
+def test_the_buyer_of_a_key_of_a_list(list_id, key, buyer):
+    assert list_buyer(list_id, key) == buyer
+
+
+def _applied(on_list: set[str], list_id: str, records) -> set[str]:
+    """The list after `records`, as the engine applies `cps.lists` records."""
+    after = set(on_list)
+    for key, value in records:
+        head, _slash, buyer = key.partition("/")
+        assert head == list_id
+        if value is None:
+            after.discard(buyer)
+        else:
+            assert orjson.loads(value) == {}
+            after.add(buyer)
+    return after
+
+
+def test_a_put_replaces_the_list_and_a_delete_empties_it():
+    put = list_change("L", {"a", "b", "c"}, ["b", "d", "b"])
+    assert (put.buyers, put.removed) == (("b", "d"), ("a", "c"))
+    assert sorted(put.records(), key=str) == sorted(
+        [("L/a", None), ("L/c", None), ("L/b", b"{}"), ("L/d", b"{}")], key=str)
+    emptied = list_change("L", {"b", "d"}, [])
+    assert (emptied.buyers, emptied.removed) == ((), ("b", "d"))
+    assert emptied.records() == [("L/b", None), ("L/d", None)]
+
+
+BUYERS = [f"b{n}" for n in range(12)] + ["x/y"]
+
+
+@given(current=st.sets(st.sampled_from(BUYERS)), wanted=st.lists(st.sampled_from(BUYERS)))
+def test_after_the_change_the_list_holds_exactly_the_buyers_put(current, wanted):
+    change = list_change("L", current, wanted)
+    assert _applied(current, "L", change.records()) == set(wanted)
+    assert len(change.buyers) == len(set(wanted))
+    assert set(change.removed) == current - set(wanted)
+    assert len(change.records()) == len(set(wanted)) + len(current - set(wanted))
+
+
+def test_an_empty_put_is_refused_and_points_at_delete():
+    with pytest.raises(AdminError) as info:
+        list_members(b"[]")
+    assert info.value.status == 400 and "DELETE" in str(info.value)
+
+
+class _NeverAssigned:
+    """A consumer whose partitions never arrive (a broker too slow to answer)."""
+
+    stopped = False
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    def assignment(self) -> set:
+        return set()
+
+
+class _Connection:
+    def __init__(self) -> None:
+        self.made = _NeverAssigned()
+
+    def consumer(self, *topics: str, **options) -> _NeverAssigned:
+        return self.made
+
+
+def test_a_list_not_read_to_its_end_in_time_is_a_503_and_the_consumer_is_stopped():
+    connection = _Connection()
+    with pytest.raises(AdminError) as info:
+        asyncio.run(buyers_on_list(connection, "cps.lists", "L", timeout_s=0.2))
+    assert info.value.status == 503 and "'L' is unchanged; try again" in str(info.value)
+    assert connection.made.stopped

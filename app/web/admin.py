@@ -15,9 +15,12 @@ from app.admin import (
     AdminError,
     ConfigWriter,
     authorize,
+    buyers_on_list,
+    checked_list_id,
     config_record,
     issue_link,
     kinds,
+    list_change,
     list_members,
     parse_body,
     plan_in_state,
@@ -110,20 +113,28 @@ def register(services: Services) -> None:
 
     @app.page("/admin/lists/{ident}")
     class AudienceList(View):
+        async def _replace(self, ident: str, buyers: list[str]) -> Response:
+            change = list_change(ident, await buyers_on_list(services.connection, topics.lists,
+                                                             ident), buyers)
+            await writer.write_many(topics.lists, change.records())
+            return self.json({"list_id": ident, "buyers": len(change.buyers),
+                              "removed": len(change.removed), "topic": topics.lists})
+
         @admin_only
         async def put(self, request: Request, ident: str) -> Response:
-            """Put buyers on a list (a JSON array or JSON Lines of buyer ids)."""
-            if not ident or len(ident) > 128 or "/" in ident:
-                raise AdminError(400, "id: must be 1-128 characters without '/'", "id")
+            """Replace the list with these buyers (a JSON array or JSON Lines of buyer ids)."""
+            ident = checked_list_id(ident)
             if (request.content_length or 0) > LIST_BODY_BYTES:
                 raise AdminError(413, f"body larger than {LIST_BODY_BYTES} bytes")
             raw = await request.content.read(LIST_BODY_BYTES + 1)
             if len(raw) > LIST_BODY_BYTES:
                 raise AdminError(413, f"body larger than {LIST_BODY_BYTES} bytes")
-            buyers = list_members(raw)
-            written = await writer.write_many(topics.lists, [
-                (f"{ident}/{buyer}", b"{}") for buyer in dict.fromkeys(buyers)])
-            return self.json({"list_id": ident, "buyers": written, "topic": topics.lists})
+            return await self._replace(ident, list_members(raw))
+
+        @admin_only
+        async def delete(self, request: Request, ident: str) -> Response:
+            """Empty the list."""
+            return await self._replace(checked_list_id(ident), [])
 
     @app.page("/admin/plans/{ident}/{action}")
     class PlanSwitch(View):

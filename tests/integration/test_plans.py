@@ -501,6 +501,37 @@ def test_an_order_left_unpaid_gets_one_reminder_and_one_paid_in_time_none(shared
     assert created + 3000 <= action["ts_ms"] <= created + 6000
 
 
+# -- audience lists replaced and emptied; a re-PUT keeps the plan's state ----------------
+
+def test_a_list_put_replaces_it_delete_empties_it_and_a_re_put_keeps_a_pause(shared):
+    worker, receiver = shared.worker, shared.receiver
+
+    def on_lists(plan_id: str, *list_ids: str) -> set[str]:
+        """Whom a `now` plan on these lists selects and acts on, once the lists are read."""
+        wait_loaded(worker, ("lists",))
+        _put_plan(worker, plan_id, shop_id="s-lists",
+                  audience={"any": [{"list": list_id} for list_id in list_ids]})
+        selected = _occurrence(worker, plan_id, lambda o: o["state"] == "done")["selected"]
+        assert receiver.wait_for(lambda r: len(_arrivals(r, plan_id)) >= selected, 30)
+        acted = _buyers(receiver, plan_id)
+        assert len(acted) == selected and all(n == 1 for n in acted.values()), acted
+        return set(acted)
+
+    for list_id, buyers, counts in (("clubs", ["la", "le"], (2, 0)),
+                                    ("club", ["la", "lb", "lc"], (3, 0)),
+                                    ("club", ["lb", "ld", "lb"], (2, 2))):
+        status, answer = worker.admin("PUT", f"/admin/lists/{list_id}", buyers)
+        assert status == 200 and (answer["buyers"], answer["removed"]) == counts, answer
+    assert on_lists("p-club", "club") == {"lb", "ld"}
+    status, answer = worker.admin("DELETE", "/admin/lists/club")
+    assert status == 200 and (answer["buyers"], answer["removed"]) == (0, 2), answer
+    assert on_lists("p-club-gone", "club", "clubs") == {"la", "le"}  # clubs kept its own
+    assert worker.admin("POST", "/admin/plans/p-club/pause")[0] == 200
+    again = {"shop_id": "s-lists", "audience": {"list": "club"}, "rate_per_s": 5}
+    assert _put_plan(worker, "p-club", **again)["state"] == "paused"
+    assert _put_plan(worker, "p-club", **again, state="active")["state"] == "active"
+
+
 # -- stop and the kill switch (last: it pauses every plan of the shared worker) -------
 
 def test_stop_drops_the_queued_actions_and_pause_all_pauses_every_plan(shared):
