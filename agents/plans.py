@@ -54,7 +54,7 @@ from app.records.operations import (
     decode_operation_record,
     encode_action,
 )
-from app.sinks.fanout import SinkRegistry, fan_out
+from app.sinks.fanout import SinkRegistry, fan_out, queue_record, sink_dead_letter
 from tables.operations import OperationTables, Timer
 
 if TYPE_CHECKING:
@@ -107,6 +107,7 @@ class PlanTopics:
     profiles_by_buyer: str
     plan_actions: str
     operation_records: str
+    sinks_deadletter: str
     inputs: tuple[str, ...]  # what a buyer's state comes from, read before an occurrence runs
 
 
@@ -451,8 +452,14 @@ class Operations:
         ctx.send(self.topics.plan_actions, buyer_id.encode(), orjson.dumps(action))
         if not fan_out(ctx, self.sinks, "plan_actions", buyer_id, ident, action,
                        {"shop_id": plan.shop_id, "plan_id": plan.plan_id}, to=action["sink"]):
-            self._record(ctx, plan, occurrence, buyer_id, variant, "failed",
-                         ref=f"no sink {action['sink']!r} to deliver it")
+            # Dead-lettered like an action its sink gave up on: `cps plans retry` queues it
+            # once the sink exists.
+            error = f"no sink {action['sink']!r} to deliver it"
+            record = orjson.loads(queue_record("plan_actions", ident, action, ctx.now_ms))
+            ctx.send(self.topics.sinks_deadletter, action["sink"].encode(), sink_dead_letter(
+                action["sink"], buyer_id.encode(), record, error, attempts=0,
+                first_attempt_ms=ctx.now_ms, ts_ms=ctx.now_ms))
+            self._record(ctx, plan, occurrence, buyer_id, variant, "failed", ref=error)
 
     def _record(self, ctx: Any, plan: Plan, occurrence: str, buyer_id: str,
                 variant: str | None, kind: str, ref: str | None = None) -> None:
@@ -588,7 +595,7 @@ def create(services: Services) -> Operations:
     topics, settings, engine = services.topics, services.settings, services.engine
     return Operations(
         topics=PlanTopics(topics.profiles_by_buyer, topics.plan_actions,
-                          topics.operation_records,
+                          topics.operation_records, topics.sinks_deadletter,
                           inputs=(topics.members, topics.lists, topics.profiles_by_buyer,
                                   topics.clicks, topics.clicks_by_buyer,
                                   topics.orders_by_buyer)),

@@ -41,6 +41,7 @@ from app.domain.sinks import (
     backoff_s,
     retry_after_s,
 )
+from app.sinks.fanout import sink_dead_letter
 from app.sinks.plan_actions import DROP, SEND, STREAM, WAIT, PlanActionGate
 from app.sinks.webhook_client import WebhookClient, WebhookError
 from app.topology import track_topics
@@ -420,12 +421,8 @@ class SinkDelivery:
 
     async def _dead_letter(self, message, error: str, attempts: int, first_ms: int) -> None:
         record = orjson.loads(message.value)
-        letter = orjson.dumps({
-            "sink_id": self.sink_id, "event_id": record.get("event_id"),
-            "stream": record.get("stream"),
-            "key": message.key.decode() if message.key is not None else None,
-            "record": record, "error": error, "attempts": attempts,
-            "first_attempt_ms": first_ms, "ts_ms": int(time.time() * 1000)})
+        letter = sink_dead_letter(self.sink_id, message.key, record, error, attempts=attempts,
+                                  first_attempt_ms=first_ms, ts_ms=int(time.time() * 1000))
         await self._produce(self.deadletter_topic, self.sink_id.encode(), letter)
         self.stats.dead_lettered += 1
         action = record.get("event") if record.get("stream") == STREAM else None

@@ -42,7 +42,7 @@ class SinkRegistry:
         self._derived = _Derived(-1, [], {}, {})
 
     def topic(self, sink_id: str) -> str:
-        return f"{self.prefix}sink.{sink_id}"
+        return queue_topic(self.prefix, sink_id)
 
     def sinks(self) -> list[QueuedSink]:
         """Every sink, configured first, then one per channel with a webhook_url."""
@@ -100,6 +100,21 @@ class _Derived:
     sinks: list[QueuedSink]
     by_stream: dict[str, list[tuple[QueuedSink, dict[str, str]]]]
     by_id: dict[str, QueuedSink]
+
+
+def queue_topic(prefix: str, sink_id: str) -> str:
+    """The Kafka topic that queues a sink's deliveries."""
+    return f"{prefix}sink.{sink_id}"
+
+
+def sink_dead_letter(sink_id: str, key: bytes | None, record: Mapping[str, object],
+                     error: str, *, attempts: int, first_attempt_ms: int, ts_ms: int) -> bytes:
+    """A `cps.sinks.deadletter` record: a queued `record` the sink could not deliver, with
+    what `cps sinks replay` and `cps plans retry` need to queue it again."""
+    return orjson.dumps({
+        "sink_id": sink_id, "event_id": record.get("event_id"), "stream": record.get("stream"),
+        "key": key.decode() if key is not None else None, "record": record, "error": error,
+        "attempts": attempts, "first_attempt_ms": first_attempt_ms, "ts_ms": ts_ms})
 
 
 def queue_record(stream: str, event_id: str, event: object, ts_ms: int) -> bytes:

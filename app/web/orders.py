@@ -94,7 +94,7 @@ def order_document(order_id: str, ledger: Ledger | None, view: dict | None) -> d
 
 
 
-def _limit(request: Request) -> int:
+def page_limit(request: Request) -> int:
     try:
         return max(1, min(MAX_PAGE, int(request.query.get("limit", "20"))))
     except ValueError:
@@ -147,7 +147,7 @@ def register(services: Services) -> None:
                     if not after.startswith(prefix):
                         return self.json({"error": "cursor: not a cursor of this promoter's list"},
                                          status=400)
-                limit = _limit(request)
+                limit = page_limit(request)
                 entries = promoter_orders.scan_prefix(partition, prefix, after=after,
                                                       limit=limit + 1)
                 page, more = entries[:limit], len(entries) > limit
@@ -175,11 +175,12 @@ def register(services: Services) -> None:
             async def answer(partition: int) -> Response:
                 history = clicks.read(partition, buyer_id.encode()) or []
                 found = [from_row(buyer_id, row) for row in reversed(history)]
+                limit = page_limit(request)
                 rows = [{"click_id": c.click_id, "ts_ms": c.ts_ms, "shop_id": c.shop_id,
                          "channel_id": c.channel_id, "promoter_id": c.promoter_id,
                          "item_id": c.item_id, "activity_id": c.activity_id,
                          "group_leader_id": c.group_leader_id, "base_id": c.base_id}
-                        for c in found if shop_id is None or c.shop_id == shop_id][:_limit(request)]
+                        for c in found if shop_id is None or c.shop_id == shop_id][:limit]
                 document = {"buyer_id": buyer_id, "shop_id": shop_id, "clicks": rows}
                 if _wants_json(request):
                     return self.json(document)

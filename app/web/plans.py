@@ -16,13 +16,17 @@ from faust.web import Request, Response, View
 from app.domain.execution import COUNTS, FAILED, MISSED_FIRES, RUNNING, STOPPED, Progress
 from app.domain.periods import windows
 from app.domain.plans import Plan, fire_times
-from app.web.orders import answer_where_owned
+from app.records.operations import OperationRecord
+from app.web.orders import answer_where_owned, page_limit
 from app.web.pages import page, table
 
 if TYPE_CHECKING:
     from app.bootstrap import Services
 
 AHEAD = 3  # next fire times and windows shown
+# A buyer's records read for one page of /members/{buyer_id}/records (newest first); a
+# buyer with more shows the newest of these.
+MAX_MEMBER_RECORDS = 10_000
 
 
 def occurrence_summary(occurrence: str, rows: Mapping[int, Progress],
@@ -85,6 +89,21 @@ def plan_detail(plan: Plan, occurrences: Mapping[str, Mapping[int, Progress]], *
                              "shards": {str(s): counts for s, counts in sorted(row.shards.items())}}
             for partition, row in sorted(rows.items())}
     return {**summary, "plan": plan.source}
+
+
+def newest_first(records: list[OperationRecord], limit: int,
+                 cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of records, newest first (by time, then record id), older than `cursor`;
+    and the cursor of the next page (None: no more)."""
+    ordered = sorted(records, key=lambda r: (r.ts_ms, r.record_id), reverse=True)
+    if cursor:
+        ts_text, _, record_id = cursor.partition(":")
+        position = (int(ts_text), record_id) if ts_text.isdigit() else (-1, "")
+        ordered = [r for r in ordered if (r.ts_ms, r.record_id) < position]
+    page_rows = ordered[:limit]
+    more = len(ordered) > limit
+    return ([asdict(record) for record in page_rows],
+            f"{page_rows[-1].ts_ms}:{page_rows[-1].record_id}" if more else None)
 
 
 def register(services: Services) -> None:
@@ -150,13 +169,19 @@ def register(services: Services) -> None:
     @app.page("/members/{buyer_id}/records")
     class MemberRecords(View):
         async def get(self, request: Request, buyer_id: str) -> Response:
+            """A buyer's operation records, newest first, `limit` a page; `cursor` (from
+            the previous page's `next_cursor`) goes on with older ones."""
             async def answer(partition: int) -> Response:
                 found = records.scan_prefix(partition, buyer_id.encode() + b"\x1f",
-                                            limit=1000)
-                rows = sorted((asdict(record) for _key, record in found),
-                              key=lambda r: (r["ts_ms"], r["record_id"]))
+                                            limit=MAX_MEMBER_RECORDS)
+                limit = page_limit(request)
+                rows, next_cursor = newest_first([record for _key, record in found],
+                                                 limit, request.query.get("cursor"))
                 if request.query.get("format") == "json":
-                    return self.json({"buyer_id": buyer_id, "records": rows})
-                return self.html(page(f"Operation records of {buyer_id}", table(rows)))
+                    return self.json({"buyer_id": buyer_id, "records": rows,
+                                      "next_cursor": next_cursor})
+                more = (f'<p><a href="?cursor={html.escape(next_cursor)}&limit={limit}">'
+                        "older records</a></p>") if next_cursor else ""
+                return self.html(page(f"Operation records of {buyer_id}", table(rows) + more))
             return await answer_where_owned(self, request, records, buyer_id, answer,
                                             partitions)

@@ -44,7 +44,8 @@ class World:
         self.tables = tables.operations.define(MemoryTables())
         self.ops = Operations(
             topics=PlanTopics(TOPICS.profiles_by_buyer, TOPICS.plan_actions,
-                              TOPICS.operation_records, inputs=(TOPICS.members,)),
+                              TOPICS.operation_records, TOPICS.sinks_deadletter,
+                              inputs=(TOPICS.members,)),
             tables=self.tables, rules=PlanRules("UTC", 3_600_000, 4, page=page),
             catalog=self.catalog, sinks=registry, share=lambda: 1.0,
             catch_up=self._inputs_read_at_once)

@@ -9,6 +9,7 @@ import time
 import orjson
 from conftest import CPS
 from plan_setup import delivered_actions, members, plan_body, rights_sink, wait_loaded
+from sink_setup import setup, sink
 
 
 def _records(kafka, kind: str, count: int) -> list[dict]:
@@ -51,3 +52,32 @@ def test_failed_actions_are_retried_with_their_ids(make_worker, kafka, receivers
     nothing = subprocess.run([CPS, "plans", "retry", "no-such-plan"], env=worker.env,
                              capture_output=True, text=True, timeout=60)
     assert nothing.returncode == 1 and "requeued 0" in nothing.stdout
+
+
+def test_actions_failed_for_want_of_a_sink_are_retried_once_it_exists(make_worker, kafka,
+                                                                       receivers):
+    receiver = receivers()
+    worker = make_worker().start()
+    members(kafka, 10)
+    wait_loaded(worker)
+    body = plan_body(action={"kind": "grant", "sink": "late", "payload": {"coupon": "c"}})
+    assert worker.admin("PUT", "/admin/plans/p-late", body)[0] == 200
+    selected = 8  # levels 1-4 of 10 members
+    failed = _records(kafka, "failed", selected)
+    assert {r["ref"] for r in failed} == {"no sink 'late' to deliver it"}
+
+    early = subprocess.run([CPS, "plans", "retry", "p-late"], env=worker.env,
+                           capture_output=True, text=True, timeout=60)
+    assert early.returncode == 1 and "requeued 0" in early.stdout
+    assert f"left {selected} dead letters for sink 'late'" in early.stdout
+
+    setup(worker, late=sink(receiver.url, streams=["commissions"], rate_per_s=1000,
+                            burst=1000))
+    retry = subprocess.run([CPS, "plans", "retry", "p-late"], env=worker.env,
+                           capture_output=True, text=True, timeout=60)
+    assert f"requeued {selected} failed actions" in retry.stdout, retry.stderr
+    assert receiver.wait_for(lambda r: len(delivered_actions(r, "p-late")) >= selected, 60)
+    assert {a["action_id"] for a in delivered_actions(receiver, "p-late")} == {
+        f"{r['occurrence_id']}:{r['buyer_id']}" for r in failed}
+    granted = _records(kafka, "granted", selected)
+    assert {r["buyer_id"] for r in granted} == {r["buyer_id"] for r in failed}
