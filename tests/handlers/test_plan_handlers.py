@@ -576,3 +576,24 @@ def test_any_arrival_of_order_events_reminds_each_unpaid_order_once(arrivals):
     world.tick(at_ms=T0 + 1_950_000)
     assert sorted(a["occurrence_id"] for a in world.actions()) == sorted(
         f"remind@{order_id}:created" for order_id in unpaid)
+
+
+def test_a_schedule_plan_runs_each_fire_time_inside_its_period_once():
+    # Hourly at :30, only while the period's daily window (09:00-11:59) is open, UTC.
+    hourly = plan("hourly", trigger={"kind": "schedule", "cron": "30 * * * *"},
+                  period="* 0-59 9-11 * * ? 31", created_ms=T0)
+    world = World(hourly)
+    for n in range(6):
+        world.member(f"b{n}", level=n % 2)  # b1, b3, b5 are selected
+    hour = 3_600_000
+    for minute in range(0, 14 * 60, 10):  # ticks every 10 minutes from 00:00 to 13:50
+        world.tick(at_ms=T0 + minute * 60_000)
+    fires = [T0 + h * hour + 30 * 60_000 for h in (9, 10, 11)]
+    assert sorted((a["occurrence_id"], a["buyer_id"]) for a in world.actions()) == sorted(
+        (f"hourly@{fire}", buyer) for fire in fires for buyer in ("b1", "b3", "b5"))
+    for fire in fires:
+        progress = world.progress(f"hourly@{fire}")
+        assert (progress.state, progress.totals()["actions"]) == ("done", 3)
+    world.ctx.forget_caches()  # a restart the day after: nothing again, nothing missed
+    world.tick(at_ms=T0 + 14 * hour)
+    assert len(world.actions()) == 9 and world.records() == []
