@@ -39,7 +39,7 @@ from app.domain.attribution import (
 )
 from app.domain.model import Channel, Click, OrderEvent, OrderFacts, Shop
 from app.domain.tokens import TRACKING, Signer, TokenError, click_from_tracking
-from app.records.inputs import decode_click, decode_order
+from app.records.inputs import decode_click, decode_rekeyed_click, decode_rekeyed_order
 from app.records.outputs import encode_attribution
 from app.sinks.fanout import fan_out
 from tables.attribution import AttributionTables
@@ -109,7 +109,7 @@ class Attributor:
             self._record_click(ctx, click)
 
     def on_rekeyed_click(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
-        self._record_click(ctx, decode_click(value))
+        self._record_click(ctx, decode_rekeyed_click(key, value))
 
     def on_order_event(self, ctx: Any, event: OrderEvent) -> None:
         """An order event in its buyer's partition (routed by the orders pipeline)."""
@@ -118,7 +118,7 @@ class Attributor:
         self._order_event(ctx, event.facts())
 
     def on_rekeyed_order(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
-        self.on_order_event(ctx, decode_order(value))
+        self.on_order_event(ctx, decode_rekeyed_order(key, value, "buyer_id"))
 
     def expire_waiting_orders(self, ctx: Any) -> None:
         """Timer: decide what a catch-up left ready; re-try the orders whose grace period is

@@ -10,18 +10,21 @@ CPS_SETTLEMENT_SCHEDULE cron against the wall clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
-
-import orjson
 
 from app.domain import ledger as money
 from app.domain.ledger import Ledger, Pricing, Source, Step
 from app.domain.model import OrderEvent
 from app.domain.schedule import Schedule
 from app.records.fields import DEAD_LETTER_VALUE_BYTES
-from app.records.inputs import decode_order
-from app.records.outputs import decode_attributed, encode_commission, encode_settlement
+from app.records.inputs import decode_rekeyed_order
+from app.records.outputs import (
+    attributed,
+    decode_attribution,
+    encode_commission,
+    encode_settlement,
+)
 from app.sinks.fanout import SinkRegistry, fan_out
 from tables.billing import BillingTables
 
@@ -61,7 +64,7 @@ class Billing:
     # -- handlers ------------------------------------------------------------------
 
     def on_rekeyed_order(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
-        self.book(ctx, decode_order(value), value)
+        self.book(ctx, decode_rekeyed_order(key, value, "order_id"), value)
 
     def book(self, ctx: Any, event: OrderEvent, value: bytes) -> None:
         """An order event in its order's partition: into the ledger and the timeline."""
@@ -77,10 +80,11 @@ class Billing:
         self._apply(ctx, ledger, step)
 
     def on_attribution(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
-        order_id, attributed = decode_attributed(value)
-        self.order_center.note_attribution(ctx, order_id, orjson.loads(value))
-        ledger = self._ledger(ctx, order_id)
-        self._apply(ctx, ledger, money.record_attribution(ledger, attributed, self.pricing))
+        attribution = decode_attribution(key, value)
+        self.order_center.note_attribution(ctx, attribution.order_id, asdict(attribution))
+        ledger = self._ledger(ctx, attribution.order_id)
+        self._apply(ctx, ledger,
+                    money.record_attribution(ledger, attributed(attribution), self.pricing))
 
     def settle_due_payees(self, ctx: Any) -> None:
         """Timer: at each firing of the schedule, settle the payees whose due time has passed."""

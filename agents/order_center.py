@@ -15,6 +15,7 @@ import orjson
 
 from app.domain.model import OrderEvent
 from app.domain.order_views import empty_view, promoter_order, with_attribution, with_event
+from app.records.internal import decode_promoter_order
 from tables.order_center import OrderCenterTables
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ class OrderCenter:
                      orjson.dumps(promoter_order(attribution)))
 
     def on_promoter_order(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
-        summary = orjson.loads(value)
+        summary = decode_promoter_order(key, value)
         ctx.put(self.tables.promoter_orders,
                 promoter_order_key(summary["promoter_id"], summary["ts_ms"],
                                    summary["order_id"]), summary)

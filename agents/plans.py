@@ -46,12 +46,13 @@ from app.domain.plans import ACTIVE, EVENT, MAX_CAP, PAUSED, Plan, fire_times
 from app.domain.plans import STOPPED as PLAN_STOPPED
 from app.domain.sinks import TokenBucket
 from app.domain.triggers import MISSED, occurrence_id, timing
-from app.records.fields import InvalidEvent, parse_object
+from app.records.fields import InvalidEvent
 from app.records.operations import (
     OperationRecord,
     decode_list_entry,
     decode_member,
     decode_operation_record,
+    decode_rekeyed_profile,
     encode_action,
 )
 from app.sinks.fanout import SinkRegistry, fan_out, queue_record, sink_dead_letter
@@ -152,17 +153,11 @@ class Operations:
             self._apply_list_entry(ctx, list_id, buyer_id, on_list)
 
     def on_rekeyed_profile(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
-        wrapped = parse_object(value)
-        original_key = str(wrapped.get("key")).encode()
-        original = wrapped.get("value")
-        raw = None if original is None else str(original).encode()
-        if wrapped.get("kind") == "member":
-            shop_id, buyer_id, member = decode_member(original_key, raw)
-            self._apply_member(ctx, shop_id, buyer_id, member)
-        elif wrapped.get("kind") == "list":
-            self._apply_list_entry(ctx, *decode_list_entry(original_key, raw))
+        kind, (first, buyer_id, entry) = decode_rekeyed_profile(key, value)
+        if kind == "member":
+            self._apply_member(ctx, first, buyer_id, entry)
         else:
-            raise InvalidEvent("kind: must be member or list")
+            self._apply_list_entry(ctx, first, buyer_id, entry)
 
     def _here(self, ctx: Any, buyer_id: str, kind: str, key: bytes | None,
               value: bytes | None) -> bool:

@@ -23,10 +23,11 @@ import orjson
 from app.catalog import Catalog
 from app.connection import KafkaConnection
 from app.domain import ledger as money
+from app.domain.attribution import Attribution
 from app.domain.ledger import Ledger, Source
 from app.records.fields import InvalidEvent
 from app.records.inputs import decode_order
-from app.records.outputs import decode_attributed
+from app.records.outputs import attributed, decode_attribution
 from app.topics import Topics
 
 
@@ -60,7 +61,7 @@ def reconcile(records: Iterable[ConsumedRecord], topics: Topics, *, now_ms: int,
     report = Report()
     catalog = Catalog(KafkaConnection(""), topics=topics)
     orders: dict[str, list[tuple[ConsumedRecord, object]]] = defaultdict(list)
-    attributions: dict[str, list[dict]] = defaultdict(list)
+    attributions: dict[str, list[Attribution]] = defaultdict(list)
     commissions: list[dict] = []
     settlements: list[dict] = []
     config = set(topics.config_topics)
@@ -75,8 +76,13 @@ def reconcile(records: Iterable[ConsumedRecord], topics: Topics, *, now_ms: int,
                 continue
             orders[event.order_id].append((record, event))
         elif record.topic == topics.attributions:
-            attributions[orjson.loads(record.value)["order_id"]].append(
-                orjson.loads(record.value))
+            try:
+                attribution = decode_attribution(record.key, record.value)
+            except InvalidEvent as exc:
+                report.differ(f"{record.topic} partition {record.partition} offset "
+                              f"{record.offset}: not an attribution ({exc})")
+                continue
+            attributions[attribution.order_id].append(attribution)
         elif record.topic == topics.commissions:
             commissions.append(orjson.loads(record.value))
         elif record.topic == topics.settlements:
@@ -101,7 +107,7 @@ def _in_range(ts: int, since_ms: int | None, until_ms: int | None) -> bool:
 
 
 def _check_attributions(report: Report, checked: set[str],
-                        attributions: dict[str, list[dict]]) -> None:
+                        attributions: dict[str, list[Attribution]]) -> None:
     for order_id in sorted(checked):
         found = len(attributions.get(order_id, ()))
         if found != 1:
@@ -119,8 +125,7 @@ def _recompute(report: Report, checked: set[str], orders: dict, attributions: di
             ledger = money.record_order_event(ledger, event, catalog, source).ledger
         results = attributions.get(order_id)
         if results:
-            _, attributed = decode_attributed(orjson.dumps(results[0]))
-            ledger = money.record_attribution(ledger, attributed, catalog).ledger
+            ledger = money.record_attribution(ledger, attributed(results[0]), catalog).ledger
         ledgers[order_id] = ledger
     return ledgers
 

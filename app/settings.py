@@ -29,6 +29,13 @@ DAY_MS = 86_400_000
 # RocksDB memory could grow with its tables times partitions (up to 4.3 GiB).
 RETIRED_ROCKSDB_CACHE = "CPS_ROCKSDB_CACHE_MB"
 
+# The settings only a TLS protocol (SSL, SASL_SSL) uses, those only a SASL one uses, and the
+# protocol that uses each combination (TLS, SASL).
+TLS_SETTINGS = ("CPS_KAFKA_SSL_CAFILE", "CPS_KAFKA_SSL_CERTFILE", "CPS_KAFKA_SSL_KEYFILE")
+SASL_SETTINGS = ("CPS_KAFKA_SASL_MECHANISM", "CPS_KAFKA_SASL_USERNAME", "CPS_KAFKA_SASL_PASSWORD")
+PROTOCOLS = {(False, False): "PLAINTEXT", (True, False): "SSL", (False, True): "SASL_PLAINTEXT",
+             (True, True): "SASL_SSL"}
+
 
 class SettingsError(ValueError):
     """A `CPS_*` variable is missing or malformed; the message says which and how to fix it."""
@@ -323,6 +330,7 @@ class Settings:
                 f"{RETIRED_ROCKSDB_CACHE} (a cache per table partition) is replaced by "
                 "CPS_ROCKSDB_MEMORY_MB (one budget for the worker's RocksDB): unset it")
         settings = cls(**values)
+        settings._check_kafka_settings_used(sources)
         settings._check_kafka_credentials()
         return settings, sources
 
@@ -343,6 +351,24 @@ class Settings:
 
     def _declared_values(self) -> list[tuple[Setting, Any]]:
         return [(each.metadata[_SETTING], getattr(self, each.name)) for each in fields(self)]
+
+    def _check_kafka_settings_used(self, sources: Mapping[str, Source]) -> None:
+        """Refuse TLS or SASL settings the security protocol would ignore: whoever set them
+        expects them used (a certificate, a login), not a connection without them."""
+        connection = KafkaConnection.from_settings(self)
+        given = {declared.name for declared, value in self._declared_values()
+                 if sources[declared.name] is Source.ENVIRONMENT and value != ""}
+        tls = [name for name in TLS_SETTINGS if name in given]
+        sasl = [name for name in SASL_SETTINGS if name in given]
+        ignored = [*([] if connection.uses_tls else tls), *([] if connection.uses_sasl else sasl)]
+        if not ignored:
+            return
+        wanted = PROTOCOLS[(connection.uses_tls or bool(tls), connection.uses_sasl or bool(sasl))]
+        them = "it" if len(ignored) == 1 else "them"
+        raise SettingsError(
+            f"CPS_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} would ignore "
+            f"{' and '.join(ignored)}: set CPS_KAFKA_SECURITY_PROTOCOL={wanted} to use {them}, "
+            f"or unset {them}")
 
     def _check_kafka_credentials(self) -> None:
         if KafkaConnection.from_settings(self).uses_sasl:

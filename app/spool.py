@@ -28,6 +28,8 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from mode import Service
 
 from app.connection import KafkaConnection
+from app.records.fields import InvalidEvent
+from app.records.internal import decode_spool_progress
 from app.topology import track_topics
 
 logger = logging.getLogger(__name__)
@@ -282,11 +284,22 @@ class SpoolPublisher(Service):
             while not await _reached(consumer, ends):
                 for messages in (await consumer.getmany(timeout_ms=500)).values():
                     for message in messages:
-                        if message.key == key and message.value:
-                            sent = int(message.value)
+                        if message.key == key and message.value is not None:
+                            sent = _progress_in(message, sent)
         finally:
             await consumer.stop()
         return sent
+
+
+def _progress_in(message: Any, before: int) -> int:
+    """The progress a spool's record says, or `before` when it is unreadable: sending
+    clicks again from there is harmless (clicks are deduplicated by id)."""
+    try:
+        return decode_spool_progress(message.value)
+    except InvalidEvent as exc:
+        logger.warning("click spool: %s partition %d offset %d skipped (%s)", message.topic,
+                       message.partition, message.offset, exc)
+        return before
 
 
 async def _reached(consumer: AIOKafkaConsumer, ends: dict) -> bool:

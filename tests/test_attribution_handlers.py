@@ -30,6 +30,7 @@ from tables.attribution import AttributionTables
 NOW = 1_800_000_000_000
 GRACE_MS = 30_000
 CLICKS, REKEYED_CLICKS, ORDERS = "clicks", "clicks-by-buyer", "orders-by-buyer"
+BUYER = b"u1"  # every click and order here is the buyer's; re-keyed records carry its key
 SHOPS = {"s1": Shop("s1", cps_joined_ms=NOW - 90 * DAY_MS, authorized_channels=frozenset({"fans"})),
          "s2": Shop("s2", cps_joined_ms=NOW - 90 * DAY_MS)}
 CHANNELS = {"wide": Channel("wide", site_wide=True, self_purchase=True),
@@ -81,7 +82,7 @@ class Partition:
     def run(self, order_of_topics: list[str]) -> dict[str, dict]:
         announced = 0
         for topic in order_of_topics:
-            self.handlers[topic](self.ctx, None, self.backlog[topic][self.read[topic]])
+            self.handlers[topic](self.ctx, BUYER, self.backlog[topic][self.read[topic]])
             self.read[topic] += 1
             reached = [ticket for ticket, ends in self.ends.items() if self.immediate or all(
                 self.read[t] >= end for t, end in ends.items())]
@@ -179,7 +180,7 @@ def test_an_order_without_a_click_waits_for_a_late_one_and_says_so():
     backlog, _all, _facts = backlog_of([], [("s1", 0, None, False)])
     partition = Partition(backlog)
     for created_then_paid in backlog[ORDERS]:
-        partition.attributor.on_rekeyed_order(partition.ctx, None, created_then_paid)
+        partition.attributor.on_rekeyed_order(partition.ctx, BUYER, created_then_paid)
     partition.hook(partition.ctx, len(partition.ends))
     assert partition.ctx.sent_to("attributions") == []  # no click in Kafka: it waits for a late one
     late = orjson.dumps({"click_id": "late", "ts_ms": NOW - 1000, "buyer_id": "u1",
@@ -196,7 +197,7 @@ def test_after_a_restart_the_stored_orders_are_decided_once_the_clicks_are_read(
     backlog, _all, _facts = backlog_of(clicks, [("s1", 0, None, False)])
     before = Partition(backlog)
     for created_then_paid in backlog[ORDERS]:
-        before.attributor.on_rekeyed_order(before.ctx, None, created_then_paid)
+        before.attributor.on_rekeyed_order(before.ctx, BUYER, created_then_paid)
     assert before.ctx.sent_to("attributions") == []  # killed before the click was read
     after = Partition(backlog, tables=before.attributor.tables)
     assert after.run([CLICKS]) == {"o0": {"type": "cps", "mode": "last_click", "reason": None,
@@ -214,7 +215,7 @@ def test_a_catch_up_freeing_many_orders_decides_them_a_commit_at_a_time():
     paged = Partition(backlog)
     paged.ctx.max_uncommitted = 5
     for topic in reading:
-        paged.handlers[topic](paged.ctx, None, backlog[topic][paged.read[topic]])
+        paged.handlers[topic](paged.ctx, BUYER, backlog[topic][paged.read[topic]])
         paged.read[topic] += 1
     paged.hook(paged.ctx, len(paged.ends))
     pages = [len(paged.ctx.sent_to("attributions"))]

@@ -12,8 +12,15 @@ from hypothesis import strategies as st
 from app.domain.model import DAY_MS
 from app.records.configuration import decode_channel, decode_shop
 from app.records.fields import DEAD_LETTER_VALUE_BYTES, InvalidEvent
-from app.records.inputs import decode_click, decode_order
-from app.records.outputs import dead_letter
+from app.records.inputs import (
+    decode_click,
+    decode_order,
+    decode_rekeyed_click,
+    decode_rekeyed_order,
+)
+from app.records.internal import decode_live, decode_promoter_order, decode_spool_progress
+from app.records.operations import decode_operation_record, decode_rekeyed_profile
+from app.records.outputs import dead_letter, decode_attribution
 
 CLICK = {"click_id": "c-1", "ts_ms": 1763700000000, "buyer_id": "u-1", "shop_id": "s-1",
          "item_id": "i-1", "channel_id": "kuaishou", "promoter_id": "p-1", "activity_id": None}
@@ -159,3 +166,35 @@ def test_decoders_raise_only_invalid_event(raw):
     for decoder in (decode_click, decode_order, decode_shop, decode_channel):
         with contextlib.suppress(InvalidEvent):
             decoder(raw) if decoder in (decode_click, decode_order) else decoder(raw, None)
+
+
+ATTRIBUTION_KEYS = ("order_id", "ts_ms", "attributed_ms", "buyer_id", "shop_id", "type", "mode",
+                    "reason", "click_id", "channel_id", "promoter_id", "group_leader_id",
+                    "base_id", "delayed", "click_ts_ms", "activity_id", "item_id")
+RECORD_KEYS = ("record_id", "plan_id", "occurrence_id", "buyer_id", "shop_id", "variant",
+               "kind", "ref", "ts_ms")
+MEMBER_KEYS = ("shop_id", "buyer_id", "level", "tags", "follower", "birthday", "tz")
+ids = st.sampled_from(["u1", "s1", "o1", "p1", "s1/u1", "l1/u1", "cps", "member", "list"])
+loose_values = ids | json_values
+members = st.fixed_dictionaries({}, optional={k: loose_values for k in MEMBER_KEYS})
+profile_wrappers = st.fixed_dictionaries({}, optional={
+    "kind": loose_values, "key": loose_values,
+    "value": st.one_of(loose_values, members.map(lambda m: orjson.dumps(m).decode()))})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=300), json_values.map(orjson.dumps),
+                 st.fixed_dictionaries({}, optional={
+                     k: loose_values for k in (*ATTRIBUTION_KEYS, *RECORD_KEYS, *CLICK, *ORDER,
+                                               "stream", "event", "facts")}).map(orjson.dumps),
+                 profile_wrappers.map(orjson.dumps)),
+       st.one_of(st.none(), st.binary(max_size=12), ids.map(str.encode)))
+def test_decoders_of_what_the_engine_reads_back_raise_only_invalid_event(raw, key):
+    decoders = (decode_attribution, decode_promoter_order, decode_rekeyed_profile,
+                decode_rekeyed_click, lambda k, r: decode_rekeyed_order(k, r, "buyer_id"),
+                lambda k, r: decode_rekeyed_order(k, r, "order_id"),
+                lambda _k, r: decode_operation_record(r), lambda _k, r: decode_live(r),
+                lambda _k, r: decode_spool_progress(r))
+    for decoder in decoders:
+        with contextlib.suppress(InvalidEvent):
+            decoder(key, raw)

@@ -12,6 +12,11 @@ from app.cli import main
 from app.connection import KafkaConnection
 from app.settings import SETTINGS, Settings, SettingsError, Source, markdown_table
 
+# Only a file's existence is checked when settings are read: any file stands for a PEM file.
+PEM = __file__
+LOGIN = {"CPS_KAFKA_SASL_USERNAME": "engine", "CPS_KAFKA_SASL_PASSWORD": "pw"}
+CLIENT_CERTIFICATE = {"CPS_KAFKA_SSL_CERTFILE": PEM, "CPS_KAFKA_SSL_KEYFILE": PEM}
+
 
 def test_defaults():
     settings = Settings.from_env({})
@@ -82,6 +87,8 @@ def test_sources_say_where_each_value_came_from():
 
 def test_secrets_stay_out_of_the_repr():
     settings = Settings.from_env({"CPS_ADMIN_TOKEN": "tok-123", "CPS_LINK_SECRET": "sec-456",
+                                  "CPS_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                                  "CPS_KAFKA_SASL_USERNAME": "engine",
                                   "CPS_LINK_SECRETS_PREVIOUS": "old-789",
                                   "CPS_KAFKA_SASL_PASSWORD": "pw-000"})
     assert not any(secret in repr(settings) for secret in ("tok-123", "sec-456", "old-789",
@@ -121,14 +128,76 @@ def test_kafka_tls_files_must_exist(tmp_path):
      "set CPS_KAFKA_SASL_USERNAME and CPS_KAFKA_SASL_PASSWORD$"),
     ({"CPS_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "CPS_KAFKA_SASL_USERNAME": "engine"},
      "set CPS_KAFKA_SASL_PASSWORD$"),
-    ({"CPS_KAFKA_SSL_CERTFILE": __file__},
+    ({"CPS_KAFKA_SECURITY_PROTOCOL": "SSL", "CPS_KAFKA_SSL_CERTFILE": __file__},
      "CPS_KAFKA_SSL_CERTFILE is set but CPS_KAFKA_SSL_KEYFILE is not"),
-    ({"CPS_KAFKA_SSL_KEYFILE": __file__},
+    ({"CPS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", **LOGIN, "CPS_KAFKA_SSL_KEYFILE": __file__},
      "CPS_KAFKA_SSL_KEYFILE is set but CPS_KAFKA_SSL_CERTFILE is not"),
 ])
 def test_bad_kafka_connection_settings_say_what_to_fix(env, message):
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"CPS_KAFKA_SSL_CAFILE": PEM},
+     "CPS_KAFKA_SECURITY_PROTOCOL=PLAINTEXT would ignore CPS_KAFKA_SSL_CAFILE: set "
+     "CPS_KAFKA_SECURITY_PROTOCOL=SSL to use it, or unset it"),
+    (CLIENT_CERTIFICATE,
+     "CPS_KAFKA_SECURITY_PROTOCOL=PLAINTEXT would ignore CPS_KAFKA_SSL_CERTFILE and "
+     "CPS_KAFKA_SSL_KEYFILE: set CPS_KAFKA_SECURITY_PROTOCOL=SSL to use them, or unset them"),
+    ({"CPS_KAFKA_SECURITY_PROTOCOL": "plaintext", **LOGIN},
+     "CPS_KAFKA_SECURITY_PROTOCOL=PLAINTEXT would ignore CPS_KAFKA_SASL_USERNAME and "
+     "CPS_KAFKA_SASL_PASSWORD: set CPS_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT to use them, "
+     "or unset them"),
+    ({"CPS_KAFKA_SASL_MECHANISM": "PLAIN"},
+     "CPS_KAFKA_SECURITY_PROTOCOL=PLAINTEXT would ignore CPS_KAFKA_SASL_MECHANISM: set "
+     "CPS_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT to use it, or unset it"),
+    ({"CPS_KAFKA_SSL_CAFILE": PEM, "CPS_KAFKA_SASL_PASSWORD": "pw"},
+     "CPS_KAFKA_SECURITY_PROTOCOL=PLAINTEXT would ignore CPS_KAFKA_SSL_CAFILE and "
+     "CPS_KAFKA_SASL_PASSWORD: set CPS_KAFKA_SECURITY_PROTOCOL=SASL_SSL to use them, "
+     "or unset them"),
+    ({"CPS_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", **LOGIN, "CPS_KAFKA_SSL_CAFILE": PEM},
+     "CPS_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT would ignore CPS_KAFKA_SSL_CAFILE: set "
+     "CPS_KAFKA_SECURITY_PROTOCOL=SASL_SSL to use it, or unset it"),
+    ({"CPS_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", **LOGIN, **CLIENT_CERTIFICATE},
+     "CPS_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT would ignore CPS_KAFKA_SSL_CERTFILE and "
+     "CPS_KAFKA_SSL_KEYFILE: set CPS_KAFKA_SECURITY_PROTOCOL=SASL_SSL to use them, or unset "
+     "them"),
+    ({"CPS_KAFKA_SECURITY_PROTOCOL": "SSL", **LOGIN},
+     "CPS_KAFKA_SECURITY_PROTOCOL=SSL would ignore CPS_KAFKA_SASL_USERNAME and "
+     "CPS_KAFKA_SASL_PASSWORD: set CPS_KAFKA_SECURITY_PROTOCOL=SASL_SSL to use them, or unset "
+     "them"),
+    ({"CPS_KAFKA_SECURITY_PROTOCOL": "SSL", "CPS_KAFKA_SSL_CAFILE": PEM,
+      "CPS_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512"},
+     "CPS_KAFKA_SECURITY_PROTOCOL=SSL would ignore CPS_KAFKA_SASL_MECHANISM: set "
+     "CPS_KAFKA_SECURITY_PROTOCOL=SASL_SSL to use it, or unset it"),
+])
+def test_tls_or_sasl_settings_the_protocol_would_ignore_are_refused(env, message):
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(env)
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("env", [
+    {"CPS_KAFKA_SECURITY_PROTOCOL": "SSL", "CPS_KAFKA_SSL_CAFILE": PEM, **CLIENT_CERTIFICATE},
+    {"CPS_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "CPS_KAFKA_SASL_MECHANISM": "PLAIN",
+     **LOGIN},
+    {"CPS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "CPS_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+     **LOGIN, "CPS_KAFKA_SSL_CAFILE": PEM, **CLIENT_CERTIFICATE},
+    {"CPS_KAFKA_SSL_CAFILE": "", "CPS_KAFKA_SASL_USERNAME": "", "CPS_KAFKA_SASL_PASSWORD": ""},
+])
+def test_settings_the_protocol_uses_are_taken(env):
+    connection = KafkaConnection.from_settings(Settings.from_env(env))
+    assert connection.security_protocol == env.get("CPS_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+
+
+@pytest.mark.parametrize("command", [["settings"], ["settings", "--markdown"],
+                                     ["worker", "--help"]])
+def test_every_command_refuses_settings_the_protocol_would_ignore(cps, command):
+    result = cps(*command, CPS_KAFKA_SSL_CAFILE=PEM)
+    assert result.exit_code == 2, result.output
+    assert "CPS_KAFKA_SECURITY_PROTOCOL=PLAINTEXT would ignore CPS_KAFKA_SSL_CAFILE" in (
+        result.output)
 
 
 def test_readme_settings_table_is_the_declared_one():
@@ -149,7 +218,8 @@ def cps(monkeypatch):
 
 def test_cps_settings_shows_values_and_where_they_came_from(cps):
     result = cps("settings", CPS_KAFKA_PORT="19092", CPS_ADMIN_TOKEN="tok-123",
-                 CPS_LINK_SECRETS_PREVIOUS="old-1,old-2", CPS_KAFKA_SASL_PASSWORD="pw-000")
+                 CPS_LINK_SECRETS_PREVIOUS="old-1,old-2", CPS_KAFKA_SASL_PASSWORD="pw-000",
+                 CPS_KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT", CPS_KAFKA_SASL_USERNAME="engine")
     assert result.exit_code == 0, result.output
     rows = {line.split()[0]: line.split()[1:] for line in result.output.splitlines()}
     assert list(rows) == [declared.name for declared in SETTINGS]

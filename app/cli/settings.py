@@ -15,6 +15,8 @@ def command(markdown: bool) -> None:
     from the environment, the default, or a default derived from another setting.
 
     Secrets (admin token, link secrets, SASL password) show as (hidden) when set.
+    Settings that would be refused (a malformed value, TLS or SASL settings the security
+    protocol would ignore) stop this command, like every other, with the reason.
     """
     if markdown:
         click.echo(markdown_table(), nl=False)

@@ -7,7 +7,8 @@ reader raises `InvalidEvent` (never anything else) for bad input.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -39,6 +40,23 @@ def parse_object(raw: bytes | None) -> dict[str, Any]:
     return value
 
 
+def keyed_by(key: bytes | None, value: str, name: str) -> None:
+    """A record the engine keyed by its field `name` (re-keyed, or its own output read back)
+    must carry that key: under another one it sits in the wrong partition."""
+    if key != value.encode():
+        raise InvalidEvent(f"key: must be the record's {name}")
+
+
+@contextmanager
+def within(path: str, *, whole: bool = False) -> Iterator[None]:
+    """Name the fields of a record nested at `path` from the outer record: `path.field: ...`,
+    or `path: ...` for what concerns the nested record as a whole (`whole`, e.g. not JSON)."""
+    try:
+        yield
+    except InvalidEvent as exc:
+        raise InvalidEvent(f"{path}{': ' if whole else '.'}{exc}") from None
+
+
 def required_id(obj: Mapping[str, Any], name: str) -> str:
     value = obj.get(name)
     if type(value) is not str:
@@ -51,6 +69,17 @@ def required_id(obj: Mapping[str, Any], name: str) -> str:
 
 def optional_id(obj: Mapping[str, Any], name: str) -> str | None:
     return None if obj.get(name) is None else required_id(obj, name)
+
+
+def choice(obj: Mapping[str, Any], name: str, values: tuple[str, ...]) -> str:
+    value = obj.get(name)
+    if type(value) is not str or value not in values:
+        raise InvalidEvent(f"{name}: must be one of {', '.join(values)}")
+    return value
+
+
+def optional_choice(obj: Mapping[str, Any], name: str, values: tuple[str, ...]) -> str | None:
+    return None if obj.get(name) is None else choice(obj, name, values)
 
 
 def integer(obj: Mapping[str, Any], name: str, *, minimum: int = 0,

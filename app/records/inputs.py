@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -23,6 +23,7 @@ from app.records.fields import (
     InvalidEvent,
     array,
     integer,
+    keyed_by,
     optional_id,
     optional_integer,
     parse_object,
@@ -47,10 +48,23 @@ def decode_click(raw: bytes | None) -> Click:
     )
 
 
+def decode_rekeyed_click(key: bytes | None, raw: bytes | None) -> Click:
+    """A click re-keyed by buyer (internal.clicks-by-buyer)."""
+    click = decode_click(raw)
+    keyed_by(key, click.buyer_id, "buyer_id")
+    return click
+
+
 def encode_click(click: Click) -> bytes:
     return orjson.dumps(asdict(click))
 
 
+def decode_rekeyed_order(key: bytes | None, raw: bytes | None,
+                         by: Literal["buyer_id", "order_id"]) -> OrderEvent:
+    """An order event re-keyed by its buyer or its order (internal.orders-by-*)."""
+    event = decode_order(raw)
+    keyed_by(key, event.buyer_id if by == "buyer_id" else event.order_id, by)
+    return event
 
 
 def decode_order(raw: bytes | None) -> OrderEvent:

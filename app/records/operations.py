@@ -17,15 +17,22 @@ from app.records.fields import (
     InvalidEvent,
     array,
     boolean,
+    choice,
+    integer,
+    keyed_by,
     optional_id,
     optional_integer,
     parse_object,
     required_id,
+    within,
 )
 
 RECORD_KINDS = ("sent", "granted", "held_out", "capped", "deferred", "missed", "failed",
                 "used", "replenished", "converted")
 MAX_TAGS = 100
+# A record's ref is an order id, a sink's name in "no sink ... to deliver it", or a delivery
+# error cut at 200 characters.
+MAX_REF_CHARS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +55,10 @@ def split_key(key: bytes | None, first: str) -> tuple[str, str]:
     """`"<first>/<buyer_id>"` keys of cps.members and cps.lists."""
     if key is None:
         raise InvalidEvent(f"key: required, \"<{first}>/<buyer_id>\"")
-    text = key.decode("utf-8", "replace")
+    try:
+        text = key.decode()
+    except UnicodeDecodeError:
+        raise InvalidEvent("key: not UTF-8") from None
     head, slash, buyer = text.partition("/")
     if not slash or not head or not buyer or len(head) > 128 or len(buyer) > 128:
         raise InvalidEvent(f"key: {text[:80]!r} is not \"<{first}>/<buyer_id>\"")
@@ -60,9 +70,14 @@ def decode_member(key: bytes | None, raw: bytes | None) -> tuple[str, str, Membe
     shop_id, buyer_id = split_key(key, "shop_id")
     if raw is None:
         return shop_id, buyer_id, None
-    obj = parse_object(raw)
-    if required_id(obj, "shop_id") != shop_id or required_id(obj, "buyer_id") != buyer_id:
-        raise InvalidEvent("key: differs from the record's shop_id/buyer_id")
+    named, member = _profile(parse_object(raw))
+    _same_buyer((shop_id, buyer_id), named)
+    return shop_id, buyer_id, member
+
+
+def _profile(obj: Mapping[str, Any]) -> tuple[tuple[str, str], Member]:
+    """The (shop_id, buyer_id) a profile names, and the profile."""
+    named = required_id(obj, "shop_id"), required_id(obj, "buyer_id")
     tags = array(obj, "tags", limit=MAX_TAGS)
     if any(type(tag) is not str or not tag or len(tag) > 128 for tag in tags):
         raise InvalidEvent("tags: must be strings of 1-128 characters")
@@ -76,8 +91,13 @@ def decode_member(key: bytes | None, raw: bytes | None) -> tuple[str, str, Membe
         except PeriodError:
             raise InvalidEvent(f"tz: {tz!r} is not an IANA time zone") from None
     level = optional_integer(obj, "level", 0, maximum=MAX_SAFE_INT)
-    return shop_id, buyer_id, Member(level=level or 0, tags=frozenset(tags),
-                                     follower=boolean(obj, "follower"), birthday=birthday, tz=tz)
+    return named, Member(level=level or 0, tags=frozenset(tags),
+                         follower=boolean(obj, "follower"), birthday=birthday, tz=tz)
+
+
+def _same_buyer(keyed: tuple[str, str], named: tuple[str, str]) -> None:
+    if keyed != named:
+        raise InvalidEvent("key: differs from the record's shop_id/buyer_id")
 
 
 def encode_member(member: Member) -> bytes:
@@ -96,6 +116,43 @@ def decode_list_entry(key: bytes | None, raw: bytes | None) -> tuple[str, str, b
     if raw is not None:
         parse_object(raw)
     return list_id, buyer_id, raw is not None
+
+
+# What the plans pipeline re-keys by buyer: the kind of record, and what its key names first.
+PROFILE_KINDS = {"member": "shop_id", "list": "list_id"}
+
+
+def decode_rekeyed_profile(key: bytes | None, raw: bytes | None
+                           ) -> tuple[str, tuple[str, str, Member | bool | None]]:
+    """A cps.members or cps.lists record re-keyed by buyer (internal.profiles-by-buyer):
+    its kind ("member", "list") and what `decode_member` or `decode_list_entry` gives.
+
+    The value wraps the original record as `{"kind", "key", "value"}`; as the wrapper has
+    its own `key` and `value`, reasons name its fields from the message: `value.kind`,
+    `value.key`, `value.value.shop_id` (`key` alone is the message's key, the buyer).
+    """
+    wrapper = parse_object(raw)
+    original_key, original = wrapper.get("key"), wrapper.get("value")
+    with within("value"):
+        kind = choice(wrapper, "kind", tuple(PROFILE_KINDS))
+        if type(original_key) is not str:
+            raise InvalidEvent("key: required string" if original_key is None
+                               else "key: must be a string")
+        first, buyer_id = split_key(original_key.encode(), PROFILE_KINDS[kind])
+        if original is not None and type(original) is not str:
+            raise InvalidEvent("value: must be a string or null")
+    keyed_by(key, buyer_id, "buyer_id")
+    if original is None:  # the profile deleted, or the buyer taken off the list
+        return kind, (first, buyer_id, None if kind == "member" else False)
+    with within("value.value", whole=True):
+        obj = parse_object(original.encode())
+    if kind == "list":
+        return kind, (first, buyer_id, True)
+    with within("value.value"):
+        named, member = _profile(obj)
+    with within("value"):
+        _same_buyer((first, buyer_id), named)
+    return kind, (first, buyer_id, member)
 
 
 def decode_plan(raw: bytes | None, key: bytes | None = None) -> Plan:
@@ -129,22 +186,15 @@ def record_for_action(action: Mapping[str, Any], kind: str, record_id: str, ts_m
 
 def decode_operation_record(raw: bytes | None) -> OperationRecord:
     obj = parse_object(raw)
-    kind = obj.get("kind")
-    if kind not in RECORD_KINDS:
-        raise InvalidEvent(f"kind: must be one of {', '.join(RECORD_KINDS)}")
-    ts_ms = obj.get("ts_ms")
-    if type(ts_ms) is not int or not 0 <= ts_ms <= MAX_SAFE_INT:
-        raise InvalidEvent("ts_ms: must be a non-negative integer")
     ref = obj.get("ref")
-    if ref is not None and type(ref) is not str:
-        raise InvalidEvent("ref: must be a string or null")
-    variant = obj.get("variant")
-    if variant is not None and type(variant) is not str:
-        raise InvalidEvent("variant: must be a string or null")
+    if ref is not None and (type(ref) is not str or len(ref) > MAX_REF_CHARS):
+        raise InvalidEvent(f"ref: must be a string of at most {MAX_REF_CHARS} characters "
+                           "or null")
     return OperationRecord(
         record_id=_long_id(obj, "record_id"), plan_id=required_id(obj, "plan_id"),
         occurrence_id=_long_id(obj, "occurrence_id"), buyer_id=required_id(obj, "buyer_id"),
-        shop_id=required_id(obj, "shop_id"), variant=variant, kind=kind, ref=ref, ts_ms=ts_ms)
+        shop_id=required_id(obj, "shop_id"), variant=optional_id(obj, "variant"),
+        kind=choice(obj, "kind", RECORD_KINDS), ref=ref, ts_ms=integer(obj, "ts_ms"))
 
 
 def _long_id(obj: Mapping[str, Any], name: str) -> str:

@@ -4,15 +4,23 @@ and the decoders of those the engine reads back.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from enum import StrEnum
+from typing import Any
+
 import orjson
 
-from app.domain.attribution import Attribution
+from app.domain.attribution import Attribution, Mode, Reason, Type
 from app.domain.ledger import Attributed, Commission, Settlement
 from app.records.fields import (
     DEAD_LETTER_VALUE_BYTES,
     MAX_SAFE_INT,
     InvalidEvent,
+    boolean,
+    choice,
     integer,
+    keyed_by,
+    optional_choice,
     optional_id,
     optional_integer,
     parse_object,
@@ -25,17 +33,45 @@ def encode_attribution(attribution: Attribution) -> bytes:
     return orjson.dumps(attribution)
 
 
-def decode_attributed(raw: bytes | None) -> tuple[str, Attributed]:
-    """The order id and what billing needs of an attribution record."""
+def _one_of(kind: type[StrEnum], *, optional: bool = False
+            ) -> Callable[[Mapping[str, Any], str], StrEnum | None]:
+    """The reader of a field holding one of `kind`'s values (or null, when `optional`)."""
+
+    def read(obj: Mapping[str, Any], name: str) -> StrEnum | None:
+        value = (optional_choice if optional else choice)(obj, name, tuple(kind))
+        return None if value is None else kind(value)
+
+    return read
+
+
+# How each field of an attribution record is read: SPEC 5's fields, then the engine's own.
+ATTRIBUTION_FIELDS: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
+    "order_id": required_id, "ts_ms": integer, "attributed_ms": integer,
+    "buyer_id": required_id, "shop_id": required_id,
+    "type": _one_of(Type), "mode": _one_of(Mode, optional=True),
+    "reason": _one_of(Reason, optional=True),
+    "click_id": optional_id, "channel_id": optional_id, "promoter_id": optional_id,
+    "group_leader_id": optional_id, "base_id": optional_id, "delayed": boolean,
+    "click_ts_ms": lambda obj, name: optional_integer(obj, name, None),
+    "activity_id": optional_id, "item_id": optional_id,
+}
+
+
+def decode_attribution(key: bytes | None, raw: bytes | None) -> Attribution:
+    """An attribution read back (billing, reconcile), keyed by its order id."""
     obj = parse_object(raw)
-    kind = obj.get("type")
-    if kind not in ("cps", "self_operated", "none"):
-        raise InvalidEvent("type: must be cps, self_operated or none")
-    return required_id(obj, "order_id"), Attributed(
-        type=kind, channel_id=optional_id(obj, "channel_id"),
-        promoter_id=optional_id(obj, "promoter_id"),
-        group_leader_id=optional_id(obj, "group_leader_id"),
-        base_id=optional_id(obj, "base_id"), buyer_id=required_id(obj, "buyer_id"))
+    attribution = Attribution(**{name: read(obj, name)
+                                 for name, read in ATTRIBUTION_FIELDS.items()})
+    keyed_by(key, attribution.order_id, "order_id")
+    return attribution
+
+
+def attributed(attribution: Attribution) -> Attributed:
+    """What billing needs of an attribution."""
+    return Attributed(type=attribution.type.value, channel_id=attribution.channel_id,
+                      promoter_id=attribution.promoter_id,
+                      group_leader_id=attribution.group_leader_id,
+                      base_id=attribution.base_id, buyer_id=attribution.buyer_id)
 
 
 def encode_commission(commission: Commission) -> bytes:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,10 @@ import orjson
 from aiokafka import TopicPartition
 
 from app.connection import KafkaConnection, started
+from app.records.fields import InvalidEvent
+from app.records.internal import decode_live
+
+logger = logging.getLogger(__name__)
 
 FILTERS = ("channel_id", "promoter_id", "shop_id")
 STREAMS = ("attributions", "commissions", "settlements", "order_status", "plan_actions",
@@ -119,17 +124,22 @@ class Subscriptions:
                     for message in messages:
                         position[tp.partition] = message.offset + 1
                         found = (_own_event(subscription.stream, message.value) if own
-                                 else _live_event(message.value))
+                                 else _live_event(message))
                         if found is not None and subscription.wants(found[0], found[2]):
                             yield encode_position(position), orjson.dumps(found[1])
                 if not batch:
                     yield "", b""  # a heartbeat: lets the caller keep the connection alive
 
 
-def _live_event(value: bytes | None) -> tuple[str, Any, Mapping[str, Any]]:
-    """(stream, event, facts) of a live topic record (the engine wrote it)."""
-    record = orjson.loads(value)
-    return record["stream"], record["event"], record.get("facts") or {}
+def _live_event(message: Any) -> tuple[str, Any, Mapping[str, Any]] | None:
+    """(stream, event, facts) of a live topic record (the engine wrote it); None for
+    anything else, which no subscriber can be given (and which must not end the stream)."""
+    try:
+        return decode_live(message.value)
+    except InvalidEvent as exc:
+        logger.warning("%s partition %d offset %d is not a live result, skipped (%s)",
+                       message.topic, message.partition, message.offset, exc)
+        return None
 
 
 def _own_event(stream: str, value: bytes | None) -> tuple[str, Any, Mapping[str, Any]] | None:

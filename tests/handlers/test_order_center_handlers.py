@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import tables.order_center
 from agents.order_center import OrderCenter, promoter_order_key
+from app.domain.order_views import promoter_order
 from app.engine.memory import MemoryContext, MemoryTables
 from app.records.fields import MAX_SAFE_INT
 from app.records.inputs import decode_order
@@ -73,7 +74,8 @@ def test_an_order_attributed_to_nobody_goes_to_no_promoter():
 
 def test_a_promoters_orders_are_stored_newest_first():
     center = Center()
-    summaries = [{"order_id": order_id, "ts_ms": ts_ms, "promoter_id": promoter}
+    summaries = [promoter_order({**ATTRIBUTION, "order_id": order_id, "ts_ms": ts_ms,
+                                 "promoter_id": promoter})
                  for order_id, ts_ms, promoter in [("o1", T + 10, "p1"), ("o2", T + 30, "p1"),
                                                    ("o3", T + 20, "p1"), ("o4", T + 40, "p2"),
                                                    ("o2", T + 30, "p1")]]
