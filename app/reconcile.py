@@ -10,6 +10,16 @@ attributions with the orders (one each). Every difference is reported.
 The rules price an order with the configuration as it is in the topics now;
 if activities or policies changed after some orders were paid, those orders
 show as differences (restrict the check to a time range).
+
+The replay runs the engine's own ledger code, so a mistake in the rules
+themselves (a rate, a pool, a split) is made twice and not seen; settlement
+states and due times are taken as published; and nothing here says whether
+an order got the right click, or whether a payee that is due was settled at
+all. What it sees is the topics disagreeing with those rules: events lost,
+doubled or forged, sums that do not add up, a settlement before its
+published due time. The rules are checked against the SPEC by the
+integration tests, which recompute every output with plain arithmetic
+(tests/integration/scenarios.py).
 """
 
 from __future__ import annotations

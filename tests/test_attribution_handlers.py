@@ -6,7 +6,9 @@ its own order. The fake catch-up barrier behaves as the engine's: a ticket
 is reached once every click input is read as far as it reached when the
 ticket was asked for (here: all of it, the backlog being written before).
 Every interleaving must give every order the result of the rules over all
-of its buyer's clicks, with the same `delayed` flag.
+of its buyer's clicks, with the same `delayed` flag. The rules' result comes
+from `by_the_rules`, SPEC 5 written again here by plain comparisons, not from
+app.domain, so a mistake in the engine's rules cannot hide in both.
 """
 
 from __future__ import annotations
@@ -20,8 +22,7 @@ from hypothesis import strategies as st
 import tables.attribution as tables_module
 from agents.attribution import AttributionRules, AttributionTopics, Attributor
 from app.codecs import decode_waiting, encode_waiting
-from app.domain.attribution import Waiting, decide
-from app.domain.clicks import to_row
+from app.domain.attribution import Waiting
 from app.domain.model import DAY_MS, Channel, OrderFacts, Shop
 from app.domain.tokens import Signer
 from app.engine.memory import MemoryContext, MemoryTables
@@ -107,11 +108,13 @@ clicks_st = st.lists(st.tuples(
     st.sampled_from(["p1", "u1"]), st.integers(-10 * DAY_MS, 0), st.booleans()),
     max_size=6)
 orders_st = st.lists(st.tuples(
-    st.sampled_from(["s1", "s2"]), st.integers(-8 * DAY_MS, 0),
+    st.sampled_from(["s1", "s2", "s-unknown"]), st.integers(-8 * DAY_MS, 0),
     st.sampled_from([None, "fans"]), st.booleans()), min_size=1, max_size=4)
 
 
-def backlog_of(clicks, orders) -> tuple[dict[str, list[bytes]], list, list[OrderFacts]]:
+def backlog_of(clicks, orders) -> tuple[dict[str, list[bytes]], list[dict], list[dict]]:
+    """The partition's backlog, and every click and every `created` event (with
+    `paid_first`) as plain dicts for `by_the_rules`."""
     backlog: dict[str, list[bytes]] = {CLICKS: [], REKEYED_CLICKS: [], ORDERS: []}
     all_clicks = []
     for n, (shop, channel, promoter, ts, rekeyed) in enumerate(clicks):
@@ -119,7 +122,7 @@ def backlog_of(clicks, orders) -> tuple[dict[str, list[bytes]], list, list[Order
                  "channel_id": channel, "promoter_id": promoter}
         all_clicks.append(click)
         backlog[REKEYED_CLICKS if rekeyed else CLICKS].append(orjson.dumps(click))
-    facts = []
+    all_orders = []
     for n, (shop, ts, fanstype, paid_first) in enumerate(orders):
         created = {"order_id": f"o{n}", "event": "created", "ts_ms": NOW + ts, "buyer_id": "u1",
                    "shop_id": shop, "fanstype": fanstype,
@@ -127,8 +130,8 @@ def backlog_of(clicks, orders) -> tuple[dict[str, list[bytes]], list, list[Order
         paid = {**created, "event": "paid", "ts_ms": NOW + ts + 1000}
         backlog[ORDERS] += [orjson.dumps(e) for e in ([paid, created] if paid_first
                                                        else [created, paid])]
-        facts.append(OrderFacts(f"o{n}", "created", NOW + ts, "u1", shop, fanstype=fanstype))
-    return backlog, all_clicks, facts
+        all_orders.append({**created, "paid_first": paid_first})
+    return backlog, all_clicks, all_orders
 
 
 def interleaving(backlog: dict[str, list[bytes]], rnd: random.Random) -> list[str]:
@@ -142,27 +145,77 @@ def interleaving(backlog: dict[str, list[bytes]], rnd: random.Random) -> list[st
     return order
 
 
-def by_the_rules(all_clicks: list[dict], facts: list[OrderFacts]) -> dict[str, tuple]:
-    from app.domain.model import Click
+def _latest(clicks: list[dict]) -> dict | None:
+    return max(clicks, key=lambda c: (c["ts_ms"], c["click_id"]), default=None)
 
-    history = sorted((to_row(Click(**c)) for c in all_clicks), key=lambda r: (r[0], r[1]))
-    decisions = {f.order_id: decide(f, history, Catalog().shop(f.shop_id), Catalog().channel)
-                 for f in facts}
-    return {order_id: (d.type.value, d.mode and d.mode.value, d.reason and d.reason.value,
-                       d.click.click_id if d.click else None)
-            for order_id, d in decisions.items()}
+
+def _inside_window(click: dict, t_ms: int) -> bool:
+    channel = CHANNELS.get(click["channel_id"])
+    window_ms = channel.attribution_window_ms if channel else 7 * DAY_MS  # SPEC 5's default
+    return t_ms - window_ms <= click["ts_ms"]
+
+
+def _site_wide(channel_id: str) -> bool:
+    return channel_id in CHANNELS and CHANNELS[channel_id].site_wide
+
+
+def _self_purchase(channel_id: str) -> bool:
+    return channel_id in CHANNELS and CHANNELS[channel_id].self_purchase
+
+
+def by_the_rules(clicks: list[dict], orders: list[dict]) -> dict[str, dict]:
+    """SPEC 5 for this test's shops and channels, by plain comparisons.
+
+    T is the `created` time; every click is in Kafka before the orders, so an
+    order waits (`delayed`) only for its `created` or when CPS failed for want
+    of a click (a late one could still come).
+    """
+    results = {}
+    for order in orders:
+        t_ms, shop_id, buyer = order["ts_ms"], order["shop_id"], order["buyer_id"]
+        shop = SHOPS.get(shop_id)
+        seen = [c for c in clicks if c["buyer_id"] == buyer and c["ts_ms"] <= t_ms]
+        here = _latest([c for c in seen if c["shop_id"] == shop_id])
+        wide = _latest([c for c in seen
+                        if c["shop_id"] != shop_id and _site_wide(c["channel_id"])])
+        chosen, mode, failure = None, None, None
+        if shop is None or shop.cps_joined_ms > t_ms:  # no shop of this test leaves CPS
+            failure = "shop_not_cps"
+        elif here is not None and _inside_window(here, t_ms):
+            chosen, mode = here, "last_click"
+        elif wide is not None and _inside_window(wide, t_ms):
+            chosen, mode = wide, "site_wide"
+        else:
+            failure = "window_expired" if here or wide else "no_click"
+        if chosen is not None and chosen["promoter_id"] == buyer:
+            if _self_purchase(chosen["channel_id"]):
+                mode = "self_purchase"
+            else:
+                chosen, mode, failure = None, None, "self_purchase_not_allowed"
+        fanstype = order["fanstype"]
+        if chosen is not None:
+            result = {"type": "cps", "mode": mode, "reason": None, "click_id": chosen["click_id"]}
+        elif fanstype and shop is not None and fanstype in shop.authorized_channels:
+            result = {"type": "self_operated", "mode": "fanstype", "reason": None,
+                      "click_id": None}
+        else:
+            result = {"type": "none", "mode": None, "click_id": None,
+                      "reason": "channel_not_authorized" if fanstype else failure}
+        delayed = order["paid_first"] or failure in (
+            "no_click", "window_expired", "self_purchase_not_allowed")
+        results[order["order_id"]] = {**result, "delayed": delayed}
+    return results
 
 
 @settings(max_examples=200, deadline=None)
 @given(clicks=clicks_st, orders=orders_st, seeds=st.lists(st.integers(), min_size=2,
                                                           max_size=4))
 def test_every_reading_order_gives_the_rules_result(clicks, orders, seeds):
-    backlog, all_clicks, facts = backlog_of(clicks, orders)
+    backlog, all_clicks, all_orders = backlog_of(clicks, orders)
     canonical = Partition(backlog).run(
         [CLICKS] * len(backlog[CLICKS]) + [REKEYED_CLICKS] * len(backlog[REKEYED_CLICKS])
         + [ORDERS] * len(backlog[ORDERS]))
-    assert {o: (r["type"], r["mode"], r["reason"], r["click_id"]) for o, r in canonical.items()
-            } == by_the_rules(all_clicks, facts)
+    assert canonical == by_the_rules(all_clicks, all_orders)
     for seed in seeds:
         assert Partition(backlog).run(interleaving(backlog, random.Random(seed))) == canonical
 
@@ -170,14 +223,14 @@ def test_every_reading_order_gives_the_rules_result(clicks, orders, seeds):
 def test_without_the_barrier_an_order_read_first_misses_its_newer_click():
     # The buyer's older click is read, then the order, then the newer click at the same shop.
     clicks = [("s1", "ch", "p1", -2 * DAY_MS, False), ("s1", "ch", "p1", -DAY_MS, True)]
-    backlog, _all, _facts = backlog_of(clicks, [("s1", 0, None, False)])
+    backlog, _clicks, _orders = backlog_of(clicks, [("s1", 0, None, False)])
     reading = [CLICKS, ORDERS, ORDERS, REKEYED_CLICKS]
     assert Partition(backlog).run(reading)["o0"]["click_id"] == "c1"
     assert Partition(backlog, immediate_barrier=True).run(reading)["o0"]["click_id"] == "c0"
 
 
 def test_an_order_without_a_click_waits_for_a_late_one_and_says_so():
-    backlog, _all, _facts = backlog_of([], [("s1", 0, None, False)])
+    backlog, _clicks, _orders = backlog_of([], [("s1", 0, None, False)])
     partition = Partition(backlog)
     for created_then_paid in backlog[ORDERS]:
         partition.attributor.on_rekeyed_order(partition.ctx, BUYER, created_then_paid)
@@ -194,7 +247,7 @@ def test_an_order_without_a_click_waits_for_a_late_one_and_says_so():
 
 def test_after_a_restart_the_stored_orders_are_decided_once_the_clicks_are_read():
     clicks = [("s1", "ch", "p1", -DAY_MS, False)]
-    backlog, _all, _facts = backlog_of(clicks, [("s1", 0, None, False)])
+    backlog, _clicks, _orders = backlog_of(clicks, [("s1", 0, None, False)])
     before = Partition(backlog)
     for created_then_paid in backlog[ORDERS]:
         before.attributor.on_rekeyed_order(before.ctx, BUYER, created_then_paid)
@@ -209,9 +262,8 @@ def test_a_catch_up_freeing_many_orders_decides_them_a_commit_at_a_time():
     # catch-up frees all of them at once.
     clicks = [("s1", "ch", "p1", -DAY_MS, False), ("s2", "wide", "u1", -DAY_MS, True)]
     orders = [(("s1", "s2")[n % 2], -n, None, False) for n in range(23)]
-    backlog, _all, _facts = backlog_of(clicks, orders)
+    backlog, all_clicks, all_orders = backlog_of(clicks, orders)
     reading = [ORDERS] * len(backlog[ORDERS]) + [CLICKS, REKEYED_CLICKS]
-    expected = Partition(backlog).run(reading)
     paged = Partition(backlog)
     paged.ctx.max_uncommitted = 5
     for topic in reading:
@@ -226,7 +278,8 @@ def test_a_catch_up_freeing_many_orders_decides_them_a_commit_at_a_time():
     assert pages == [5, 10, 15, 20, 23]
     assert {orjson.loads(value)["order_id"]: orjson.loads(value)["click_id"]
             for _topic, _key, value in paged.ctx.sent_to("attributions")} == {
-        order_id: result["click_id"] for order_id, result in expected.items()}
+        order_id: result["click_id"]
+        for order_id, result in by_the_rules(all_clicks, all_orders).items()}
 
 
 def test_waiting_state_round_trips_and_old_rows_count_as_held():

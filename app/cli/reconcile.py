@@ -32,6 +32,12 @@ def command(settings: Settings, since_ms: int | None, until_ms: int | None,
     account, each settled amount equals what was frozen, nothing settled
     before its due time; no event published twice. Prints a summary and
     every difference; exit code 1 when there is any.
+
+    The recomputation uses the engine's own billing rules, so a mistake in
+    them gives the same wrong amounts on both sides and passes; settlement
+    states and due times are taken as published. Nor does it see which click
+    an order went to, or a due payee left unsettled. It finds events lost,
+    doubled or forged and sums that do not add up.
     """
     topics = Topics(settings.topic_prefix)
     names = [*topics.config_topics, topics.orders, topics.attributions, topics.commissions,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import mmh3
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -15,7 +16,6 @@ import tables.operations
 from agents.plans import Operations, PlanRules, PlanTopics
 from app.domain.execution import DONE, RUNNING
 from app.domain.model import Click, OrderEvent, OrderLine
-from app.domain.operations import HOLDOUT, bucket
 from app.domain.plans import parse_plan
 from app.domain.sinks import Sink
 from app.engine.memory import MemoryContext, MemoryTables
@@ -187,16 +187,35 @@ def test_stop_ends_the_run():
     assert world.progress(f"p1@{T0}").state == "stopped"
 
 
-def test_holdout_buyers_are_recorded_and_not_sent():
-    world = World(plan(holdout_bp=5000))
+def variant_by_spec_13(plan_id: str, buyer_id: str, holdout_bp: int,
+                       weights: dict[str, int]) -> str:
+    """SPEC 13's assignment from its formula: "holdout" (docs/plans.md) or a variant."""
+    bucket = mmh3.hash(plan_id + ":" + buyer_id, signed=False) % 10_000
+    if bucket < holdout_bp:
+        return "holdout"
+    total, running = sum(weights.values()), 0
+    for variant, weight_bp in weights.items():
+        running += weight_bp
+        if bucket < holdout_bp + (10_000 - holdout_bp) * running // total:
+            return variant
+    raise AssertionError("the last bound is 10,000, above every bucket")
+
+
+def test_holdout_buyers_are_recorded_and_not_sent_the_others_get_their_buckets_variant():
+    weights = {"A": 1000, "B": 3000}
+    world = World(plan(holdout_bp=2000, variants=[
+        {"variant": name, "weight_bp": weight_bp} for name, weight_bp in weights.items()]))
     buyers = [f"b{n:03d}" for n in range(200)]
     for buyer in buyers:
         world.member(buyer)
     world.tick()
+    expected = {buyer: variant_by_spec_13("p1", buyer, 2000, weights) for buyer in buyers}
     held = {r["buyer_id"] for r in world.records("held_out")}
-    assert held == {b for b in buyers if bucket("p1", b) < 5000}
-    assert held.isdisjoint(a["buyer_id"] for a in world.actions())
-    assert all(r["variant"] == HOLDOUT for r in world.records("held_out"))
+    assert held == {buyer for buyer, variant in expected.items() if variant == "holdout"}
+    assert all(r["variant"] == "holdout" for r in world.records("held_out"))
+    assert {a["buyer_id"]: a["variant"] for a in world.actions()} == {
+        buyer: variant for buyer, variant in expected.items() if variant != "holdout"}
+    assert set(expected.values()) == {"holdout", "A", "B"}
 
 
 def test_variants_carry_their_payload():

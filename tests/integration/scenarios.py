@@ -2,11 +2,13 @@
 
 `Expected` is an independent recomputation: the SPEC's rules (sections 5 to
 7) written again here with plain arithmetic, not with app.domain, so a
-mistake in the engine's rules cannot hide in both. `check_outputs` reads
-every output topic with read_committed and compares: exactly one attribution
-per order, with the fields the rules give; every commission delta once;
-commission and settlement totals per account to the minor unit; then
-`cps reconcile` must be clean.
+mistake in the engine's rules cannot hide in both (`cps reconcile` replays
+the engine's own ledger code, so it cannot see such a mistake). `check_outputs`
+reads every output topic with read_committed and compares: exactly one
+attribution per order, with the fields the rules give; every commission
+delta once; commission totals per account; every settlement event of every
+(order, participant, account), in order, to the minor unit; then `cps
+reconcile` must be clean.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import random
 import subprocess
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -179,6 +181,32 @@ def _settle_days(attribution: dict, participant: str) -> int:
         participant, channel.get("settle_days", 15))
 
 
+# A settlement event as compared: (state, amount, due_ms), due_ms kept for `settled` and
+# `clawback` only (on `frozen` and `adjusted` it depends on whether the completion was
+# read before the order was priced).
+Event = tuple[str, int, int | None]
+
+
+def payee_events(paid: int, change: int, settled_ms: int | None, *,
+                 settled_before_refund: bool = False) -> tuple[Event, ...]:
+    """One (order, participant, account)'s settlement events (SPEC 7).
+
+    `paid` is its commission at payment, `change` what the refund changed,
+    `settled_ms` its due time if it is settled by now (else None). Frozen at
+    payment, adjusted by a refund before the settlement, settled the net amount;
+    or, if the settlement check ran before the refund was read, settled the
+    amount at payment and the refund clawed back.
+    """
+    frozen: tuple[Event, ...] = (("frozen", paid, None),) if paid else ()
+    if settled_before_refund and settled_ms is not None and paid:
+        clawback: tuple[Event, ...] = (("clawback", change, settled_ms),) if change else ()
+        return (*frozen, ("settled", paid, settled_ms), *clawback)
+    adjusted: tuple[Event, ...] = (("adjusted", change, None),) if change else ()
+    settled: tuple[Event, ...] = (("settled", paid + change, settled_ms),) \
+        if settled_ms is not None else ()
+    return (*frozen, *adjusted, *settled)
+
+
 # -- streams and their results -------------------------------------------------------
 
 
@@ -187,7 +215,11 @@ class Expected:
     attributions: dict[str, dict] = field(default_factory=dict)
     commissions: Counter = field(default_factory=Counter)  # (order, item, participant, cause)
     committed: Counter = field(default_factory=Counter)    # account -> commission total
-    settled: Counter = field(default_factory=Counter)      # account -> settled + clawbacks
+    # order -> the settlement histories the rules allow (one, or two when a refund comes
+    # after the completion of a due order: the settlement check may run before or after
+    # it is read), each {(participant, account): events}.
+    settlements: dict[str, list[dict[tuple[str, str], tuple[Event, ...]]]] = field(
+        default_factory=dict)
 
 
 @dataclass
@@ -235,28 +267,37 @@ def order_life(rnd: random.Random, expected: Expected, order: dict, attribution:
                    ("refunded", completed + 2 * HOUR_MS, {"refund": refund})]
 
     expected.attributions[order_id] = attribution
-    per_participant: Counter = Counter()
+    at_payment: Counter = Counter()  # participant -> commission, over lines and pools
+    net: Counter = Counter()         # ... after the refund
     if kind != "closed":
         for entry in lines:
-            net = entry["amount"]
-            before = _shares(attribution, shop, entry["item_id"], net)
-            for participant, amount in before.items():
+            paid_shares = _shares(attribution, shop, entry["item_id"], entry["amount"])
+            for participant, amount in paid_shares.items():
                 expected.commissions[(order_id, entry["item_id"], participant, "paid")] += amount
+            net_shares = paid_shares
             if kind in ("refunded", "clawback") and entry is line:
-                after = _shares(attribution, shop, entry["item_id"], net - refund["amount"])
-                for participant in before.keys() | after.keys():
-                    delta = after.get(participant, 0) - before.get(participant, 0)
+                net_shares = _shares(attribution, shop, entry["item_id"],
+                                     entry["amount"] - refund["amount"])
+                for participant in paid_shares.keys() | net_shares.keys():
+                    delta = net_shares.get(participant, 0) - paid_shares.get(participant, 0)
                     if delta:
                         expected.commissions[(order_id, entry["item_id"], participant,
                                               f"refund:{refund['refund_id']}")] += delta
-                before = after
-            per_participant.update(before)
-    for participant, amount in per_participant.items():
-        account = _account(attribution, participant)
-        expected.committed[account] += amount
+            at_payment.update(paid_shares)
+            net.update(net_shares)
+    settled_ms = {}
+    for participant in at_payment.keys() | net.keys():
+        expected.committed[_account(attribution, participant)] += net[participant]
         due = completed + _settle_days(attribution, participant) * DAY_MS
-        if kind not in ("open_refund", "frozen") and due <= now:
-            expected.settled[account] += amount
+        # Not settled while never completed or while a refund stays open.
+        settled_ms[participant] = due if kind not in ("open_refund", "frozen") and due <= now \
+            else None
+    expected.settlements[order_id] = [
+        {(participant, _account(attribution, participant)): payee_events(
+            at_payment[participant], net[participant] - at_payment[participant],
+            settled_ms[participant], settled_before_refund=settled_first)
+         for participant in settled_ms}
+        for settled_first in ((False, True) if kind == "clawback" else (False,))]
     base = {key: order[key] for key in ("buyer_id", "shop_id", "fanstype", "tracking")
             if order.get(key) is not None}
     return [("orders", order_id, {"order_id": order_id, "event": event, "ts_ms": ts, **base,
@@ -429,25 +470,34 @@ def check_outputs(kafka, worker, built: Scenario, *, timeout: float, workers=(),
         k: v for k, v in expected.commissions.items() if v}
     assert +committed == +expected.committed
 
-    def settled_totals(records: list[dict]) -> tuple[Counter, Counter]:
-        held, settled = Counter(), Counter()
-        for record in records:
-            value = record["value"]
-            if value["state"] in ("settled", "clawback"):
-                settled[value["account_id"]] += value["amount"]
-            if value["state"] != "settled":
-                held[value["account_id"]] += value["amount"]
-        return +held, +settled
-
     settlements = kafka.read("settlements", timeout=timeout, settle=2.0, until=lambda rs: (
-        settled_totals(rs) == (+expected.committed, +expected.settled)))
+        not _unexpected_settlements(rs, expected)))
     if settlements:
         assert Counter(r["value"]["event_id"] for r in settlements).most_common(1)[0][1] == 1
-    held, settled = settled_totals(settlements)
-    assert held == +expected.committed
-    assert settled == +expected.settled
+    wrong = _unexpected_settlements(settlements, expected)
+    assert not wrong, (f"{len(wrong)} orders settled otherwise than the rules say (order: got, "
+                       f"allowed): {dict(list(wrong.items())[:10])}")
 
     result = subprocess.run([CPS, "reconcile", "--in-flight-s", "0"], env=worker.env,
                             capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout[-3000:]
     assert f"orders: {len(expected.attributions)}" in result.stdout
+
+
+def _unexpected_settlements(records: list[dict], expected: Expected) -> dict[str, tuple]:
+    """Orders whose settlement events (per payee, in publication order: a payee's events
+    share a partition, keyed by account) are none of the histories the rules allow."""
+    found: dict[str, dict[tuple[str, str], list[Event]]] = defaultdict(lambda: defaultdict(
+        list))
+    for record in records:
+        value = record["value"]
+        due = value["due_ms"] if value["state"] in ("settled", "clawback") else None
+        found[value["order_id"]][(value["participant"], value["account_id"])].append(
+            (value["state"], value["amount"], due))
+    wrong = {}
+    for order_id in found.keys() | expected.settlements.keys():
+        got = {payee: tuple(events) for payee, events in found.get(order_id, {}).items()}
+        allowed = expected.settlements.get(order_id, [{}])
+        if got not in allowed:
+            wrong[order_id] = (got, allowed)
+    return wrong

@@ -4,9 +4,9 @@ Each test feeds a deterministic stream of clicks and order lives at a steady
 rate while the fault happens, then reads every output topic with
 `read_committed` and compares it with an independent recomputation of what
 the stream must produce (scenarios.py): exactly one attribution per order
-to the buyer's click, every commission delta once, commission and
-settlement totals per account to the minor unit; then `cps reconcile` must
-be clean.
+to the buyer's click, every commission delta once, commission totals per
+account and every settlement event of every order and participant to the
+minor unit; then `cps reconcile` must be clean.
 
 `make test` runs the short form; `make chaos` sets CPS_CHAOS=full for a
 longer stream and more faults.
@@ -25,7 +25,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from scenarios import ATTRIBUTION_FIELDS, chaos_scenario, configure, split
+from scenarios import ATTRIBUTION_FIELDS, chaos_scenario, configure, payee_events, split
 from scenarios import check_outputs as check_all
 
 from app.broker.local import LocalBroker
@@ -66,6 +66,27 @@ def test_the_recomputation_matches_the_spec_arithmetic():
     for order_id in set(keys):  # every life stays in order
         events = [v["event"] for t, k, v in built.stream if t == "orders" and k == order_id]
         assert events[0] == "created"
+
+
+def test_the_recomputation_settles_by_spec_7():
+    # The 12,900 line above with 2,900 refunded: the promoter's 1,097 becomes 850 (the
+    # pool of 1,000 less 100 and 50).
+    assert payee_events(1097, -247, 5) == (("frozen", 1097, None), ("adjusted", -247, None),
+                                           ("settled", 850, 5))
+    assert payee_events(1097, -247, 5, settled_before_refund=True) == (
+        ("frozen", 1097, None), ("settled", 1097, 5), ("clawback", -247, 5))
+    assert payee_events(1097, 0, None) == (("frozen", 1097, None),)
+    # The kill test's stream: orders frozen, settled, refunded before and after their
+    # settlement, and orders whose promoter is due at T+7 and the platforms not yet at T+15.
+    built = chaos_scenario(240, seed=11, now=1_800_000_000_000)
+    histories = [allowed[-1] for allowed in built.expected.settlements.values()]
+    assert {tuple(state for state, _amount, _due in events) for history in histories
+            for events in history.values()} == {
+        ("frozen",), ("frozen", "settled"), ("frozen", "adjusted", "settled"),
+        ("frozen", "settled", "clawback")}
+    assert {"promoter": "settled", "youzan_platform": "frozen", "channel_platform": "frozen"} in [
+        {participant: events[-1][0] for (participant, _account), events in history.items()}
+        for history in histories]
 
 
 class Feeder(threading.Thread):
