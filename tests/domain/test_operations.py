@@ -56,7 +56,8 @@ def test_holdout_and_variants_follow_the_weights_and_never_move():
        st.lists(st.integers(1, 10_000), min_size=1, max_size=4))
 def test_the_variant_is_the_first_whose_bound_exceeds_the_bucket(buyer, holdout_bp, weights):
     variants = [Variant(f"v{n}", w) for n, w in enumerate(weights)]
-    chosen = bucket("plan", buyer)
+    chosen = mmh3.hash("plan:" + buyer, signed=False) % 10_000  # SPEC 13
+    assert bucket("plan", buyer) == chosen
     got = variant_of("plan", buyer, holdout_bp, variants)
     if chosen < holdout_bp:
         assert got == HOLDOUT
