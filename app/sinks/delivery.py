@@ -41,6 +41,7 @@ from app.domain.sinks import (
     backoff_s,
     retry_after_s,
 )
+from app.records.fields import DEAD_LETTER_VALUE_BYTES
 from app.sinks.fanout import sink_dead_letter
 from app.sinks.plan_actions import DROP, SEND, STREAM, WAIT, PlanActionGate
 from app.sinks.webhook_client import WebhookClient, WebhookError
@@ -248,8 +249,8 @@ class SinkDelivery:
             except Exception as exc:  # a bug must not stall the queue behind this order
                 logger.exception("sink %s: delivering %s:%s failed", self.sink_id, tp,
                                  message.offset)
-                await self._dead_letter(message, f"internal error: {exc!r}", 0,
-                                        int(time.time() * 1000))
+                await self._dead_letter(message, _queued_or_none(message),
+                                        f"internal error: {exc!r}", 0, int(time.time() * 1000))
             records.popleft()
             progress = self._progress.get(tp)
             if progress is not None:
@@ -299,8 +300,13 @@ class SinkDelivery:
     async def _deliver(self, message) -> None:
         first_ms = int(time.time() * 1000)
         attempt = 0
-        record = _plan_record(message)
-        action = None if record is None else record.get("event")
+        try:
+            record = queued(message)
+        except Refused as exc:  # not the engine's: nothing to send, kept for a look
+            self._error(str(exc))
+            await self._dead_letter(message, None, str(exc), 0, first_ms)
+            return
+        action = record["event"] if record["stream"] == STREAM else None
         while True:
             sink = await self._sendable(action)
             if sink is None:
@@ -327,7 +333,7 @@ class SinkDelivery:
                     self._rate.pushed_back(time.monotonic(), exc.retry_after)
                 age_s = (time.time() * 1000 - first_ms) / 1000
                 if attempt >= sink.retry.max_attempts or age_s >= sink.retry.max_age_s:
-                    await self._dead_letter(message, str(exc), attempt, first_ms)
+                    await self._dead_letter(message, record, str(exc), attempt, first_ms)
                     return
                 if not exc.pushed_back:  # a push-back's wait is the sink's hold
                     await asyncio.sleep(backoff_s(attempt, base_ms=sink.retry.base_ms,
@@ -335,7 +341,7 @@ class SinkDelivery:
                 continue
             except Refused as exc:
                 self._error(str(exc))
-                await self._dead_letter(message, str(exc), attempt + 1, first_ms)
+                await self._dead_letter(message, record, str(exc), attempt + 1, first_ms)
                 return
             self.stats.sent += 1
             if action is not None:
@@ -388,8 +394,8 @@ class SinkDelivery:
         if wait > 0:
             await asyncio.sleep(wait)
 
-    async def _send(self, sink: Sink, message, record: dict | None) -> None:
-        """Deliver `message`; `record` is its value decoded, if it was already."""
+    async def _send(self, sink: Sink, message, record: dict) -> None:
+        """Deliver `message`; `record` is its value decoded."""
         if sink.kind == "kafka":
             try:
                 await track_topics(self.producer, (sink.topic,))  # the producer is shared
@@ -397,8 +403,6 @@ class SinkDelivery:
             except KafkaError as exc:
                 raise Retryable(f"kafka: {exc!r}") from exc
             return
-        if record is None:
-            record = orjson.loads(message.value)
         headers = {"Content-Type": "application/json", "Idempotency-Key": record["event_id"],
                    "X-CPS-Stream": record["stream"], "X-CPS-Sink": sink.sink_id}
         if sink.secret:
@@ -419,16 +423,19 @@ class SinkDelivery:
             raise Retryable(f"webhook answered {status}")
         raise Refused(f"webhook refused with {status}")
 
-    async def _dead_letter(self, message, error: str, attempts: int, first_ms: int) -> None:
-        record = orjson.loads(message.value)
-        letter = sink_dead_letter(self.sink_id, message.key, record, error, attempts=attempts,
+    async def _dead_letter(self, message, record: dict | None, error: str, attempts: int,
+                           first_ms: int) -> None:
+        """Write the record the sink gives up on to the sinks' dead letters (one that is no
+        queue record as its text) and, for a plan action, its `failed` record."""
+        kept = record if record is not None else {"value": (message.value or b"")[
+            :DEAD_LETTER_VALUE_BYTES].decode("utf-8", "replace")}
+        letter = sink_dead_letter(self.sink_id, message.key, kept, error, attempts=attempts,
                                   first_attempt_ms=first_ms, ts_ms=int(time.time() * 1000))
         await self._produce(self.deadletter_topic, self.sink_id.encode(), letter)
         self.stats.dead_lettered += 1
-        action = record.get("event") if record.get("stream") == STREAM else None
-        if isinstance(action, dict):
+        if record is not None and record["stream"] == STREAM:
             await self._produce(self.plan_actions.records_topic,
-                                *self.plan_actions.record(action, error=error))
+                                *self.plan_actions.record(record["event"], error=error))
 
     async def _produce(self, topic: str, key: bytes, value: bytes) -> None:
         """Write a record of the delivery (dead letter, operation record), retrying until
@@ -447,12 +454,36 @@ class SinkDelivery:
         self.stats.last_error_ms = int(time.time() * 1000)
 
 
-def _plan_record(message) -> dict | None:
-    """The queue record when `message` holds a plan action (SPEC 13), else None."""
-    if message.value is None or b'"plan_actions"' not in message.value:
+ACTION_FIELDS = ("action_id", "plan_id", "occurrence_id", "buyer_id", "shop_id", "kind")
+
+
+def queued(message) -> dict:
+    """The queue record `message` holds (app.sinks.fanout.queue_record), checked as far as
+    delivering it needs; `Refused` with the reason for anything else."""
+    try:
+        record = orjson.loads(message.value if message.value is not None else b"null")
+    except orjson.JSONDecodeError as exc:
+        raise Refused(f"value: not JSON ({exc})") from None
+    if type(record) is not dict:
+        raise Refused("value: not a queue record (a JSON object)")
+    for name in ("stream", "event_id"):
+        if type(record.get(name)) is not str or not record[name]:
+            raise Refused(f"{name}: required string")
+    if record["stream"] == STREAM:
+        action = record.get("event")
+        if type(action) is not dict:
+            raise Refused("event: a plan action must be an object")
+        for name in ACTION_FIELDS:
+            if type(action.get(name)) is not str:
+                raise Refused(f"event.{name}: required string")
+    return record
+
+
+def _queued_or_none(message) -> dict | None:
+    try:
+        return queued(message)
+    except Refused:
         return None
-    record = orjson.loads(message.value)
-    return record if record.get("stream") == STREAM else None
 
 
 class _Rebalance(ConsumerRebalanceListener):
