@@ -91,7 +91,9 @@ def test_delivery_is_complete_signed_in_order_and_a_dead_sink_delays_nobody(
 
     assert [r["status"] for r in throttling.requests[:3]] == [429, 429, 429]
     assert sorted(_identify(r) for r in delivered(throttling)) == sorted(attributions)
-    stats = sink_stats(worker)
+    # The worker counts a dead letter once the broker has it: a moment after readers can.
+    stats = wait_for_sinks(worker, lambda stats: stats["dead"]["dead_lettered"] >= count,
+                           "the dead letters were never counted")
     assert stats["throttled"]["retried"] == 3
     assert stats["good"]["sent"] == 4 * count and stats["good"]["retried"] == count
     assert stats["dead"]["dead_lettered"] == count and stats["dead"]["sent"] == 0
