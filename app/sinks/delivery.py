@@ -217,11 +217,12 @@ class SinkDelivery:
             # a sink slower than its queue paused and resumed all the time and held 1 GiB
             # that way (issue 17). Without a `getmany` the fetcher holds at most one fetch
             # per partition.
-            if self.stats.paused or buffered >= BUFFERED:
+            taking = not self.stats.paused and buffered < BUFFERED
+            if taking:
+                batch = await consumer.getmany(timeout_ms=100)
+            else:
                 await asyncio.sleep(0.1)
                 batch = {}
-            else:
-                batch = await consumer.getmany(timeout_ms=100)
             for tp, messages in batch.items():
                 progress = self._progress.setdefault(tp, DeliveryProgress())
                 for message in messages:
@@ -230,7 +231,7 @@ class SinkDelivery:
             if time.monotonic() - last_commit >= COMMIT_EVERY_S:
                 await self.commit(consumer)
                 last_commit = time.monotonic()
-                await self._update_depth(consumer)
+                await self._update_depth(consumer, ask_broker=not taking)
 
     def _queue(self, tp: Any, message) -> None:
         key = message.key
@@ -288,11 +289,25 @@ class SinkDelivery:
             self._progress.pop(tp, None)
             self._committed.pop(tp, None)
 
-    async def _update_depth(self, consumer: AIOKafkaConsumer) -> None:
-        """Records of this worker's partitions not delivered yet: fetched and not fetched."""
+    async def _update_depth(self, consumer: AIOKafkaConsumer, *, ask_broker: bool) -> None:
+        """Records of this worker's partitions not delivered yet: fetched and not fetched.
+
+        The fetcher learns a partition's end from its fetches, and fetches a partition
+        again only once its last fetch was taken: while the delivery takes nothing (paused,
+        or its buffer full) those ends stand still, so the broker is asked (`ask_broker`).
+        """
+        assignment = list(consumer.assignment())
+        if ask_broker and assignment:
+            try:
+                ends = await consumer.end_offsets(assignment)
+            except KafkaError as exc:
+                logger.info("sink %s: queue ends unknown (%r); depth as before", self.sink_id,
+                            exc)
+                return
+        else:
+            ends = {tp: consumer.last_stable_offset(tp) for tp in assignment}
         depth = sum(p.undelivered for p in self._progress.values())
-        for tp in consumer.assignment():
-            end = consumer.last_stable_offset(tp)
+        for tp, end in ends.items():
             if end is not None:
                 depth += max(0, end - await consumer.position(tp))
         self.stats.depth = depth

@@ -1,9 +1,10 @@
 """Sinks for the integration tests: a webhook sink's body, orders that get their
-attribution at once, and a worker set up with sinks."""
+attribution at once, a worker set up with sinks, and what a receiver saw."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import orjson
 
@@ -28,13 +29,20 @@ def setup(worker, **sinks: dict) -> None:
     for name, body in sinks.items():
         status, answer = worker.admin("PUT", f"/admin/sinks/{name}", body)
         assert status == 200, answer
-    deadline = time.monotonic() + 20
+    wait_for_sinks(worker, lambda stats: all(stats.get(name, {}).get("ready")
+                                             for name in sinks), "sinks never showed up")
+
+
+def wait_for_sinks(worker, condition: Callable[[dict], bool], failure: str,
+                   timeout: float = 20.0) -> dict:
+    """The sinks' figures (/sinks) once `condition` holds for them."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         stats = sink_stats(worker)
-        if all(stats.get(name, {}).get("ready") for name in sinks):
-            return
-        time.sleep(0.3)
-    raise AssertionError("sinks never showed up")
+        if condition(stats):
+            return stats
+        time.sleep(0.2)
+    raise AssertionError(f"{failure}: {sink_stats(worker)}")
 
 
 def sink_stats(worker) -> dict:
@@ -42,3 +50,14 @@ def sink_stats(worker) -> dict:
     status, body = worker.get("/sinks?format=json")
     assert status == 200
     return orjson.loads(body)["sinks"]
+
+
+def delivered(receiver, *, sent_by: str | None = None) -> list[dict]:
+    """The requests the receiver answered with success, in arrival order (of one sink)."""
+    return [r for r in receiver.requests if 200 <= r["status"] < 300
+            and (sent_by is None or r["headers"].get("X-CPS-Sink") == sent_by)]
+
+
+def arrivals_per_s(receiver, start: float, end: float) -> float:
+    """Successful deliveries per second that arrived in [start, end) (time.monotonic)."""
+    return sum(1 for r in delivered(receiver) if start <= r["at"] < end) / (end - start)

@@ -1,5 +1,6 @@
 """A sink slower than its queue, on the real broker: its delivery takes records as room
-frees up and leaves no fetched data to the garbage collector.
+frees up and leaves no fetched data to the garbage collector, and a sink that takes
+nothing (paused) still counts its whole queue.
 
 aiokafka drops a paused partition's fetch that it has partly handed out, and the
 dropped fetch (up to 1 MiB of records) lives on in a reference cycle until a
@@ -17,6 +18,7 @@ import weakref
 from aiokafka.consumer import fetcher
 from conftest import create_topics
 
+from app.connection import started
 from app.domain.sinks import Sink
 from app.sinks import delivery
 from app.sinks.delivery import SinkDelivery
@@ -71,17 +73,53 @@ def _count_live_fetches(monkeypatch) -> set[int]:
     return live
 
 
+def test_a_paused_sink_counts_what_reaches_its_queue_meanwhile(kafka):
+    queue = kafka.prefix + "sink.paused"
+    asyncio.run(create_topics(kafka.bootstrap, [queue], 1))
+    sink = Sink("paused", "webhook", frozenset({"commissions"}), url="http://127.0.0.1:9/",
+                paused=True)
+    depths = asyncio.run(_depth_while_queued(kafka, queue, sink, 5))
+    # Before, the depth stayed at 1: the fetcher had fetched the first record, which a
+    # paused delivery does not take, and fetches (and learns the end) no more until it does.
+    assert depths[-1] == 5, depths
+
+
+async def _depth_while_queued(kafka, queue: str, sink: Sink, count: int) -> list[int]:
+    """The delivery's depth after each of `count` records reached its queue one by one."""
+    depths = []
+    async with started(kafka.connection.producer(acks="all")) as producer:
+        sink_delivery = _delivery(kafka, queue, sink, producer)
+        running = asyncio.ensure_future(sink_delivery.run())
+        try:
+            for n in range(count):
+                await producer.send_and_wait(queue, queue_record("commissions", f"event-{n}",
+                                                                 {}, n), key=b"order")
+                for _ in range(30):  # the depth is refreshed every half second
+                    await asyncio.sleep(0.1)
+                    if sink_delivery.stats.depth == n + 1:
+                        break
+                depths.append(sink_delivery.stats.depth)
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+    return depths
+
+
+def _delivery(kafka, queue: str, sink: Sink, producer) -> SinkDelivery:
+    return SinkDelivery(
+        sink_id=sink.sink_id, topic=queue, current=lambda: sink,
+        connection=kafka.connection, group_id=f"{kafka.prefix}sink-{sink.sink_id}",
+        deadletter_topic=kafka.prefix + "sinks.deadletter", webhooks=WebhookClient(),
+        producer=producer, plan_actions=PlanActionGate(_NoPlans(), kafka.prefix + "records"))
+
+
 async def _deliver(kafka, queue: str, sink: Sink, fetches: set[int],
                    enough) -> tuple[list[int], list[int]]:
     """Run the delivery until `enough()`; the records it held and the fetches alive,
     sampled meanwhile."""
     producer = kafka.connection.producer(acks="all")
     await producer.start()
-    sink_delivery = SinkDelivery(
-        sink_id=sink.sink_id, topic=queue, current=lambda: sink,
-        connection=kafka.connection, group_id=kafka.prefix + "sink-slow",
-        deadletter_topic=kafka.prefix + "sinks.deadletter", webhooks=WebhookClient(),
-        producer=producer, plan_actions=PlanActionGate(_NoPlans(), kafka.prefix + "records"))
+    sink_delivery = _delivery(kafka, queue, sink, producer)
     running = asyncio.ensure_future(sink_delivery.run())
     held, live = [], []
     try:
