@@ -1,14 +1,24 @@
-"""Admin rules: the token check, body validation with the field at fault, links."""
+"""Admin rules: the token check, body validation with the field at fault, links, plans
+that can never fire again."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from app.admin import AdminError, authorize, config_record, issue_link, kinds, parse_body
+from app.admin import (
+    AdminError,
+    authorize,
+    config_record,
+    issue_link,
+    kinds,
+    parse_body,
+    stamped_plan,
+)
 from app.domain.tokens import LINK, Signer
 from app.records.configuration import decode_sink, encode_sink
 from app.topics import Topics
+from app.web.admin import refuse_never_firing
 
 KINDS = kinds(Topics("cps."))
 
@@ -101,3 +111,29 @@ def test_issue_link():
         with pytest.raises(AdminError) as info:
             issue_link(signer, bad, now_ms=1000, default_ttl_s=10, public_url="http://h:1")
         assert info.value.field == field
+
+
+NOW_MS = 1_780_315_200_000  # 2026-06-01 12:00 UTC
+PLAN = {"shop_id": "s1", "audience": {"level_gte": 1}, "tz": "Asia/Shanghai",
+        "trigger": {"kind": "schedule", "cron": "0 9 * * *"},
+        "action": {"kind": "grant", "sink": "hook"}}
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"period": "0-0 0-0 0-0 24-25 4-4 * 2019-2019 2"}, "period"),  # the user's plan
+    ({"period": "* * 10-11 * * ? 31"}, "trigger"),                  # 09:00 never inside
+    ({"trigger": {"kind": "now"}, "period": "* * 10-11 * * ? 31"}, "trigger"),
+])
+def test_a_plan_that_can_never_fire_again_is_refused_naming_trigger_or_period(fields, field):
+    body = stamped_plan({**PLAN, **fields}, None, NOW_MS)
+    record = config_record(KINDS["plans"], "p1", body)  # well formed
+    with pytest.raises(AdminError) as info:
+        refuse_never_firing(record, NOW_MS, "UTC")
+    assert (info.value.status, info.value.field) == (400, field)
+    assert info.value.body()["error"].startswith(f"{field}: ")
+
+
+def test_a_plan_that_fires_again_is_written():
+    record = config_record(KINDS["plans"], "p1", stamped_plan(PLAN, None, NOW_MS))
+    refuse_never_firing(record, NOW_MS, "UTC")
