@@ -1,5 +1,6 @@
 """Admin rules: the token check, body validation with the field at fault, links, the
-fields a plan's PUT stamps, and what replacing or emptying an audience list writes."""
+fields a plan's PUT stamps, plans that can never fire again, and what replacing or
+emptying an audience list writes."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from app.domain.plans import parse_plan
 from app.domain.tokens import LINK, Signer
 from app.records.configuration import decode_sink, encode_sink
 from app.topics import Topics
+from app.web.admin import refuse_never_firing
 
 KINDS = kinds(Topics("cps."))
 
@@ -251,3 +253,29 @@ def test_a_list_not_read_to_its_end_in_time_is_a_503_and_the_consumer_is_stopped
         asyncio.run(buyers_on_list(connection, "cps.lists", "L", timeout_s=0.2))
     assert info.value.status == 503 and "'L' is unchanged; try again" in str(info.value)
     assert connection.made.stopped
+
+
+DAILY_NOW_MS = 1_780_315_200_000  # 2026-06-01 12:00 UTC
+DAILY_PLAN = {"shop_id": "s1", "audience": {"level_gte": 1}, "tz": "Asia/Shanghai",
+        "trigger": {"kind": "schedule", "cron": "0 9 * * *"},
+        "action": {"kind": "grant", "sink": "hook"}}
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"period": "0-0 0-0 0-0 24-25 4-4 * 2019-2019 2"}, "period"),  # the user's plan
+    ({"period": "* * 10-11 * * ? 31"}, "trigger"),                  # 09:00 never inside
+    ({"trigger": {"kind": "now"}, "period": "* * 10-11 * * ? 31"}, "trigger"),
+])
+def test_a_plan_that_can_never_fire_again_is_refused_naming_trigger_or_period(fields, field):
+    body = stamped_plan({**DAILY_PLAN, **fields}, None, DAILY_NOW_MS)
+    record = config_record(KINDS["plans"], "p1", body)  # well formed
+    with pytest.raises(AdminError) as info:
+        refuse_never_firing(record, DAILY_NOW_MS, "UTC")
+    assert (info.value.status, info.value.field) == (400, field)
+    assert info.value.body()["error"].startswith(f"{field}: ")
+
+
+def test_a_plan_that_fires_again_is_written():
+    record = config_record(KINDS["plans"], "p1", stamped_plan(DAILY_PLAN, None, DAILY_NOW_MS))
+    refuse_never_firing(record, DAILY_NOW_MS, "UTC")

@@ -29,3 +29,14 @@ def test_bad_input_is_refused_naming_the_field():
     assert "hour: '25'" in run("* * 25 * * ? 31").output
     assert run("* * * * * ? 31", "--tz", "Mars/Olympus").exit_code == 2
     assert "--from" in run("* * * * * ? 31", "--from", "yesterday").output
+
+
+def test_a_period_whose_years_are_over_has_no_window():
+    result = run("* * * * * ? 2019-2020 31", "--from", "2026-01-01T00:00")
+    assert result.exit_code == 0 and result.output == "no window after that time\n"
+
+
+def test_a_period_with_no_window_in_the_years_looked_at_says_how_far_it_looked():
+    result = run("* * * 30 2 ? 31", "--from", "2026-01-01T00:00")  # 30 February
+    assert result.exit_code == 0
+    assert result.output == "no window in the 30 years after that time\n"

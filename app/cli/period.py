@@ -8,7 +8,16 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from app.domain.periods import PeriodError, parse, time_zone, windows
+from app.domain.periods import (
+    HORIZON_YEARS,
+    PeriodError,
+    horizon_end,
+    last_day,
+    parse,
+    time_zone,
+    windows,
+)
+from app.domain.wallclock import local_time
 from app.settings import Settings
 
 
@@ -29,7 +38,8 @@ def command(settings: Settings, expression: str, zone: str | None, start: str | 
     EXPRESSION is `S M H DoM Mon DoW [Year] TYPE` (quote it), TYPE 31 daily,
     32 weekly, 33 monthly (one time-of-day window on each chosen day) or 2 a
     fixed term; e.g. '* 20-30 8-20 * * ? 31' is every day 08:20:00-20:30:59.
-    A window still open at --from is printed first.
+    A window still open at --from is printed first. Each next window is
+    looked for at most 30 years ahead; a period with none there has no more.
     """
     zone = zone or settings.plan_tz
     try:
@@ -45,7 +55,11 @@ def command(settings: Settings, expression: str, zone: str | None, start: str | 
         if shown == count:
             break
     if shown == 0:
-        click.echo("no window after that time")
+        final = last_day(period)
+        searched = local_time(after_ms, tz)
+        click.echo("no window after that time" if final is not None and searched is not None
+                   and final <= horizon_end(searched.date())
+                   else f"no window in the {HORIZON_YEARS} years after that time")
 
 
 def _instant(text: str | None, tz: ZoneInfo) -> int:

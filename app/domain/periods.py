@@ -18,22 +18,32 @@ Windows are wall-clock times in a time zone, turned into instants (ms since
 the epoch) DST-correctly: a bound is the first instant at which the zone's
 wall clock reaches it, so a bound in a spring-forward gap is the end of the
 gap, and one in a fall-back's repeated hour is its first occurrence.
+
+Every search is bounded: the next window is looked for at most
+`HORIZON_YEARS` ahead of where the search starts, and no later than the end
+of the last year the expression names; an expression with no window there is
+taken as having none (`* * * 30 2 ? 31`, a 30 February, has none; a
+Monday 29 February comes every 28 years, but after 2072 comes 2112, which a
+search from 2072 does not reach). A search walks the calendar month by month and skips the
+months and years the expression leaves out, so its cost is bounded whatever
+the expression.
 """
 
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from app.domain.wallclock import first_instant_at
+from app.domain.wallclock import DAY, LAST_DAY, days_between, first_instant_at, local_time
 
 DAILY, WEEKLY, MONTHLY, FIXED_TERM = "31", "32", "33", "2"
 TYPES = (DAILY, WEEKLY, MONTHLY, FIXED_TERM)
-# A day-choosing expression that matches no day in this many years matches none.
-SEARCH_YEARS = 30
+# How far ahead a search for the next window or fire time looks.
+HORIZON_YEARS = 30
+HORIZON = timedelta(days=366 * HORIZON_YEARS)
 _FIELDS = (("second", 0, 59), ("minute", 0, 59), ("hour", 0, 23),
            ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
 _YEARS = ("year", 1970, 2199)
@@ -87,33 +97,79 @@ def parse(expression: str) -> Period:
 
 
 def windows(period: Period, zone: str, after_ms: int) -> Iterator[tuple[int, int]]:
-    """The windows `[start_ms, end_ms)` that end after `after_ms`, in time order."""
+    """The windows `[start_ms, end_ms)` that end after `after_ms`, in time order; each
+    next one looked for at most `HORIZON_YEARS` after the one before."""
     tz = time_zone(zone)
     if period.kind == FIXED_TERM:
-        start, end = _fixed_term(period)
-        window = (first_instant_at(start, tz), first_instant_at(end, tz))
-        if window[1] > after_ms and window[0] < window[1]:
-            yield window
+        start, end = fixed_term(period, tz)
+        if end > after_ms and start < end:
+            yield start, end
         return
-    low, high = period.daily_window
-    day = datetime.fromtimestamp(after_ms / 1000, tz).date() - timedelta(days=1)
-    unmatched = 0
-    while unmatched <= SEARCH_YEARS * 366 and day.year <= _YEARS[2]:
-        if period.chooses(day):
-            unmatched = 0
-            start = first_instant_at(datetime.combine(day, low), tz)
-            end = first_instant_at(datetime.combine(day, high) + timedelta(seconds=1), tz)
-            if end > after_ms and start < end:
-                yield start, end
-        else:
-            unmatched += 1
-        day += timedelta(days=1)
+    moment = local_time(after_ms, tz)
+    day = None if moment is None else moment.date()
+    while day is not None:
+        day = next(chosen_days(period, day, horizon_end(day)), None)
+        if day is None:
+            return
+        start, end = window_on(period, day, tz)
+        if end > after_ms and start < end:
+            yield start, end
+        day += DAY
 
 
 def contains(period: Period, zone: str, at_ms: int) -> bool:
     """Whether the instant `at_ms` lies in one of the period's windows."""
-    first = next(windows(period, zone, at_ms), None)
-    return first is not None and first[0] <= at_ms < first[1]
+    tz = time_zone(zone)
+    if period.kind == FIXED_TERM:
+        start, end = fixed_term(period, tz)
+        return start <= at_ms < end
+    moment = local_time(at_ms, tz)
+    if moment is None:
+        return False
+    # A window lies within its day, so the instant's own day's is the one to look at; but
+    # after a fall-back over midnight the wall clock repeats the day's last stretch at
+    # instants that belong to the next day's.
+    days = (moment.date(), moment.date() + DAY) if moment.fold else (moment.date(),)
+    for day in days:
+        if period.chooses(day):
+            start, end = window_on(period, day, tz)
+            if start <= at_ms < end:
+                return True
+    return False
+
+
+def chosen_days(period: Period, first: date, last: date,
+                chooses: Callable[[date], bool] | None = None) -> Iterator[date]:
+    """The days from `first` to `last` the period chooses (and `chooses` too, if given),
+    no later than the last year it names."""
+    final = last_day(period)
+    return days_between(first, last if final is None else min(last, final),
+                        period.chooses if chooses is None else
+                        lambda day: period.chooses(day) and chooses(day),
+                        months=period.months, years=period.years)
+
+
+def last_day(period: Period) -> date | None:
+    """The last day of the last year the period names; None when it names none."""
+    return None if period.years is None else date(max(period.years), 12, 31)
+
+
+def window_on(period: Period, day: date, tz: ZoneInfo) -> tuple[int, int]:
+    """The window of a day a daily, weekly or monthly period chooses, as instants."""
+    low, high = period.daily_window
+    return (first_instant_at(datetime.combine(day, low), tz),
+            first_instant_at(datetime.combine(day, high) + timedelta(seconds=1), tz))
+
+
+def fixed_term(period: Period, tz: ZoneInfo) -> tuple[int, int]:
+    """A fixed term's one window, as instants."""
+    start, end = _fixed_term(period)
+    return first_instant_at(start, tz), first_instant_at(end, tz)
+
+
+def horizon_end(day: date) -> date:
+    """The last day a search starting on `day` looks at."""
+    return LAST_DAY if (LAST_DAY - day) <= HORIZON else day + HORIZON
 
 
 def time_zone(zone: str) -> ZoneInfo:

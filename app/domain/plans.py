@@ -5,7 +5,10 @@ into a `Plan`, refusing anything malformed with a `PlanError` that names the
 path of the part at fault (`trigger.cron`, `audience.all[1].tag`, ...), so
 the admin API answers 400 with it and the engine dead-letters it with it.
 `fire_times` says when a plan acts: its cron fire times inside `effective`
-and `period`, or, for a `now` plan, the moment it was created.
+and `period`, or, for a `now` plan, the moment it was created. `never_fires`
+says why a plan can never act again (SPEC 13 refuses such a plan with 400
+naming `trigger` or `period`); "never" goes as far as the fire-time search
+looks, `periods.HORIZON_YEARS` (30) ahead.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.domain import audience, periods, triggers
+from app.domain import audience, periods, triggers, wallclock
 from app.domain.operations import FrequencyCap, QuietHours, Variant, parse_quiet_hours
 
 ACTIVE, PAUSED, STOPPED = "active", "paused", "stopped"
@@ -115,6 +118,36 @@ def fire_times(plan: Plan, after_ms: int, default_tz: str) -> Iterator[int]:
         yield from triggers.plan_fire_times(
             plan.trigger.schedule, plan.zone(default_tz), after_ms, start_ms=plan.start_ms,
             end_ms=plan.end_ms, period=plan.period)
+
+
+def never_fires(plan: Plan, now_ms: int, default_tz: str) -> PlanError | None:
+    """Why the plan can never fire after `now_ms`: `period` when the period has no window
+    left inside `effective`, else `trigger`; None when it can fire."""
+    zone = plan.zone(default_tz)
+    if plan.trigger.kind == NOW and plan.live_at(plan.created_ms, default_tz):
+        return None
+    since = max(now_ms, plan.start_ms)
+    over = plan.end_ms is not None and plan.end_ms <= since
+    if plan.period is not None:
+        window = None if over else next(periods.windows(plan.period, zone, since), None)
+        if window is None or (plan.end_ms is not None and window[0] >= plan.end_ms):
+            return PlanError("period", f"no window left inside effective after "
+                                       f"{_local(now_ms, zone)} (looked "
+                                       f"{periods.HORIZON_YEARS} years ahead)")
+    elif over:
+        return PlanError("trigger", f"effective ended at {_local(plan.end_ms, zone)}: "
+                                    "the plan can never fire again")
+    if plan.trigger.kind == NOW:
+        return PlanError("trigger", f"a `now` plan fires at created_ms "
+                                    f"({_local(plan.created_ms, zone)}), which lies outside "
+                                    "effective or period")
+    # The engine counts a schedule's fire times from created_ms on.
+    after = max(now_ms, plan.created_ms - 1)
+    if plan.trigger.kind == SCHEDULE and next(fire_times(plan, after, default_tz), None) is None:
+        return PlanError("trigger", f"cron {plan.trigger.cron!r} fires at no time inside "
+                                    f"effective and period in the {periods.HORIZON_YEARS} "
+                                    f"years after {_local(after, zone)}")
+    return None
 
 
 def parse_plan(body: Any, plan_id: str | None = None) -> Plan:
@@ -262,6 +295,11 @@ def _quiet_hours(body: Mapping[str, Any]) -> QuietHours | None:
         return parse_quiet_hours(start, end)
     except ValueError as exc:
         raise PlanError("quiet_hours", str(exc).split(": ", 1)[-1]) from None
+
+
+def _local(at_ms: int, zone: str) -> str:
+    moment = wallclock.local_time(at_ms, periods.time_zone(zone))
+    return f"{at_ms} ms" if moment is None else moment.isoformat(timespec="seconds")
 
 
 def _lists(rule: audience.Rule) -> Iterator[str]:

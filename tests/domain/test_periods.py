@@ -1,24 +1,23 @@
 """Period expressions against the seed's examples and a brute-force evaluator.
 
-The brute force reads the expression its own way (sets of values per field)
-and finds each bound by walking the zone's wall clock minute by minute, so
-it shares nothing with app.domain.periods but the definition: a window of a
-chosen day runs from the first instant the wall clock reads its low bound to
-the first instant it reads one second past its high bound.
+The brute force (calendar_checks) reads the expression its own way (sets of
+values per field) and finds each bound by walking the zone's wall clock minute
+by minute, so it shares nothing with app.domain.periods but the definition: a
+window of a chosen day runs from the first instant the wall clock reads its
+low bound to the first instant it reads one second past its high bound.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from calendar_checks import ZONES, Period, fixed_terms, periodic, years_around
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.domain.periods import PeriodError, contains, parse, windows
-
-ZONES = ("UTC", "Asia/Shanghai", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe")
 
 
 def ms(text: str) -> int:
@@ -102,63 +101,12 @@ def test_contains():
 # -- brute force ------------------------------------------------------------------------
 
 
-def _values(token: str, low: int, high: int) -> set[int] | None:
-    if token == "?":
-        return None
-    if token == "*":
-        return set(range(low, high + 1))
-    out = set()
-    for part in token.split(","):
-        a, _, b = part.partition("-")
-        out |= set(range(int(a), int(b or a) + 1))
-    return out
-
-
-def _reaching(wall: datetime, zone: ZoneInfo) -> datetime:
-    """Walk the wall clock a minute at a time from well before `wall`."""
-    moment = wall.replace(tzinfo=UTC) - timedelta(hours=16)
-    while moment.astimezone(zone).replace(tzinfo=None) < wall:
-        moment += timedelta(minutes=1)
-    return moment
-
-
 def brute_force(expression: str, zone_name: str, first_day: date, days: int) -> list:
-    _s, m, h, dom, mon, dow, _kind = expression.split()
-    hours, minutes = _values(h, 0, 23), _values(m, 0, 59)
-    doms, months, dows = _values(dom, 1, 31), _values(mon, 1, 12), _values(dow, 0, 7)
-    if dows is not None:
-        dows = {7 if d == 0 else d for d in dows}
-    zone = ZoneInfo(zone_name)
-    found = []
-    for n in range(days):
-        day = first_day + timedelta(days=n)
-        if (doms is None or day.day in doms) and day.month in months and (
-                dows is None or day.isoweekday() in dows):
-            low = datetime(day.year, day.month, day.day, min(hours), min(minutes))
-            high = datetime(day.year, day.month, day.day, max(hours), max(minutes))
-            start = _reaching(low, zone)
-            end = _reaching(high + timedelta(minutes=1), zone)
-            if start < end:
-                found.append((int(start.timestamp() * 1000), int(end.timestamp() * 1000)))
-    return found
+    return Period(expression).windows(ZoneInfo(zone_name), first_day,
+                                      first_day + timedelta(days=days - 1))
 
 
-def _range(low: int, high: int):
-    return st.tuples(st.integers(low, high), st.integers(low, high)).map(
-        lambda pair: f"{min(pair)}-{max(pair)}")
-
-
-def _field(low: int, high: int):
-    return st.one_of(st.just("*"), _range(low, high),
-                     st.lists(st.integers(low, high), min_size=1, max_size=3, unique=True)
-                     .map(lambda values: ",".join(map(str, sorted(values)))))
-
-
-expressions = st.tuples(
-    _field(0, 59), _field(0, 23),
-    st.one_of(st.just("?"), _field(1, 31)), _field(1, 12), st.one_of(st.just("?"), _field(0, 7)),
-    st.sampled_from(["31", "32", "33"]),
-).map(lambda f: f"* {f[0]} {f[1]} {f[2]} {f[3]} {f[4]} {f[5]}")
+expressions = periodic()
 
 
 @settings(max_examples=60, deadline=None)
@@ -177,3 +125,87 @@ def test_windows_match_the_brute_force(expression, zone, first_day):
             break
         found.append(window)
     assert found == expected
+
+
+def _transition_days(zone: str) -> list[date]:
+    tz = ZoneInfo(zone)
+    days = [date(2026, 1, 1) + timedelta(days=n) for n in range(365)]
+    return [day for day in days if datetime.combine(day, time(), tz).utcoffset()
+            != datetime.combine(day + timedelta(days=1), time(), tz).utcoffset()] or days[:1]
+
+
+TRANSITION_DAYS = {zone: _transition_days(zone) for zone in ZONES}
+
+
+@st.composite
+def periods_around(draw, *, whole_minutes: bool = False) -> tuple[str, str, date]:
+    """A zone, a day (often one on which the zone changes its offset) and an expression
+    of any type around it: daily/weekly/monthly, limited to years, or a fixed term."""
+    zone = draw(st.sampled_from(ZONES))
+    day = draw(st.one_of(st.dates(date(2001, 1, 1), date(2038, 12, 1)),
+                         st.sampled_from(TRANSITION_DAYS[zone])))
+    expression = draw(st.one_of(periodic(), periodic(years_around(day.year)),
+                                fixed_terms(day, whole_minutes=whole_minutes)))
+    return zone, expression, day
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=300, deadline=300)
+@given(case=periods_around(), minutes=st.lists(st.integers(0, 3 * 24 * 60), min_size=1,
+                                               max_size=20))
+def test_contains_matches_the_brute_force(case, minutes):
+    zone, expression, day = case
+    tz = ZoneInfo(zone)
+    expected = Period(expression).windows(tz, day - timedelta(days=1), day + timedelta(days=4))
+    midnight = int(datetime.combine(day, time(), tz).timestamp() * 1000)
+    for at in (midnight + minute * 60_000 for minute in minutes):
+        assert contains(parse(expression), zone, at) == any(s <= at < e for s, e in expected)
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=300, deadline=300)
+@given(case=periods_around(whole_minutes=True))
+def test_windows_of_every_type_match_the_brute_force(case):
+    zone, expression, first_day = case
+    days = 8
+    tz = ZoneInfo(zone)
+    after = int(datetime.combine(first_day, time(), tz).timestamp() * 1000)
+    horizon = int(datetime.combine(first_day + timedelta(days=days), time(), tz)
+                  .timestamp() * 1000)
+    expected = [w for w in brute_force(expression, zone, first_day, days)
+                if w[1] > after and w[0] < horizon]
+    found = []
+    for window in windows(parse(expression), zone, after):
+        if window[0] >= horizon:
+            break
+        found.append(window)
+    assert found == expected
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("expression", [
+    "* * * * * ? 2019-2019 31",              # its years are over
+    "0-0 0-0 0-0 24-25 4-4 * 2019-2019 2",   # a fixed term that is over
+    "* * * 30 2 ? 31",                       # 30 February
+    "* * * 31 4,6,9,11 ? 33",                # the 31st of months of 30 days
+    "* * * 31 * 1 2150-2199 32",             # Mondays the 31st, but only from 2150
+])
+def test_a_period_with_no_window_ahead_answers_at_once(expression):
+    period = parse(expression)
+    assert list(windows(period, "Europe/Berlin", ms("2026-06-01T00:00:00+00:00"))) == []
+    assert not contains(period, "Europe/Berlin", ms("2026-06-01T00:00:00+00:00"))
+
+
+def test_the_next_window_is_looked_for_30_years_ahead():
+    # Monday 29 February: 2044, 2072, then 2112 (2100 is no leap year).
+    mondays = [local(start, "UTC")[:10]
+               for start, _end in windows(parse("* * * 29 2 1 32"), "UTC",
+                                          ms("2026-01-01T00:00:00+00:00"))]
+    assert mondays == ["2044-02-29", "2072-02-29"]
+
+
+def test_an_instant_past_the_calendar_lies_in_no_window():
+    latest = 2**53 - 1  # the latest instant a plan may name, in the year 287396
+    for expression in ("* * * * * ? 31", "0-0 0-0 0-0 1-1 1-1 * 2100-2199 2"):
+        assert not contains(parse(expression), "Asia/Shanghai", latest)
+        assert list(windows(parse(expression), "Asia/Shanghai", latest)) == []

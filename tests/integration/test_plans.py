@@ -457,6 +457,10 @@ BAD_PLANS = [
     ({"trigger": {"kind": "schedule", "cron": "0 9 * *"}}, "trigger.cron"),
     ({"quiet_hours": {"from": "25:00", "to": "08:00"}}, "quiet_hours"),
     ({"quiet_hours": {"from": "21:00"}}, "quiet_hours"),
+    # Well formed, but they can never fire (SPEC 13); the first once stalled the worker.
+    ({"trigger": {"kind": "schedule", "cron": "0 9 * * *"},
+      "period": "0-0 0-0 0-0 24-25 4-4 * 2019-2019 2"}, "period"),
+    ({"trigger": {"kind": "schedule", "cron": "0 9 30 2 *"}}, "trigger"),
 ]
 
 
