@@ -158,6 +158,19 @@ def local_day(at_ms: int, zone: ZoneInfo) -> date:
     return wall(at_ms, zone).date()
 
 
+def offset_changes(zone: str) -> list[date]:
+    """The days of 2026 and 2031 at whose end the zone's UTC offset is another (for a zone
+    without DST, the day Europe springs forward)."""
+    tz = ZoneInfo(zone)
+    days = [date(year, 1, 1) + timedelta(days=n) for year in (2026, 2031) for n in range(365)]
+    return [day for day in days if datetime.combine(day, time(), tz).utcoffset()
+            != datetime.combine(day + timedelta(days=1), time(), tz).utcoffset()
+            ] or [date(2026, 3, 29)]
+
+
+TRANSITION_DAYS = {zone: offset_changes(zone) for zone in ZONES}
+
+
 def field(low: int, high: int) -> st.SearchStrategy[str]:
     """A field: `*`, a range `a-b` or a list `a,b`."""
     return st.one_of(st.just("*"), value_range(low, high),

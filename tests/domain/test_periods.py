@@ -9,14 +9,16 @@ low bound to the first instant it reads one second past its high bound.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from calendar_checks import ZONES, Period, fixed_terms, periodic, years_around
+from calendar_checks import TRANSITION_DAYS, ZONES, Period, fixed_terms, periodic, years_around
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.domain.periods import Period as DomainPeriod
 from app.domain.periods import PeriodError, contains, parse, windows
 
 
@@ -127,16 +129,6 @@ def test_windows_match_the_brute_force(expression, zone, first_day):
     assert found == expected
 
 
-def _transition_days(zone: str) -> list[date]:
-    tz = ZoneInfo(zone)
-    days = [date(2026, 1, 1) + timedelta(days=n) for n in range(365)]
-    return [day for day in days if datetime.combine(day, time(), tz).utcoffset()
-            != datetime.combine(day + timedelta(days=1), time(), tz).utcoffset()] or days[:1]
-
-
-TRANSITION_DAYS = {zone: _transition_days(zone) for zone in ZONES}
-
-
 @st.composite
 def periods_around(draw, *, whole_minutes: bool = False) -> tuple[str, str, date]:
     """A zone, a day (often one on which the zone changes its offset) and an expression
@@ -209,3 +201,32 @@ def test_an_instant_past_the_calendar_lies_in_no_window():
     for expression in ("* * * * * ? 31", "0-0 0-0 0-0 1-1 1-1 * 2100-2199 2"):
         assert not contains(parse(expression), "Asia/Shanghai", latest)
         assert list(windows(parse(expression), "Asia/Shanghai", latest)) == []
+
+
+def _asking(period: DomainPeriod, asked: list[date]) -> DomainPeriod:
+    """The period, noting in `asked` every day it is asked whether it chooses."""
+
+    class Asking(DomainPeriod):
+        def chooses(self, day: date) -> bool:
+            asked.append(day)
+            return super().chooses(day)
+
+    return Asking(*(getattr(period, field.name) for field in fields(period)))
+
+
+@pytest.mark.parametrize("expression", ["* 20-30 8-20 * * ? 31", "* * * 30 2 ? 31",
+                                        "* * 23-23 ? * 7 32", "* * * 29 2 1 1990-2199 32"])
+@pytest.mark.parametrize("zone", ["Asia/Shanghai", "America/Santiago"])
+def test_contains_looks_at_the_instants_day_only(expression, zone):
+    # 2026-04-05 00:30 in Santiago is read twice: the clock falls back from 00:00 to 23:00.
+    for at in (ms("2026-01-01T12:00:00+08:00"), ms("2026-04-05T03:30:00+00:00")):
+        asked: list[date] = []
+        contains(_asking(parse(expression), asked), zone, at)
+        assert len(asked) <= 2, asked
+
+
+def test_a_period_whose_years_are_over_is_not_walked():
+    asked: list[date] = []
+    period = _asking(parse("* * * * * ? 2019-2020 31"), asked)
+    assert list(windows(period, "UTC", ms("2026-06-01T00:00:00+00:00"))) == []
+    assert asked == []
