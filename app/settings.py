@@ -298,8 +298,9 @@ class Settings:
                            "schedules)", check=_time_zone)
     plan_max_lateness_ms: int = setting(
         "CPS_PLAN_MAX_LATENESS_MS", 3_600_000,
-        "a plan's fire time missed by more than this (worker down, quiet hours) is recorded "
-        "`missed`, never sent late", note="1 hour", minimum=0)
+        "an occurrence not started within this of its fire time (worker down, plan paused) "
+        "is recorded `missed`, never sent late; once started, every buyer is decided",
+        note="1 hour", minimum=0)
     plan_shards: int = setting(
         "CPS_PLAN_SHARDS", 16, "shards per partition of an occurrence's buyers (power of two; "
         "progress is shown per shard)", minimum=1, maximum=1024, check=_power_of_two)
