@@ -97,7 +97,12 @@ def test_a_worker_fenced_on_a_backlog_exits_and_restarted_loses_nothing(kafka, m
     # and what it read, forwarded or decided meanwhile must count once, not twice.
     built = backlog_scenario(SCALE.orders, seed=23, now=int(time.time() * 1000),
                              secret=SECRET, paid_first_share=0.0)
-    worker = make_worker("a", **WORKER_SETTINGS).start()
+    # Its first commit only a while after it resumes: the backlog's clicks come first, and
+    # a commit refused before it read into the orders would leave none re-keyed (a CI run
+    # on a loaded machine did so).
+    late_commits = {"CPS_COMMIT_LINGER_MS": "4000", "CPS_COMMIT_MAX_EVENTS": "1000000",
+                    "CPS_COMMIT_MAX_RECORDS": "1000000"}
+    worker = make_worker("a", **WORKER_SETTINGS, **late_commits).start()
     configure(kafka, built)
     assert worker.admin("POST", "/admin/engine/pause")[0] == 200
     produce(bootstrap, prefix, built.stream)
