@@ -115,18 +115,25 @@ expressions = periodic()
 @given(expression=expressions, zone=st.sampled_from(ZONES),
        first_day=st.dates(date(2024, 1, 1), date(2030, 12, 1)))
 def test_windows_match_the_brute_force(expression, zone, first_day):
-    days = 40
-    after = int(datetime.combine(first_day, datetime.min.time(), ZoneInfo(zone))
-                .timestamp() * 1000)
-    horizon = int(datetime.combine(first_day + timedelta(days=days), datetime.min.time(),
-                                   ZoneInfo(zone)).timestamp() * 1000)
-    expected = [w for w in brute_force(expression, zone, first_day, days) if w[1] > after]
+    found, expected = windows_and_brute_force(expression, zone, first_day, days=40)
+    assert found == expected
+
+
+def windows_and_brute_force(expression: str, zone: str, first_day: date, *, days: int
+                            ) -> tuple[list, list]:
+    """The windows found from `first_day` on, and the brute force's, over `days` days."""
+    tz = ZoneInfo(zone)
+    after = int(datetime.combine(first_day, time(), tz).timestamp() * 1000)
+    horizon = int(datetime.combine(first_day + timedelta(days=days), time(), tz)
+                  .timestamp() * 1000)
+    expected = [w for w in brute_force(expression, zone, first_day, days)
+                if w[1] > after and w[0] < horizon]
     found = []
     for window in windows(parse(expression), zone, after):
         if window[0] >= horizon:
             break
         found.append(window)
-    assert found == expected
+    return found, expected
 
 
 @st.composite
@@ -159,18 +166,7 @@ def test_contains_matches_the_brute_force(case, minutes):
 @given(case=periods_around(whole_minutes=True))
 def test_windows_of_every_type_match_the_brute_force(case):
     zone, expression, first_day = case
-    days = 8
-    tz = ZoneInfo(zone)
-    after = int(datetime.combine(first_day, time(), tz).timestamp() * 1000)
-    horizon = int(datetime.combine(first_day + timedelta(days=days), time(), tz)
-                  .timestamp() * 1000)
-    expected = [w for w in brute_force(expression, zone, first_day, days)
-                if w[1] > after and w[0] < horizon]
-    found = []
-    for window in windows(parse(expression), zone, after):
-        if window[0] >= horizon:
-            break
-        found.append(window)
+    found, expected = windows_and_brute_force(expression, zone, first_day, days=8)
     assert found == expected
 
 
