@@ -136,11 +136,11 @@ class Billing:
                     settlement, facts)
         if after.fully_settled and not before.fully_settled:
             self._order_status(ctx, after, "settled", ctx.now_ms, None)
-        old, new = _due_keys(before), _due_keys(after)
-        for key in old - new:
-            ctx.delete(self.tables.due_payees, key)
-        for key in new - old:
-            ctx.put(self.tables.due_payees, key, b"")
+        old, new = before.due_entries(), after.due_entries()
+        for due_ms, participant in old - new:
+            ctx.delete(self.tables.due_payees, due_key(due_ms, after.order_id, participant))
+        for due_ms, participant in new - old:
+            ctx.put(self.tables.due_payees, due_key(due_ms, after.order_id, participant), b"")
 
     def _order_status(self, ctx: Any, ledger: Ledger, status: str, ts_ms: int,
                       refund_id: str | None, *, fallback_channel: str | None = None) -> None:

@@ -55,7 +55,7 @@ from app.records.operations import (
     decode_rekeyed_profile,
     encode_action,
 )
-from app.sinks.fanout import SinkRegistry, fan_out, queue_record, sink_dead_letter
+from app.sinks.fanout import SinkRegistry, fan_out, queued_event, sink_dead_letter
 from tables.operations import OperationTables, Timer
 
 if TYPE_CHECKING:
@@ -352,20 +352,13 @@ class Operations:
         progress = stored.copy()
         if plan is None or plan.state == PLAN_STOPPED:
             progress.state = STOPPED
-        else:
-            try:
-                if self._guarded(ctx, plan, lambda: self._page(ctx, plan, progress)) \
-                        and progress.state == DONE:
-                    progress.finished_ms = ctx.now_ms
-            finally:  # what was decided before a failure is kept with its cursor
-                if progress != stored:
-                    ctx.put(self.tables.plan_progress, row, progress)
-            if progress.state == DONE:
-                runs.finish(occurrence)
-            return
-        progress.finished_ms = ctx.now_ms
-        runs.finish(occurrence)
-        ctx.put(self.tables.plan_progress, row, progress)
+        else:  # what it decided before a failure is kept below, with its cursor
+            self._guarded(ctx, plan, lambda: self._page(ctx, plan, progress))
+        if progress.state != RUNNING:
+            progress.finished_ms = ctx.now_ms
+            runs.finish(occurrence)
+        if progress != stored:
+            ctx.put(self.tables.plan_progress, row, progress)
 
     def _page(self, ctx: Any, plan: Plan, progress: Progress) -> None:
         """Decide the next page of buyers; the progress is `done` when the partition has no
@@ -450,7 +443,7 @@ class Operations:
             # Dead-lettered like an action its sink gave up on: `cps plans retry` queues it
             # once the sink exists.
             error = f"no sink {action['sink']!r} to deliver it"
-            record = orjson.loads(queue_record("plan_actions", ident, action, ctx.now_ms))
+            record = queued_event("plan_actions", ident, action, ctx.now_ms)
             ctx.send(self.topics.sinks_deadletter, action["sink"].encode(), sink_dead_letter(
                 action["sink"], buyer_id.encode(), record, error, attempts=0,
                 first_attempt_ms=ctx.now_ms, ts_ms=ctx.now_ms))

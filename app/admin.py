@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaProducer
 
 from app.connection import KafkaConnection, records_to_end, started
 from app.domain.links import LinkError, link_payload, promotion_from_request
-from app.domain.plans import ACTIVE, PAUSED, STOPPED, Plan
+from app.domain.plans import ACTIVE, PAUSED, STOPPED, Plan, never_fires
 from app.domain.tokens import LINK, Signer
 from app.records.configuration import (
     decode_activity,
@@ -136,6 +136,13 @@ def stamped_plan(body: Mapping[str, Any], existing: Plan | None, now_ms: int) ->
     stamps = {"created_ms": existing.created_ms if existing is not None else now_ms,
               "state": existing.state if existing is not None else ACTIVE}
     return {**body, **{name: value for name, value in stamps.items() if body.get(name) is None}}
+
+
+def refuse_never_firing(record: bytes, now_ms: int, default_tz: str) -> None:
+    """SPEC 13: a plan that can never fire again is refused, naming `trigger` or `period`."""
+    refusal = never_fires(decode_plan(record), now_ms, default_tz)
+    if refusal is not None:
+        raise AdminError(400, str(refusal), refusal.path)
 
 
 def plan_in_state(plan: Plan, action: str) -> bytes:

@@ -23,13 +23,13 @@ from app.admin import (
     list_change,
     list_members,
     parse_body,
+    refuse_never_firing,
     stamped_plan,
 )
 from app.domain.plans import parse_plan
 from app.domain.tokens import LINK, Signer
 from app.records.configuration import decode_sink, encode_sink
 from app.topics import Topics
-from app.web.admin import refuse_never_firing
 
 KINDS = kinds(Topics("cps."))
 

@@ -117,11 +117,15 @@ def sink_dead_letter(sink_id: str, key: bytes | None, record: Mapping[str, objec
         "attempts": attempts, "first_attempt_ms": first_attempt_ms, "ts_ms": ts_ms})
 
 
-def queue_record(stream: str, event_id: str, event: object, ts_ms: int) -> bytes:
+def queued_event(stream: str, event_id: str, event: object, ts_ms: int) -> dict[str, object]:
     """What a sink queue holds and a webhook receives: the event (a mapping or a dataclass,
     as orjson writes them) and how to recognise it."""
-    return orjson.dumps({"stream": stream, "event_id": event_id, "ts_ms": ts_ms,
-                         "event": event})
+    return {"stream": stream, "event_id": event_id, "ts_ms": ts_ms, "event": event}
+
+
+def queue_record(stream: str, event_id: str, event: object, ts_ms: int) -> bytes:
+    """`queued_event`, encoded."""
+    return orjson.dumps(queued_event(stream, event_id, event, ts_ms))
 
 
 def fan_out(ctx, registry: SinkRegistry, stream: str, key_id: str, event_id: str,

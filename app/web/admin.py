@@ -24,11 +24,10 @@ from app.admin import (
     list_members,
     parse_body,
     plan_in_state,
+    refuse_never_firing,
     stamped_plan,
 )
-from app.domain.plans import never_fires
 from app.records.configuration import encode_sink
-from app.records.operations import decode_plan
 
 if TYPE_CHECKING:
     from app.bootstrap import Services
@@ -53,13 +52,6 @@ async def _read_up_to_date(catalog, topic: str) -> None:
         await catalog.read_to_end(topic)
     except TimeoutError:
         raise AdminError(503, "the configuration is not read up to date; try again") from None
-
-
-def refuse_never_firing(record: bytes, now_ms: int, default_tz: str) -> None:
-    """SPEC 13: a plan that can never fire again is refused, naming `trigger` or `period`."""
-    refusal = never_fires(decode_plan(record), now_ms, default_tz)
-    if refusal is not None:
-        raise AdminError(400, str(refusal), refusal.path)
 
 
 def _guarded_by(admin_token: str):
@@ -163,12 +155,13 @@ def register(services: Services) -> None:
         async def put(self, request: Request, kind: str, ident: str) -> Response:
             entry = config_kind(kind)
             body = await _body(request, body_limit)
+            now_ms = int(time.time() * 1000)
             if kind == "plans":
                 await _read_up_to_date(catalog, topics.plans)
-                body = stamped_plan(body, catalog.plans.get(ident), int(time.time() * 1000))
+                body = stamped_plan(body, catalog.plans.get(ident), now_ms)
             record = config_record(entry, ident, body)
             if kind == "plans":
-                refuse_never_firing(record, int(time.time() * 1000), settings.plan_tz)
+                refuse_never_firing(record, now_ms, settings.plan_tz)
             offset = await writer.write(entry.topic, ident, record)
             return self.json({"kind": kind, "id": ident, "topic": entry.topic, "offset": offset,
                               "value": orjson.loads(record)})
