@@ -282,9 +282,11 @@ class Operations:
                 plan.plan_id, row.decode(), ctx.now_ms, ctx.now_ms, state=FAILED,
                 finished_ms=ctx.now_ms, reason=f"{type(exc).__name__}: {exc}"[:500]))
             return False
-        if plan.plan_id not in failures.cleared:  # a failure of an earlier version, or run
-            failures.cleared.add(plan.plan_id)
-            failures.failed.pop(plan.plan_id, None)
+        # A failure of an earlier version (here, or stored before the partition came here)
+        # is over once the plan runs well.
+        if failures.failed.pop(plan.plan_id, None) is not None \
+                or plan.plan_id not in failures.checked:
+            failures.checked.add(plan.plan_id)
             if ctx.get(self.tables.plan_progress, row) is not None:
                 ctx.delete(self.tables.plan_progress, row)
         return True
@@ -545,11 +547,11 @@ class Operations:
 
 class Failures:
     """A partition's plans whose work failed (by plan id: the version that failed), and
-    the plans that ran well since the partition was assigned."""
+    the plans whose stored failure row was looked for since the partition was assigned."""
 
     def __init__(self, _ctx: Any) -> None:
         self.failed: dict[str, Plan] = {}
-        self.cleared: set[str] = set()
+        self.checked: set[str] = set()
 
 
 def _is_event_row(progress: Progress) -> bool:

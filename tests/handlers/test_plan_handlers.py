@@ -616,3 +616,25 @@ def test_a_schedule_plan_runs_each_fire_time_inside_its_period_once():
     world.ctx.forget_caches()  # a restart the day after: nothing again, nothing missed
     world.tick(at_ms=T0 + 14 * hour)
     assert len(world.actions()) == 9 and world.records() == []
+
+
+def test_a_plan_that_ran_well_then_failed_is_no_longer_failed_once_it_runs_well_again(
+        monkeypatch):
+    import agents.plans
+
+    hourly = {"trigger": {"kind": "schedule", "cron": "0 * * * *"}}
+    world = World(plan("p", **hourly))
+    world.tick()  # runs well
+    real = agents.plans.fire_times
+
+    def failing(plan_, after, zone):
+        raise RuntimeError("cannot evaluate")
+
+    monkeypatch.setattr(agents.plans, "fire_times", failing)
+    world.update(plan("p", name="second", **hourly))
+    world.tick(at_ms=T0 + 1000)
+    assert world.progress("p@failed").reason == "RuntimeError: cannot evaluate"
+    monkeypatch.setattr(agents.plans, "fire_times", real)
+    world.update(plan("p", name="third", **hourly))
+    world.tick(at_ms=T0 + 2000)
+    assert world.progress("p@failed") is None
