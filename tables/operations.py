@@ -61,9 +61,12 @@ def encode_facts(facts: Facts) -> bytes:
 
 
 def decode_facts(raw: bytes) -> Facts:
-    # Rows written before closed orders were kept have five fields.
+    # Rows written before closed orders were kept have five fields, and before paid times
+    # were kept, paid orders have two (their time unknown: they convert nothing).
     last_click, last_paid, last_created, paid, unpaid, closed = [*orjson.loads(raw), ()][:6]
-    return Facts(last_click, last_paid, last_created, tuple(map(tuple, paid)),
+    return Facts(last_click, last_paid, last_created,
+                 tuple((order, amount, at) for order, amount, at, *_ in
+                       ([*entry, None] for entry in paid)),
                  tuple(map(tuple, unpaid)), tuple(closed))
 
 

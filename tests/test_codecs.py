@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 
 from app.codecs import decode_ledger, encode_ledger
+from app.domain.behaviour import Facts
 from app.domain.ledger import (
     Attributed,
     Ledger,
@@ -15,6 +16,7 @@ from app.domain.ledger import (
 from app.domain.model import Channel, OrderEvent, OrderLine, Refund
 from app.domain.pools import DEFAULT_POLICY
 from app.domain.rates import Activity, Level
+from tables.operations import decode_facts, encode_facts
 
 T = 1_700_000_000_000
 SOURCE = Source("cps.orders", 3, 42, b"o1", b'{"event": "refunded"}')
@@ -65,3 +67,11 @@ def test_a_row_from_before_cancelled_refunds_were_kept_keeps_its_open_refunds():
 
     assert decode_ledger(old_row).open_refunds == {"r1"}
     assert decode_ledger(old_row).cancelled_refunds == frozenset()
+
+
+def test_behaviour_rows_of_earlier_versions_still_read():
+    facts = Facts(1, 2, 3, (("o1", 500, 2), ("o2", 70, None)), (("o3", 9),), ("o4",))
+    assert decode_facts(encode_facts(facts)) == facts
+    # paid orders without their time, and no closed orders
+    old = orjson.dumps([1, 2, 3, [["o1", 500]], [["o3", 9]]])
+    assert decode_facts(old) == Facts(1, 2, 3, (("o1", 500, None),), (("o3", 9),), ())

@@ -94,11 +94,25 @@ def test_bad_clicks(raw, reason):
     ({"tracking": "t" * 3000}, "tracking: must be a string of at most"),
     ({"tracking": 5}, "tracking: must be a string"),
     ({"fanstype": ""}, "fanstype: must be 1-128"),
+    ({"coupon_ids": "a-1"}, "coupon_ids: must be a list"),
+    ({"coupon_ids": ["a-1", 7]}, r"coupon_ids\[1\]: must be a string of 1-512"),
+    ({"coupon_ids": [""]}, r"coupon_ids\[0\]: must be a string"),
+    ({"coupon_ids": ["x" * 513]}, r"coupon_ids\[0\]: must be a string"),
+    ({"coupon_ids": [f"a-{n}" for n in range(101)]}, "coupon_ids: more than 100"),
     ({"order_id": None}, "order_id: required"),
 ])
 def test_bad_orders(changes, reason):
     with pytest.raises(InvalidEvent, match=reason):
         decode_order(with_(ORDER, **changes))
+
+
+def test_coupon_ids_on_created_and_paid_only():
+    paid = decode_order(with_(ORDER, coupon_ids=["plan@1:u-1", "c-9", "plan@1:u-1"]))
+    assert paid.coupon_ids == ("c-9", "plan@1:u-1")
+    assert decode_order(with_(ORDER, coupon_ids=...)).coupon_ids == ()
+    assert decode_order(with_(ORDER, coupon_ids=None)).coupon_ids == ()
+    completed = decode_order(with_(ORDER, event="completed", items=..., coupon_ids=["c-9"]))
+    assert completed.coupon_ids == ()
 
 
 def test_refund_events():

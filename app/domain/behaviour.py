@@ -21,14 +21,15 @@ class Facts:
     last_click_ms: int | None = None
     last_paid_ms: int | None = None
     last_created_ms: int | None = None
-    paid: tuple[tuple[str, int], ...] = ()           # (order id, paid amount), by order id
+    # (order id, paid amount, earliest `paid` time or None in rows of earlier versions)
+    paid: tuple[tuple[str, int, int | None], ...] = ()  # by order id
     unpaid: tuple[tuple[str, int], ...] = ()         # (order id, created ms), not paid yet
     closed: tuple[str, ...] = ()                     # orders closed unpaid, by order id
 
     def behaviour(self) -> Behaviour:
         return Behaviour(last_click_ms=self.last_click_ms, last_paid_ms=self.last_paid_ms,
                          paid_orders=len(self.paid),
-                         paid_amount=sum(amount for _order, amount in self.paid),
+                         paid_amount=sum(amount for _order, amount, _at in self.paid),
                          unpaid_created_ms=tuple(created for _order, created in self.unpaid))
 
 
@@ -45,6 +46,8 @@ def order_event(facts: Facts, order_id: str, event: str, ts_ms: int, amount: int
     later: a `created` replayed after them, or arriving late, only counts as a creation.
     """
     paid = _paid(facts, order_id)
+    if event == "paid" and paid:
+        return _paid_earlier(facts, order_id, ts_ms)
     if event == "created":
         last = ts_ms if facts.last_created_ms is None else max(facts.last_created_ms, ts_ms)
         waiting = not paid and order_id not in facts.closed and not _waits(facts, order_id)
@@ -52,10 +55,11 @@ def order_event(facts: Facts, order_id: str, event: str, ts_ms: int, amount: int
             return facts
         unpaid = sorted((*facts.unpaid, (order_id, ts_ms))) if waiting else facts.unpaid
         return replace(facts, unpaid=tuple(unpaid), last_created_ms=last)
-    if event == "paid" and not paid:
+    if event == "paid":
         last = ts_ms if facts.last_paid_ms is None else max(facts.last_paid_ms, ts_ms)
         return replace(facts, unpaid=_without(facts.unpaid, order_id),
-                       paid=tuple(sorted((*facts.paid, (order_id, amount)))),
+                       paid=tuple(sorted((*facts.paid, (order_id, amount, ts_ms)),
+                                         key=_by_order)),
                        closed=tuple(order for order in facts.closed if order != order_id),
                        last_paid_ms=last)
     if event == "closed" and not paid and order_id not in facts.closed:
@@ -63,6 +67,18 @@ def order_event(facts: Facts, order_id: str, event: str, ts_ms: int, amount: int
         return replace(facts, unpaid=_without(facts.unpaid, order_id),
                        closed=tuple(sorted((*facts.closed, order_id))))
     return facts
+
+
+def _paid_earlier(facts: Facts, order_id: str, ts_ms: int) -> Facts:
+    """A `paid` delivered again: its time counts when it is earlier than the one known (so
+    the paid time is the same whichever copy came first); the amount stays the first's."""
+    paid = [(order, amount, ts_ms if order == order_id and at is not None and ts_ms < at
+             else at) for order, amount, at in facts.paid]
+    return facts if tuple(paid) == facts.paid else replace(facts, paid=tuple(paid))
+
+
+def _by_order(entry: tuple[str, int, int | None]) -> str:
+    return entry[0]
 
 
 def started_trigger(before: Facts, after: Facts, order_id: str, event: str) -> str | None:
@@ -81,10 +97,11 @@ def _waits(facts: Facts, order_id: str) -> bool:
 
 
 def _paid(facts: Facts, order_id: str) -> bool:
-    return any(order == order_id for order, _amount in facts.paid)
+    return any(entry[0] == order_id for entry in facts.paid)
 
 
-def _without(orders: tuple[tuple[str, int], ...], order_id: str) -> tuple[tuple[str, int], ...]:
+def _without(orders: tuple[tuple[str, int], ...], order_id: str
+             ) -> tuple[tuple[str, int], ...]:
     return tuple(entry for entry in orders if entry[0] != order_id)
 
 

@@ -110,6 +110,7 @@ class OrderEvent:
     tracking: str | None = None
     items: tuple[OrderLine, ...] = ()
     refund: Refund | None = None
+    coupon_ids: tuple[str, ...] = ()  # rights used (grants' action ids), on created/paid
 
     def facts(self) -> OrderFacts:
         return OrderFacts(order_id=self.order_id, event=self.event, ts_ms=self.ts_ms,

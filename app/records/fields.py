@@ -17,6 +17,8 @@ MAX_ID_CHARS = 128
 MAX_TRACKING_CHARS = 2048
 MAX_URL_CHARS = 2048
 MAX_LINES = 1000
+MAX_COUPONS = 100
+MAX_COUPON_ID_CHARS = 512
 MAX_LIST_ITEMS = 10_000
 # Largest integer every JSON consumer (JavaScript included) represents exactly.
 MAX_SAFE_INT = 2**53 - 1

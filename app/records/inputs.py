@@ -18,6 +18,8 @@ from app.domain.model import (
     Refund,
 )
 from app.records.fields import (
+    MAX_COUPON_ID_CHARS,
+    MAX_COUPONS,
     MAX_LINES,
     MAX_TRACKING_CHARS,
     InvalidEvent,
@@ -86,7 +88,19 @@ def decode_order(raw: bytes | None) -> OrderEvent:
         tracking=tracking or None,
         items=_lines(obj) if event in LINE_EVENTS else (),
         refund=_refund(obj, event) if event in REFUND_EVENTS else None,
+        coupon_ids=_coupon_ids(obj) if event in LINE_EVENTS else (),
     )
+
+
+def _coupon_ids(obj: Mapping[str, Any]) -> tuple[str, ...]:
+    """The rights an order uses: a rights platform keys them by the grant's action id
+    (plan, fire time or event, buyer), longer than other ids."""
+    values = array(obj, "coupon_ids", limit=MAX_COUPONS)
+    for index, value in enumerate(values):
+        if type(value) is not str or not value or len(value) > MAX_COUPON_ID_CHARS:
+            raise InvalidEvent(f"coupon_ids[{index}]: must be a string of "
+                               f"1-{MAX_COUPON_ID_CHARS} characters")
+    return tuple(sorted(set(values)))
 
 
 def _lines(obj: Mapping[str, Any]) -> tuple[OrderLine, ...]:

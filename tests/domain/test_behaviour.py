@@ -54,7 +54,7 @@ def test_an_order_is_paid_at_most_once_and_never_both_paid_and_unpaid(stream):
     facts = Facts()
     for order_id, event, ts, amount in stream:
         facts = order_event(facts, order_id, event, ts, amount)
-    paid = [order for order, _ in facts.paid]
+    paid = [entry[0] for entry in facts.paid]
     unpaid = [order for order, _ in facts.unpaid]
     assert len(paid) == len(set(paid)) and len(unpaid) == len(set(unpaid))
     assert not set(paid) & set(unpaid)
