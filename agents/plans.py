@@ -33,6 +33,7 @@ from app.domain.execution import (
     DEFERRED,
     DONE,
     FAILED,
+    HELD_OUT,
     MISSED_FIRES,
     RUNNING,
     SEND,
@@ -41,7 +42,8 @@ from app.domain.execution import (
     decide,
 )
 from app.domain.model import Click, OrderEvent
-from app.domain.operations import action_id, record_id, shard
+from app.domain.operations import HOLDOUT, action_id, record_id, shard
+from app.domain.outcomes import Exposure, Outcome, Watch
 from app.domain.plans import ACTIVE, EVENT, MAX_CAP, PAUSED, Plan, fire_times
 from app.domain.plans import STOPPED as PLAN_STOPPED
 from app.domain.sinks import TokenBucket
@@ -66,6 +68,7 @@ logger = logging.getLogger(__name__)
 SEP = b"\x1f"
 NO_MEMBER = Member()
 NO_FACTS = Facts()
+NO_WATCH = Watch()
 DELIVERY_KINDS = ("sent", "granted", "failed")  # records a sink writes after delivering
 EVENT_ROW = "events"  # the one progress row of an event plan in a partition
 FAILED_ROW = "failed"  # the progress row of a plan whose work failed in a partition
@@ -76,6 +79,30 @@ OLD_TIMER_KEY = b"000"  # timer keys of earlier versions: a due time, 16 digits
 
 class CatchUp(Protocol):
     def request(self, ctx: Any) -> int: ...
+
+
+Barrier = Callable[[Any, int], None]
+
+
+class Settling:
+    """A partition's buyers whose watch waits to be settled (SPEC 13: the earliest paid
+    order wins whatever the worker read first): first until every partition of cps.orders
+    is handled as far as it reached (their events re-keyed to the buyers' partitions),
+    then until this partition's order inputs are read as far as they reached. Tickets
+    ascend in each list."""
+
+    def __init__(self) -> None:
+        self.handled: list[tuple[int, bytes]] = []  # (topic barrier ticket, watch key)
+        self.read: list[tuple[int, bytes]] = []     # (catch-up ticket, watch key)
+
+
+def _take_until(waiting: list[tuple[int, bytes]], ticket: int) -> list[bytes]:
+    """Remove and return the keys of the tickets up to `ticket`."""
+    count = next((n for n, (asked, _key) in enumerate(waiting) if asked > ticket),
+                 len(waiting))
+    taken = [key for _asked, key in waiting[:count]]
+    del waiting[:count]
+    return taken
 
 
 class Runs:
@@ -110,6 +137,8 @@ class PlanTopics:
     operation_records: str
     sinks_deadletter: str
     inputs: tuple[str, ...]  # what a buyer's state comes from, read before an occurrence runs
+    orders: str = "cps.orders"  # keyed by order id: handled everywhere before outcomes
+    order_inputs: tuple[str, ...] = ()  # a partition's order events, read before outcomes
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +155,8 @@ class Operations:
 
     def __init__(self, *, topics: PlanTopics, tables: OperationTables, rules: PlanRules,
                  catalog: PlanCatalog, sinks: SinkRegistry, share: Callable[[], float],
-                 catch_up: Callable[[tuple[str, ...], Callable[[Any, int], None]], CatchUp]
-                 ) -> None:
+                 catch_up: Callable[[tuple[str, ...], Barrier], CatchUp],
+                 after_handled: Callable[[str, Barrier], CatchUp]) -> None:
         self.topics = topics
         self.tables = tables
         self.rules = rules
@@ -139,6 +168,8 @@ class Operations:
         self._next_fire: dict[str, tuple[Plan, int, int | None]] = {}
         self._event_plans_of: tuple[int, dict[tuple[str, str], list[Plan]]] = (-1, {})
         self.inputs_read = catch_up(topics.inputs, self._inputs_read)
+        self.orders_handled = after_handled(topics.orders, self._orders_handled)
+        self.orders_read = catch_up(topics.order_inputs, self._orders_read)
 
     # -- profiles and lists -------------------------------------------------------
 
@@ -199,8 +230,10 @@ class Operations:
             self._arm(ctx, plan, click.buyer_id, click.click_id, click.ts_ms, str(click.ts_ms))
 
     def on_order(self, ctx: Any, event: OrderEvent) -> None:
-        """An order event in its buyer's partition: behaviour, and event triggers."""
+        """An order event in its buyer's partition: behaviour, event triggers, and what the
+        buyer's exposures to plans led to."""
         pair = _pair(event.shop_id, event.buyer_id)
+        self._watch_order(ctx, pair, event)
         facts = ctx.get(self.tables.behaviour, pair) or NO_FACTS
         after = order_event(facts, event.order_id, event.event, event.ts_ms,
                             sum(line.amount for line in event.items))
@@ -230,6 +263,91 @@ class Operations:
                     index.setdefault((plan.shop_id, plan.trigger.on or ""), []).append(plan)
             self._event_plans_of = (self.catalog.records_read, index)
         return index.get((shop_id, on), [])
+
+    # -- outcomes: used, replenished, converted -------------------------------------
+
+    def _expose(self, ctx: Any, plan: Plan, occurrence: str, buyer_id: str,
+                variant: str | None, grant_id: str | None) -> None:
+        """Watch what an action (or a holdout decision) made now leads to."""
+        pair = _pair(plan.shop_id, buyer_id)
+        watch = ctx.get(self.tables.watches, pair) or NO_WATCH
+        after = watch.exposed(Exposure(plan.plan_id, occurrence, variant, ctx.now_ms,
+                                       plan.conversion_window_ms, grant_id))
+        if after is watch:
+            return
+        ctx.put(self.tables.watches, pair, after)
+        facts = ctx.get(self.tables.behaviour, pair) or NO_FACTS
+        if any(at is not None and at > ctx.now_ms for _order, _amount, at in facts.paid):
+            self._settle_later(ctx, pair, plan.shop_id, buyer_id)  # paid "in the future"
+
+    def _watch_order(self, ctx: Any, pair: bytes, event: OrderEvent) -> None:
+        watch = ctx.get(self.tables.watches, pair)
+        if watch is None:
+            return
+        after = watch.observed(event)
+        if after != watch:
+            ctx.put(self.tables.watches, pair, after)
+        if after != watch or event.event == "paid":
+            self._settle_later(ctx, pair, event.shop_id, event.buyer_id)
+
+    def _settle_later(self, ctx: Any, pair: bytes, shop_id: str, buyer_id: str) -> None:
+        settling = ctx.cache(self._load_settling)
+        if ctx.get(self.tables.outcome_waits, pair) is not None:
+            return  # waits already
+        ctx.put(self.tables.outcome_waits, pair, (shop_id, buyer_id))
+        settling.handled.append((self.orders_handled.request(ctx), pair))
+
+    def _load_settling(self, ctx: Any) -> Settling:
+        """After an assignment nobody knows how far the waiting buyers' orders were read:
+        they all wait again."""
+        settling = Settling()
+        waiting: list[bytes] = []
+        while page := self.tables.outcome_waits.keys_with_prefix(
+                ctx.partition, b"", after=waiting[-1] if waiting else None, limit=10_000):
+            waiting.extend(page)
+        if waiting:
+            ticket = self.orders_handled.request(ctx)
+            settling.handled.extend((ticket, key) for key in waiting)
+        return settling
+
+    def _orders_handled(self, ctx: Any, ticket: int) -> None:
+        settling = ctx.cache(self._load_settling)
+        keys = _take_until(settling.handled, ticket)
+        if keys:
+            read = self.orders_read.request(ctx)
+            settling.read.extend((read, key) for key in keys)
+
+    def _orders_read(self, ctx: Any, ticket: int) -> None:
+        for key in _take_until(ctx.cache(self._load_settling).read, ticket):
+            self._settle(ctx, key)
+
+    def _settle(self, ctx: Any, pair: bytes) -> None:
+        """Record what the buyer's exposures at the shop led to, from every order known."""
+        waiting = ctx.get(self.tables.outcome_waits, pair)
+        watch = ctx.get(self.tables.watches, pair)
+        if waiting is None or watch is None:
+            return
+        ctx.delete(self.tables.outcome_waits, pair)
+        shop_id, buyer_id = waiting
+        facts = ctx.get(self.tables.behaviour, pair) or NO_FACTS
+        after, outcomes = watch.settled(facts.paid, ctx.now_ms)
+        for outcome in outcomes:
+            self._record_outcome(ctx, shop_id, buyer_id, outcome)
+        if not after.exposures:
+            ctx.delete(self.tables.watches, pair)
+        elif after != watch:
+            ctx.put(self.tables.watches, pair, after)
+
+    def _record_outcome(self, ctx: Any, shop_id: str, buyer_id: str, outcome: Outcome) -> None:
+        exposure = outcome.exposure
+        record = OperationRecord(
+            record_id(exposure.occurrence_id, buyer_id, outcome.kind), exposure.plan_id,
+            exposure.occurrence_id, buyer_id, shop_id, exposure.variant, outcome.kind,
+            outcome.order_id, ctx.now_ms)
+        ctx.send(self.topics.operation_records, buyer_id.encode(), record.encode())
+        row = self._progress_row(exposure.plan_id, exposure.occurrence_id).encode()
+        ctx.update(self.tables.plan_progress, row, Progress.copy, lambda progress: (
+            progress.measure(exposure.variant, outcome.kind, outcome.amount)))
 
     # -- operation records -------------------------------------------------------------
 
@@ -420,8 +538,13 @@ class Operations:
                 return False
             self._send_action(ctx, plan, occurrence, buyer_id, decision.variant)
             ctx.put(tables.action_history, pair, (*history, ctx.now_ms)[-MAX_CAP:])
+            granted = plan.action_for(decision.variant).kind == "grant"
+            self._expose(ctx, plan, occurrence, buyer_id, decision.variant,
+                         action_id(occurrence, buyer_id) if granted else None)
         else:
             self._record(ctx, plan, occurrence, buyer_id, decision.variant, decision.outcome)
+            if decision.variant == HOLDOUT and decision.outcome == HELD_OUT:
+                self._expose(ctx, plan, occurrence, buyer_id, HOLDOUT, None)
         if decision.outcome == DEFERRED:
             assert decision.until_ms is not None
             ctx.put(tables.plan_timers,
@@ -588,13 +711,15 @@ def create(services: Services) -> Operations:
                           topics.operation_records, topics.sinks_deadletter,
                           inputs=(topics.members, topics.lists, topics.profiles_by_buyer,
                                   topics.clicks, topics.clicks_by_buyer,
-                                  topics.orders_by_buyer)),
+                                  topics.orders_by_buyer),
+                          orders=topics.orders,
+                          order_inputs=(topics.orders, topics.orders_by_buyer)),
         tables=services.state.operations,
         rules=PlanRules(default_tz=settings.plan_tz,
                         max_lateness_ms=settings.plan_max_lateness_ms,
                         shards=settings.plan_shards, tick_s=engine.tick_interval_s),
         catalog=services.catalog, sinks=services.sink_registry, share=engine.owned_share,
-        catch_up=engine.catch_up)
+        catch_up=engine.catch_up, after_handled=engine.after_handled)
 
 
 def register(services: Services, operations: Operations) -> None:

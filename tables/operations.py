@@ -13,6 +13,11 @@
   Timer: event triggers waiting for their delay, deferred buyers waiting for quiet hours
   to end; a plan's timers together, so a paused plan's hold back no other plan's
 - member_records: "<buyer_id>\\x1f<record_id>" -> OperationRecord, each record once
+- watches: "<shop_id>\\x1f<buyer_id>" -> Watch: the buyer's exposures to plans at the shop
+  (actions, holdout decisions) and the orders traced for the rights granted, for the
+  used, replenished and converted records
+- outcome_waits: "<shop_id>\\x1f<buyer_id>" -> (shop_id, buyer_id): the buyer's watch is
+  to be settled once every order event already in Kafka is read (agents/plans.py)
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import orjson
 
 from app.domain.behaviour import Facts
 from app.domain.execution import Progress
+from app.domain.outcomes import Exposure, TracedOrder, Watch
 from app.engine.processor import Engine
 from app.records.operations import (
     OperationRecord,
@@ -53,6 +59,8 @@ class OperationTables:
     plan_progress: Any
     plan_timers: Any
     member_records: Any
+    watches: Any
+    outcome_waits: Any
 
 
 def encode_facts(facts: Facts) -> bytes:
@@ -68,6 +76,24 @@ def decode_facts(raw: bytes) -> Facts:
                  tuple((order, amount, at) for order, amount, at, *_ in
                        ([*entry, None] for entry in paid)),
                  tuple(map(tuple, unpaid)), tuple(closed))
+
+
+def encode_watch(watch: Watch) -> bytes:
+    return orjson.dumps([[astuple(exposure) for exposure in watch.exposures],
+                         [astuple(order) for order in watch.orders]])
+
+
+def decode_watch(raw: bytes) -> Watch:
+    exposures, orders = orjson.loads(raw)
+    return Watch(tuple(Exposure(*row) for row in exposures), tuple(
+        TracedOrder(order_id, tuple(coupons), paid_ms, _pairs(paid_lines),
+                    _pairs(created_lines), tuple(map(tuple, refunds)), closed_ms, completed_ms)
+        for order_id, coupons, paid_ms, paid_lines, created_lines, refunds, closed_ms,
+        completed_ms in orders))
+
+
+def _pairs(rows: list) -> tuple:
+    return tuple(map(tuple, rows))
 
 
 def define(engine: Engine) -> OperationTables:
@@ -90,4 +116,6 @@ def define(engine: Engine) -> OperationTables:
                                encode=astuple),
         member_records=json_table("member_records",
                                   decode=lambda row: OperationRecord(**row)),
+        watches=engine.state_table("watches", encode=encode_watch, decode=decode_watch),
+        outcome_waits=json_table("outcome_waits", decode=tuple),
     )

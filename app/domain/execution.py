@@ -94,6 +94,14 @@ class Progress:
             by_variant = self.variants.setdefault(variant or "", {})
             by_variant[name] = by_variant.get(name, 0) + 1
 
+    def measure(self, variant: str | None, kind: str, amount: int = 0) -> None:
+        """An outcome of one of the occurrence's actions or holdout decisions (used,
+        replenished, converted, and what the order paid), counted per variant."""
+        by_variant = self.variants.setdefault(variant or "", {})
+        by_variant[kind] = by_variant.get(kind, 0) + 1
+        if amount:
+            by_variant[f"{kind}_amount"] = by_variant.get(f"{kind}_amount", 0) + amount
+
     def totals(self) -> dict[str, int]:
         return {name: sum(int(counts.get(name, 0)) for counts in self.shards.values())
                 for name in COUNTS}

@@ -191,3 +191,35 @@ def traced_kept(orders: Mapping[str, TracedOrder], exposures: Iterable[Exposure]
         order.order_id not in needed, order.paid_ms is not None, -(order.paid_ms or 0),
         order.order_id))
     return {order.order_id: order for order in ranked[:MAX_TRACED_ORDERS]}
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """What is watched of a buyer at a shop: the exposures and the orders traced for them."""
+
+    exposures: tuple[Exposure, ...] = ()
+    orders: tuple[TracedOrder, ...] = ()  # by order id
+
+    def exposed(self, exposure: Exposure) -> Watch:
+        """With one more exposure; the same watch when its occurrence is known (a replay)."""
+        if any(known.occurrence_id == exposure.occurrence_id for known in self.exposures):
+            return self
+        return replace(self, exposures=(*self.exposures, exposure))
+
+    def observed(self, event: OrderEvent) -> Watch:
+        """With the order event traced, when the buyer holds a right it may use."""
+        if not holds_rights(self.exposures):
+            return self
+        orders = {order.order_id: order for order in self.orders}
+        orders[event.order_id] = trace(orders.get(event.order_id), event)
+        return replace(self, orders=tuple(orders[key] for key in sorted(orders)))
+
+    def settled(self, paid: Iterable[tuple[str, int, int | None]], now_ms: int
+                ) -> tuple[Watch, list[Outcome]]:
+        """The outcomes not recorded yet, and the watch with them recorded and what no order
+        can change any more dropped."""
+        exposures, outcomes = settle(self.exposures, paid,
+                                     {order.order_id: order for order in self.orders})
+        exposures = watched(exposures, now_ms)
+        kept = traced_kept({order.order_id: order for order in self.orders}, exposures)
+        return Watch(exposures, tuple(kept[key] for key in sorted(kept))), outcomes

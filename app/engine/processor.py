@@ -37,6 +37,7 @@ from app.domain.metrics import Histogram
 from app.engine.catchup import Barriers, CatchUp
 from app.engine.context import Context, PartitionWork
 from app.engine.forwarding import Forwarder
+from app.engine.handled import TopicBarrier, TopicBarriers
 from app.engine.slots import Slot, commit_slots
 from app.engine.state import DELETED, StateTable
 from app.engine.transactions import PartitionLost, Record, SlotTransactions, compact
@@ -63,6 +64,10 @@ class Engine(Service):
         self.add_dependency(self.forwarder)
         self.barriers = Barriers(connection, run_in_partition=self._run_in_partition)
         self.add_dependency(self.barriers)
+        self.topic_barriers = TopicBarriers(connection, group_id=app.conf.id,
+                                            partitions=partitions,
+                                            run_in_partition=self._run_in_partition)
+        self.add_dependency(self.topic_barriers)
         self.topology = topology
         self.partitions = partitions
         self.rocksdb_options = rocksdb_options
@@ -150,6 +155,12 @@ class Engine(Service):
         """A barrier over `topics`: handlers ask it for tickets; `hook(ctx, ticket)` runs in
         the partition once each of those topics is read as far as it reached after the ask."""
         return self.barriers.add(topics, hook)
+
+    def after_handled(self, topic: str, hook: Callable[[Context, int], None]) -> TopicBarrier:
+        """A barrier over every partition of `topic`: handlers ask it for tickets;
+        `hook(ctx, ticket)` runs in the partition once the engine's group has handled each
+        partition of the topic as far as it reached after the ask (handled.py)."""
+        return self.topic_barriers.add(topic, hook)
 
     def gate(self, is_open: Callable[[], bool]) -> None:
         """Hold processing until `is_open()` (e.g. configuration caught up); gates stay open."""
@@ -465,6 +476,7 @@ class Engine(Service):
             self._committing_records -= len(committing.records)
         self._caches.pop(partition, None)
         self.barriers.forget([partition])
+        self.topic_barriers.forget({partition})
 
     async def _on_partitions_assigned(self, sender: Any, assigned: Iterable, **_: Any) -> None:
         partitions = {tp.partition for tp in assigned if tp.topic == self.anchor_topic}
@@ -472,6 +484,7 @@ class Engine(Service):
         for partition in partitions:
             self._caches.pop(partition, None)
         self.barriers.forget(partitions)
+        self.topic_barriers.forget(partitions)
 
     # -- timers -----------------------------------------------------------------
 

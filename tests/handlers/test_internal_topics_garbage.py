@@ -202,7 +202,8 @@ class World:
                               TOPICS.operation_records, TOPICS.sinks_deadletter,
                               inputs=(TOPICS.members,)),
             tables=operations, rules=PlanRules("UTC", 3_600_000, 4), catalog=catalog,
-            sinks=sinks, share=lambda: 1.0, catch_up=lambda _t, _hook: barrier)
+            sinks=sinks, share=lambda: 1.0, catch_up=lambda _t, _hook: barrier,
+            after_handled=lambda _t, _hook: barrier)
 
     def handler(self, topic: str) -> Callable[[Any, bytes | None, bytes | None], None]:
         return {

@@ -37,6 +37,7 @@ def plan(plan_id: str = "p1", **fields) -> object:
 
 class World:
     def __init__(self, *plans, partitions: int = 1, page: int = 500) -> None:
+        self.caught_up: list = []
         self.catalog = SimpleNamespace(plans={p.plan_id: p for p in plans}, records_read=0,
                                        sinks={"hook": HOOK}, channels={})
         registry = self.registry = SinkRegistry(self.catalog, "cps.", TOPICS.live)
@@ -48,7 +49,7 @@ class World:
                               inputs=(TOPICS.members,)),
             tables=self.tables, rules=PlanRules("UTC", 3_600_000, 4, page=page),
             catalog=self.catalog, sinks=registry, share=lambda: 1.0,
-            catch_up=self._inputs_read_at_once)
+            catch_up=self._inputs_read_at_once, after_handled=self._inputs_read_at_once)
         self.ctx = MemoryContext(now_ms=T0, partitions=partitions)
 
     def _inputs_read_at_once(self, topics, hook):
@@ -63,7 +64,6 @@ class World:
                 world.caught_up.append((hook, self.tickets))
                 return self.tickets
 
-        self.caught_up: list = []
         return Barrier()
 
     def update(self, new_plan) -> None:
