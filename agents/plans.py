@@ -374,6 +374,7 @@ class Operations:
     def execute(self, ctx: Any) -> None:
         self._share = self.share()
         runs = ctx.cache(self._load_runs)
+        ctx.cache(self._load_settling)  # buyers left waiting by the partition's last owner
         for plan in list(self.catalog.plans.values()):
             if plan.state == ACTIVE and plan.trigger.kind != EVENT:
                 self._guarded(ctx, plan, lambda plan=plan: self._start_due(ctx, plan, runs))

@@ -122,7 +122,7 @@ class TopicBarriers(Service):
             await self._admin.close()
 
     @Service.task
-    async def _loop(self) -> None:
+    async def _follow_offsets(self) -> None:
         if not self.barriers:
             return
         delay = POLL_S
