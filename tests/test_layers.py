@@ -11,8 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_domain_imports_no_faust_kafka_or_aiohttp():
     code = ("import sys, app.domain.attribution, app.domain.clicks, app.domain.tokens, "
-            "app.domain.model; bad = [m for m in ('faust', 'aiokafka', 'aiohttp', 'mode') "
-            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+            "app.domain.model, app.domain.lift; bad = [m for m in "
+            "('faust', 'aiokafka', 'aiohttp', 'mode') if m in sys.modules]; print(bad); "
+            "sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -7,13 +7,15 @@ from __future__ import annotations
 import html
 import itertools
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from faust.web import Request, Response, View
 
 from app.domain.execution import COUNTS, FAILED, MISSED_FIRES, RUNNING, STOPPED, Progress
+from app.domain.lift import results
+from app.domain.operations import HOLDOUT
 from app.domain.periods import windows
 from app.domain.plans import Plan, fire_times
 from app.records.operations import OperationRecord
@@ -27,6 +29,18 @@ AHEAD = 3  # next fire times and windows shown
 # A buyer's records read for one page of /members/{buyer_id}/records (newest first); a
 # buyer with more shows the newest of these.
 MAX_MEMBER_RECORDS = 10_000
+PLAN_ACTION = "(plan's action)"  # how a plan without variants names its buyers' variant
+
+
+def variant_counts(rows: Iterable[Progress]) -> dict[str, dict[str, int]]:
+    """Each variant's counts summed over progress rows ("" for the plan's own action)."""
+    summed: dict[str, dict[str, int]] = {}
+    for row in rows:
+        for name, counts in row.variants.items():
+            into = summed.setdefault(name, {})
+            for count_name, count in counts.items():
+                into[count_name] = into.get(count_name, 0) + count
+    return summed
 
 
 def occurrence_summary(occurrence: str, rows: Mapping[int, Progress],
@@ -41,12 +55,8 @@ def occurrence_summary(occurrence: str, rows: Mapping[int, Progress],
     for row in rows.values():
         for name, count in row.totals().items():
             totals[name] += count
-    variants: dict[str, dict[str, int]] = {}
-    for row in rows.values():
-        for name, counts in row.variants.items():
-            into = variants.setdefault(name or "(plan's action)", {})
-            for count_name, count in counts.items():
-                into[count_name] = into.get(count_name, 0) + count
+    variants = {name or PLAN_ACTION: counts
+                for name, counts in variant_counts(rows.values()).items()}
     finished = [row.finished_ms for row in rows.values() if row.finished_ms is not None]
     missed_until = [row.until_ms for row in rows.values() if row.until_ms is not None]
     return {"occurrence_id": occurrence, "fire_ms": first.fire_ms, "state": state,
@@ -57,11 +67,26 @@ def occurrence_summary(occurrence: str, rows: Mapping[int, Progress],
             **totals, "variants": variants}
 
 
+def plan_results(plan: Plan, rows: Iterable[Progress]) -> list[dict[str, Any]]:
+    """One row per variant (the plan's own, in listed order, then any an earlier version
+    had) and for the holdout, summed over `rows`: buyers, conversions, paid amount and
+    the lift against the holdout (app.domain.lift)."""
+    counts = variant_counts(rows)
+    listed = [variant.name for variant in plan.variants] or [""]
+    earlier = sorted(set(counts) - set(listed) - {HOLDOUT})
+    holdout = [HOLDOUT] if plan.holdout_bp or HOLDOUT in counts else []
+    ordered = {name: counts.get(name, {}) for name in (*listed, *earlier, *holdout)}
+    return [{**asdict(result), "variant": result.variant or PLAN_ACTION}
+            for result in results(ordered)]
+
+
 def plan_summary(plan: Plan, occurrences: Mapping[str, Mapping[int, Progress]], *,
                  default_tz: str, partitions: int, now_ms: int) -> dict[str, Any]:
     zone = plan.zone(default_tz)
     failures = {row.reason for rows in occurrences.values() for row in rows.values()
                 if row.state == FAILED}
+    shown = {occurrence: rows for occurrence, rows in occurrences.items()
+             if not any(row.state == FAILED for row in rows.values())}
     return {
         "plan_id": plan.plan_id, "name": plan.name, "shop_id": plan.shop_id,
         "state": FAILED if failures else plan.state,
@@ -73,8 +98,8 @@ def plan_summary(plan: Plan, occurrences: Mapping[str, Mapping[int, Progress]], 
             {"start_ms": start, "end_ms": end}
             for start, end in itertools.islice(windows(plan.period, zone, now_ms), AHEAD)],
         "occurrences": [occurrence_summary(occurrence, rows, partitions)
-                        for occurrence, rows in occurrences.items()
-                        if not any(row.state == FAILED for row in rows.values())],
+                        for occurrence, rows in shown.items()],
+        "results": plan_results(plan, (row for rows in shown.values() for row in rows.values())),
     }
 
 
@@ -89,6 +114,21 @@ def plan_detail(plan: Plan, occurrences: Mapping[str, Mapping[int, Progress]], *
                              "shards": {str(s): counts for s, counts in sorted(row.shards.items())}}
             for partition, row in sorted(rows.items())}
     return {**summary, "plan": plan.source}
+
+
+def result_cells(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A results row for people: rates in %, the lift and its interval in points."""
+    rate, lift = entry["conversion_rate"], entry["lift"]
+    return {"variant": entry["variant"], "buyers": entry["buyers"], "actions": entry["actions"],
+            "conversions": entry["conversions"],
+            "conversion rate": None if rate is None else f"{rate:.2%}",
+            "paid amount": entry["paid_amount"], "used": entry["used"],
+            "replenished": entry["replenished"],
+            "lift (points)": None if lift is None else f"{lift['difference'] * 100:+.2f}",
+            "95 % interval": None if lift is None else (
+                f"{lift['low'] * 100:+.2f} to {lift['high'] * 100:+.2f}"),
+            "relative lift": None if lift is None or lift["relative"] is None
+            else f"{lift['relative']:+.1%}"}
 
 
 def newest_first(records: list[OperationRecord], limit: int,
@@ -161,6 +201,8 @@ def register(services: Services) -> None:
                     f"{html.escape(plan.trigger.kind)}, {plan.rate_per_s:g} actions/s, "
                     f"next fire times {detail['next_fire_ms']}</p>"
                     f"<h2>Next windows</h2>{table(windows_)}"
+                    "<h2>Results</h2>"
+                    f"{table([result_cells(entry) for entry in detail['results']])}"
                     f"<h2>Occurrences</h2>{table(occurrences)}"
                     f"<h2>Per variant</h2>{table(variants)}"
                     f"<h2>Per partition and shard</h2>{table(shards)}")

@@ -44,9 +44,10 @@ def test_dashboard_draws_live_charts_without_errors(make_worker):
                 " errors: window.dashboard.errors,"
                 " canvases: document.querySelectorAll('.uplot canvas').length,"
                 " sinks: document.querySelectorAll('#workers tr').length,"
-                " plans: document.querySelectorAll('#plans tr').length}")
+                " plans: document.querySelectorAll('#plans tr').length,"
+                " results: document.querySelectorAll('#results tr').length}")
             if (state["updates"] >= 3 and state["canvases"] >= 3 and state["points"] > 50
-                    and state["plans"] == 3):
+                    and state["plans"] == 3 and state["results"] == 5):
                 break
             time.sleep(1)
         ARTIFACTS.mkdir(exist_ok=True)
@@ -58,6 +59,8 @@ def test_dashboard_draws_live_charts_without_errors(make_worker):
         assert severe == [], severe
         assert state["sinks"] >= 2  # a header row and this worker
         assert state["plans"] == 3  # a header row and the demo's two plans
+        # a header row, the coupon's two variants and its holdout, the reminder's own action
+        assert state["results"] == 5
     finally:
         driver.quit()
         demo.kill()

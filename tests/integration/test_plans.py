@@ -82,6 +82,11 @@ def test_a_now_plan_acts_once_on_exactly_the_selected_buyers(make_worker, kafka,
         time.sleep(0.5)
     assert occurrence["selected"] == len(expected), occurrence
     assert occurrence["held_out"] == len(held) and occurrence["actions"] == len(actions)
+    # the results' denominators: each variant's exposed buyers, the holdout's held out
+    exposed = Counter(a["variant"] for a in actions)
+    assert [(r["variant"], r["buyers"], r["conversions"]) for r in detail["results"]] == [
+        ("A", exposed["A"], 0), ("B", exposed["B"], 0), ("holdout", len(held), 0)]
+    assert worker.get("/plans/p-now")[0] == 200  # the page, with its results table
     buyer = actions[0]["buyer_id"]
     status, body = worker.get(f"/members/{buyer}/records?format=json")
     assert status == 200
