@@ -103,6 +103,9 @@ class EngineCollector(Collector):
                                   value=engine.barriers.from_fetches)
         yield _histogram("cps_catch_up_wait_ms", engine.barriers.waits,
                          "From an order's ask until every click already in Kafka was read")
+        yield _histogram("cps_orders_handled_wait_ms", engine.topic_barriers.waits,
+                         "From a buyer's ask (a plan's outcome to settle) until every "
+                         "partition of cps.orders was handled as far as it reached")
         yield from _monitoring(services)
 
 
