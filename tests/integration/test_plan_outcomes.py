@@ -10,6 +10,7 @@ from collections import Counter
 
 import orjson
 from plan_setup import members, plan_body, rights_sink, wait_loaded
+from sink_setup import setup, sink
 
 WINDOW_MS = 120_000
 OUTCOMES = ("used", "replenished", "converted")
@@ -154,6 +155,9 @@ def variant_counts(worker, plan_id: str, expected: Counter,
 def test_outcomes_read_live_are_the_spec_s_once_each(make_worker, kafka, receivers):
     worker = make_worker("w").start()
     rights_sink(worker, receivers())
+    watcher = receivers()
+    setup(worker, records=sink(watcher.url, streams=["operation_records"], rate_per_s=100_000,
+                               burst=10_000, max_in_flight=64))
     members(kafka, 1500)
     wait_loaded(worker)
     status, answer = worker.admin("PUT", "/admin/plans/p-live",
@@ -165,6 +169,17 @@ def test_outcomes_read_live_are_the_spec_s_once_each(make_worker, kafka, receive
     kafka.produce("orders", orders)
     assert outcomes_of(kafka, "p-live", sum(expected.values())) == expected
     variant_counts(worker, "p-live", expected, exposures)
+
+    def delivered(receiver) -> Counter:
+        return Counter((e["kind"], e["buyer_id"], e["ref"]) for e in (
+            r["event"]["event"] for r in receiver.requests
+            if r["status"] == 200 and r["event"].get("stream") == "operation_records")
+            if e["kind"] in OUTCOMES)
+    assert watcher.wait_for(lambda r: len(delivered(r)) >= len(expected), 30)
+    assert delivered(watcher) == expected  # the sink's stream, each once
+    kind, buyer, order_id = min(expected)
+    shown = orjson.loads(worker.get(f"/members/{buyer}/records?format=json")[1])
+    assert any(r["kind"] == kind and r["ref"] == order_id for r in shown["records"]), shown
 
 
 def test_a_backlog_sigkills_and_a_second_worker_give_the_same_records(make_worker, kafka,
