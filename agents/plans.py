@@ -44,10 +44,11 @@ from app.domain.execution import (
 from app.domain.model import Click, OrderEvent
 from app.domain.operations import HOLDOUT, action_id, record_id, shard
 from app.domain.outcomes import Exposure, Outcome, Watch
-from app.domain.plans import ACTIVE, EVENT, MAX_CAP, PAUSED, Plan, fire_times
+from app.domain.plans import ACTIVE, ASSIGN, EVENT, MAX_CAP, PAUSED, Plan, fire_times
 from app.domain.plans import STOPPED as PLAN_STOPPED
 from app.domain.sinks import TokenBucket
 from app.domain.triggers import MISSED, occurrence_id, timing
+from app.records.allocation import END, REQUEST, AssignRequest
 from app.records.fields import InvalidEvent
 from app.records.operations import (
     OperationRecord,
@@ -137,6 +138,7 @@ class PlanTopics:
     operation_records: str
     sinks_deadletter: str
     inputs: tuple[str, ...]  # what a buyer's state comes from, read before an occurrence runs
+    assign_requests: str = "cps.internal.assign-requests"  # keyed by shop (allocation)
     orders: str = "cps.orders"  # keyed by order id: handled everywhere before outcomes
     order_inputs: tuple[str, ...] = ()  # a partition's order events, read before outcomes
 
@@ -478,6 +480,10 @@ class Operations:
         if progress.state != RUNNING:
             progress.finished_ms = ctx.now_ms
             runs.finish(occurrence)
+            if plan is not None and plan.action.kind == ASSIGN:
+                self._assign_request(ctx, plan, AssignRequest(
+                    END, plan.plan_id, occurrence, progress.fire_ms, plan.shop_id,
+                    partition=ctx.partition))
         if progress != stored:
             ctx.put(self.tables.plan_progress, row, progress)
 
@@ -516,7 +522,8 @@ class Operations:
         return [buyer.decode() for buyer in ordered], bound is None
 
     def _decide(self, ctx: Any, plan: Plan, progress: Progress, occurrence: str,
-                buyer_id: str, *, too_late: bool = False, again: bool = False) -> bool:
+                buyer_id: str, *, too_late: bool = False, again: bool = False,
+                fire_ms: int | None = None) -> bool:
         """Decide one buyer and emit what it gives; False (nothing done) when the plan's
         throttle has no token for an action now."""
         tables = self.tables
@@ -532,12 +539,19 @@ class Operations:
         if decision is None:
             return True
         if decision.outcome == SEND:
+            assigns = plan.action.kind == ASSIGN
             sink = plan.action_for(decision.variant).sink
-            if self.sinks.queue_of(sink) is None and self.sinks.configured(sink):
+            if not assigns and self.sinks.queue_of(sink) is None and self.sinks.configured(sink):
                 return False  # its queue is being created (a sink just added): wait for it
             if not self._bucket(plan, ctx.now_ms).try_take(ctx.now_ms / 1000):
                 return False
-            self._send_action(ctx, plan, occurrence, buyer_id, decision.variant)
+            if assigns:  # the shop's partition gives the buyer to an operator
+                self._assign_request(ctx, plan, AssignRequest(
+                    REQUEST, plan.plan_id, occurrence,
+                    progress.fire_ms if fire_ms is None else fire_ms, plan.shop_id,
+                    buyer_id, decision.variant))
+            else:
+                self._send_action(ctx, plan, occurrence, buyer_id, decision.variant)
             ctx.put(tables.action_history, pair, (*history, ctx.now_ms)[-MAX_CAP:])
             granted = plan.action_for(decision.variant).kind == "grant"
             self._expose(ctx, plan, occurrence, buyer_id, decision.variant,
@@ -574,6 +588,9 @@ class Operations:
                 action["sink"], buyer_id.encode(), record, error, attempts=0,
                 first_attempt_ms=ctx.now_ms, ts_ms=ctx.now_ms))
             self._record(ctx, plan, occurrence, buyer_id, variant, "failed", ref=error)
+
+    def _assign_request(self, ctx: Any, plan: Plan, request: AssignRequest) -> None:
+        ctx.send(self.topics.assign_requests, plan.shop_id.encode(), request.encode())
 
     def _record(self, ctx: Any, plan: Plan, occurrence: str, buyer_id: str,
                 variant: str | None, kind: str, ref: str | None = None) -> None:
@@ -641,6 +658,7 @@ class Operations:
                         Progress(plan.plan_id, row.decode(), timer.fire_ms, ctx.now_ms))
             too_late = timing(due_ms, ctx.now_ms, self.rules.max_lateness_ms) == MISSED
             if not self._decide(ctx, plan, progress, timer.occurrence_id, timer.buyer_id,
+                                fire_ms=timer.fire_ms if plan.trigger.kind == EVENT else None,
                                 too_late=too_late, again=timer.cause == "deferred"):
                 return  # out of tokens: the plan's next timers wait for the next tick
             ctx.delete(tables.plan_timers, key)
@@ -713,7 +731,7 @@ def create(services: Services) -> Operations:
                           inputs=(topics.members, topics.lists, topics.profiles_by_buyer,
                                   topics.clicks, topics.clicks_by_buyer,
                                   topics.orders_by_buyer),
-                          orders=topics.orders,
+                          assign_requests=topics.assign_requests, orders=topics.orders,
                           order_inputs=(topics.orders, topics.orders_by_buyer)),
         tables=services.state.operations,
         rules=PlanRules(default_tz=settings.plan_tz,

@@ -18,12 +18,22 @@ from typing import Any
 
 import faust
 
+import tables.allocation
 import tables.attribution
 import tables.balances
 import tables.billing
 import tables.operations
 import tables.order_center
-from agents import attribution, balances, billing, configuration, order_center, orders, plans
+from agents import (
+    allocation,
+    attribution,
+    balances,
+    billing,
+    configuration,
+    order_center,
+    orders,
+    plans,
+)
 from app.catalog import Catalog
 from app.clicks import ClickService
 from app.connection import KafkaConnection
@@ -66,6 +76,7 @@ class State:
     balances: tables.balances.BalanceTables
     order_center: tables.order_center.OrderCenterTables
     operations: tables.operations.OperationTables
+    allocation: tables.allocation.AllocationTables
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +114,7 @@ def build(settings: Settings) -> Services:
     balances.register(services)
     configuration.register(services)
     plans.register(services, operations)
+    allocation.register(services, allocation.create(services))
     _register_web_views(services)
     _start_services_with_the_app(services)
     return services
@@ -132,6 +144,7 @@ def _services(settings: Settings) -> Services:
         balances=tables.balances.define(engine),
         order_center=tables.order_center.define(engine),
         operations=tables.operations.define(engine),
+        allocation=tables.allocation.define(engine),
     )
     catalog = Catalog(connection, topics=topics)
     signer = Signer(settings.link_secret, previous=settings.link_secrets_previous)

@@ -54,6 +54,10 @@ class Topics:
         self.plans = prefix + "plans"
         self.plan_actions = prefix + "plan_actions"
         self.operation_records = prefix + "operation_records"
+        # Operator allocation (SPEC 14): assignments out; the buyers assign plans select,
+        # sent to their shop's partition, which holds the shop's operators' counts.
+        self.assignments = prefix + "assignments"
+        self.assign_requests = prefix + "internal.assign-requests"
         self.attributions = prefix + "attributions"
         self.commissions = prefix + "commissions"
         self.settlements = prefix + "settlements"
@@ -80,6 +84,7 @@ class Topics:
             self.policy: Role.CONFIG, self.sinks: Role.CONFIG, self.plans: Role.CONFIG,
             self.members: Role.PROFILE, self.lists: Role.PROFILE,
             self.plan_actions: Role.OUTPUT, self.operation_records: Role.OUTPUT,
+            self.assignments: Role.OUTPUT, self.assign_requests: Role.INTERNAL,
             self.attributions: Role.OUTPUT, self.commissions: Role.OUTPUT,
             self.settlements: Role.OUTPUT, self.deadletter: Role.OUTPUT,
             self.sinks_deadletter: Role.OUTPUT,

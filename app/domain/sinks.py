@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 STREAMS = ("attributions", "commissions", "settlements", "order_status", "alerts",
-           "plan_actions", "operation_records")
+           "plan_actions", "operation_records", "assignments")
 
 
 @dataclass(frozen=True, slots=True)

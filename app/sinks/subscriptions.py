@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 FILTERS = ("channel_id", "promoter_id", "shop_id")
 STREAMS = ("attributions", "commissions", "settlements", "order_status", "plan_actions",
-           "operation_records")
+           "operation_records", "assignments")
 
 
 class SubscriptionError(ValueError):
