@@ -42,7 +42,7 @@ from app.engine import internals
 from app.engine.processor import Engine
 from app.faust_app import create_app
 from app.monitor import Monitor
-from app.plan_progress import PlanProgress
+from app.plan_progress import OperatorLoads, PlanProgress
 from app.settings import Settings
 from app.sinks.dispatcher import SinkDispatcher
 from app.sinks.fanout import SinkRegistry
@@ -99,6 +99,7 @@ class Services:
     subscriptions: Subscriptions
     monitor: Monitor
     plan_progress: PlanProgress
+    operator_loads: OperatorLoads
     state: State
 
 
@@ -187,7 +188,9 @@ def _services(settings: Settings) -> Services:
                     sink_registry=sink_registry, dispatcher=dispatcher,
                     subscriptions=subscriptions, monitor=monitor, state=state,
                     plan_progress=PlanProgress(
-                        connection, lambda: state.operations.plan_progress.changelog_topic))
+                        connection, lambda: state.operations.plan_progress.changelog_topic),
+                    operator_loads=OperatorLoads(
+                        connection, lambda: state.allocation.operator_loads.changelog_topic))
 
 
 def _register_web_views(services: Services) -> None:
@@ -209,5 +212,6 @@ def _start_services_with_the_app(services: Services) -> None:
         await app.add_runtime_dependency(services.dispatcher)
         await app.add_runtime_dependency(services.monitor)
         await app.add_runtime_dependency(services.plan_progress)
+        await app.add_runtime_dependency(services.operator_loads)
 
     app.task(start_services)

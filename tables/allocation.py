@@ -21,9 +21,8 @@ from typing import Any
 
 import orjson
 
-from app.domain.allocation import Load
 from app.engine.processor import Engine
-from app.records.allocation import AssignRequest
+from app.records.allocation import AssignRequest, decode_load, encode_load
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,15 +34,6 @@ class AllocationTables:
     assigned_today: Any
     allocations: Any
     operator_assignments: Any
-
-
-def encode_load(load: Load) -> bytes:
-    return orjson.dumps([load.days, load.total])
-
-
-def decode_load(raw: bytes) -> Load:
-    days, total = orjson.loads(raw)
-    return Load(tuple((day, count) for day, count in days), total)
 
 
 def define(engine: Engine) -> AllocationTables:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from app.domain.allocation import Load
 from app.records.fields import (
     choice,
     integer,
@@ -76,3 +77,13 @@ def decode_assignment(key: bytes | None, raw: bytes | None) -> dict:
     keyed_by(key, found["operator_id"], "operator_id")
     return found
 
+
+
+def encode_load(load: Load) -> bytes:
+    return orjson.dumps([load.days, load.total])
+
+
+def decode_load(raw: bytes) -> Load:
+    """An operator's counts as the allocating partition stores them (operator_loads)."""
+    days, total = orjson.loads(raw)
+    return Load(tuple((day, count) for day, count in days), total)
