@@ -58,13 +58,15 @@ from app.web import demo as demo_page
 from app.web import health as health_views
 from app.web import metrics as metrics_view
 from app.web import monitoring as monitoring_views
+from app.web import operators as operator_views
 from app.web import orders as order_center_views
 from app.web import plans as plan_views
 from app.web import sinks as sinks_view
 from app.web import subscribe as subscribe_view
 
 WEB_VIEWS = (health_views, accounts_view, click_redirect, admin_api, order_center_views,
-             demo_page, metrics_view, sinks_view, subscribe_view, monitoring_views, plan_views)
+             demo_page, metrics_view, sinks_view, subscribe_view, monitoring_views, plan_views,
+             operator_views)
 
 
 @dataclass(frozen=True, slots=True)

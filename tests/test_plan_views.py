@@ -38,22 +38,21 @@ def test_a_failure_in_any_partition_marks_the_plan_failed_with_its_reason():
 
 
 def test_a_buyers_records_page_newest_first_and_every_record_once():
-    from app.records.operations import OperationRecord
-    from app.web.plans import newest_first
+    from app.web.pages import newest_first
 
-    records = [OperationRecord(f"r{n}", "p1", "p1@1", "b1", "s1", None, "sent", None,
-                               T0 + n // 3) for n in range(25)]  # three share each time
+    records = [{"record_id": f"r{n}", "ts_ms": T0 + n // 3}
+               for n in range(25)]  # three share each time
     pages, cursor = [], None
     while True:
-        rows, cursor = newest_first(records, 4, cursor)
+        rows, cursor = newest_first(records, "record_id", 4, cursor)
         pages.append(rows)
         if cursor is None:
             break
     seen = [row["record_id"] for rows in pages for row in rows]
-    assert seen == [r.record_id for r in sorted(records, key=lambda r: (r.ts_ms, r.record_id),
-                                                reverse=True)]
+    assert seen == [r["record_id"] for r in sorted(
+        records, key=lambda r: (r["ts_ms"], r["record_id"]), reverse=True)]
     assert [len(rows) for rows in pages] == [4] * 6 + [1]
-    assert newest_first(records, 4, "not-a-cursor") == ([], None)
+    assert newest_first(records, "record_id", 4, "not-a-cursor") == ([], None)
 
 
 AB_PLAN = parse_plan({"plan_id": "p2", "shop_id": "s1", "audience": {"level_gte": 1},

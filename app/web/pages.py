@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 _STYLE = ("<style>body{font:14px system-ui;margin:2em}table{border-collapse:collapse}"
           "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
@@ -28,3 +29,17 @@ def table(rows: Sequence[dict], classes: Sequence[str] | None = None) -> str:
                   for c in columns) + "</tr>"
         for i, row in enumerate(rows))
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def newest_first(rows: Sequence[Mapping[str, Any]], id_field: str, limit: int,
+                 cursor: str | None) -> tuple[list[Mapping[str, Any]], str | None]:
+    """A page of rows, newest first (by `ts_ms`, then `id_field`), older than `cursor`; and
+    the cursor of the next page (None: no more)."""
+    ordered = sorted(rows, key=lambda row: (row["ts_ms"], row[id_field]), reverse=True)
+    if cursor:
+        ts_text, _, ident = cursor.partition(":")
+        position = (int(ts_text), ident) if ts_text.isdigit() else (-1, "")
+        ordered = [row for row in ordered if (row["ts_ms"], row[id_field]) < position]
+    shown = ordered[:limit]
+    more = len(ordered) > limit
+    return shown, f"{shown[-1]['ts_ms']}:{shown[-1][id_field]}" if more else None

@@ -9,18 +9,19 @@ import itertools
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from faust.web import Request, Response, View
 
+from app.domain.allocation import NO_LOAD, Load, Operator
 from app.domain.execution import COUNTS, FAILED, MISSED_FIRES, RUNNING, STOPPED, Progress
 from app.domain.lift import results
 from app.domain.operations import HOLDOUT
-from app.domain.periods import windows
-from app.domain.plans import Plan, fire_times
-from app.records.operations import OperationRecord
+from app.domain.periods import time_zone, windows
+from app.domain.plans import ASSIGN, Plan, fire_times
 from app.web.orders import answer_where_owned, page_limit
-from app.web.pages import page, table
+from app.web.pages import newest_first, page, table
 
 if TYPE_CHECKING:
     from app.bootstrap import Services
@@ -80,8 +81,19 @@ def plan_results(plan: Plan, rows: Iterable[Progress]) -> list[dict[str, Any]]:
             for result in results(ordered)]
 
 
+def operator_counts(operators: Iterable[Operator], loads: Mapping[str, Load], day: str
+                    ) -> list[dict[str, Any]]:
+    """An `assign` plan's shop's operators: assignments today (the plan's zone) and in total,
+    beside their caps."""
+    return [{"operator_id": op.operator_id, "active": op.active,
+             "today": loads.get(op.operator_id, NO_LOAD).on(day), "daily_cap": op.daily_cap,
+             "total": loads.get(op.operator_id, NO_LOAD).total, "total_cap": op.total_cap,
+             "qualifications": sorted(op.qualifications)} for op in operators]
+
+
 def plan_summary(plan: Plan, occurrences: Mapping[str, Mapping[int, Progress]], *,
-                 default_tz: str, partitions: int, now_ms: int) -> dict[str, Any]:
+                 default_tz: str, partitions: int, now_ms: int,
+                 operators: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     zone = plan.zone(default_tz)
     failures = {row.reason for rows in occurrences.values() for row in rows.values()
                 if row.state == FAILED}
@@ -100,13 +112,15 @@ def plan_summary(plan: Plan, occurrences: Mapping[str, Mapping[int, Progress]], 
         "occurrences": [occurrence_summary(occurrence, rows, partitions)
                         for occurrence, rows in shown.items()],
         "results": plan_results(plan, (row for rows in shown.values() for row in rows.values())),
+        "operators": operators,
     }
 
 
 def plan_detail(plan: Plan, occurrences: Mapping[str, Mapping[int, Progress]], *,
-                default_tz: str, partitions: int, now_ms: int) -> dict[str, Any]:
+                default_tz: str, partitions: int, now_ms: int,
+                operators: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     summary = plan_summary(plan, occurrences, default_tz=default_tz, partitions=partitions,
-                           now_ms=now_ms)
+                           now_ms=now_ms, operators=operators)
     for entry in summary["occurrences"]:
         rows = occurrences[entry["occurrence_id"]]
         entry["partitions"] = {
@@ -131,33 +145,27 @@ def result_cells(entry: Mapping[str, Any]) -> dict[str, Any]:
             else f"{lift['relative']:+.1%}"}
 
 
-def newest_first(records: list[OperationRecord], limit: int,
-                 cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
-    """A page of records, newest first (by time, then record id), older than `cursor`;
-    and the cursor of the next page (None: no more)."""
-    ordered = sorted(records, key=lambda r: (r.ts_ms, r.record_id), reverse=True)
-    if cursor:
-        ts_text, _, record_id = cursor.partition(":")
-        position = (int(ts_text), record_id) if ts_text.isdigit() else (-1, "")
-        ordered = [r for r in ordered if (r.ts_ms, r.record_id) < position]
-    page_rows = ordered[:limit]
-    more = len(ordered) > limit
-    return ([asdict(record) for record in page_rows],
-            f"{page_rows[-1].ts_ms}:{page_rows[-1].record_id}" if more else None)
-
-
 def register(services: Services) -> None:
     """/plans, /plans/{plan_id}, /members/{buyer_id}/records."""
     app, catalog, progress = services.app, services.catalog, services.plan_progress
     default_tz, partitions = services.settings.plan_tz, services.settings.partitions
     records = services.state.operations.member_records
 
+    def operators_of(plan: Plan, now_ms: int) -> list[dict[str, Any]] | None:
+        if plan.action.kind != ASSIGN:
+            return None
+        day = datetime.fromtimestamp(now_ms / 1000, time_zone(plan.zone(default_tz)))
+        return operator_counts(catalog.operators_of(plan.shop_id),
+                               services.operator_loads.of_shop(plan.shop_id),
+                               day.date().isoformat())
+
     @app.page("/plans")
     class Plans(View):
         async def get(self, request: Request) -> Response:
             now_ms = int(time.time() * 1000)
             plans = [plan_summary(plan, progress.of_plan(plan.plan_id), default_tz=default_tz,
-                                  partitions=partitions, now_ms=now_ms)
+                                  partitions=partitions, now_ms=now_ms,
+                                  operators=operators_of(plan, now_ms))
                      for plan in sorted(catalog.plans.values(), key=lambda p: p.plan_id)]
             if request.query.get("format") == "json":
                 return self.json({"ts_ms": now_ms, "plans": plans})
@@ -181,7 +189,8 @@ def register(services: Services) -> None:
                 return self.json({"error": f"no plan {plan_id!r}"}, status=404)
             now_ms = int(time.time() * 1000)
             detail = plan_detail(plan, progress.of_plan(plan_id), default_tz=default_tz,
-                                 partitions=partitions, now_ms=now_ms)
+                                 partitions=partitions, now_ms=now_ms,
+                                 operators=operators_of(plan, now_ms))
             if request.query.get("format") == "json":
                 return self.json(detail)
             shards = [{"occurrence": o["occurrence_id"], "partition": partition,
@@ -203,7 +212,9 @@ def register(services: Services) -> None:
                     f"<h2>Next windows</h2>{table(windows_)}"
                     "<h2>Results</h2>"
                     f"{table([result_cells(entry) for entry in detail['results']])}"
-                    f"<h2>Occurrences</h2>{table(occurrences)}"
+                    + (f"<h2>Operators</h2>{table(detail['operators'])}"
+                       if detail["operators"] is not None else "")
+                    + f"<h2>Occurrences</h2>{table(occurrences)}"
                     f"<h2>Per variant</h2>{table(variants)}"
                     f"<h2>Per partition and shard</h2>{table(shards)}")
             return self.html(page(f"Plan {plan_id}", body, refresh_s=5))
@@ -217,8 +228,9 @@ def register(services: Services) -> None:
                 found = records.scan_prefix(partition, buyer_id.encode() + b"\x1f",
                                             limit=MAX_MEMBER_RECORDS)
                 limit = page_limit(request)
-                rows, next_cursor = newest_first([record for _key, record in found],
-                                                 limit, request.query.get("cursor"))
+                rows, next_cursor = newest_first([asdict(record) for _key, record in found],
+                                                 "record_id", limit,
+                                                 request.query.get("cursor"))
                 if request.query.get("format") == "json":
                     return self.json({"buyer_id": buyer_id, "records": rows,
                                       "next_cursor": next_cursor})
