@@ -51,7 +51,7 @@ NO_OPERATOR = "no operator under the caps"
 ASSIGNED_TODAY = "assigned today by a plan of the shop"
 GROUPS_PER_TICK = 200   # (fire time, plan) groups of a partition looked at per tick
 KEPT_MS = 8 * 86_400_000  # how long allocations are remembered against replays
-PRIORITY_OFFSET = 10**15  # keys sort by priority, highest first
+PRIORITY_OFFSET = 10**17  # keys sort by priority (any JSON-safe integer), highest first
 
 
 class AllocationCatalog(Protocol):
@@ -102,7 +102,7 @@ class Allocator:
         if ctx.get(self.tables.allocations, self._allocation_key(request)) is not None:
             return  # allocated already: a replay
         plan = self.catalog.plans.get(request.plan_id)
-        priority = plan.assignment.priority if plan is not None else 0
+        priority = plan.assignment.priority if plan is not None and plan.assignment else 0
         ctx.put(self.tables.assign_queue, _key(
             request.shop_id, _ms(request.fire_ms), b"%020d" % (PRIORITY_OFFSET - priority),
             request.plan_id, request.buyer_id, request.occurrence_id), request)
@@ -194,7 +194,8 @@ class Allocator:
         operators = self.catalog.operators_of(shop_id)
         loads = {operator.operator_id: ctx.get(tables.operator_loads, _key(
             shop_id, operator.operator_id)) or NO_LOAD for operator in operators}
-        chosen, after = allocate(operators, plan.assignment.requires, loads, day)
+        requires = plan.assignment.requires if plan.assignment else frozenset()
+        chosen, after = allocate(operators, requires, loads, day)
         if chosen is None:
             self._record(ctx, request, "capped", NO_OPERATOR)
             ctx.put(tables.allocations, done_key, "")

@@ -41,6 +41,9 @@ def decide(plan: Plan, buyer_id: str, buyer: Buyer, *, now_ms: int, sent_ms: Seq
     zone = plan.zone(default_tz)
     if not selects(plan.audience, buyer, now_ms, zone):
         return None
+    excluded = plan.assignment.exclude if plan.assignment is not None else None
+    if excluded is not None and selects(excluded, buyer, now_ms, zone):
+        return None  # recall: the audience minus `exclude` (SPEC 14)
     variant = variant_of(plan.plan_id, buyer_id, plan.holdout_bp, plan.split)
     if too_late:
         return Decision(MISSED, variant)
