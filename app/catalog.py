@@ -186,7 +186,8 @@ class Catalog(Service):
 
 
 def _natural_id(entry: Any) -> str:
-    for name in ("shop_id", "channel_id", "activity_id", "sink_id", "plan_id"):
+    # The specific ids first: activities and plans also name a shop_id.
+    for name in ("activity_id", "plan_id", "shop_id", "channel_id", "sink_id"):
         if hasattr(entry, name):
             return getattr(entry, name)
     raise InvalidEvent("configuration record without a key or an id")
