@@ -71,6 +71,10 @@ def test_right_token_passes():
                        "streams": ["gossip"]}, "streams"),
     ("sinks", "hook", {"kind": "kafka", "topic": "bad topic", "streams": ["commissions"]},
      "topic"),
+    ("plans", "p1", {"shop_id": "s1", "audience": {"level_gte": 1}, "trigger": {"kind": "now"},
+                     "created_ms": 1, "action": {"kind": "assign", "sink": "crm", "payload": {
+                         "exclude": {"all": [{"tag": "blocked"}, ["vip"]]}}}},
+     "action.payload.exclude.all[1]"),
     ("operators", "op1", {"operator_id": "op2", "shop_id": "s1", "daily_cap": 5,
                           "total_cap": 50}, "operator_id"),
     ("operators", "op1", {"daily_cap": 5, "total_cap": 50}, "shop_id"),

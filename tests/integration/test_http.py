@@ -50,6 +50,11 @@ def test_invalid_bodies_are_refused_with_the_field(worker):
          "url"),
         ("/admin/operators/op1", {"shop_id": "s1", "daily_cap": 2, "total_cap": "many"},
          "total_cap"),
+        ("/admin/plans/p1", {"shop_id": "s1", "audience": {"level_gte": 1},
+                             "trigger": {"kind": "now"},
+                             "action": {"kind": "assign", "sink": "crm",
+                                        "payload": {"requires": ["vip", ""]}}},
+         "action.payload.requires[1]"),
         ("/admin/nonsense/x", {}, None),
     ]
     for path, body, field in cases:
