@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from app.records.configuration import (
     decode_activity,
     decode_channel,
+    decode_operator,
     decode_policy,
     decode_shop,
     decode_sink,
@@ -34,4 +35,5 @@ def register(services: Services) -> None:
         topic: validated_by(decoder) for topic, decoder in (
             (topics.shops, decode_shop), (topics.channels, decode_channel),
             (topics.activities, decode_activity), (topics.policy, decode_policy),
-            (topics.sinks, decode_sink), (topics.plans, decode_plan))})
+            (topics.sinks, decode_sink), (topics.plans, decode_plan),
+            (topics.operators, decode_operator))})

@@ -25,6 +25,7 @@ from app.domain.tokens import LINK, Signer
 from app.records.configuration import (
     decode_activity,
     decode_channel,
+    decode_operator,
     decode_policy,
     decode_shop,
     decode_sink,
@@ -68,6 +69,7 @@ def kinds(topics: Topics) -> dict[str, Kind]:
         "policy": Kind(topics.policy, None, decode_policy),
         "sinks": Kind(topics.sinks, "sink_id", decode_sink),
         "plans": Kind(topics.plans, "plan_id", decode_plan),
+        "operators": Kind(topics.operators, "operator_id", decode_operator),
     }
 
 

@@ -1,5 +1,5 @@
-"""The configuration catalog: shops, channels, activities, split policies, sinks and
-operation plans on every worker.
+"""The configuration catalog: shops, channels, activities, split policies, sinks,
+operation plans and operators on every worker.
 
 Each worker reads every partition of the compacted configuration topics
 from the beginning (no consumer group, read_committed) and keeps the latest
@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer
 from mode import Service
 
 from app.connection import KafkaConnection
+from app.domain.allocation import Operator
 from app.domain.model import Channel, Shop
 from app.domain.plans import Plan
 from app.domain.pools import DEFAULT_POLICY, Policy
@@ -33,6 +34,7 @@ from app.domain.sinks import Sink
 from app.records.configuration import (
     decode_activity,
     decode_channel,
+    decode_operator,
     decode_policy,
     decode_shop,
     decode_sink,
@@ -57,15 +59,20 @@ class Catalog(Service):
         self.policies: dict[str, Policy] = {}
         self.sinks: dict[str, Sink] = {}
         self.plans: dict[str, Plan] = {}
+        self.operators: dict[str, Operator] = {}
         self._activities: dict[str, Activity] = {}
         self._activities_by_shop: dict[str, dict[str, Activity]] = {}
+        self._operators_by_shop: dict[str, dict[str, Operator]] = {}
         self._sources: dict[str, tuple[Decoder, Callable[[str, Any], None]]] = {
             topics.shops: (decode_shop, self._setter(self.shops)),
             topics.channels: (decode_channel, self._setter(self.channels)),
-            topics.activities: (decode_activity, self._set_activity),
+            topics.activities: (decode_activity,
+                                self._shop_setter(self._activities, self._activities_by_shop)),
             topics.policy: (decode_policy, self._setter(self.policies)),
             topics.sinks: (decode_sink, self._setter(self.sinks)),
             topics.plans: (decode_plan, self._setter(self.plans)),
+            topics.operators: (decode_operator,
+                               self._shop_setter(self.operators, self._operators_by_shop)),
         }
         self._caught_up = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
@@ -111,6 +118,11 @@ class Catalog(Service):
 
     def activities(self, shop_id: str) -> Iterable[Activity]:
         return self._activities_by_shop.get(shop_id, {}).values()
+
+    def operators_of(self, shop_id: str) -> list[Operator]:
+        """The shop's operators, by id (the order allocation breaks ties in)."""
+        return sorted(self._operators_by_shop.get(shop_id, {}).values(),
+                      key=lambda operator: operator.operator_id)
 
     def policy(self, channel_id: str | None) -> Policy:
         if channel_id is not None and channel_id in self.policies:
@@ -176,17 +188,24 @@ class Catalog(Service):
                 entries[ident] = entry
         return store
 
-    def _set_activity(self, ident: str, activity: Activity | None) -> None:
-        old = self._activities.pop(ident, None)
-        if old is not None:
-            self._activities_by_shop.get(old.shop_id, {}).pop(ident, None)
-        if activity is not None:
-            self._activities[ident] = activity
-            self._activities_by_shop.setdefault(activity.shop_id, {})[ident] = activity
+    @staticmethod
+    def _shop_setter(entries: dict[str, Any], by_shop: dict[str, dict[str, Any]]
+                     ) -> Callable[[str, Any], None]:
+        """A setter that also keeps the entries indexed by their `shop_id` (an entry may
+        move to another shop)."""
+        def store(ident: str, entry: Any) -> None:
+            old = entries.pop(ident, None)
+            if old is not None:
+                by_shop.get(old.shop_id, {}).pop(ident, None)
+            if entry is not None:
+                entries[ident] = entry
+                by_shop.setdefault(entry.shop_id, {})[ident] = entry
+        return store
 
 
 def _natural_id(entry: Any) -> str:
-    for name in ("shop_id", "channel_id", "activity_id", "sink_id", "plan_id"):
+    # The specific ids first: activities, plans and operators also name a shop_id.
+    for name in ("operator_id", "activity_id", "plan_id", "shop_id", "channel_id", "sink_id"):
         if hasattr(entry, name):
             return getattr(entry, name)
     raise InvalidEvent("configuration record without a key or an id")

@@ -52,6 +52,8 @@ class Topics:
         self.members = prefix + "members"
         self.lists = prefix + "lists"
         self.plans = prefix + "plans"
+        # Operator allocation (SPEC 14): the operators assign plans give buyers to.
+        self.operators = prefix + "operators"
         self.plan_actions = prefix + "plan_actions"
         self.operation_records = prefix + "operation_records"
         # Operator allocation (SPEC 14): assignments out; the buyers assign plans select,
@@ -82,6 +84,7 @@ class Topics:
             self.clicks: Role.INPUT, self.orders: Role.INPUT,
             self.shops: Role.CONFIG, self.channels: Role.CONFIG, self.activities: Role.CONFIG,
             self.policy: Role.CONFIG, self.sinks: Role.CONFIG, self.plans: Role.CONFIG,
+            self.operators: Role.CONFIG,
             self.members: Role.PROFILE, self.lists: Role.PROFILE,
             self.plan_actions: Role.OUTPUT, self.operation_records: Role.OUTPUT,
             self.assignments: Role.OUTPUT, self.assign_requests: Role.INTERNAL,
@@ -97,4 +100,5 @@ class Topics:
 
     @property
     def config_topics(self) -> tuple[str, ...]:
-        return (self.shops, self.channels, self.activities, self.policy, self.sinks, self.plans)
+        return (self.shops, self.channels, self.activities, self.policy, self.sinks, self.plans,
+                self.operators)

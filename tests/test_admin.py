@@ -71,6 +71,19 @@ def test_right_token_passes():
                        "streams": ["gossip"]}, "streams"),
     ("sinks", "hook", {"kind": "kafka", "topic": "bad topic", "streams": ["commissions"]},
      "topic"),
+    ("plans", "p1", {"shop_id": "s1", "audience": {"level_gte": 1}, "trigger": {"kind": "now"},
+                     "created_ms": 1, "action": {"kind": "assign", "sink": "crm", "payload": {
+                         "exclude": {"all": [{"tag": "blocked"}, ["vip"]]}}}},
+     "action.payload.exclude.all[1]"),
+    ("operators", "op1", {"operator_id": "op2", "shop_id": "s1", "daily_cap": 5,
+                          "total_cap": 50}, "operator_id"),
+    ("operators", "op1", {"daily_cap": 5, "total_cap": 50}, "shop_id"),
+    ("operators", "op1", {"shop_id": "s1", "qualifications": ["vip", 3], "daily_cap": 5,
+                          "total_cap": 50}, "qualifications[1]"),
+    ("operators", "op1", {"shop_id": "s1", "total_cap": 50}, "daily_cap"),
+    ("operators", "op1", {"shop_id": "s1", "daily_cap": 5, "total_cap": -1}, "total_cap"),
+    ("operators", "op1", {"shop_id": "s1", "daily_cap": 5, "total_cap": 50, "active": "no"},
+     "active"),
 ])
 def test_invalid_bodies_name_the_field(kind, ident, body, field):
     with pytest.raises(AdminError) as info:
@@ -85,6 +98,10 @@ def test_valid_bodies_get_the_id_of_the_path():
     policy = {"product": [{"participant": "promoter", "rest": True}],
               "group_leader": [{"participant": "group_leader", "rest": True}]}
     assert orjson.loads(config_record(KINDS["policy"], "kuaishou", policy)) == policy
+    operator = {"shop_id": "s1", "qualifications": ["vip"], "daily_cap": 5, "total_cap": 50}
+    assert KINDS["operators"].topic == "cps.operators"
+    assert orjson.loads(config_record(KINDS["operators"], "op1", operator)) == {
+        **operator, "operator_id": "op1"}
 
 
 @pytest.mark.parametrize("raw", [b"not json", b"[1]", b'"x"', b"\xff"])

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.domain.allocation import Operator
 from app.domain.model import DAY_MS
-from app.records.configuration import decode_channel, decode_shop
+from app.records.configuration import decode_channel, decode_operator, decode_shop
 from app.records.fields import DEAD_LETTER_VALUE_BYTES, InvalidEvent
 from app.records.inputs import (
     decode_click,
@@ -149,6 +150,50 @@ def test_bad_configuration(decoder, raw, key, reason):
         decoder(raw, key)
 
 
+OPERATOR = {"operator_id": "op1", "shop_id": "s1", "qualifications": ["refunds", "vip"],
+            "daily_cap": 20, "total_cap": 300, "active": False}
+
+
+def test_operators():
+    assert decode_operator(orjson.dumps(OPERATOR), b"op1") == Operator(
+        "op1", "s1", frozenset({"refunds", "vip"}), 20, 300, active=False)
+    # No qualifications and no `active`: qualified for plans requiring nothing, and active.
+    bare = {"operator_id": "op1", "shop_id": "s1", "daily_cap": 20, "total_cap": 300}
+    for extra in ({}, {"qualifications": [], "active": None}, {"qualifications": None}):
+        assert decode_operator(orjson.dumps({**bare, **extra}), None) == Operator(
+            "op1", "s1", frozenset(), 20, 300, active=True)
+    # Caps of 0 are an operator who takes no more buyers (today, or at all).
+    assert decode_operator(orjson.dumps({**OPERATOR, "daily_cap": 0, "total_cap": 0}),
+                           None).daily_cap == 0
+
+
+@pytest.mark.parametrize(("change", "key", "field"), [
+    ({"operator_id": None}, None, "operator_id"),
+    ({"operator_id": ""}, None, "operator_id"),
+    ({"operator_id": 7}, None, "operator_id"),
+    ({}, b"op2", "operator_id"),                       # differs from the message key
+    ({"shop_id": None}, None, "shop_id"),
+    ({"shop_id": "x" * 129}, None, "shop_id"),
+    ({"qualifications": "vip"}, None, "qualifications"),
+    ({"qualifications": ["vip", ""]}, None, "qualifications[1]"),
+    ({"qualifications": [["vip"]]}, None, "qualifications[0]"),
+    ({"daily_cap": None}, None, "daily_cap"),
+    ({"daily_cap": -1}, None, "daily_cap"),
+    ({"daily_cap": "20"}, None, "daily_cap"),
+    ({"daily_cap": 2.5}, None, "daily_cap"),
+    ({"daily_cap": True}, None, "daily_cap"),
+    ({"total_cap": None}, None, "total_cap"),
+    ({"total_cap": -300}, None, "total_cap"),
+    ({"total_cap": 2**53}, None, "total_cap"),
+    ({"active": "yes"}, None, "active"),
+    ({"active": 1}, None, "active"),
+])
+def test_bad_operators_name_the_field(change, key, field):
+    with pytest.raises(InvalidEvent) as refused:
+        decode_operator(orjson.dumps({**OPERATOR, **change}), key)
+    assert str(refused.value).startswith(f"{field}: ")
+
+
 def test_dead_letter_keeps_the_original_text_cut_at_64_kib():
     record = orjson.loads(dead_letter(topic="cps.clicks", partition=3, offset=42, key=b"k",
                                       value=b"\xff" + b"x" * 100_000, error="bad", ts_ms=7))
@@ -174,10 +219,11 @@ json_values = st.recursive(
 @settings(max_examples=500, deadline=None)
 @given(st.one_of(st.binary(max_size=300), json_values.map(lambda v: orjson.dumps(v)),
                  st.fixed_dictionaries({}, optional={**{k: json_values for k in ORDER},
-                                                     **{k: json_values for k in CLICK}})
+                                                     **{k: json_values for k in CLICK},
+                                                     **{k: json_values for k in OPERATOR}})
                  .map(orjson.dumps)))
 def test_decoders_raise_only_invalid_event(raw):
-    for decoder in (decode_click, decode_order, decode_shop, decode_channel):
+    for decoder in (decode_click, decode_order, decode_shop, decode_channel, decode_operator):
         with contextlib.suppress(InvalidEvent):
             decoder(raw) if decoder in (decode_click, decode_order) else decoder(raw, None)
 

@@ -3,7 +3,8 @@
 `parse_plan` turns the JSON object of `cps.plans` (or `PUT /admin/plans/{id}`)
 into a `Plan`, refusing anything malformed with a `PlanError` that names the
 path of the part at fault (`trigger.cron`, `audience.all[1].tag`, ...), so
-the admin API answers 400 with it and the engine dead-letters it with it.
+the admin API answers 400 with it and the engine dead-letters it with it; an
+`assign` plan's payload becomes its `Assignment` (SPEC 14), checked the same way.
 `fire_times` says when a plan acts: its cron fire times inside `effective`
 and `period`, or, for a `now` plan, the moment it was created. `never_fires`
 says why a plan can never act again (SPEC 13 refuses such a plan with 400
@@ -22,13 +23,15 @@ from app.domain.operations import FrequencyCap, QuietHours, Variant, parse_quiet
 
 ACTIVE, PAUSED, STOPPED = "active", "paused", "stopped"
 STATES = (ACTIVE, PAUSED, STOPPED)
-ACTION_KINDS = ("grant", "notify", "assign")
+GRANT, NOTIFY, ASSIGN = "grant", "notify", "assign"
+ACTION_KINDS = (GRANT, NOTIFY, ASSIGN)
 EVENTS = ("click_no_order", "created_unpaid", "paid")
 SCHEDULE, NOW, EVENT = "schedule", "now", "event"
 # The cap counts a buyer's latest actions at the shop; that many are remembered.
 MAX_CAP = 64
 MAX_RATE_PER_S = 1_000_000
 MAX_MS = 2**53 - 1
+MAX_REQUIRES = 100  # qualifications an assign plan may require
 
 
 class PlanError(audience.RuleError):
@@ -52,6 +55,17 @@ class Action:
 
 
 @dataclass(frozen=True, slots=True)
+class Assignment:
+    """An `assign` plan's payload (SPEC 14): the qualifications an operator needs, the
+    plan's rank among the shop's plans of one fire time (higher first), and the buyers of
+    the audience it leaves out (exclusion wins)."""
+
+    requires: frozenset[str] = frozenset()
+    priority: int = 0
+    exclude: audience.Rule | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PlanVariant:
     name: str
     weight_bp: int
@@ -66,7 +80,7 @@ class Plan:
     name: str
     tz: str | None                           # None: the engine's CPS_PLAN_TZ
     audience: audience.Rule
-    lists: frozenset[str]                    # the lists the audience names
+    lists: frozenset[str]                    # the lists the audience or `exclude` name
     start_ms: int
     end_ms: int | None
     period: periods.Period | None
@@ -81,6 +95,7 @@ class Plan:
     burst: int = 100
     state: str = ACTIVE
     created_ms: int = 0                      # a `now` plan's fire time
+    assignment: Assignment | None = None     # an `assign` plan's payload, else None
     source: Mapping[str, Any] = field(default_factory=dict)  # the object as written
 
     def zone(self, default: str) -> str:
@@ -162,10 +177,7 @@ def parse_plan(body: Any, plan_id: str | None = None) -> Plan:
             periods.time_zone(tz)
         except periods.PeriodError as exc:
             raise PlanError("tz", str(exc)) from None
-    try:
-        rule = audience.parse(body.get("audience"))
-    except audience.RuleError as exc:
-        raise PlanError(exc.path, str(exc).split(": ", 1)[1]) from None
+    rule = _rule(body.get("audience"), "audience")
     effective = _object(body, "effective", required=False) or {}
     start_ms = _int(effective, "effective.start_ms", "start_ms", default=0)
     end_ms = _int(effective, "effective.end_ms", "end_ms")
@@ -179,7 +191,9 @@ def parse_plan(body: Any, plan_id: str | None = None) -> Plan:
             period = periods.parse(body["period"])
         except periods.PeriodError as exc:
             raise PlanError("period", str(exc)) from None
-    variants = _variants(body)
+    action = _action(body)
+    assignment = _assignment(action.payload) if action.kind == ASSIGN else None
+    variants = _variants(body, action.kind)
     holdout_bp = _int(body, "holdout_bp", "holdout_bp", default=0, maximum=10_000)
     if holdout_bp == 10_000 and variants:
         raise PlanError("holdout_bp", "a plan holding out everyone has no use for variants")
@@ -197,10 +211,12 @@ def parse_plan(body: Any, plan_id: str | None = None) -> Plan:
     name = body.get("name", plan_id)
     if type(name) is not str or len(name) > 200:
         raise PlanError("name", "must be a string of at most 200 characters")
+    excluded = () if assignment is None or assignment.exclude is None else _lists(
+        assignment.exclude)
     return Plan(
         plan_id=plan_id, shop_id=_id(body, "shop_id"), name=name, tz=tz,
-        audience=rule, lists=frozenset(_lists(rule)), start_ms=start_ms, end_ms=end_ms,
-        period=period, trigger=trigger, action=_action(body), variants=variants,
+        audience=rule, lists=frozenset((*_lists(rule), *excluded)), start_ms=start_ms,
+        end_ms=end_ms, period=period, trigger=trigger, action=action, variants=variants,
         holdout_bp=holdout_bp,
         conversion_window_ms=_int(body, "conversion_window_ms", "conversion_window_ms",
                                   default=7 * 86_400_000),
@@ -208,8 +224,15 @@ def parse_plan(body: Any, plan_id: str | None = None) -> Plan:
         rate_per_s=float(rate),
         burst=_int(body, "burst", "burst", default=max(1, int(rate)), minimum=1,
                    maximum=MAX_RATE_PER_S),
-        state=state, created_ms=created_ms,
+        state=state, created_ms=created_ms, assignment=assignment,
         source=body)
+
+
+def _rule(tree: Any, path: str) -> audience.Rule:
+    try:
+        return audience.parse(tree, path)
+    except audience.RuleError as exc:
+        raise PlanError(exc.path, str(exc).split(": ", 1)[1]) from None
 
 
 def _trigger(body: Mapping[str, Any]) -> Trigger:
@@ -247,7 +270,26 @@ def _action(body: Mapping[str, Any]) -> Action:
     return Action(action["kind"], sink, payload)
 
 
-def _variants(body: Mapping[str, Any]) -> tuple[PlanVariant, ...]:
+def _assignment(payload: Mapping[str, Any]) -> Assignment:
+    """SPEC 14's `{"requires", "priority", "exclude"}`, each optional."""
+    where = "action.payload"
+    requires = payload.get("requires")
+    if requires is None:
+        requires = []
+    if not isinstance(requires, list) or len(requires) > MAX_REQUIRES:
+        raise PlanError(f"{where}.requires",
+                        f"must be a list of at most {MAX_REQUIRES} qualification ids")
+    for n, qualification in enumerate(requires):
+        if type(qualification) is not str or not qualification or len(qualification) > 128:
+            raise PlanError(f"{where}.requires[{n}]", "must be a string of 1-128 characters")
+    exclude = payload.get("exclude")
+    return Assignment(
+        requires=frozenset(requires),
+        priority=_int(payload, f"{where}.priority", "priority", default=0, minimum=-MAX_MS),
+        exclude=None if exclude is None else _rule(exclude, f"{where}.exclude"))
+
+
+def _variants(body: Mapping[str, Any], kind: str) -> tuple[PlanVariant, ...]:
     given = body.get("variants")
     if given is None:
         return ()
@@ -266,6 +308,11 @@ def _variants(body: Mapping[str, Any]) -> tuple[PlanVariant, ...]:
         payload = entry.get("payload")
         if payload is not None and not isinstance(payload, dict):
             raise PlanError(f"{where}.payload", "must be a JSON object or null")
+        if payload is not None and kind == ASSIGN:
+            # Recall (exclude) and the plan's rank (priority) are decided before a buyer's
+            # variant is, so they cannot differ by variant.
+            raise PlanError(f"{where}.payload", "must be null: an assign plan's variants "
+                                                "share its payload")
         sink = entry.get("sink")
         if sink is not None and (type(sink) is not str or not sink or len(sink) > 128):
             raise PlanError(f"{where}.sink", "must be a sink id of 1-128 characters or null")

@@ -1,5 +1,5 @@
-"""Configuration records (shops, channels, activities, policies, sinks): decoded and
-validated, or `InvalidEvent` naming the field; sinks also encoded (the admin API writes them).
+"""Configuration records (shops, channels, activities, policies, sinks, operators): decoded
+and validated, or `InvalidEvent` naming the field; sinks also encoded (the admin API writes them).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from app.domain.allocation import Operator
 from app.domain.model import (
     DEFAULT_SETTLE_DAYS,
     DEFAULT_WINDOW_MS,
@@ -52,6 +53,19 @@ def decode_shop(raw: bytes | None, key: bytes | None = None) -> Shop:
         cps_joined_ms=optional_integer(obj, "cps_joined_ms", None),
         cps_exited_ms=optional_integer(obj, "cps_exited_ms", None),
         authorized_channels=frozenset(id_list(obj, "authorized_channels")),
+    )
+
+
+def decode_operator(raw: bytes | None, key: bytes | None = None) -> Operator:
+    """An operator (SPEC 14): assign plans give the shop's buyers to its operators."""
+    obj = parse_object(raw)
+    return Operator(
+        operator_id=config_id(obj, "operator_id", key),
+        shop_id=required_id(obj, "shop_id"),
+        qualifications=frozenset(id_list(obj, "qualifications")),
+        daily_cap=integer(obj, "daily_cap"),
+        total_cap=integer(obj, "total_cap"),
+        active=boolean(obj, "active", default=True),
     )
 
 

@@ -100,10 +100,10 @@ def optional_integer(obj: Mapping[str, Any], name: str, default: int | None,
     return default if obj.get(name) is None else integer(obj, name, **bounds)
 
 
-def boolean(obj: Mapping[str, Any], name: str) -> bool:
+def boolean(obj: Mapping[str, Any], name: str, default: bool = False) -> bool:
     value = obj.get(name)
     if value is None:
-        return False
+        return default
     if type(value) is not bool:
         raise InvalidEvent(f"{name}: must be true or false")
     return value

@@ -43,6 +43,11 @@ CASES = {
                     "trigger": {"kind": "now"}, "created_ms": 1,
                     "action": {"kind": "notify", "sink": "hook"}},
                    "audience.all[0].lvl: unknown"),
+    TOPICS.operators: (b"op1", {"operator_id": "op1", "shop_id": "s1", "daily_cap": 5,
+                                "total_cap": 50},
+                       {"operator_id": "op1", "shop_id": "s1", "daily_cap": -1,
+                        "total_cap": 50},
+                       "daily_cap: must be between 0 and"),
 }
 
 

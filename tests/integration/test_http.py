@@ -33,7 +33,8 @@ def configure(worker) -> None:
 
 def test_admin_needs_the_token(worker):
     for method, path in (("PUT", "/admin/shops/s1"), ("DELETE", "/admin/shops/s1"),
-                         ("POST", "/admin/links"), ("POST", "/admin/sinks/x/pause")):
+                         ("POST", "/admin/links"), ("POST", "/admin/sinks/x/pause"),
+                         ("PUT", "/admin/operators/op1"), ("DELETE", "/admin/operators/op1")):
         assert worker.request(method, path, {"shop_id": "s1"})[0] == 401
         assert worker.request(method, path, {"shop_id": "s1"}, token="nope")[0] == 403
 
@@ -47,6 +48,13 @@ def test_invalid_bodies_are_refused_with_the_field(worker):
         ("/admin/policy/default", {"product": [], "group_leader": []}, "product"),
         ("/admin/sinks/h", {"kind": "webhook", "url": "nope", "streams": ["commissions"]},
          "url"),
+        ("/admin/operators/op1", {"shop_id": "s1", "daily_cap": 2, "total_cap": "many"},
+         "total_cap"),
+        ("/admin/plans/p1", {"shop_id": "s1", "audience": {"level_gte": 1},
+                             "trigger": {"kind": "now"},
+                             "action": {"kind": "assign", "sink": "crm",
+                                        "payload": {"requires": ["vip", ""]}}},
+         "action.payload.requires[1]"),
         ("/admin/nonsense/x", {}, None),
     ]
     for path, body, field in cases:
@@ -58,6 +66,20 @@ def test_invalid_bodies_are_refused_with_the_field(worker):
     assert status == 400
     huge = {"shop_id": "s1", "authorized_channels": ["x" * 100] * 1000}
     assert worker.admin("PUT", "/admin/shops/s1", huge)[0] == 413
+
+
+def test_an_operator_is_written_to_cps_operators_and_deleted(worker, kafka):
+    body = {"shop_id": "s1", "qualifications": ["vip"], "daily_cap": 5, "total_cap": 50}
+    status, answer = worker.admin("PUT", "/admin/operators/op1", body)
+    assert status == 200, answer
+    assert (answer["topic"], answer["value"]) == (kafka.prefix + "operators",
+                                                  {**body, "operator_id": "op1"})
+    status, answer = worker.admin("DELETE", "/admin/operators/op1")
+    assert (status, answer["deleted"]) == (200, True)
+
+    records = kafka.read("operators", until=lambda found: len(found) >= 2, timeout=10)
+    assert [(r["key"], r["value"]) for r in records] == [
+        ("op1", {**body, "operator_id": "op1"}), ("op1", None)]
 
 
 def test_link_click_redirect_attribution_and_order_center(worker, kafka, events):
