@@ -3,8 +3,6 @@ shop's partition and given to operators under the caps, by priority, once a day.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import orjson
 
 import tables.allocation
@@ -149,10 +147,10 @@ def test_two_plans_one_fire_time_priority_exclusion_caps_and_spread():
     low = assign_plan("p-low", 1, {"level_gte": 1}, exclude={"list": "dnc"})
     world = World([low, high], operators)
     profiles = {f"b{n:02d}": {"level": n % 4, "tags": ["blocked"] if n % 5 == 0 else []}
-                for n in range(40)}
+                for n in range(60)}
     for buyer, profile in profiles.items():
         world.member(buyer, **profile)
-    for n in range(0, 40, 3):
+    for n in range(0, 60, 3):
         world.on_list("dnc", f"b{n:02d}")
     fire = T0 + 3_600_000  # 09:00 UTC
     world.run(fire + 1000)
@@ -168,7 +166,11 @@ def test_two_plans_one_fire_time_priority_exclusion_caps_and_spread():
     capped = {(r["plan_id"], r["buyer_id"]) for r in world.records("capped")}
     assert capped == {key for key, op in expected.items() if op is None}
     assert given["op-x"] == 0 and given["op-c"] == 3
-    assert max(given[o] for o in ("op-a", "op-b", "op-d")) == 9  # the daily caps bound
+    assert [given[o] for o in ("op-a", "op-b", "op-d")] == [9, 9, 9]  # the daily caps bound
+    reasons = {r["ref"] for r in world.records("capped")}
+    assert reasons == {"no operator under the caps", "assigned today by a plan of the shop"}
+    first_low = next(n for n, a in enumerate(world.assignments()) if a["plan_id"] == "p-low")
+    assert all(a["plan_id"] == "p-low" for a in world.assignments()[first_low:])
     assert len({a["buyer_id"] for a in world.assignments()}) == len(world.assignments())
 
 
