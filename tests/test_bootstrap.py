@@ -44,5 +44,6 @@ def test_two_engines_in_one_process_keep_to_themselves(tmp_path):
     # Each app's consumer hands its messages to its own engine.
     assert internals.engine_of(first.app) is first.engine
     assert internals.engine_of(second.app) is second.engine
-    assert sorted(first.app.agents) == ["attribution", "balances", "billing", "configuration",
+    assert sorted(first.app.agents) == ["allocation", "attribution", "balances", "billing",
+                                        "configuration",
                                         "orders", "plans", "promoter_orders"]
