@@ -19,6 +19,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from app.connection import KafkaConnection, records_to_end, started
+from app.domain.allocation import Operator
 from app.domain.links import LinkError, link_payload, promotion_from_request
 from app.domain.plans import ACTIVE, PAUSED, STOPPED, Plan, never_fires
 from app.domain.tokens import LINK, Signer
@@ -145,6 +146,16 @@ def refuse_never_firing(record: bytes, now_ms: int, default_tz: str) -> None:
     refusal = never_fires(decode_plan(record), now_ms, default_tz)
     if refusal is not None:
         raise AdminError(400, str(refusal), refusal.path)
+
+
+def refuse_moving_operator(record: bytes, existing: Operator | None) -> None:
+    """An operator's counts live with its shop (docs/plans.md, "Operator allocation"): moving
+    it to another shop would start its total over, so it is refused."""
+    operator = decode_operator(record, None)
+    if existing is not None and existing.shop_id != operator.shop_id:
+        raise AdminError(409, f"operator {operator.operator_id!r} belongs to shop "
+                              f"{existing.shop_id!r}; its counts stay there (DELETE it to "
+                              "start anew elsewhere)", "shop_id")
 
 
 def plan_in_state(plan: Plan, action: str) -> bytes:

@@ -23,9 +23,11 @@ from app.admin import (
     list_change,
     list_members,
     parse_body,
+    refuse_moving_operator,
     refuse_never_firing,
     stamped_plan,
 )
+from app.domain.allocation import Operator
 from app.domain.plans import parse_plan
 from app.domain.tokens import LINK, Signer
 from app.records.configuration import decode_sink, encode_sink
@@ -296,3 +298,13 @@ def test_a_plan_that_can_never_fire_again_is_refused_naming_trigger_or_period(fi
 def test_a_plan_that_fires_again_is_written():
     record = config_record(KINDS["plans"], "p1", stamped_plan(DAILY_PLAN, None, DAILY_NOW_MS))
     refuse_never_firing(record, DAILY_NOW_MS, "UTC")
+
+
+def test_an_operator_is_not_moved_to_another_shop():
+    existing = Operator("op-1", "s1", frozenset(), 5, 50)
+    body = {"operator_id": "op-1", "shop_id": "s1", "daily_cap": 9, "total_cap": 90}
+    refuse_moving_operator(orjson.dumps(body), existing)  # a new cap: fine
+    refuse_moving_operator(orjson.dumps({**body, "shop_id": "s2"}), None)  # a new operator
+    with pytest.raises(AdminError) as refused:
+        refuse_moving_operator(orjson.dumps({**body, "shop_id": "s2"}), existing)
+    assert refused.value.status == 409 and refused.value.field == "shop_id"

@@ -24,6 +24,7 @@ from app.admin import (
     list_members,
     parse_body,
     plan_in_state,
+    refuse_moving_operator,
     refuse_never_firing,
     stamped_plan,
 )
@@ -162,6 +163,9 @@ def register(services: Services) -> None:
             record = config_record(entry, ident, body)
             if kind == "plans":
                 refuse_never_firing(record, now_ms, settings.plan_tz)
+            if kind == "operators":
+                await _read_up_to_date(catalog, topics.operators)
+                refuse_moving_operator(record, catalog.operators.get(ident))
             offset = await writer.write(entry.topic, ident, record)
             return self.json({"kind": kind, "id": ident, "topic": entry.topic, "offset": offset,
                               "value": orjson.loads(record)})
