@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections.abc import Callable
 
 import click
 import orjson
 
+from app.connection import KafkaConnection
 from app.demo import DemoStream
 from app.feeding import Feeder
 from app.settings import Settings
@@ -30,7 +32,10 @@ from app.settings import Settings
 @click.pass_obj
 def command(settings: Settings, rate: int, events: int, buyers: int, seed: int,
             run_id: str | None) -> None:
-    """Feed configuration, then clicks and order lives (with refunds and some garbage)."""
+    """Feed configuration, then clicks and order lives (with refunds and some garbage).
+
+    It follows the engine's plan actions too: some buyers granted a coupon order soon
+    after, most of them using it, so the coupon plan shows uses and conversions."""
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_demo(settings, rate=rate, events=events, buyers=buyers, seed=seed,
                              run_id=run_id))
@@ -49,38 +54,90 @@ async def run_demo(settings: Settings, *, rate: int, events: int, buyers: int, s
                    run_id: str | None = None,
                    report=lambda line: print(line, file=sys.stderr, flush=True)) -> None:
     stream = DemoStream(seed, buyers=buyers, run=fresh_run_id() if run_id is None else run_id)
-    tick_s = 0.1
     async with Feeder(settings) as feeder:
-        now_ms = int(time.time() * 1000)
-        for topic, key, value in (*stream.configuration(now_ms), *stream.operations(now_ms)):
-            await feeder.send(topic, key, orjson.dumps(value))
-        await feeder.flush()
-        report(f"demo: configuration, {buyers} member profiles and 2 plans sent; streaming "
-               f"about {rate} events/s ({buyers} buyers), Ctrl-C stops")
-        await asyncio.sleep(1.0)  # let every worker see the configuration first
-        sent, next_report, carry = 0, time.monotonic() + 5, 0.0
-        while not events or sent < events:
-            started = time.monotonic()
-            carry += rate * tick_s
-            batch = int(carry)
-            carry -= batch
-            if events:
-                batch = min(batch, events - sent)
-            for topic, key, value in stream.next_events(int(time.time() * 1000), batch):
-                await feeder.send(topic, key, value)
-            sent += batch
-            if time.monotonic() >= next_report:
-                counts = stream.counts
-                report(f"demo: sent {sent} events ({counts['clicks']} clicks, "
-                       f"{counts['orders']} orders started)")
-                next_report += 5
-            await asyncio.sleep(max(0.0, tick_s - (time.monotonic() - started)))
-        if stream.in_flight:
-            report(f"demo: finishing {stream.in_flight} steps of orders in flight")
-        while stream.in_flight:
-            for topic, key, value in stream.due_events(int(time.time() * 1000)):
-                await feeder.send(topic, key, value)
-                sent += 1
-            await asyncio.sleep(tick_s)
-        await feeder.flush()
-        report(f"demo: done, {sent} events sent")
+        grants = Grants(settings, stream)
+        try:
+            await grants.start()  # before the plans: no grant of theirs goes unseen
+            await _stream(feeder, stream, grants, rate=rate, events=events, buyers=buyers,
+                          report=report)
+        finally:
+            await grants.stop()
+
+
+async def _stream(feeder: Feeder, stream: DemoStream, grants: Grants, *, rate: int,
+                  events: int, buyers: int, report: Callable[[str], None]) -> None:
+    tick_s = 0.1
+    now_ms = int(time.time() * 1000)
+    for topic, key, value in (*stream.configuration(now_ms), *stream.members()):
+        await feeder.send(topic, key, orjson.dumps(value))
+    await feeder.flush()  # every profile in Kafka before a plan selects from them
+    for topic, key, value in stream.plans(now_ms):
+        await feeder.send(topic, key, orjson.dumps(value))
+    await feeder.flush()
+    report(f"demo: configuration, {buyers} member profiles and 2 plans sent; streaming "
+           f"about {rate} events/s ({buyers} buyers), Ctrl-C stops")
+    await asyncio.sleep(1.0)  # let every worker see the configuration first
+    sent, next_report, carry = 0, time.monotonic() + 5, 0.0
+    while not events or sent < events:
+        started = time.monotonic()
+        carry += rate * tick_s
+        batch = int(carry)
+        carry -= batch
+        if events:
+            batch = min(batch, events - sent)
+        for topic, key, value in stream.next_events(int(time.time() * 1000), batch):
+            await feeder.send(topic, key, value)
+        sent += batch
+        if time.monotonic() >= next_report:
+            counts = stream.counts
+            report(f"demo: sent {sent} events ({counts['clicks']} clicks, "
+                   f"{counts['orders']} orders started, {counts['coupon_orders']} of them "
+                   "by buyers granted a coupon)")
+            next_report += 5
+        await asyncio.sleep(max(0.0, tick_s - (time.monotonic() - started)))
+    await grants.stop()  # no new orders, those after a coupon neither
+    if stream.in_flight:
+        report(f"demo: finishing {stream.in_flight} steps of orders in flight")
+    while stream.in_flight:
+        for topic, key, value in stream.due_events(int(time.time() * 1000)):
+            await feeder.send(topic, key, value)
+            sent += 1
+        await asyncio.sleep(tick_s)
+    await feeder.flush()
+    report(f"demo: done, {sent} events sent")
+
+
+class Grants:
+    """The plan actions the engine commits to cps.plan_actions from now on, each told to
+    the demo stream as it comes (`DemoStream.granted`)."""
+
+    def __init__(self, settings: Settings, stream: DemoStream) -> None:
+        self.stream = stream
+        # Without a group, every partition of the topic is this consumer's.
+        self.consumer = KafkaConnection.from_settings(settings).consumer(
+            settings.topic_prefix + "plan_actions", group_id=None,
+            isolation_level="read_committed", enable_auto_commit=False)
+        self._following: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        """Read from the topic's end as it is now (the topic exists: `Feeder` made it)."""
+        await self.consumer.start()
+        await self.consumer.seek_to_end()
+        self._following = asyncio.create_task(self._follow())
+
+    async def _follow(self) -> None:
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=500)
+            now_ms = int(time.time() * 1000)
+            for messages in batches.values():
+                for message in messages:
+                    self.stream.granted(orjson.loads(message.value), now_ms)
+
+    async def stop(self) -> None:
+        """Stop following; again, it does nothing."""
+        following, self._following = self._following, None
+        if following is not None:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+        await self.consumer.stop()
