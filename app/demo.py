@@ -45,7 +45,7 @@ MINUTE_MS = 60_000
 # The holdout gets no coupon and orders only as the traffic has it, so the variants
 # convert more often.
 COUPON_ORDER_SHARE = 0.3
-COUPON_ORDER_DELAY_MS = (2_000, 15_000)
+COUPON_ORDER_DELAY_MS = (1_000, 8_000)
 COUPON_USE_SHARE = 0.7
 COUPON_REFUND_SHARE = 0.2
 
