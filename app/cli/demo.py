@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 import time
-from collections.abc import Callable
 
 import click
 import orjson
@@ -54,57 +54,47 @@ async def run_demo(settings: Settings, *, rate: int, events: int, buyers: int, s
                    run_id: str | None = None,
                    report=lambda line: print(line, file=sys.stderr, flush=True)) -> None:
     stream = DemoStream(seed, buyers=buyers, run=fresh_run_id() if run_id is None else run_id)
-    async with Feeder(settings) as feeder:
-        grants = Grants(settings, stream)
-        try:
-            await grants.start()  # before the plans: no grant of theirs goes unseen
-            await _stream(feeder, stream, grants, rate=rate, events=events, buyers=buyers,
-                          report=report)
-        finally:
-            await grants.stop()
-
-
-async def _stream(feeder: Feeder, stream: DemoStream, grants: Grants, *, rate: int,
-                  events: int, buyers: int, report: Callable[[str], None]) -> None:
     tick_s = 0.1
-    now_ms = int(time.time() * 1000)
-    for topic, key, value in (*stream.configuration(now_ms), *stream.members()):
-        await feeder.send(topic, key, orjson.dumps(value))
-    await feeder.flush()  # every profile in Kafka before a plan selects from them
-    for topic, key, value in stream.plans(now_ms):
-        await feeder.send(topic, key, orjson.dumps(value))
-    await feeder.flush()
-    report(f"demo: configuration, {buyers} member profiles and 2 plans sent; streaming "
-           f"about {rate} events/s ({buyers} buyers), Ctrl-C stops")
-    await asyncio.sleep(1.0)  # let every worker see the configuration first
-    sent, next_report, carry = 0, time.monotonic() + 5, 0.0
-    while not events or sent < events:
-        started = time.monotonic()
-        carry += rate * tick_s
-        batch = int(carry)
-        carry -= batch
-        if events:
-            batch = min(batch, events - sent)
-        for topic, key, value in stream.next_events(int(time.time() * 1000), batch):
-            await feeder.send(topic, key, value)
-        sent += batch
-        if time.monotonic() >= next_report:
-            counts = stream.counts
-            report(f"demo: sent {sent} events ({counts['clicks']} clicks, "
-                   f"{counts['orders']} orders started, {counts['coupon_orders']} of them "
-                   "by buyers granted a coupon)")
-            next_report += 5
-        await asyncio.sleep(max(0.0, tick_s - (time.monotonic() - started)))
-    await grants.stop()  # no new orders, those after a coupon neither
-    if stream.in_flight:
-        report(f"demo: finishing {stream.in_flight} steps of orders in flight")
-    while stream.in_flight:
-        for topic, key, value in stream.due_events(int(time.time() * 1000)):
-            await feeder.send(topic, key, value)
-            sent += 1
-        await asyncio.sleep(tick_s)
-    await feeder.flush()
-    report(f"demo: done, {sent} events sent")
+    # Grants are followed from before the plans are sent: none of theirs goes unseen.
+    async with Feeder(settings) as feeder, Grants(settings, stream) as grants:
+        now_ms = int(time.time() * 1000)
+        for topic, key, value in (*stream.configuration(now_ms), *stream.members()):
+            await feeder.send(topic, key, orjson.dumps(value))
+        await feeder.flush()  # every profile in Kafka before a plan selects from them
+        for topic, key, value in stream.plans(now_ms):
+            await feeder.send(topic, key, orjson.dumps(value))
+        await feeder.flush()
+        report(f"demo: configuration, {buyers} member profiles and 2 plans sent; streaming "
+               f"about {rate} events/s ({buyers} buyers), Ctrl-C stops")
+        await asyncio.sleep(1.0)  # let every worker see the configuration first
+        sent, next_report, carry = 0, time.monotonic() + 5, 0.0
+        while not events or sent < events:
+            started = time.monotonic()
+            carry += rate * tick_s
+            batch = int(carry)
+            carry -= batch
+            if events:
+                batch = min(batch, events - sent)
+            for topic, key, value in stream.next_events(int(time.time() * 1000), batch):
+                await feeder.send(topic, key, value)
+            sent += batch
+            if time.monotonic() >= next_report:
+                counts = stream.counts
+                report(f"demo: sent {sent} events ({counts['clicks']} clicks, "
+                       f"{counts['orders']} orders started, {counts['coupon_orders']} of "
+                       "them by buyers granted a coupon)")
+                next_report += 5
+            await asyncio.sleep(max(0.0, tick_s - (time.monotonic() - started)))
+        await grants.stop()  # no new orders, those after a coupon neither
+        if stream.in_flight:
+            report(f"demo: finishing {stream.in_flight} steps of orders in flight")
+        while stream.in_flight:
+            for topic, key, value in stream.due_events(int(time.time() * 1000)):
+                await feeder.send(topic, key, value)
+                sent += 1
+            await asyncio.sleep(tick_s)
+        await feeder.flush()
+        report(f"demo: done, {sent} events sent")
 
 
 class Grants:
@@ -119,11 +109,23 @@ class Grants:
             isolation_level="read_committed", enable_auto_commit=False)
         self._following: asyncio.Task | None = None
 
-    async def start(self) -> None:
+    async def __aenter__(self) -> Grants:
         """Read from the topic's end as it is now (the topic exists: `Feeder` made it)."""
         await self.consumer.start()
-        await self.consumer.seek_to_end()
+        # On topics `Feeder` has just created, aiokafka logs as errors the leader elections
+        # it waits out while seeking; they are no failure here.
+        fetcher_log = logging.getLogger("aiokafka.consumer.fetcher")
+        level = fetcher_log.level
+        fetcher_log.setLevel(logging.CRITICAL)
+        try:
+            await self.consumer.seek_to_end()
+        except BaseException:
+            await self.consumer.stop()
+            raise
+        finally:
+            fetcher_log.setLevel(level)
         self._following = asyncio.create_task(self._follow())
+        return self
 
     async def _follow(self) -> None:
         while True:
@@ -141,3 +143,6 @@ class Grants:
             with contextlib.suppress(asyncio.CancelledError):
                 await following
         await self.consumer.stop()
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
