@@ -1,17 +1,21 @@
 """A live-stream-like event stream for the demo: configuration, clicks, order lives, garbage.
 
 Deterministic for a seed and a clock: `DemoStream(seed).configuration(now)`
-gives channels, shops and activities; `operations(now)` member profiles and
-two operation plans; `next_events(now)` gives the next
+gives channels, shops and activities; `members()` member profiles and
+`plans(now)` two operation plans; `next_events(now)` gives the next
 batch of clicks and order events. A few buyers are hot (Zipf-like), orders
 follow clicks, some are paid before they are created, some are refunded,
 and a small share of messages is garbage for the dead-letter topic. One
 order in ten happened 20 days ago (with a click before it), so its
-settlement is due as soon as it completes.
+settlement is due as soon as it completes. `granted(action, now)` tells it
+of a coupon the engine granted: some of those buyers order at the coupon's
+shop soon after, most of them using it, so the plan's results show uses,
+conversions and a lift over its holdout.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import random
 from collections.abc import Iterator
@@ -34,6 +38,16 @@ CHANNELS = [
 ]
 CATEGORIES = ["beauty", "food", "fashion", "digital", "home"]
 PLAN_SHOPS = 5  # buyers are members of one of the first shops each
+MINUTE_MS = 60_000
+# What a granted coupon does: the share of its buyers who order at its shop soon after
+# (between the two delays), of those the share who use the coupon, and of the orders
+# using it the share refunded in full (which gives the right back: `replenished`).
+# The holdout gets no coupon and orders only as the traffic has it, so the variants
+# convert more often.
+COUPON_ORDER_SHARE = 0.3
+COUPON_ORDER_DELAY_MS = (1_000, 8_000)
+COUPON_USE_SHARE = 0.7
+COUPON_REFUND_SHARE = 0.2
 
 
 @dataclass(order=True)
@@ -49,6 +63,7 @@ class DemoStream:
     def __init__(self, seed: int = 7, *, buyers: int = 3000, shops: int = 40,
                  promoters: int = 200, run: str = "") -> None:
         self.rnd = random.Random(seed)
+        self.seed = seed
         self.run = run  # in click and order ids, so a rerun's events are new to the engine
         self.buyers = [f"u-{i:05d}" for i in range(buyers)]
         self.shops = [f"shop-{i:03d}" for i in range(shops)]
@@ -63,6 +78,7 @@ class DemoStream:
         self._seq = 0
         self._clicks = 0
         self._orders = 0
+        self._coupon_orders = 0
         self._recent: dict[str, tuple[str, str]] = {}  # buyer -> (shop, channel) last clicked
 
     # -- configuration -------------------------------------------------------
@@ -105,11 +121,8 @@ class DemoStream:
 
     # -- operation plans (SPEC 13) -------------------------------------------------
 
-    def operations(self, now_ms: int) -> Iterator[tuple[str, str, dict]]:
-        """Member profiles at the first shops and two plans: a coupon every minute to the
-        active members of shop-000 (capped at one an hour each, a tenth held out), and a
-        reminder to buyers whose order stays unpaid for 30 minutes. Both deliver through
-        the sink `demo-webhook` (`make run` sets it up)."""
+    def members(self) -> Iterator[tuple[str, str, dict]]:
+        """Each buyer's profile at one of the first shops."""
         for index, buyer in enumerate(self.buyers):
             shop = self.shops[index % PLAN_SHOPS]
             yield "members", f"{shop}/{buyer}", {
@@ -119,10 +132,19 @@ class DemoStream:
                 "follower": self.rnd.random() < 0.4,
                 "birthday": f"{self.rnd.randrange(1, 13):02d}-{self.rnd.randrange(1, 29):02d}",
                 "tz": self.rnd.choice(["Asia/Shanghai", None])}
+
+    def plans(self, now_ms: int) -> Iterator[tuple[str, str, dict]]:
+        """Two plans: a coupon every minute to the active members of shop-000 (capped at
+        one an hour each, a tenth held out), and a reminder to buyers whose order stays
+        unpaid for 30 minutes. Both deliver through the sink `demo-webhook` (`make run`
+        sets it up)."""
         action = {"kind": "grant", "sink": "demo-webhook"}
         yield "plans", "demo-coupon", {
             "plan_id": "demo-coupon", "shop_id": self.shops[0], "name": "Coupon for members",
-            "created_ms": now_ms, "trigger": {"kind": "schedule", "cron": "* * * * *"},
+            # Counted from the start of this minute, so its first occurrence runs at once
+            # (late by less than a minute) and its results show within a minute.
+            "created_ms": now_ms - now_ms % MINUTE_MS,
+            "trigger": {"kind": "schedule", "cron": "* * * * *"},
             "audience": {"all": [{"level_gte": 2}, {"not": {"tag": "churned"}}]},
             "action": {**action, "payload": {"coupon": "5-off"}}, "holdout_bp": 1000,
             "variants": [{"variant": "5-off", "weight_bp": 5000},
@@ -174,7 +196,44 @@ class DemoStream:
 
     @property
     def counts(self) -> dict[str, int]:
-        return {"clicks": self._clicks, "orders": self._orders}
+        return {"clicks": self._clicks, "orders": self._orders,
+                "coupon_orders": self._coupon_orders}
+
+    def granted(self, action: dict, now_ms: int) -> None:
+        """An action of an operation plan (a `cps.plan_actions` record): a buyer granted a
+        coupon at a demo shop may order there soon after, using the coupon or not (SPEC 13:
+        `coupon_ids` holds the grant's `action_id`). Decided by the seed and the action id
+        alone, so the same grants give the same orders in whatever order they come."""
+        action_id, shop = action.get("action_id"), action.get("shop_id")
+        if action.get("kind") != "grant" or not action_id or shop not in self.items:
+            return
+        rnd = random.Random(f"{self.seed}/{action_id}")
+        if rnd.random() >= COUPON_ORDER_SHARE:
+            return
+        self._orders += 1
+        self._coupon_orders += 1
+        # The action id can be longer than an order id may be; a digest of it is not.
+        digest = hashlib.blake2b(action_id.encode(), digest_size=8).hexdigest()
+        order_id = f"o-{self.run}c-{digest}"
+        item, category, price = rnd.choice(self.items[shop])
+        base = {"order_id": order_id, "buyer_id": action["buyer_id"], "shop_id": shop,
+                "channel_id": None, "fanstype": None, "tracking": None,
+                "items": [{"item_id": item, "category_id": category, "quantity": 1,
+                           "amount": price}], "refund": None}
+        coupons = {"coupon_ids": [action_id]} if rnd.random() < COUPON_USE_SHARE else {}
+        created_at = now_ms + rnd.randint(*COUPON_ORDER_DELAY_MS)
+        paid_at = created_at + rnd.randint(200, 3000)
+        self._schedule(0, created_at, {**base, **coupons, "event": "created",
+                                       "ts_ms": created_at})
+        self._schedule(0, paid_at, {**base, **coupons, "event": "paid", "ts_ms": paid_at})
+        if coupons and rnd.random() < COUPON_REFUND_SHARE:
+            refund = {"refund_id": f"r-{order_id}", "item_id": item, "amount": price}
+            for event, delay_ms in (("refund_started", 500), ("refunded", 1500)):
+                self._schedule(0, paid_at + delay_ms, {**base, "event": event,
+                                                       "ts_ms": paid_at + delay_ms,
+                                                       "refund": refund})
+        done_at = paid_at + rnd.randint(2000, 8000)
+        self._schedule(0, done_at, {**base, "event": "completed", "ts_ms": done_at})
 
     def _buyer(self) -> str:
         return self.rnd.choices(self.buyers, weights=self._weights, k=1)[0]

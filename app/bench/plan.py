@@ -39,6 +39,7 @@ class Phases:
     live_rate: int | None = None  # None: half the engine's drain rate
     state_buyers: int = 1_000_000  # 0: no state phase
     plan_members: int = 1_000_000  # 0: no plan phase
+    plan_orders: int = 1000  # paid orders after the plan's actions, to convert; 0: none
     # The engine's drain and live phases run once per count, in this order; the first
     # sets the live rate and the ratios.
     engine_workers: tuple[int, ...] = (1,)
@@ -111,7 +112,7 @@ def run_all(settings: Settings, shape: Shape, names: list[str], *, timeout_s: fl
         if phases.plan_members and ENGINE in names:
             further["plan"] = await measure_plan(
                 settings, engine(settings), members=phases.plan_members, run_prefix=prefix,
-                report=report, timeout_s=timeout_s)
+                report=report, timeout_s=timeout_s, orders=phases.plan_orders)
             report(f"bench: plan: {further['plan']}")
         return results, further
     return asyncio.run(main())

@@ -7,11 +7,18 @@ member are written to their topics. Measured: the time from writing the plan
 to the last action received, actions per second, the time the engine took to
 decide and emit every action (from the progress changelog), the worker's peak
 RSS, and whether every member got exactly one action.
+
+Then conversions: once every action is in, some members, spread over them all,
+pay an order each at the plan's shop, at the demo's order rate. Per order, the
+time from its attribution's broker timestamp (cps.attributions) to its
+`converted` record's (cps.operation_records), and until that record could be
+read (committed); and whether each order gave exactly one `converted`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -19,15 +26,19 @@ import orjson
 from aiohttp import web
 from aiokafka.structs import TopicPartition
 
-from app.bench.live import lag, start_engine
+from app.bench.live import TAIL_TIMEOUT_S, lag, percentile, start_engine
 from app.bench.runner import Implementation
 from app.bench.workload import Shape, Workload
 from app.connection import KafkaConnection, started
+from app.feeding import Feeder
 from app.local_http import serve
 from app.settings import Settings
 
 SHOP = "plan-shop"
 PLAN_ID = "bench-plan"
+# `cps demo` at its default 200 events/s starts about 36 orders a second (app/demo.py:
+# 30 % of its draws start an order, which then sends 3 to 4 events).
+DEMO_ORDERS_PER_S = 36
 
 
 class Receiver:
@@ -56,7 +67,8 @@ class Receiver:
 
 async def measure_plan(settings: Settings, engine: Implementation, *, members: int,
                        run_prefix: str, report: Callable[[str], None],
-                       timeout_s: float) -> dict:
+                       timeout_s: float, orders: int = 0) -> dict:
+    """The plan's actions, then (`orders` > 0) conversions of as many members."""
     prefix = f"{run_prefix}plan."
     workload = Workload(Shape(events=0, buyers=1, seed=4), start_ms=int(time.time() * 1000))
     profiles = (("members", f"{SHOP}/pm-{n:07d}", orjson.dumps({
@@ -111,12 +123,129 @@ async def measure_plan(settings: Settings, engine: Implementation, *, members: i
                                         "changelog")
         if finished_ms is not None:
             result["decided_seconds"] = round((finished_ms - created_ms) / 1000, 1)
+        if orders and "error" not in result:
+            report(f"bench: plan: {min(orders, members):,} paid orders at "
+                   f"{DEMO_ORDERS_PER_S} a second, each to convert")
+            result["conversions"] = await measure_conversions(
+                settings, feeder, prefix, members=members, orders=min(orders, members))
+            report(f"bench: plan: conversions {result['conversions']}")
     finally:
         await receiver.stop()
         await started.feeder.__aexit__(None, None, None)
         usage = await asyncio.to_thread(launched.stop)
     result["peak_rss_mb"] = round(usage.peak_rss_mb)
     return result
+
+
+class Conversions:
+    """Broker timestamps of the attributions and `converted` records of some orders, read
+    committed from the topics' ends as they are when it starts."""
+
+    def __init__(self, bootstrap: str, prefix: str, partitions: int,
+                 orders: set[str]) -> None:
+        self.attributions, self.records = f"{prefix}attributions", f"{prefix}operation_records"
+        self.partitions = [TopicPartition(topic, p) for topic in (self.attributions, self.records)
+                           for p in range(partitions)]
+        self.consumer = KafkaConnection(bootstrap).consumer(
+            group_id=None, isolation_level="read_committed", enable_auto_commit=False)
+        self.orders = orders
+        self.attributed: dict[str, int] = {}  # order id -> its attribution's timestamp
+        # order id -> (timestamp, when it could be read here) of each `converted` it got
+        self.converted: dict[str, list[tuple[int, int]]] = {}
+        self.unexpected = 0  # `converted` records of the plan for other orders
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self.consumer.assign(self.partitions)
+        for partition, end in (await self.consumer.end_offsets(self.partitions)).items():
+            self.consumer.seek(partition, end)
+
+    async def poll(self) -> None:
+        batches = await self.consumer.getmany(timeout_ms=100, max_records=20_000)
+        read_ms = int(time.time() * 1000)
+        for tp, messages in batches.items():
+            for message in messages:
+                if tp.topic == self.attributions:
+                    order = message.key.decode()
+                    if order in self.orders:
+                        self.attributed.setdefault(order, message.timestamp)
+                    continue
+                record = orjson.loads(message.value)
+                if record["kind"] != "converted" or record["plan_id"] != PLAN_ID:
+                    continue
+                if record["ref"] in self.orders:
+                    self.converted.setdefault(record["ref"], []).append(
+                        (message.timestamp, read_ms))
+                else:
+                    self.unexpected += 1
+
+    def summary(self) -> dict:
+        return conversion_summary(self.orders, self.attributed, self.converted,
+                                  self.unexpected)
+
+    async def follow(self) -> None:
+        while True:
+            await self.poll()
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+
+def conversion_summary(orders: set[str], attributed: dict[str, int],
+                       converted: dict[str, list[tuple[int, int]]], unexpected: int) -> dict:
+    """Percentiles (ms) from each order's attribution to its first `converted` record
+    (broker timestamps) and to the moment that record could be read, and whether every
+    order converted exactly once (none missing, none repeated, none for another order)."""
+    timed = [(records[0], attributed[order]) for order, records in converted.items()
+             if order in attributed]
+    delays = [stamp - attributed_ms for (stamp, _read), attributed_ms in timed]
+    readable = [read - attributed_ms for (_stamp, read), attributed_ms in timed]
+    repeated = sum(len(records) - 1 for records in converted.values())
+    missing = len(orders - set(converted))
+    return {"orders": len(orders), "attributed": len(attributed), "converted": len(converted),
+            "missing": missing, "duplicates": repeated, "unexpected": unexpected,
+            "exactly_once": missing == repeated == unexpected == 0,
+            "p50": percentile(delays, 0.50), "p99": percentile(delays, 0.99),
+            "max": max(delays, default=None),
+            "readable_p50": percentile(readable, 0.50),
+            "readable_p99": percentile(readable, 0.99),
+            "readable_max": max(readable, default=None)}
+
+
+async def measure_conversions(settings: Settings, feeder: Feeder, prefix: str, *,
+                              members: int, orders: int) -> dict:
+    """`orders` members, spread over all, each pay an order at the plan's shop (its
+    `created` and `paid` sent together, so the time is the engine's, not the buyer's),
+    `DEMO_ORDERS_PER_S` a second; then every `converted` is awaited (at most
+    `TAIL_TIMEOUT_S` after the last order) and a second more for any repeat."""
+    buyers = {f"pb-{n:07d}": f"pm-{n * members // orders:07d}" for n in range(orders)}
+    watch = Conversions(settings.broker, prefix, settings.partitions, set(buyers))
+    await watch.start()
+    polling = asyncio.create_task(watch.follow())
+    try:
+        began = time.monotonic()
+        for n, (order_id, buyer) in enumerate(buyers.items()):
+            wait = began + n / DEMO_ORDERS_PER_S - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            now_ms = int(time.time() * 1000)
+            base = {"order_id": order_id, "buyer_id": buyer, "shop_id": SHOP,
+                    "items": [{"item_id": "bench-item", "category_id": "bench",
+                               "quantity": 1, "amount": 1990}]}
+            for event in ("created", "paid"):
+                await feeder.send("orders", order_id,
+                                  orjson.dumps({**base, "event": event, "ts_ms": now_ms}))
+            await feeder.flush()  # each order goes out at its time, not in a later batch
+        deadline = time.monotonic() + TAIL_TIMEOUT_S
+        while len(watch.converted) < orders and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1)
+    finally:
+        polling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await polling
+        await watch.stop()
+    return watch.summary()
 
 
 async def _decided_by(settings: Settings, changelog: str) -> int | None:

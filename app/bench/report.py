@@ -18,6 +18,7 @@ TARGETS = {"d/a": ("raw", 0.5), "d/b": ("peer", 1.0), "d/c": ("naive", 3.0)}
 DELAY_P99_TARGET_MS = 250
 RSS_TARGET_MB = 1024
 PLAN_TARGET_S = 300
+CONVERTED_P99_TARGET_MS = 2000
 
 
 def machine() -> dict[str, str]:
@@ -149,7 +150,25 @@ def _plan_lines(plan: dict | None) -> list[str]:
             f"{'met' if plan['seconds'] < PLAN_TARGET_S else 'missed'}), "
             f"{plan['actions_per_s']:,} actions/s; every action decided and emitted in "
             f"{plan.get('decided_seconds', '?')} s; peak RSS {rss:,} MiB (target < "
-            f"{RSS_TARGET_MB:,}: {'met' if rss < RSS_TARGET_MB else 'missed'})"]
+            f"{RSS_TARGET_MB:,}: {'met' if rss < RSS_TARGET_MB else 'missed'})",
+            *_conversion_lines(plan.get("conversions"))]
+
+
+def _conversion_lines(conversions: dict | None) -> list[str]:
+    if not conversions:
+        return []
+    c = conversions
+    verdict = ("" if c["p99"] is None else f" (target p99 < {CONVERTED_P99_TARGET_MS:,} ms: "
+               f"{'met' if c['p99'] < CONVERTED_P99_TARGET_MS else 'missed'})")
+    once = ("every one exactly once" if c["exactly_once"] else
+            f"not exactly once: {c['missing']:,} missing, {c['duplicates']:,} repeated, "
+            f"{c['unexpected']:,} for other orders")
+    return [f"- conversions: then {c['orders']:,} of its members paid an order each at the "
+            f"demo's order rate; from an order's attribution to its `converted` record "
+            f"(broker timestamps) p50 / p99 / max {c['p50']} / {c['p99']} / {c['max']} ms"
+            f"{verdict}, until that record could be read {c['readable_p50']} / "
+            f"{c['readable_p99']} / {c['readable_max']} ms; {c['converted']:,} converted, "
+            f"{once}"]
 
 
 START, END = "<!-- cps bench: start -->", "<!-- cps bench: end -->"

@@ -12,6 +12,7 @@ import click
 import orjson
 
 from app.bench.plan import Phases, run_all
+from app.bench.plans import DEMO_ORDERS_PER_S
 from app.bench.report import as_json, markdown, write_section
 from app.bench.workload import Shape
 from app.broker.local import BrokerError, LocalBroker
@@ -23,7 +24,7 @@ QUICK = Shape(events=10_000, buyers=5_000, shops=100)
 DEFAULT_PHASES = Phases()
 # A smoke run in under a minute: everything side by side, the live phase at a fixed low rate.
 QUICK_PHASES = Phases(live_seconds=5, live_rate=200, state_buyers=10_000, plan_members=5_000,
-                      side_by_side=True)
+                      plan_orders=300, side_by_side=True)
 
 
 @click.command("bench")
@@ -45,6 +46,10 @@ QUICK_PHASES = Phases(live_seconds=5, live_rate=200, state_buyers=10_000, plan_m
 @click.option("--plan-members", type=click.IntRange(0), default=DEFAULT_PHASES.plan_members,
               show_default=True, help="Members a `now` plan acts on in the plan phase (every "
               "one gets an action through a local webhook); 0 skips it.")
+@click.option("--plan-orders", type=click.IntRange(0), default=DEFAULT_PHASES.plan_orders,
+              show_default=True, help="After the plan's actions, members who pay an order "
+              f"each at the plan's shop, at the demo's order rate ({DEMO_ORDERS_PER_S}/s), timed "
+              "from each order's attribution to its `converted` record; 0 skips it.")
 @click.option("--workers", "workers_text", default="1", show_default=True,
               help="Engine worker processes in one consumer group, each with its own data "
               "directory and web port; a comma-separated list (e.g. 1,2,4) runs the engine's "
@@ -60,7 +65,7 @@ QUICK_PHASES = Phases(live_seconds=5, live_rate=200, state_buyers=10_000, plan_m
 @click.pass_obj
 def command(settings: Settings, events: int, buyers: int, quick: bool, only: str,
             live_seconds: int, live_rate: int | None, state_buyers: int, plan_members: int,
-            workers_text: str, timeout_s: int,
+            plan_orders: int, workers_text: str, timeout_s: int,
             json_path: Path, markdown_path: Path | None) -> None:
     """Fill the input topics once, then time each implementation draining them.
 
@@ -75,8 +80,10 @@ def command(settings: Settings, events: int, buyers: int, quick: bool, only: str
     how busy the machine was; the engine drains one click each
     of many buyers written at once for its memory with them in state; and a
     `now` operation plan acts on many members through a local webhook (time
-    to the last action, actions/s, peak RSS). At the end it deletes the
-    run's topics, and the workers' state and logs in $TMPDIR/cps-bench.<run>
+    to the last action, actions/s, peak RSS), then some of them pay an order
+    each at the demo's order rate (the time from each order's attribution to
+    its `converted` record, and whether each came exactly once). At the end
+    it deletes the run's topics, and the workers' state and logs in $TMPDIR/cps-bench.<run>
     unless something failed. Without CPS_BROKER it uses (and starts if needed) the local broker of
     `cps kafka start`. It measures over PLAINTEXT only: the peers it compares
     with take a bootstrap address and nothing else.
@@ -92,7 +99,8 @@ def command(settings: Settings, events: int, buyers: int, quick: bool, only: str
     shape = QUICK if quick else Shape(events=events, buyers=buyers)
     settings = with_broker(settings)
     phases = replace(QUICK_PHASES if quick else Phases(live_seconds, live_rate, state_buyers,
-                                                       plan_members), engine_workers=workers)
+                                                       plan_members, plan_orders),
+                     engine_workers=workers)
     results, further = run_all(settings, shape, names, timeout_s=timeout_s, report=click.echo,
                                phases=phases)
     run = as_json(results, further, "cps " + shlex.join(sys.argv[1:]), asdict(shape))
@@ -104,8 +112,10 @@ def command(settings: Settings, events: int, buyers: int, quick: bool, only: str
         write_section(markdown_path, text)
     click.echo(f"results: {json_path}" + (f", {markdown_path}" if markdown_path else ""))
     state, plan = further.get("state", {}), further.get("plan", {})
+    conversions = plan.get("conversions", {})
     if any(result.error or result.delays_ms.get("error") for result in results) or (
-            state.get("error") or state.get("dead_letters") or plan.get("error")):
+            state.get("error") or state.get("dead_letters") or plan.get("error")) or (
+            conversions and not conversions["exactly_once"]):
         sys.exit(1)
 
 

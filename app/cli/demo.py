@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 import time
 
 import click
 import orjson
 
+from app.connection import KafkaConnection
 from app.demo import DemoStream
 from app.feeding import Feeder
 from app.settings import Settings
@@ -30,7 +32,10 @@ from app.settings import Settings
 @click.pass_obj
 def command(settings: Settings, rate: int, events: int, buyers: int, seed: int,
             run_id: str | None) -> None:
-    """Feed configuration, then clicks and order lives (with refunds and some garbage)."""
+    """Feed configuration, then clicks and order lives (with refunds and some garbage).
+
+    It follows the engine's plan actions too: some buyers granted a coupon order soon
+    after, most of them using it, so the coupon plan shows uses and conversions."""
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_demo(settings, rate=rate, events=events, buyers=buyers, seed=seed,
                              run_id=run_id))
@@ -50,9 +55,13 @@ async def run_demo(settings: Settings, *, rate: int, events: int, buyers: int, s
                    report=lambda line: print(line, file=sys.stderr, flush=True)) -> None:
     stream = DemoStream(seed, buyers=buyers, run=fresh_run_id() if run_id is None else run_id)
     tick_s = 0.1
-    async with Feeder(settings) as feeder:
+    # Grants are followed from before the plans are sent: none of theirs goes unseen.
+    async with Feeder(settings) as feeder, Grants(settings, stream) as grants:
         now_ms = int(time.time() * 1000)
-        for topic, key, value in (*stream.configuration(now_ms), *stream.operations(now_ms)):
+        for topic, key, value in (*stream.configuration(now_ms), *stream.members()):
+            await feeder.send(topic, key, orjson.dumps(value))
+        await feeder.flush()  # every profile in Kafka before a plan selects from them
+        for topic, key, value in stream.plans(now_ms):
             await feeder.send(topic, key, orjson.dumps(value))
         await feeder.flush()
         report(f"demo: configuration, {buyers} member profiles and 2 plans sent; streaming "
@@ -72,9 +81,11 @@ async def run_demo(settings: Settings, *, rate: int, events: int, buyers: int, s
             if time.monotonic() >= next_report:
                 counts = stream.counts
                 report(f"demo: sent {sent} events ({counts['clicks']} clicks, "
-                       f"{counts['orders']} orders started)")
+                       f"{counts['orders']} orders started, {counts['coupon_orders']} of "
+                       "them by buyers granted a coupon)")
                 next_report += 5
             await asyncio.sleep(max(0.0, tick_s - (time.monotonic() - started)))
+        await grants.stop()  # no new orders, those after a coupon neither
         if stream.in_flight:
             report(f"demo: finishing {stream.in_flight} steps of orders in flight")
         while stream.in_flight:
@@ -84,3 +95,54 @@ async def run_demo(settings: Settings, *, rate: int, events: int, buyers: int, s
             await asyncio.sleep(tick_s)
         await feeder.flush()
         report(f"demo: done, {sent} events sent")
+
+
+class Grants:
+    """The plan actions the engine commits to cps.plan_actions from now on, each told to
+    the demo stream as it comes (`DemoStream.granted`)."""
+
+    def __init__(self, settings: Settings, stream: DemoStream) -> None:
+        self.stream = stream
+        # Without a group, every partition of the topic is this consumer's.
+        self.consumer = KafkaConnection.from_settings(settings).consumer(
+            settings.topic_prefix + "plan_actions", group_id=None,
+            isolation_level="read_committed", enable_auto_commit=False)
+        self._following: asyncio.Task | None = None
+
+    async def __aenter__(self) -> Grants:
+        """Read from the topic's end as it is now (the topic exists: `Feeder` made it)."""
+        await self.consumer.start()
+        # On topics `Feeder` has just created, aiokafka logs as errors the leader elections
+        # it waits out while seeking; they are no failure here.
+        fetcher_log = logging.getLogger("aiokafka.consumer.fetcher")
+        level = fetcher_log.level
+        fetcher_log.setLevel(logging.CRITICAL)
+        try:
+            await self.consumer.seek_to_end()
+        except BaseException:
+            await self.consumer.stop()
+            raise
+        finally:
+            fetcher_log.setLevel(level)
+        self._following = asyncio.create_task(self._follow())
+        return self
+
+    async def _follow(self) -> None:
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=500)
+            now_ms = int(time.time() * 1000)
+            for messages in batches.values():
+                for message in messages:
+                    self.stream.granted(orjson.loads(message.value), now_ms)
+
+    async def stop(self) -> None:
+        """Stop following; again, it does nothing."""
+        following, self._following = self._following, None
+        if following is not None:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+        await self.consumer.stop()
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()

@@ -83,6 +83,7 @@ def command(settings: Settings, rate: int, browser: bool) -> None:
         base = f"http://127.0.0.1:{settings.web_port}"
         click.echo(f"worker ready: {base}/ready   (log: {log_path})")
         click.echo(f"dashboard: {base}/dashboard")
+        click.echo(f"coupon plan results (conversions, uses, lift): {base}/plans/demo-coupon")
         if browser and _has_desktop():
             webbrowser.open(f"{base}/dashboard")
         click.echo(f"demo promotion link (open it in a browser): {_demo_link(env, base)}")
@@ -197,7 +198,8 @@ async def _demo_and_watch(settings: Settings, rate: int, admin_token: str,
           f"{DEMO_SINK_RATE} per second)", flush=True)
     demo = asyncio.create_task(run_demo(settings, rate=rate, events=0, buyers=3000, seed=7))
     supervising = asyncio.create_task(supervise(worker))
-    watching = asyncio.create_task(_watch_attributions(settings, receiver))
+    watching = asyncio.create_task(_watch_attributions(
+        settings, receiver, f"http://127.0.0.1:{settings.web_port}/plans/demo-coupon"))
     try:
         # Both run until cancelled; the first to raise (a worker that failed) ends the demo.
         done, _ = await asyncio.wait({supervising, watching},
@@ -249,18 +251,23 @@ async def _configure_demo_sink(settings: Settings, admin_token: str, url: str) -
                                        f"{response.status} {await response.text()}")
 
 
-async def _watch_attributions(settings: Settings, receiver: DemoReceiver, *,
+async def _watch_attributions(settings: Settings, receiver: DemoReceiver, plan_results: str, *,
                               shown: int = 12) -> None:
-    """Print the first results, then a summary every 5 seconds."""
+    """Print the first results, then a summary every 5 seconds (with where the coupon
+    plan's results are, once it has any)."""
     names = {settings.topic_prefix + name: name
-             for name in ("attributions", "commissions", "settlements")}
+             for name in ("attributions", "commissions", "settlements", "operation_records")}
     consumer = KafkaConnection.from_settings(settings).consumer(
         *names, group_id=None, auto_offset_reset="latest", isolation_level="read_committed")
     await consumer.start()
     kinds: Counter[str] = Counter()
     money: Counter[str] = Counter()
+    records: Counter[str] = Counter()
     delays: list[int] = []
-    left = Counter({"attributions": shown, "commissions": 4, "settlements": 4})
+    # Lines shown of the first results: per topic, and of the plans' outcomes per kind.
+    left = Counter({"attributions": shown, "commissions": 4, "settlements": 4,
+                    "operation_records/used": 2, "operation_records/converted": 2,
+                    "operation_records/replenished": 2})
     next_summary = time.monotonic() + 5
     try:
         while True:
@@ -274,10 +281,14 @@ async def _watch_attributions(settings: Settings, receiver: DemoReceiver, *,
                     elif topic == "commissions":
                         money["commission events"] += 1
                         money["commission total"] += result["delta"]
-                    else:
+                    elif topic == "settlements":
                         money[f"settlements {result['state']}"] += 1
-                    if left[topic] > 0:
-                        left[topic] -= 1
+                    else:
+                        records[result["kind"]] += 1
+                    shown_as = (f"{topic}/{result['kind']}" if topic == "operation_records"
+                                else topic)
+                    if left[shown_as] > 0:
+                        left[shown_as] -= 1
                         print(_LINES[topic](result), flush=True)
             if time.monotonic() >= next_summary:
                 next_summary += 5
@@ -290,6 +301,10 @@ async def _watch_attributions(settings: Settings, receiver: DemoReceiver, *,
                 if money:
                     print("-- " + ", ".join(f"{k} {n}" for k, n in sorted(money.items())),
                           flush=True)
+                if records:
+                    print("-- plan records: " + ", ".join(
+                        f"{kind} {n}" for kind, n in sorted(records.items()))
+                        + f"; results and lift: {plan_results}", flush=True)
                 if receiver.received:
                     print("-- demo webhook received: " + ", ".join(
                         f"{stream} {n}" for stream, n in sorted(receiver.received.items())),
@@ -308,6 +323,11 @@ def _attribution_line(result: dict) -> str:
             f"{' (delayed)' if result['delayed'] else ''}")
 
 
+def _record_line(record: dict) -> str:
+    return (f"plan record {record['kind']}: {record['plan_id']} variant {record['variant']} "
+            f"buyer {record['buyer_id']} order {record['ref']}")
+
+
 def _commission_line(result: dict) -> str:
     return (f"commission {result['order_id']} {result['item_id']} {result['pool']} pool: "
             f"{result['participant']} {result['account_id']} {result['delta']:+d} "
@@ -320,4 +340,4 @@ def _settlement_line(result: dict) -> str:
 
 
 _LINES = {"attributions": _attribution_line, "commissions": _commission_line,
-          "settlements": _settlement_line}
+          "settlements": _settlement_line, "operation_records": _record_line}

@@ -60,3 +60,22 @@ def test_the_results_section_is_replaced_and_the_text_around_it_kept(tmp_path):
     assert text.count(START) == 1 and text.count(END) == 1
     assert "second" in text and "first" not in text
     assert text.startswith("# Benchmarks\n\nintro") and text.rstrip().endswith("## Analysis")
+
+
+def test_the_plan_phase_reports_its_conversions_and_whether_each_came_once():
+    plan = {"members": 5000, "load_seconds": 3.0, "actions": 5000, "requests": 5000,
+            "seconds": 4.2, "actions_per_s": 1190, "decided_seconds": 4.1, "peak_rss_mb": 300,
+            "conversions": {"orders": 300, "attributed": 300, "converted": 300, "missing": 0,
+                            "duplicates": 0, "unexpected": 0, "exactly_once": True,
+                            "p50": 180, "p99": 2100, "max": 2400, "readable_p50": 230,
+                            "readable_p99": 2200, "readable_max": 2500}}
+    text = markdown(as_json([_result("engine", 4_000)], {"plan": plan}, "cps bench",
+                            {"events": 1000}))
+    assert ("p50 / p99 / max 180 / 2100 / 2400 ms (target p99 < 2,000 ms: missed), until "
+            "that record could be read 230 / 2200 / 2500 ms; 300 converted, every one exactly "
+            "once") in text
+    plan["conversions"].update(missing=2, duplicates=1, exactly_once=False, p99=900)
+    text = markdown(as_json([_result("engine", 4_000)], {"plan": plan}, "cps bench",
+                            {"events": 1000}))
+    assert "(target p99 < 2,000 ms: met)" in text
+    assert "not exactly once: 2 missing, 1 repeated, 0 for other orders" in text

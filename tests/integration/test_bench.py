@@ -43,6 +43,12 @@ def test_quick_bench_runs_every_implementation(bootstrap, tmp_path):
     assert (state["buyers"], state["lag"], state["dead_letters"], state["alive"]) == (
         10_000, 0, 0, True)
     assert state["peak_rss_mb"] > 0
+    plan = run["plan"]
+    assert (plan["members"], plan["actions"]) == (5000, 5000)
+    conversions = plan["conversions"]  # each of 300 members paid an order: one converted each
+    assert (conversions["orders"], conversions["attributed"], conversions["converted"]) == (
+        300, 300, 300) and conversions["exactly_once"], conversions
+    assert 0 <= conversions["p50"] <= conversions["p99"] <= conversions["max"]
     text = markdown_path.read_text()
     assert text.startswith("# Benchmarks\n\nintro") and "d. the engine as shipped" in text
     # The run's topics go (a broker kept for many runs would run out of files), within

@@ -11,6 +11,9 @@ from pathlib import Path
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
+from app.domain.operations import HOLDOUT
+from app.domain.outcomes import CONVERTED, USED
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
 CPS = str(Path(sys.executable).with_name("cps"))
@@ -28,7 +31,10 @@ def browser() -> webdriver.Chrome:
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 
 
-def test_dashboard_draws_live_charts_without_errors(make_worker):
+def test_dashboard_draws_live_charts_without_errors(kafka, make_worker):
+    """The demo's traffic on the charts, and its coupon plan's results: buyers granted a
+    coupon order with it, so uses, conversions and a lift show within the demo's first
+    seconds (its first occurrence runs at once)."""
     worker = make_worker(CPS_MONITOR_INTERVAL_S="1", CPS_ATTRIBUTION_GRACE_MS="1000").start()
     demo = subprocess.Popen([CPS, "demo", "--rate", "300", "--events", "6000", "--buyers", "400"],
                             env=worker.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -45,9 +51,12 @@ def test_dashboard_draws_live_charts_without_errors(make_worker):
                 " canvases: document.querySelectorAll('.uplot canvas').length,"
                 " sinks: document.querySelectorAll('#workers tr').length,"
                 " plans: document.querySelectorAll('#plans tr').length,"
-                " results: document.querySelectorAll('#results tr').length}")
+                " results: [...document.querySelectorAll('#results tr')].map("
+                "   row => [...row.cells].map(cell => cell.textContent))}")
+            coupon = coupon_results(state["results"])
             if (state["updates"] >= 3 and state["canvases"] >= 3 and state["points"] > 50
-                    and state["plans"] == 3 and state["results"] == 5):
+                    and state["plans"] == 3 and len(state["results"]) == 5
+                    and coupon["conversions"] and coupon["used"] and coupon["lifts"]):
                 break
             time.sleep(1)
         ARTIFACTS.mkdir(exist_ok=True)
@@ -60,7 +69,27 @@ def test_dashboard_draws_live_charts_without_errors(make_worker):
         assert state["sinks"] >= 2  # a header row and this worker
         assert state["plans"] == 3  # a header row and the demo's two plans
         # a header row, the coupon's two variants and its holdout, the reminder's own action
-        assert state["results"] == 5
+        assert len(state["results"]) == 5, state["results"]
+        coupon = coupon_results(state["results"])
+        assert coupon["conversions"] > 0 and coupon["used"] > 0, state["results"]
+        assert coupon["lifts"] == 2, state["results"]  # each variant against the holdout
+        records = kafka.read("operation_records", timeout=30, until=lambda found: {
+            USED, CONVERTED} <= {record["value"]["kind"] for record in found})
+        assert {USED, CONVERTED} <= {record["value"]["kind"] for record in records}
+        # used only by the orders of buyers granted a coupon (the demo's `o-<run>c-...`)
+        users = {record["value"]["ref"] for record in records if record["value"]["kind"] == USED}
+        assert all(order.split("-")[-2] == "c" for order in users), users
     finally:
         driver.quit()
         demo.kill()
+
+
+def coupon_results(rows: list[list[str]]) -> dict[str, int]:
+    """The coupon plan's variants on the dashboard: conversions and uses summed, and how
+    many show a lift against the holdout."""
+    header, *body = rows or [[]]
+    variants = [dict(zip(header, row, strict=True)) for row in body
+                if row[:1] == ["demo-coupon"] and row[1] != HOLDOUT]
+    return {"conversions": sum(int(row["conversions"]) for row in variants),
+            "used": sum(int(row["used"]) for row in variants),
+            "lifts": sum(1 for row in variants if row["lift"].endswith(")"))}
