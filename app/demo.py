@@ -1,16 +1,16 @@
 """A live-stream-like event stream for the demo: configuration, clicks, order lives, garbage.
 
 Deterministic for a seed and a clock: `DemoStream(seed).configuration(now)`
-gives channels, shops and activities; `members()` member profiles and
-`plans(now)` two operation plans; `next_events(now)` gives the next
-batch of clicks and order events. A few buyers are hot (Zipf-like), orders
-follow clicks, some are paid before they are created, some are refunded,
-and a small share of messages is garbage for the dead-letter topic. One
-order in ten happened 20 days ago (with a click before it), so its
-settlement is due as soon as it completes. `granted(action, now)` tells it
-of a coupon the engine granted: some of those buyers order at the coupon's
-shop soon after, most of them using it, so the plan's results show uses,
-conversions and a lift over its holdout.
+gives channels, shops and activities; `members()` member profiles,
+`operators()` the first shop's operators and `plans(now)` three operation
+plans; `next_events(now)` gives the next batch of clicks and order events.
+A few buyers are hot (Zipf-like), orders follow clicks, some are paid
+before they are created, some are refunded, and a small share of messages
+is garbage for the dead-letter topic. One order in ten happened 20 days ago
+(with a click before it), so its settlement is due as soon as it completes.
+`granted(action, now)` tells it of a coupon the engine granted: some of
+those buyers order at the coupon's shop soon after, most of them using it,
+so the plan's results show uses, conversions and a lift over its holdout.
 """
 
 from __future__ import annotations
@@ -133,11 +133,23 @@ class DemoStream:
                 "birthday": f"{self.rnd.randrange(1, 13):02d}-{self.rnd.randrange(1, 29):02d}",
                 "tz": self.rnd.choice(["Asia/Shanghai", None])}
 
+    def operators(self) -> Iterator[tuple[str, str, dict]]:
+        """Four operators of shop-000 (SPEC 14): three in sales, one of them with a small
+        daily cap, and one in service only, whom the sales plan never picks."""
+        for operator_id, qualifications, daily_cap in (
+                ("op-ann", ["sales", "vip"], 40), ("op-bo", ["sales"], 40),
+                ("op-cy", ["sales"], 5), ("op-di", ["service"], 40)):
+            yield "operators", operator_id, {
+                "operator_id": operator_id, "shop_id": self.shops[0],
+                "qualifications": qualifications, "daily_cap": daily_cap,
+                "total_cap": 10_000, "active": True}
+
     def plans(self, now_ms: int) -> Iterator[tuple[str, str, dict]]:
-        """Two plans: a coupon every minute to the active members of shop-000 (capped at
-        one an hour each, a tenth held out), and a reminder to buyers whose order stays
-        unpaid for 30 minutes. Both deliver through the sink `demo-webhook` (`make run`
-        sets it up)."""
+        """Three plans: a coupon every minute to the active members of shop-000 (capped at
+        one an hour each, a tenth held out), a reminder to buyers whose order stays unpaid
+        for 30 minutes, both delivered through the sink `demo-webhook` (`make run` sets it
+        up), and every ten minutes the loyal followers of shop-000 given to its sales
+        operators (`demo-assign`, SPEC 14)."""
         action = {"kind": "grant", "sink": "demo-webhook"}
         yield "plans", "demo-coupon", {
             "plan_id": "demo-coupon", "shop_id": self.shops[0], "name": "Coupon for members",
@@ -159,6 +171,16 @@ class DemoStream:
             "action": {"kind": "notify", "sink": "demo-webhook",
                        "payload": {"template": "unpaid-reminder"}},
             "quiet_hours": {"from": "22:00", "to": "08:00"}, "rate_per_s": 50, "burst": 50}
+        yield "plans", "demo-assign", {
+            "plan_id": "demo-assign", "shop_id": self.shops[0],
+            "name": "Followers to the sales operators",
+            # From the last ten-minute mark, so its first occurrence runs at once.
+            "created_ms": now_ms - now_ms % (10 * MINUTE_MS),
+            "trigger": {"kind": "schedule", "cron": "*/10 * * * *"},
+            "audience": {"all": [{"level_gte": 3}, {"follower": True}]},
+            "action": {"kind": "assign", "sink": "demo-webhook", "payload": {
+                "requires": ["sales"], "priority": 1, "exclude": {"tag": "churned"}}},
+            "rate_per_s": 50, "burst": 50}
 
     # -- traffic ---------------------------------------------------------------
 

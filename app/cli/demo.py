@@ -58,14 +58,15 @@ async def run_demo(settings: Settings, *, rate: int, events: int, buyers: int, s
     # Grants are followed from before the plans are sent: none of theirs goes unseen.
     async with Feeder(settings) as feeder, Grants(settings, stream) as grants:
         now_ms = int(time.time() * 1000)
-        for topic, key, value in (*stream.configuration(now_ms), *stream.members()):
+        for topic, key, value in (*stream.configuration(now_ms), *stream.members(),
+                                  *stream.operators()):
             await feeder.send(topic, key, orjson.dumps(value))
         await feeder.flush()  # every profile in Kafka before a plan selects from them
         for topic, key, value in stream.plans(now_ms):
             await feeder.send(topic, key, orjson.dumps(value))
         await feeder.flush()
-        report(f"demo: configuration, {buyers} member profiles and 2 plans sent; streaming "
-               f"about {rate} events/s ({buyers} buyers), Ctrl-C stops")
+        report(f"demo: configuration, {buyers} member profiles, operators and 3 plans sent; "
+               f"streaming about {rate} events/s ({buyers} buyers), Ctrl-C stops")
         await asyncio.sleep(1.0)  # let every worker see the configuration first
         sent, next_report, carry = 0, time.monotonic() + 5, 0.0
         while not events or sent < events:

@@ -84,6 +84,7 @@ def command(settings: Settings, rate: int, browser: bool) -> None:
         click.echo(f"worker ready: {base}/ready   (log: {log_path})")
         click.echo(f"dashboard: {base}/dashboard")
         click.echo(f"coupon plan results (conversions, uses, lift): {base}/plans/demo-coupon")
+        click.echo(f"sales operators' assignments and caps: {base}/plans/demo-assign")
         if browser and _has_desktop():
             webbrowser.open(f"{base}/dashboard")
         click.echo(f"demo promotion link (open it in a browser): {_demo_link(env, base)}")
@@ -256,18 +257,20 @@ async def _watch_attributions(settings: Settings, receiver: DemoReceiver, plan_r
     """Print the first results, then a summary every 5 seconds (with where the coupon
     plan's results are, once it has any)."""
     names = {settings.topic_prefix + name: name
-             for name in ("attributions", "commissions", "settlements", "operation_records")}
+             for name in ("attributions", "commissions", "settlements", "operation_records",
+                          "assignments")}
     consumer = KafkaConnection.from_settings(settings).consumer(
         *names, group_id=None, auto_offset_reset="latest", isolation_level="read_committed")
     await consumer.start()
     kinds: Counter[str] = Counter()
     money: Counter[str] = Counter()
     records: Counter[str] = Counter()
+    operators: Counter[str] = Counter()
     delays: list[int] = []
     # Lines shown of the first results: per topic, and of the plans' outcomes per kind.
     left = Counter({"attributions": shown, "commissions": 4, "settlements": 4,
                     "operation_records/used": 2, "operation_records/converted": 2,
-                    "operation_records/replenished": 2})
+                    "operation_records/replenished": 2, "assignments": 3})
     next_summary = time.monotonic() + 5
     try:
         while True:
@@ -283,6 +286,8 @@ async def _watch_attributions(settings: Settings, receiver: DemoReceiver, plan_r
                         money["commission total"] += result["delta"]
                     elif topic == "settlements":
                         money[f"settlements {result['state']}"] += 1
+                    elif topic == "assignments":
+                        operators[result["operator_id"]] += 1
                     else:
                         records[result["kind"]] += 1
                     shown_as = (f"{topic}/{result['kind']}" if topic == "operation_records"
@@ -305,6 +310,11 @@ async def _watch_attributions(settings: Settings, receiver: DemoReceiver, plan_r
                     print("-- plan records: " + ", ".join(
                         f"{kind} {n}" for kind, n in sorted(records.items()))
                         + f"; results and lift: {plan_results}", flush=True)
+                if operators:
+                    print("-- assignments: " + ", ".join(
+                        f"{operator} {n}" for operator, n in sorted(operators.items()))
+                        + f"; operators' counts and caps: {plan_results.rsplit('/', 1)[0]}"
+                        "/demo-assign", flush=True)
                 if receiver.received:
                     print("-- demo webhook received: " + ", ".join(
                         f"{stream} {n}" for stream, n in sorted(receiver.received.items())),
@@ -339,5 +349,11 @@ def _settlement_line(result: dict) -> str:
             f"{result['state']} {result['amount']}")
 
 
+def _assignment_line(given: dict) -> str:
+    return (f"assignment: buyer {given['buyer_id']} to operator {given['operator_id']} "
+            f"({given['plan_id']})")
+
+
 _LINES = {"attributions": _attribution_line, "commissions": _commission_line,
-          "settlements": _settlement_line, "operation_records": _record_line}
+          "settlements": _settlement_line, "operation_records": _record_line,
+          "assignments": _assignment_line}

@@ -51,12 +51,15 @@ def test_dashboard_draws_live_charts_without_errors(kafka, make_worker):
                 " canvases: document.querySelectorAll('.uplot canvas').length,"
                 " sinks: document.querySelectorAll('#workers tr').length,"
                 " plans: document.querySelectorAll('#plans tr').length,"
+                " operators: [...document.querySelectorAll('#operators tr')].map("
+                "   row => [...row.cells].map(cell => cell.textContent)),"
                 " results: [...document.querySelectorAll('#results tr')].map("
                 "   row => [...row.cells].map(cell => cell.textContent))}")
             coupon = coupon_results(state["results"])
             if (state["updates"] >= 3 and state["canvases"] >= 3 and state["points"] > 50
-                    and state["plans"] == 3 and len(state["results"]) == 5
-                    and coupon["conversions"] and coupon["used"] and coupon["lifts"]):
+                    and state["plans"] == 4 and len(state["results"]) == 6
+                    and coupon["conversions"] and coupon["used"] and coupon["lifts"]
+                    and assigned(state["operators"])):
                 break
             time.sleep(1)
         ARTIFACTS.mkdir(exist_ok=True)
@@ -67,9 +70,13 @@ def test_dashboard_draws_live_charts_without_errors(kafka, make_worker):
         assert state["errors"] == [], state
         assert severe == [], severe
         assert state["sinks"] >= 2  # a header row and this worker
-        assert state["plans"] == 3  # a header row and the demo's two plans
-        # a header row, the coupon's two variants and its holdout, the reminder's own action
-        assert len(state["results"]) == 5, state["results"]
+        assert state["plans"] == 4  # a header row and the demo's three plans
+        # a header row, the coupon's two variants and its holdout, the reminder's and the
+        # assign plan's own actions
+        assert len(state["results"]) == 6, state["results"]
+        # the assign plan's four operators: the sales ones got buyers, the service one none
+        given = assigned(state["operators"])
+        assert given["op-di"] == 0 and given["op-ann"] > 0 and len(given) == 4, given
         coupon = coupon_results(state["results"])
         assert coupon["conversions"] > 0 and coupon["used"] > 0, state["results"]
         assert coupon["lifts"] == 2, state["results"]  # each variant against the holdout
@@ -82,6 +89,14 @@ def test_dashboard_draws_live_charts_without_errors(kafka, make_worker):
     finally:
         driver.quit()
         demo.kill()
+
+
+def assigned(rows: list[list[str]]) -> dict[str, int]:
+    """Each operator's assignments today on the dashboard's operators table (none yet: {})."""
+    header, *body = rows or [[]]
+    today = [dict(zip(header, row, strict=True)) for row in body]
+    found = {row["operator"]: int(row["today"]) for row in today}
+    return found if sum(found.values()) else {}
 
 
 def coupon_results(rows: list[list[str]]) -> dict[str, int]:
