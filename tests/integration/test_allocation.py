@@ -9,6 +9,8 @@ from collections import Counter
 
 import orjson
 from plan_setup import members, plan_body, wait_loaded
+from sink_setup import setup as sink_setup
+from sink_setup import sink
 
 OPERATORS = [
     {"operator_id": "op-1", "qualifications": ["sales", "vip"], "daily_cap": 60, "total_cap": 500},
@@ -104,8 +106,11 @@ def check(expected: dict, given: dict, capped: set, assignments: list[dict]) -> 
 
 
 def test_two_assign_plans_of_one_fire_time_are_allocated_as_spec_14_says(
-        make_worker, kafka):
+        make_worker, kafka, receivers):
     worker = make_worker("w").start()
+    crm = receivers()
+    sink_setup(worker, crm=sink(crm.url, streams=["assignments"], rate_per_s=100_000,
+                                burst=10_000, max_in_flight=64))
     profiles = setup(worker, kafka)
     expected, given_by_spec = by_spec_14(profiles)
     assert max(given_by_spec.values()) == 60 and list(expected.values()).count(None) > 50
@@ -113,6 +118,13 @@ def test_two_assign_plans_of_one_fire_time_are_allocated_as_spec_14_says(
     given, capped, assignments = outcome(kafka, expected)
     check(expected, given, capped, assignments)
     assert len(assignments) == len(given)  # one worker, no kill: each once
+
+    def delivered(receiver) -> Counter:
+        return Counter((e["plan_id"], e["buyer_id"], e["operator_id"]) for e in (
+            r["event"]["event"] for r in receiver.requests
+            if r["status"] == 200 and r["event"].get("stream") == "assignments"))
+    assert crm.wait_for(lambda r: len(delivered(r)) >= len(given), 30)
+    assert delivered(crm) == Counter((plan, buyer, op) for (plan, buyer), op in given.items())
     status, body = worker.get("/operators/op-1/assignments?format=json&limit=5")
     shown = orjson.loads(body)
     assert status == 200 and len(shown["assignments"]) == 5 and shown["next_cursor"]
