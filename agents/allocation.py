@@ -92,7 +92,7 @@ class Allocator:
     def on_request(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
         request = decode_assign_request(key, value, self.rules.partitions)
         if request.kind == END:
-            ends_key = _key(request.shop_id, _ms(request.fire_ms), request.occurrence_id)
+            ends_key = _key(_ms(request.fire_ms), request.shop_id, request.occurrence_id)
             ends = ctx.get(self.tables.assign_ends, ends_key) or ()
             if request.partition not in ends:
                 ctx.put(self.tables.assign_ends, ends_key,
@@ -164,7 +164,7 @@ class Allocator:
                     or not self._fires_at(plan, fire_ms):
                 continue
             ends = ctx.get(self.tables.assign_ends, _key(
-                shop_id, _ms(fire_ms), occurrence_id(plan.plan_id, fire_ms))) or ()
+                _ms(fire_ms), shop_id, occurrence_id(plan.plan_id, fire_ms))) or ()
             if len(ends) < self.rules.partitions:
                 return False
         return True
@@ -221,13 +221,14 @@ class Allocator:
         ctx.send(self.topics.operation_records, request.buyer_id.encode(), record.encode())
 
     def _forget_old(self, ctx: Any) -> None:
-        """Allocations, days' assignments and task ends older than `KEPT_MS`, a page a tick."""
+        """Allocations, task ends and days' assignments older than `KEPT_MS`, a page a tick
+        (their keys begin with the fire time or the day)."""
         oldest = _ms(ctx.now_ms - KEPT_MS)
-        for key in self.tables.allocations.keys_with_prefix(ctx.partition, b"",
-                                                             limit=self.rules.page):
-            if key[:16] >= oldest:
-                break
-            ctx.delete(self.tables.allocations, key)
+        for table in (self.tables.allocations, self.tables.assign_ends):
+            for key in table.keys_with_prefix(ctx.partition, b"", limit=self.rules.page):
+                if key[:16] >= oldest:
+                    break
+                ctx.delete(table, key)
         oldest_day = _day(ctx.now_ms - KEPT_MS, "UTC").encode()
         for key in self.tables.assigned_today.keys_with_prefix(ctx.partition, b"",
                                                                 limit=self.rules.page):

@@ -3,8 +3,8 @@
 - assign_queue: "<shop>\\x1f<fire ms, 16 digits>\\x1f<priority, inverted, 20 digits>\\x1f
   <plan>\\x1f<buyer>\\x1f<occurrence>" -> AssignRequest: buyers waiting to be allocated,
   in allocation order
-- assign_ends: "<shop>\\x1f<fire ms>\\x1f<occurrence>" -> the buyer partitions whose task of
-  the occurrence is done
+- assign_ends: "<fire ms>\\x1f<shop>\\x1f<occurrence>" -> the buyer partitions whose task of
+  the occurrence is done (kept 8 days)
 - operator_loads: "<shop>\\x1f<operator>" -> Load: the operator's assignments per day and in
   total, the counts the caps are checked against
 - assigned_today: "<day>\\x1f<shop>\\x1f<buyer>" -> operator id: at most once a day per shop
