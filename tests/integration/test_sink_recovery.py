@@ -22,7 +22,7 @@ def _rate(receiver, seconds: float, *, accept=lambda request: True) -> float:
 def test_refusals_are_waited_out_and_a_new_rate_applies_at_once(make_worker, kafka, events,
                                                                  receivers):
     receiver = receivers()
-    refusals = 30
+    refusals = 10
     receiver.respond = lambda n, event: ((503, {"Retry-After": "1"}, 0.0) if n <= refusals
                                          else (200, {}, 0.0))
     worker = make_worker().start()
