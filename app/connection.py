@@ -226,6 +226,15 @@ def _not_up_yet(cause: BaseException | None) -> bool:
 Client = TypeVar("Client", AIOKafkaConsumer, AIOKafkaProducer, AIOKafkaAdminClient)
 
 
+async def start_at_end(consumer: AIOKafkaConsumer, partitions: list) -> None:
+    """Start `consumer` on `partitions` (TopicPartitions), positioned at their ends: it
+    reads what comes from now on."""
+    await consumer.start()
+    consumer.assign(partitions)
+    for partition, end in (await consumer.end_offsets(partitions)).items():
+        consumer.seek(partition, end)
+
+
 @contextlib.asynccontextmanager
 async def started(client: Client) -> AsyncIterator[Client]:
     """`client` (an aiokafka consumer, producer or admin client) started, and stopped

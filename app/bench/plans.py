@@ -29,7 +29,7 @@ from aiokafka.structs import TopicPartition
 from app.bench.live import TAIL_TIMEOUT_S, lag, percentile, start_engine
 from app.bench.runner import Implementation
 from app.bench.workload import Shape, Workload
-from app.connection import KafkaConnection, started
+from app.connection import KafkaConnection, start_at_end, started
 from app.feeding import Feeder
 from app.local_http import serve
 from app.settings import Settings
@@ -155,10 +155,7 @@ class Conversions:
         self.unexpected = 0  # `converted` records of the plan for other orders
 
     async def start(self) -> None:
-        await self.consumer.start()
-        self.consumer.assign(self.partitions)
-        for partition, end in (await self.consumer.end_offsets(self.partitions)).items():
-            self.consumer.seek(partition, end)
+        await start_at_end(self.consumer, self.partitions)
 
     async def poll(self) -> None:
         batches = await self.consumer.getmany(timeout_ms=100, max_records=20_000)

@@ -29,7 +29,7 @@ import orjson
 from aiokafka.structs import TopicPartition
 
 from app.bench.workload import Shape, Workload
-from app.connection import KafkaConnection, started
+from app.connection import KafkaConnection, start_at_end, started
 from app.feeding import Feeder
 from app.settings import Settings
 from app.topics import Role, TopicSpec
@@ -352,10 +352,7 @@ class OutputCounter:
         return len(self.attributed)
 
     async def start(self) -> None:
-        await self.consumer.start()
-        self.consumer.assign(self.partitions)
-        for partition, end in (await self.consumer.end_offsets(self.partitions)).items():
-            self.consumer.seek(partition, end)
+        await start_at_end(self.consumer, self.partitions)
 
     async def poll(self) -> None:
         batches = await self.consumer.getmany(timeout_ms=100, max_records=20_000)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import html
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from faust.exceptions import SameNode
@@ -21,7 +21,7 @@ from app.domain.clicks import from_row
 from app.domain.ledger import Ledger
 from app.engine.partitioning import partition_for
 from app.engine.state import StateTable
-from app.web.pages import page, table
+from app.web.pages import newest_first, page, table
 
 if TYPE_CHECKING:
     from app.bootstrap import Services
@@ -99,6 +99,21 @@ def page_limit(request: Request) -> int:
         return max(1, min(MAX_PAGE, int(request.query.get("limit", "20"))))
     except ValueError:
         return 20
+
+
+def newest_first_page(view: View, request: Request, rows: list[Mapping[str, Any]], *,
+                      id_field: str, owner: tuple[str, str], listed: str,
+                      title: str) -> Response:
+    """A page of `rows`, newest first (`limit`; `cursor`, the previous page's
+    `next_cursor`, goes on with older ones): JSON `{<owner>, <listed>: rows, next_cursor}`,
+    or HTML with a link to the older ones."""
+    limit = page_limit(request)
+    shown, next_cursor = newest_first(rows, id_field, limit, request.query.get("cursor"))
+    if _wants_json(request):
+        return view.json({owner[0]: owner[1], listed: shown, "next_cursor": next_cursor})
+    more = (f'<p><a href="?cursor={html.escape(next_cursor)}&limit={limit}">'
+            f"older {listed}</a></p>") if next_cursor else ""
+    return view.html(page(title, table(shown) + more))
 
 
 

@@ -20,8 +20,8 @@ from app.domain.lift import results
 from app.domain.operations import HOLDOUT
 from app.domain.periods import time_zone, windows
 from app.domain.plans import ASSIGN, Plan, fire_times
-from app.web.orders import answer_where_owned, page_limit
-from app.web.pages import newest_first, page, table
+from app.web.orders import answer_where_owned, newest_first_page
+from app.web.pages import page, table
 
 if TYPE_CHECKING:
     from app.bootstrap import Services
@@ -227,15 +227,9 @@ def register(services: Services) -> None:
             async def answer(partition: int) -> Response:
                 found = records.scan_prefix(partition, buyer_id.encode() + b"\x1f",
                                             limit=MAX_MEMBER_RECORDS)
-                limit = page_limit(request)
-                rows, next_cursor = newest_first([asdict(record) for _key, record in found],
-                                                 "record_id", limit,
-                                                 request.query.get("cursor"))
-                if request.query.get("format") == "json":
-                    return self.json({"buyer_id": buyer_id, "records": rows,
-                                      "next_cursor": next_cursor})
-                more = (f'<p><a href="?cursor={html.escape(next_cursor)}&limit={limit}">'
-                        "older records</a></p>") if next_cursor else ""
-                return self.html(page(f"Operation records of {buyer_id}", table(rows) + more))
+                return newest_first_page(
+                    self, request, [asdict(record) for _key, record in found],
+                    id_field="record_id", owner=("buyer_id", buyer_id), listed="records",
+                    title=f"Operation records of {buyer_id}")
             return await answer_where_owned(self, request, records, buyer_id, answer,
                                             partitions)
