@@ -56,11 +56,13 @@ test: setup browser
 	$(BIN)/ruff check .
 	$(call with_test_broker,$(BIN)/python -m pytest -q --durations=25)
 
-# The fault and garbage tests at full length (make test runs them short; see docs/chaos.md).
+# The fault and garbage tests at full length (make test runs them short), and the plans'
+# fault runs, which make test leaves out (docs/chaos.md).
 chaos: setup
 	$(call with_test_broker,CPS_CHAOS=full $(BIN)/python -m pytest -q --durations=10 \
 	  tests/integration/test_chaos.py tests/integration/test_backlog.py \
-	  tests/integration/test_fuzz.py)
+	  tests/integration/test_fuzz.py tests/integration/test_plan_outcomes.py \
+	  tests/integration/test_allocation.py)
 
 # The full benchmark (about 1M events; see BENCHMARKS.md); `cps bench --quick` is a smoke run.
 bench: setup
