@@ -137,9 +137,9 @@ class Allocator:
         shop, fire, _priority, plan_id = (part.decode() for part in group[:-1].split(SEP))
         fire_ms = int(fire)
         plan = self.catalog.plans.get(plan_id)
-        keys = self.tables.assign_queue.keys_with_prefix(ctx.partition, group, limit=budget)
         if plan is not None and plan.state == PAUSED:
-            return 0
+            return 0  # its requests wait, unread, for the resume
+        keys = self.tables.assign_queue.keys_with_prefix(ctx.partition, group, limit=budget)
         if plan is None or plan.state == PLAN_STOPPED:
             for key in keys:  # a stopped plan allocates nothing more
                 ctx.delete(self.tables.assign_queue, key)

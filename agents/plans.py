@@ -44,7 +44,7 @@ from app.domain.execution import (
 from app.domain.model import Click, OrderEvent
 from app.domain.operations import HOLDOUT, action_id, record_id, shard
 from app.domain.outcomes import Exposure, Outcome, Watch
-from app.domain.plans import ACTIVE, ASSIGN, EVENT, MAX_CAP, PAUSED, Plan, fire_times
+from app.domain.plans import ACTIVE, ASSIGN, EVENT, GRANT, MAX_CAP, PAUSED, Plan, fire_times
 from app.domain.plans import STOPPED as PLAN_STOPPED
 from app.domain.sinks import TokenBucket
 from app.domain.triggers import MISSED, occurrence_id, timing
@@ -553,7 +553,7 @@ class Operations:
             else:
                 self._send_action(ctx, plan, occurrence, buyer_id, decision.variant)
             ctx.put(tables.action_history, pair, (*history, ctx.now_ms)[-MAX_CAP:])
-            granted = plan.action_for(decision.variant).kind == "grant"
+            granted = plan.action_for(decision.variant).kind == GRANT
             self._expose(ctx, plan, occurrence, buyer_id, decision.variant,
                          action_id(occurrence, buyer_id) if granted else None)
         else:
