@@ -4,13 +4,14 @@ Each setting is declared once, as a field of `Settings`: its variable, default,
 meaning and the rules a value must meet. Reading the environment, `cps settings`
 and the settings table of README.md all follow from that declaration.
 
-Every setting has a default except the two secrets, which a worker refuses to
-run without (`make run` sets demo values and prints them). The names in the
+Every setting has a default except the tokens and the link secret, which a worker
+refuses to run without (`make run` sets demo values and prints them). The names in the
 first block are fixed by the product specification; the rest are ours.
 """
 
 from __future__ import annotations
 
+import hmac
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -175,8 +176,14 @@ class Settings:
     admin_token: str = setting("CPS_ADMIN_TOKEN", "", "bearer token of the admin API",
                                secret=True, required=True)
     link_secret: str = setting("CPS_LINK_SECRET", "",
-                               "HMAC key of promotion links and tracking tokens",
+                               "HMAC key of promotion links, tracking tokens, promoter tokens "
+                               "and sign-in sessions",
                                secret=True, required=True)
+    view_token: str = setting("CPS_VIEW_TOKEN", "",
+                              "bearer token of the read-only views and `/subscribe`",
+                              secret=True, required=True)
+    metrics_token: str = setting("CPS_METRICS_TOKEN", "", "bearer token of `/metrics`",
+                                 note="unset: `/metrics` open", secret=True)
     app_id: str = setting("CPS_APP_ID", "cps-engine", "Faust app id and Kafka consumer group")
 
     kafka_security_protocol: str = setting(
@@ -336,7 +343,7 @@ class Settings:
         return settings, sources
 
     def require_secrets(self) -> None:
-        """Refuse to serve without the admin token and the link secret."""
+        """Refuse to serve without the admin and view tokens and the link secret."""
         missing = [declared.name for declared, value in self._declared_values()
                    if declared.required and not value]
         if missing:
@@ -344,6 +351,9 @@ class Settings:
                 f"{' and '.join(missing)} must be set (a long random string each); "
                 "`make run` sets demo values for local use"
             )
+        if hmac.compare_digest(self.view_token.encode(), self.admin_token.encode()):
+            raise SettingsError("CPS_VIEW_TOKEN must differ from CPS_ADMIN_TOKEN: whoever may "
+                                "read the views would otherwise change the configuration")
 
     def describe(self, sources: Mapping[str, Source]) -> list[tuple[str, str, Source]]:
         """Each variable, its value as shown to people (secrets hidden), and its source."""

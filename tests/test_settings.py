@@ -54,9 +54,17 @@ def test_bad_values_name_the_variable(env, message):
 
 
 def test_secrets_are_required_to_serve():
-    with pytest.raises(SettingsError, match="CPS_ADMIN_TOKEN and CPS_LINK_SECRET"):
+    with pytest.raises(SettingsError,
+                       match="CPS_ADMIN_TOKEN and CPS_LINK_SECRET and CPS_VIEW_TOKEN"):
         Settings.from_env({}).require_secrets()
-    Settings.from_env({"CPS_ADMIN_TOKEN": "a", "CPS_LINK_SECRET": "b"}).require_secrets()
+    Settings.from_env({"CPS_ADMIN_TOKEN": "a", "CPS_LINK_SECRET": "b",
+                       "CPS_VIEW_TOKEN": "c"}).require_secrets()
+
+
+def test_the_view_token_may_not_be_the_admin_token():
+    with pytest.raises(SettingsError, match="CPS_VIEW_TOKEN must differ from CPS_ADMIN_TOKEN"):
+        Settings.from_env({"CPS_ADMIN_TOKEN": "a", "CPS_LINK_SECRET": "b",
+                           "CPS_VIEW_TOKEN": "a"}).require_secrets()
 
 
 def test_readme_documents_every_setting():
@@ -218,6 +226,7 @@ def cps(monkeypatch):
 
 def test_cps_settings_shows_values_and_where_they_came_from(cps):
     result = cps("settings", CPS_KAFKA_PORT="19092", CPS_ADMIN_TOKEN="tok-123",
+                 CPS_VIEW_TOKEN="view-789", CPS_METRICS_TOKEN="metrics-012",
                  CPS_LINK_SECRETS_PREVIOUS="old-1,old-2", CPS_KAFKA_SASL_PASSWORD="pw-000",
                  CPS_KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT", CPS_KAFKA_SASL_USERNAME="engine")
     assert result.exit_code == 0, result.output
@@ -228,7 +237,10 @@ def test_cps_settings_shows_values_and_where_they_came_from(cps):
     assert rows["CPS_PARTITIONS"] == ["8", "default"]
     assert rows["CPS_ADMIN_TOKEN"] == ["(hidden)", "environment"]
     assert rows["CPS_LINK_SECRET"] == ["(empty)", "default"]
-    assert not any(secret in result.output for secret in ("tok-123", "old-1", "pw-000"))
+    assert rows["CPS_VIEW_TOKEN"] == ["(hidden)", "environment"]
+    assert rows["CPS_METRICS_TOKEN"] == ["(hidden)", "environment"]
+    assert not any(secret in result.output
+                   for secret in ("tok-123", "old-1", "pw-000", "view-789", "metrics-012"))
 
 
 def test_cps_settings_markdown_is_the_readme_table(cps):

@@ -26,6 +26,7 @@ from types import SimpleNamespace
 
 import orjson
 import pytest
+from tokens import ADMIN_TOKEN, VIEW_TOKEN
 
 from app.broker.local import LocalBroker
 from app.connection import KafkaConnection, started
@@ -156,8 +157,9 @@ class Worker:
             **os.environ,
             "CPS_BROKER": bootstrap, "CPS_TOPIC_PREFIX": prefix, "CPS_APP_ID": prefix.rstrip("."),
             "CPS_DATA_DIR": str(data_dir), "CPS_WEB_PORT": str(self.port),
-            "CPS_ADMIN_TOKEN": "test-admin", "CPS_LINK_SECRET": "test-secret",
-            "CPS_PARTITIONS": "4", "CPS_LOG_LEVEL": "info", **settings,
+            "CPS_ADMIN_TOKEN": ADMIN_TOKEN, "CPS_LINK_SECRET": "test-secret",
+            "CPS_VIEW_TOKEN": VIEW_TOKEN, "CPS_PARTITIONS": "4", "CPS_LOG_LEVEL": "info",
+            **settings,
         }
         # The repository's own `cps`, run from the repository; test_wheel points both elsewhere.
         self.command = [CPS, "worker"]
@@ -197,9 +199,11 @@ class Worker:
         status, _headers, body = self.request("GET", path)
         return status, body
 
-    def request(self, method: str, path: str, body: object = None, *, token: str | None = None,
+    def request(self, method: str, path: str, body: object = None, *,
+                token: str | None = VIEW_TOKEN,
                 headers: dict | None = None) -> tuple[int, dict, bytes]:
-        """(status, headers, body) of one request; redirects are not followed."""
+        """(status, headers, body) of one request, as a reader with the view token unless
+        `token` says otherwise (None: no token); redirects are not followed."""
         data = body if isinstance(body, bytes) or body is None else orjson.dumps(body)
         request = urllib.request.Request(self.base + path, data=data, method=method,
                                          headers=headers or {})
@@ -215,7 +219,7 @@ class Worker:
             return 0, {}, b""
 
     def admin(self, method: str, path: str, body: object = None) -> tuple[int, dict]:
-        status, _headers, raw = self.request(method, path, body, token="test-admin")
+        status, _headers, raw = self.request(method, path, body, token=ADMIN_TOKEN)
         return status, orjson.loads(raw) if raw else {}
 
     def stop(self) -> None:

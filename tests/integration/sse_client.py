@@ -7,16 +7,20 @@ import threading
 import time
 
 import orjson
+from tokens import VIEW_TOKEN
 
 
 class SSEClient:
     """Reads an event stream in a thread; keeps (id, data) of each event."""
 
-    def __init__(self, port: int, path: str, last_event_id: str | None = None) -> None:
+    def __init__(self, port: int, path: str, last_event_id: str | None = None, *,
+                 token: str | None = VIEW_TOKEN) -> None:
         self.events: list[tuple[str, dict]] = []
         self.status = None
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         headers = {"Accept": "text/event-stream"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         if last_event_id:
             headers["Last-Event-ID"] = last_event_id
         self.connection.request("GET", path, headers=headers)

@@ -21,6 +21,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from tokens import ADMIN_TOKEN, VIEW_TOKEN
 
 from app.connection import started
 from app.domain.model import DAY_MS
@@ -270,7 +271,7 @@ CONFIG_KINDS = ("shops", "channels", "activities", "policy", "sinks")
 
 @st.composite
 def bad_request(draw, token: str) -> tuple[str, str, bytes | None, str | None]:
-    """(method, path, body, admin token) of a request every endpoint must refuse with a 4xx."""
+    """(method, path, body, token) of a request every endpoint must refuse with a 4xx."""
     how = draw(st.sampled_from(["link_junk", "link_tampered", "admin_body", "admin_token",
                                 "admin_kind", "link_body", "subscribe", "views"]))
     if how == "link_junk":
@@ -286,30 +287,30 @@ def bad_request(draw, token: str) -> tuple[str, str, bytes | None, str | None]:
     if how == "admin_body":
         kind = draw(st.sampled_from(CONFIG_KINDS))
         key, body = draw(malformed(kind, admin=True))
-        return "PUT", f"/admin/{kind}/{key}", body, "test-admin"
+        return "PUT", f"/admin/{kind}/{key}", body, ADMIN_TOKEN
     if how == "admin_token":
         kind = draw(st.sampled_from(CONFIG_KINDS))
         key, valid = VALID[kind]
         wrong = draw(st.none() | st.text(alphabet="abcdef0123456789", max_size=40).filter(
-            lambda t: t != "test-admin"))
+            lambda t: t != ADMIN_TOKEN))
         method = draw(st.sampled_from(["PUT", "DELETE"]))
         return method, f"/admin/{kind}/{key}", orjson.dumps(valid), wrong
     if how == "admin_kind":
         kind = draw(st.text(alphabet="abcxyz", min_size=1, max_size=12).filter(
             lambda k: k not in CONFIG_KINDS and k not in ("links", "engine")))
-        return "PUT", f"/admin/{kind}/x", orjson.dumps({"x": 1}), "test-admin"
+        return "PUT", f"/admin/{kind}/x", orjson.dumps({"x": 1}), ADMIN_TOKEN
     if how == "link_body":
         field = draw(st.sampled_from(sorted(LINK)))
         body = {**LINK, field: draw(_other_type(str))}
         raw = draw(st.sampled_from([orjson.dumps(body), orjson.dumps(body)[:-1], b"\xff{}"]))
-        return "POST", "/admin/links", raw, "test-admin"
+        return "POST", "/admin/links", raw, ADMIN_TOKEN
     if how == "subscribe":
         stream = draw(st.text(max_size=30).filter(
             lambda t: t not in ("attributions", "commissions", "settlements", "order_status")))
-        return "GET", "/subscribe?stream=" + urllib.parse.quote(stream, safe=""), None, None
+        return "GET", "/subscribe?stream=" + urllib.parse.quote(stream, safe=""), None, VIEW_TOKEN
     junk = urllib.parse.quote(draw(st.text(min_size=1, max_size=200)), safe="")
     return "GET", draw(st.sampled_from([
         "/clicks", f"/clicks?shop_id={junk}",                       # no buyer: 400
         f"/orders/no-such-order-{junk}",                            # 404
         f"/promoters/p1/orders?cursor={junk}",                      # not a cursor: 400
-    ])), None, None
+    ])), None, VIEW_TOKEN

@@ -6,6 +6,7 @@ import socket
 import time
 
 from sse_client import SSEClient
+from tokens import VIEW_TOKEN
 
 NOT_CPS = {"shop_id": "s1", "cps_joined_ms": None, "authorized_channels": []}
 
@@ -63,7 +64,8 @@ def test_a_client_that_does_not_read_is_cut_off(make_worker, kafka, events):
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", worker.port))
-    sock.sendall(b"GET /subscribe?stream=attributions HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.sendall(b"GET /subscribe?stream=attributions HTTP/1.1\r\nHost: x\r\n"
+                 b"Authorization: Bearer " + VIEW_TOKEN.encode() + b"\r\n\r\n")
     time.sleep(1.0)
     now = int(time.time() * 1000)
     for start in range(0, 3000, 1000):

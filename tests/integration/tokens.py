@@ -1,0 +1,4 @@
+"""The tokens every test worker is started with (tests/integration/conftest.py)."""
+
+ADMIN_TOKEN = "test-admin"
+VIEW_TOKEN = "test-view"
