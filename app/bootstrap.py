@@ -55,6 +55,7 @@ from app.web import accounts as accounts_view
 from app.web import admin as admin_api
 from app.web import clicks as click_redirect
 from app.web import demo as demo_page
+from app.web import guard
 from app.web import health as health_views
 from app.web import metrics as metrics_view
 from app.web import monitoring as monitoring_views
@@ -64,7 +65,8 @@ from app.web import plans as plan_views
 from app.web import sinks as sinks_view
 from app.web import subscribe as subscribe_view
 
-WEB_VIEWS = (health_views, accounts_view, click_redirect, admin_api, order_center_views,
+# The guard first: it sees every request before the view.
+WEB_VIEWS = (guard, health_views, accounts_view, click_redirect, admin_api, order_center_views,
              demo_page, metrics_view, sinks_view, subscribe_view, monitoring_views, plan_views,
              operator_views)
 

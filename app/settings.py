@@ -224,6 +224,10 @@ class Settings:
     max_subscribers: int = setting(
         "CPS_MAX_SUBSCRIBERS", 100,
         "live subscribers (`/subscribe`) a worker serves at once (503 above)", minimum=1)
+    session_ttl_s: int = setting(
+        "CPS_SESSION_TTL_S", 12 * 3600,
+        "how long a browser stays signed in to the views (a promoter's session ends with its "
+        "token at the latest)", note="12 hours", minimum=60, maximum=30 * 86_400)
     admin_max_body_bytes: int = setting("CPS_ADMIN_MAX_BODY_BYTES", 65_536,
                                         "largest admin request body accepted (413 above)",
                                         minimum=1024)

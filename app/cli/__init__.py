@@ -41,14 +41,15 @@ def _register() -> None:
         period,
         plans,
         produce,
+        promoter_token,
         reconcile,
         settings,
         sinks,
         worker,
     )
 
-    for module in (kafka, worker, link, produce, demo, reconcile, sinks, plans, dev, bench,
-                   bench_transactions, settings, period):
+    for module in (kafka, worker, link, promoter_token, produce, demo, reconcile, sinks, plans,
+                   dev, bench, bench_transactions, settings, period):
         main.add_command(module.command)
 
 

@@ -1,4 +1,5 @@
-"""Signed tokens: promotion links and the tracking tokens orders carry back.
+"""Signed tokens: promotion links, the tracking tokens orders carry back, promoters'
+read-only tokens and browsers' sign-in sessions.
 
 Format: `<kid>.<payload>.<sig>`, all base64url without padding.
 - `payload` is a compact JSON object;
@@ -28,6 +29,8 @@ _SIG_BYTES = 16
 
 LINK = "link"
 TRACKING = "tracking"
+PROMOTER = "promoter"  # a promoter's read-only token (SPEC 8)
+SESSION = "session"    # a browser's sign-in cookie
 
 
 class TokenError(ValueError):

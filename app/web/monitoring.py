@@ -34,14 +34,16 @@ def _since(request: Request, now: int) -> int:
     return now - minutes * 60_000
 
 
-async def merged_view(app, monitor: Monitor, since_ms: int) -> dict:
-    """Every worker's snapshot (this one's locally), merged."""
+async def merged_view(app, monitor: Monitor, since_ms: int, view_token: str) -> dict:
+    """Every worker's snapshot (this one's locally), merged; peers are asked as readers (all
+    workers share the view token)."""
     now = int(time.time() * 1000)
     own = str(app.conf.canonical_url)
     snapshots = [monitor.snapshot(since_ms)]
     peers = [url for url in app.router.tables_metadata() if str(url) != own]
     if peers:
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(
+                headers={"Authorization": f"Bearer {view_token}"}) as session:
             for url in peers:
                 snapshots.append(await fetch_peer(session, str(url).rstrip("/"), since_ms))
     view = merge_snapshots(snapshots, now)
@@ -52,7 +54,7 @@ async def merged_view(app, monitor: Monitor, since_ms: int) -> dict:
 
 def register(services: Services) -> None:
     """Serve `/monitor`, `/monitor/local`, `/lag`, `/alerts`, `/dashboard` and `/static`."""
-    app, monitor = services.app, services.monitor
+    app, monitor, view_token = services.app, services.monitor, services.settings.view_token
 
     @app.page("/monitor/local")
     class MonitorLocal(View):
@@ -67,13 +69,13 @@ def register(services: Services) -> None:
     class MonitorView(View):
         async def get(self, request: Request) -> Response:
             since = _since(request, int(time.time() * 1000))
-            return self.json(await merged_view(app, monitor, since))
+            return self.json(await merged_view(app, monitor, since, view_token))
 
     @app.page("/lag")
     class Lag(View):
         async def get(self, request: Request) -> Response:
             now = int(time.time() * 1000)
-            view = await merged_view(app, monitor, _since(request, now))
+            view = await merged_view(app, monitor, _since(request, now), view_token)
             if request.query.get("format") == "json":
                 return self.json({"ts_ms": now, "partitions": view["lag"],
                                   "series": view["lag_series"]})
@@ -84,7 +86,8 @@ def register(services: Services) -> None:
     @app.page("/alerts")
     class Alerts(View):
         async def get(self, request: Request) -> Response:
-            view = await merged_view(app, monitor, int(time.time() * 1000) - HOUR_MS)
+            view = await merged_view(app, monitor, int(time.time() * 1000) - HOUR_MS,
+                                     view_token)
             if request.query.get("format") == "json":
                 return self.json({"ts_ms": view["ts_ms"], "alerts": view["alerts"],
                                   "transitions": view["transitions"]})

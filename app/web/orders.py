@@ -21,6 +21,8 @@ from app.domain.clicks import from_row
 from app.domain.ledger import Ledger
 from app.engine.partitioning import partition_for
 from app.engine.state import StateTable
+from app.web.access import order_for_promoter
+from app.web.guard import reader_of
 from app.web.pages import newest_first, page, table
 
 if TYPE_CHECKING:
@@ -132,9 +134,17 @@ def register(services: Services) -> None:
             async def answer(partition: int) -> Response:
                 key = order_id.encode()
                 ledger, view = ledgers.read(partition, key), order_views.read(partition, key)
-                if ledger is None and view is None:
+                reader = reader_of(request)
+                promoter = reader.promoter_id if reader is not None and reader.is_promoter else None
+                # A promoter is told no more than "not yours", whether the order exists or not.
+                if ledger is None and view is None and promoter is None:
                     return self.json({"error": f"no order {order_id!r}"}, status=404)
                 document = order_document(order_id, ledger, view)
+                if promoter is not None:
+                    document = order_for_promoter(document, promoter)
+                    if document is None:
+                        return self.json({"error": "a promoter token reads only the orders "
+                                                   "attributed to it or paying it"}, status=403)
                 if _wants_json(request):
                     return self.json(document)
                 attribution = document["attribution"]
