@@ -57,6 +57,12 @@ class Rule:
     scope: Scope | None = None
     param: str | None = None
 
+    def __post_init__(self) -> None:
+        if (self.audience is Audience.PROMOTERS) != (self.scope is not None):
+            raise ValueError("a promoters' route, and only one, says where the promoter's id is")
+        if (self.scope in (Scope.PATH, Scope.QUERY)) != (self.param is not None):
+            raise ValueError("a path or query scope names its parameter")
+
     @property
     def who(self) -> str:
         if self.scope is Scope.ORDER:
