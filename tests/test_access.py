@@ -6,13 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
 from app.admin import AdminError, issue_promoter_token
 from app.bootstrap import build
+from app.cli import main
 from app.domain.tokens import LINK, PROMOTER, Signer
-from app.settings import Settings
+from app.settings import SETTINGS, Settings
 from app.web.access import (
     ADMIN,
     PROMOTER_READER,
@@ -216,3 +218,19 @@ def test_a_promoter_reads_its_orders_with_only_its_own_money():
     assert order_for_promoter(ORDER, "p2") is None
     assert order_for_promoter({"order_id": "o2", "attribution": None, "commissions": [],
                                "settlement": []}, "p1") is None
+
+
+def test_cps_promoter_token_signs_with_the_link_secret(monkeypatch):
+    for declared in SETTINGS:
+        monkeypatch.delenv(declared.name, raising=False)
+    result = CliRunner().invoke(main, ["promoter-token", "p7", "--ttl-s", "120"],
+                                env={"CPS_LINK_SECRET": "link-secret"})
+    assert result.exit_code == 0, result.output
+    expires_line, token = result.output.splitlines()
+    expires_ms = int(expires_line.removeprefix("expires_ms="))
+    assert SIGNER.verify(PROMOTER, token, now_ms=expires_ms - 1) == {"p": "p7", "x": expires_ms}
+    refused = CliRunner().invoke(main, ["promoter-token", "p7", "--ttl-s", "0"],
+                                 env={"CPS_LINK_SECRET": "link-secret"})
+    assert refused.exit_code == 2 and "ttl_s" in refused.output
+    unsigned = CliRunner().invoke(main, ["promoter-token", "p7"])
+    assert unsigned.exit_code == 2 and "CPS_LINK_SECRET" in unsigned.output

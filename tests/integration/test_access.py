@@ -73,11 +73,12 @@ def expected(route: str, token: str) -> int:
     return admitted if token in ALLOWED[who] else 403
 
 
-def status_of(worker, method: str, path: str, body: bytes | None, token: str | None) -> int:
+def status_of(worker, method: str, path: str, body: bytes | None, token: str | None,
+              headers: dict | None = None) -> int:
     """The answer's status only: an event stream is not read to its end."""
     connection = http.client.HTTPConnection("127.0.0.1", worker.port, timeout=10)
     try:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
         connection.request(method, path, body=body, headers=headers)
         return connection.getresponse().status
     finally:
@@ -148,6 +149,8 @@ def test_a_browser_session_reads_as_its_token_and_never_administers(make_worker)
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
     session = {"Cookie": cookie.split(";")[0]}
     assert worker.request("GET", "/lag?format=json", token=None, headers=session)[0] == 200
+    assert status_of(worker, "GET", "/subscribe?stream=commissions", None, None,
+                     headers=session) == 200
     assert worker.request("POST", "/admin/plans/pause-all", b"", token=None,
                           headers=session)[0] == 401
     # A browser without a session is shown the form; a program gets JSON.
