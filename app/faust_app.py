@@ -1,11 +1,18 @@
-"""The Faust application of one engine, made from its settings and Kafka connection."""
+"""The Faust application of one engine, made from its settings and Kafka connection, and
+the worker that runs it."""
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
 
 import faust
 
 from app.connection import PRODUCER_BATCH_BYTES, KafkaConnection
 from app.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, connection: KafkaConnection) -> faust.App:
@@ -50,3 +57,17 @@ def create_app(settings: Settings, connection: KafkaConnection) -> faust.App:
 def leader_topic(settings: Settings) -> str:
     """The topic Faust's assignor elects a leader with (one partition; see app.monitor)."""
     return f"{settings.app_id}-__assignor-__leader"
+
+
+class Worker(faust.Worker):
+    """A Faust worker that logs `warnings` as soon as its log is set up, at the top of it:
+    the log is what operators read."""
+
+    def __init__(self, app: faust.App, *, warnings: Sequence[str] = (), **options: Any) -> None:
+        super().__init__(app, **options)
+        self.start_warnings = tuple(warnings)
+
+    async def on_execute(self) -> None:
+        await super().on_execute()
+        for warning in self.start_warnings:
+            logger.warning("%s", warning)

@@ -11,6 +11,7 @@ first block are fixed by the product specification; the rest are ours.
 
 from __future__ import annotations
 
+import difflib
 import hmac
 import os
 from collections.abc import Callable, Mapping
@@ -410,6 +411,44 @@ def markdown_table() -> str:
     rows = ["| variable | meaning | default |", "|---|---|---|"]
     rows += [f"| `{s.name}` | {s.description} | {s.documented_default} |" for s in SETTINGS]
     return "\n".join(rows) + "\n"
+
+
+_PREFIX = "CPS_"
+
+# `CPS_*` variables the project's own tools read that are no settings of the engine, so
+# that a worker started beside them does not call them misspelt.
+TOOL_VARIABLES = (
+    "CPS_CHAOS",  # tests/integration: `make chaos` sets it to `full` for the long fault runs
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownVariable:
+    """A `CPS_*` variable that is no setting, and the setting it most likely meant."""
+
+    name: str
+    closest: str | None
+
+    def warning(self) -> str:
+        """How `cps` reports it; never with the value, which may be a secret."""
+        meant = f" (did you mean {self.closest}?)" if self.closest else ""
+        return f"{self.name} is not a setting{meant}; it is ignored"
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[UnknownVariable]:
+    """The `CPS_*` variables of `env` that nothing reads, by name, each with the closest
+    setting (difflib's default likeness) or None."""
+    # The retired variable is no typo: reading the settings refuses it with its own message.
+    read = {s.name for s in SETTINGS} | set(TOOL_VARIABLES) | {RETIRED_ROCKSDB_CACHE}
+    return [UnknownVariable(name, _closest_setting(name))
+            for name in sorted(env) if name.startswith(_PREFIX) and name not in read]
+
+
+def _closest_setting(name: str) -> str | None:
+    # Compared without the prefix all share, which makes any two short names look alike.
+    tails = [s.name.removeprefix(_PREFIX) for s in SETTINGS]
+    closest = difflib.get_close_matches(name.removeprefix(_PREFIX), tails, n=1)
+    return _PREFIX + closest[0] if closest else None
 
 
 @cache

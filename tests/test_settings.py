@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from itertools import takewhile
 from pathlib import Path
 
@@ -10,7 +11,15 @@ from click.testing import CliRunner
 
 from app.cli import main
 from app.connection import KafkaConnection
-from app.settings import SETTINGS, Settings, SettingsError, Source, markdown_table
+from app.settings import (
+    SETTINGS,
+    Settings,
+    SettingsError,
+    Source,
+    UnknownVariable,
+    markdown_table,
+    unknown_variables,
+)
 
 # Only a file's existence is checked when settings are read: any file stands for a PEM file.
 PEM = __file__
@@ -219,8 +228,8 @@ def test_readme_settings_table_is_the_declared_one():
 @pytest.fixture
 def cps(monkeypatch):
     """Runs `cps ARGS` with only the given CPS_* variables set."""
-    for declared in SETTINGS:
-        monkeypatch.delenv(declared.name, raising=False)
+    for name in [name for name in os.environ if name.startswith("CPS_")]:
+        monkeypatch.delenv(name)
     return lambda *args, **env: CliRunner().invoke(main, list(args), env=env)
 
 
@@ -253,3 +262,61 @@ def test_cps_settings_names_a_bad_variable(cps):
     result = cps("settings", CPS_KAFKA_SECURITY_PROTOCOL="SASL_SSL")
     assert result.exit_code == 2
     assert "CPS_KAFKA_SASL_USERNAME and CPS_KAFKA_SASL_PASSWORD" in result.output
+
+
+def test_variables_that_are_no_settings_are_named_with_the_setting_meant():
+    env = {
+        "CPS_VIEW_TOKNE": "v", "CPS_PARTITION": "8", "CPS_LOGLEVEL": "debug",
+        "CPS_KAFKA_SASL_USER": "engine", "CPS_METRIC_TOKEN": "m",
+        "CPS_NOTHING_LIKE_IT": "x", "CPS_": "x",
+        "CPS_CHAOS": "full",  # read by the integration tests
+        "CPS_ROCKSDB_CACHE_MB": "16",  # retired: refused with its own message
+        "CPS_BROKER": "k:9092", "CPS_VIEW_TOKEN": "v",  # settings
+        "PATH": "/bin", "KAFKA_VIEW_TOKEN": "v", "cps_view_token": "v",  # not CPS_*
+    }
+    assert unknown_variables(env) == [
+        UnknownVariable("CPS_", None),
+        UnknownVariable("CPS_KAFKA_SASL_USER", "CPS_KAFKA_SASL_USERNAME"),
+        UnknownVariable("CPS_LOGLEVEL", "CPS_LOG_LEVEL"),
+        UnknownVariable("CPS_METRIC_TOKEN", "CPS_METRICS_TOKEN"),
+        UnknownVariable("CPS_NOTHING_LIKE_IT", None),
+        UnknownVariable("CPS_PARTITION", "CPS_PARTITIONS"),
+        UnknownVariable("CPS_VIEW_TOKNE", "CPS_VIEW_TOKEN"),
+    ]
+
+
+def test_no_setting_is_unknown():
+    assert unknown_variables({declared.name: "x" for declared in SETTINGS}) == []
+
+
+def test_a_guess_is_only_offered_when_one_is_close():
+    assert UnknownVariable("CPS_VIEW_TOKNE", "CPS_VIEW_TOKEN").warning() == (
+        "CPS_VIEW_TOKNE is not a setting (did you mean CPS_VIEW_TOKEN?); it is ignored")
+    assert UnknownVariable("CPS_NOTHING_LIKE_IT", None).warning() == (
+        "CPS_NOTHING_LIKE_IT is not a setting; it is ignored")
+
+
+@pytest.mark.parametrize("command", [["settings"], ["settings", "--markdown"],
+                                     ["worker", "--help"]])
+def test_every_command_warns_of_variables_that_are_no_settings_without_their_values(cps,
+                                                                                    command):
+    result = cps(*command, CPS_VIEW_TOKNE="typo-value-1", CPS_NOTHING_LIKE_IT="other-value-2",
+                 CPS_CHAOS="full")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "cps: CPS_NOTHING_LIKE_IT is not a setting; it is ignored",
+        "cps: CPS_VIEW_TOKNE is not a setting (did you mean CPS_VIEW_TOKEN?); it is ignored",
+    ]
+    assert "typo-value-1" not in result.output and "other-value-2" not in result.output
+
+
+def test_the_warning_comes_before_the_refusal_it_may_explain(cps):
+    result = cps("settings", CPS_KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
+                 CPS_KAFKA_SASL_USERNAM="engine", CPS_KAFKA_SASL_PASSWORD="pw")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "cps: CPS_KAFKA_SASL_USERNAM is not a setting "
+        "(did you mean CPS_KAFKA_SASL_USERNAME?); it is ignored",
+        "cps: CPS_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT logs in with SASL: "
+        "set CPS_KAFKA_SASL_USERNAME",
+    ]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
-from app.settings import Settings, SettingsError
+from app.settings import Settings, SettingsError, unknown_variables
 
 
 class _Group(click.Group):
@@ -25,8 +26,12 @@ class _Group(click.Group):
 def main(ctx: click.Context) -> None:
     """CPS attribution and commission engine on Kafka.
 
-    Settings come from CPS_* environment variables (see README.md).
+    Settings come from CPS_* environment variables (see README.md); any other
+    CPS_* variable is named in a warning, with the setting it most likely meant.
     """
+    # Before the settings are read: a misspelt variable may be why they are refused.
+    for variable in unknown_variables(os.environ):
+        click.echo(f"cps: {variable.warning()}", err=True)
     ctx.obj = Settings.from_env()
 
 

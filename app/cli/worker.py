@@ -11,7 +11,7 @@ import threading
 
 import click
 
-from app.settings import Settings
+from app.settings import Settings, unknown_variables
 from app.topics import Role, TopicSpec
 from app.topology import TopologyError, check_copartitioned, ensure_topics
 
@@ -41,7 +41,7 @@ def command(settings: Settings) -> None:
     gc.set_threshold(100_000, 10, 10)
     from app.bootstrap import build
     from app.connection import BrokerUnreachable
-    from app.faust_app import leader_topic
+    from app.faust_app import Worker, leader_topic
 
     services = build(settings)
     try:
@@ -68,9 +68,8 @@ def command(settings: Settings) -> None:
     services.topology.record(counts)
     (settings.data_dir / "state").mkdir(parents=True, exist_ok=True)
 
-    import faust
-
-    worker = faust.Worker(services.app, loglevel=_LOG_LEVELS[settings.log_level], quiet=True)
+    worker = Worker(services.app, loglevel=_LOG_LEVELS[settings.log_level], quiet=True,
+                    warnings=[variable.warning() for variable in unknown_variables(os.environ)])
     # Faust's start-up spinner sets the root logger to DEBUG for good, so every
     # debug call of aiokafka built a log record for nothing: 8 % of the CPU.
     worker.spinner = None

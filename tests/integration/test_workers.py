@@ -63,3 +63,13 @@ def test_health_answers_before_the_worker_is_ready(make_worker):
         time.sleep(0.05)
     assert ready == 200, worker.tail()
     assert health_before_ready
+
+
+def test_a_worker_logs_the_variables_that_are_no_settings_without_their_values(make_worker):
+    worker = make_worker(CPS_VIEW_TOKNE="typo-value-1").start()
+    worker.stop()
+    log = worker.logs[-1].read_text()
+    warning = "CPS_VIEW_TOKNE is not a setting (did you mean CPS_VIEW_TOKEN?); it is ignored"
+    assert f"cps: {warning}" in log  # stderr, before the settings are read
+    assert f"[WARNING] {warning}" in log  # the worker's log, once it is set up
+    assert "typo-value-1" not in log
