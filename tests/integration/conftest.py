@@ -354,8 +354,24 @@ def receivers():
 
 
 @pytest.fixture
-def prefix() -> str:
-    return f"t{uuid.uuid4().hex[:10]}."
+def prefix(bootstrap: str) -> Iterable[str]:
+    """The test's own topic prefix; its topics (and its workers' changelogs, named after the
+    app id, the prefix without its dot) are deleted after it, so a broker running the whole
+    suite does not keep every test's partitions open (it ran out of file handles)."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    yield prefix
+    asyncio.run(_delete_topics(bootstrap, prefix.rstrip(".")))
+
+
+async def _delete_topics(bootstrap: str, starting_with: str) -> None:
+    admin = KafkaConnection(bootstrap).admin(request_timeout_ms=10_000)
+    try:
+        async with started(admin):
+            ours = [t for t in await admin.list_topics() if t.startswith(starting_with)]
+            if ours:
+                await admin.delete_topics(ours, timeout_ms=10_000)
+    except Exception as exc:  # a cleanup that fails must not fail the test
+        print(f"topics of {starting_with} not deleted: {exc!r}")
 
 
 @pytest.fixture
