@@ -13,6 +13,7 @@ import time
 import urllib.request
 import webbrowser
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,6 +33,9 @@ from app.settings import Settings
 
 # Above the demo's flow of kuaishou results, so the sink keeps up and its queue stays short.
 DEMO_SINK_RATE = 1000
+DEMO_SECRETS = ("CPS_ADMIN_TOKEN", "CPS_VIEW_TOKEN", "CPS_LINK_SECRET")
+DEMO_NOTES = {"CPS_VIEW_TOKEN": ": the dashboard's sign-in",
+              "CPS_SETTLEMENT_SCHEDULE": ": every 10 seconds"}
 
 
 @click.command("dev")
@@ -43,25 +47,20 @@ DEMO_SINK_RATE = 1000
 def command(settings: Settings, rate: int, browser: bool) -> None:
     """Start the local broker, a worker on CPS_WEB_PORT and the demo; Ctrl-C stops them all.
 
-    Without CPS_ADMIN_TOKEN and CPS_LINK_SECRET it makes demo values and
-    prints them, and it checks settlements every 10 seconds unless
+    Without CPS_ADMIN_TOKEN, CPS_VIEW_TOKEN and CPS_LINK_SECRET it makes demo
+    values and prints them, and it checks settlements every 10 seconds unless
     CPS_SETTLEMENT_SCHEDULE says otherwise. The worker's log goes to
     CPS_DATA_DIR/dev-worker.log. Once the worker is ready it opens the
     dashboard in a browser when a desktop is available, and always prints
-    its address. A worker that exits to restart from committed state (status
-    75) is started again; one that fails stops everything, showing the end of
-    its log.
+    its address and how to sign in to it (with the view token). A worker
+    that exits to restart from committed state (status 75) is started again;
+    one that fails stops everything, showing the end of its log.
     """
     _stop_on_signals()
-    env = dict(os.environ)
-    for name in ("CPS_ADMIN_TOKEN", "CPS_LINK_SECRET"):
-        if not env.get(name):
-            env[name] = f"demo-{secrets.token_urlsafe(12)}"
-            click.echo(f"{name}={env[name]}  (demo value)")
-    if not env.get("CPS_SETTLEMENT_SCHEDULE"):
-        # Backdated demo orders fall due at once; check every 10 s so they show soon.
-        env["CPS_SETTLEMENT_SCHEDULE"] = "* * * * * */10"
-        click.echo("CPS_SETTLEMENT_SCHEDULE=* * * * * */10  (demo value: every 10 seconds)")
+    made = demo_values(os.environ)
+    env = {**os.environ, **made}
+    for name, value in made.items():
+        click.echo(f"{name}={value}  (demo value{DEMO_NOTES.get(name, '')})")
     broker = LocalBroker(settings.kafka_home, settings.kafka_port,
                          report=lambda line: click.echo(line))
     started_broker = False
@@ -83,6 +82,9 @@ def command(settings: Settings, rate: int, browser: bool) -> None:
         base = f"http://127.0.0.1:{settings.web_port}"
         click.echo(f"worker ready: {base}/ready   (log: {log_path})")
         click.echo(f"dashboard: {base}/dashboard")
+        click.echo(f"  it asks for a token first: sign in with the view token "
+                   f"({_shown_view_token(made)}); the browser then stays signed in for "
+                   f"{_hours_or_minutes(settings.session_ttl_s)}")
         click.echo(f"coupon plan results (conversions, uses, lift): {base}/plans/demo-coupon")
         click.echo(f"sales operators' assignments and caps: {base}/plans/demo-assign")
         if browser and _has_desktop():
@@ -99,6 +101,26 @@ def command(settings: Settings, rate: int, browser: bool) -> None:
             click.echo("stopped the worker and the broker")
         else:
             click.echo("stopped the worker (the broker was not started here; it keeps running)")
+
+
+def demo_values(env: Mapping[str, str]) -> dict[str, str]:
+    """Values of the secrets and the settlement schedule `env` lacks, so the demo runs with
+    no setup: random secrets, and settlements checked every 10 seconds."""
+    made = {name: f"demo-{secrets.token_urlsafe(12)}" for name in DEMO_SECRETS
+            if not env.get(name)}
+    if not env.get("CPS_SETTLEMENT_SCHEDULE"):
+        # Backdated demo orders fall due at once; check every 10 s so they show soon.
+        made["CPS_SETTLEMENT_SCHEDULE"] = "* * * * * */10"
+    return made
+
+
+def _shown_view_token(made: Mapping[str, str]) -> str:
+    """The demo view token, or where the given one is (its value is not shown)."""
+    return made.get("CPS_VIEW_TOKEN") or "your CPS_VIEW_TOKEN"
+
+
+def _hours_or_minutes(seconds: int) -> str:
+    return f"{seconds // 3600} h" if seconds % 3600 == 0 else f"{seconds // 60} min"
 
 
 def _stop_on_signals() -> None:

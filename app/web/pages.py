@@ -8,13 +8,15 @@ from typing import Any
 
 _STYLE = ("<style>body{font:14px system-ui;margin:2em}table{border-collapse:collapse}"
           "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
-          ".firing td{background:#fdd}.pending td{background:#ffd}</style>")
+          ".firing td{background:#fdd}.pending td{background:#ffd}.signout{float:right}</style>")
+# A signed-in browser's way out; harmless to a program that asked with a token.
+_SIGN_OUT = "<form class=signout method=post action=/signout><button>sign out</button></form>"
 
 
 def page(title: str, body: str, *, refresh_s: int | None = None) -> str:
     refresh = f"<meta http-equiv=refresh content={refresh_s}>" if refresh_s else ""
     return (f"<!doctype html><meta charset=utf-8>{refresh}<title>{html.escape(title)}</title>"
-            f"{_STYLE}<h1>{html.escape(title)}</h1>{body}")
+            f"{_STYLE}{_SIGN_OUT}<h1>{html.escape(title)}</h1>{body}")
 
 
 def table(rows: Sequence[dict], classes: Sequence[str] | None = None) -> str:

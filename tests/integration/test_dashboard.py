@@ -1,4 +1,5 @@
-"""The dashboard in a real browser (Debian's headless Chromium) against a live worker."""
+"""The dashboard in a real browser (Debian's headless Chromium) against a live worker: signed
+in with the view token, as a person does."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from pathlib import Path
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+from tokens import VIEW_TOKEN
 
 from app.domain.operations import HOLDOUT
 from app.domain.outcomes import CONVERTED, USED
@@ -17,6 +21,7 @@ from app.domain.outcomes import CONVERTED, USED
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
 CPS = str(Path(sys.executable).with_name("cps"))
+SESSION = "cps_session"
 
 
 def browser() -> webdriver.Chrome:
@@ -31,10 +36,26 @@ def browser() -> webdriver.Chrome:
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 
 
+def sign_in(driver: webdriver.Chrome, token: str) -> None:
+    """Fill the sign-in form the browser shows and submit it."""
+    field = driver.find_element(By.NAME, "token")
+    field.send_keys(token)
+    field.submit()
+
+
+def wait_for(driver: webdriver.Chrome, what, timeout: float = 10):
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: what(d))
+
+
+def shows_sign_in(driver: webdriver.Chrome) -> bool:
+    return driver.title == "Sign in" and bool(driver.find_elements(By.NAME, "token"))
+
+
 def test_dashboard_draws_live_charts_without_errors(kafka, make_worker):
-    """The demo's traffic on the charts, and its coupon plan's results: buyers granted a
-    coupon order with it, so uses, conversions and a lift show within the demo's first
-    seconds (its first occurrence runs at once)."""
+    """Signed in with the view token, the demo's traffic on the charts, and its coupon plan's
+    results: buyers granted a coupon order with it, so uses, conversions and a lift show
+    within the demo's first seconds (its first occurrence runs at once). Then the ways out:
+    an ended session, and signing out on the dashboard and on an HTML view."""
     worker = make_worker(CPS_MONITOR_INTERVAL_S="1", CPS_ATTRIBUTION_GRACE_MS="1000").start()
     demo = subprocess.Popen([CPS, "demo", "--rate", "300", "--events", "6000", "--buyers", "400"],
                             env=worker.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -42,6 +63,23 @@ def test_dashboard_draws_live_charts_without_errors(kafka, make_worker):
     try:
         time.sleep(8)  # a few samples of traffic first
         driver.get(worker.base + "/dashboard")
+        assert shows_sign_in(driver), driver.page_source
+        sign_in(driver, "not-the-view-token")
+        problem = wait_for(driver, lambda d: d.find_elements(By.CLASS_NAME, "problem"))
+        assert "wrong token" in problem[0].text and shows_sign_in(driver)
+        assert driver.get_cookies() == []
+        sign_in(driver, VIEW_TOKEN)
+        wait_for(driver, lambda d: d.title == "CPS engine dashboard")
+        assert driver.current_url == worker.base + "/dashboard"
+        (cookie,) = driver.get_cookies()
+        assert (cookie["name"], cookie["httpOnly"], cookie["sameSite"]) == (
+            SESSION, True, "Strict"), cookie
+        # The form came in place of the dashboard with a 401, and again with a 403 for the
+        # wrong token (Chromium logs both; the dashboard's own log is checked below).
+        signing_in = [entry["message"] for entry in driver.get_log("browser")]
+        for path, status in (("/dashboard", 401), ("/signin", 403)):
+            assert any(f"{worker.base}{path} - " in message and f"status of {status}" in message
+                       for message in signing_in), signing_in
         deadline = time.monotonic() + 60
         state = {}
         while time.monotonic() < deadline:
@@ -86,9 +124,36 @@ def test_dashboard_draws_live_charts_without_errors(kafka, make_worker):
         # used only by the orders of buyers granted a coupon (the demo's `o-<run>c-...`)
         users = {record["value"]["ref"] for record in records if record["value"]["kind"] == USED}
         assert all(order.split("-")[-2] == "c" for order in users), users
+        signs_out(driver, worker.base)
     finally:
         driver.quit()
         demo.kill()
+
+
+def signs_out(driver: webdriver.Chrome, base: str) -> None:
+    """A session that ends under the dashboard offers to sign in again; the dashboard's and an
+    HTML view's "sign out" end the session, and the dashboard then asks to sign in."""
+    driver.delete_cookie(SESSION)  # as when it expires: the next update is refused
+    again = wait_for(driver, lambda d: d.find_elements(By.LINK_TEXT, "sign in again"))
+    assert "signed out" in driver.find_element(By.ID, "status").text
+    again[0].click()
+    wait_for(driver, shows_sign_in)
+    sign_in(driver, VIEW_TOKEN)
+    wait_for(driver, lambda d: d.current_url == base + "/dashboard")
+    press_sign_out(driver, base)
+    driver.get(base + "/plans")  # an HTML view: the form brings the browser back to it
+    sign_in(driver, VIEW_TOKEN)
+    wait_for(driver, lambda d: d.current_url == base + "/plans")
+    press_sign_out(driver, base)
+
+
+def press_sign_out(driver: webdriver.Chrome, base: str) -> None:
+    page = driver.current_url
+    driver.find_element(By.CSS_SELECTOR, "form.signout button").click()
+    wait_for(driver, shows_sign_in)
+    assert driver.get_cookies() == [], page
+    driver.get(base + "/dashboard")
+    assert shows_sign_in(driver), page
 
 
 def assigned(rows: list[list[str]]) -> dict[str, int]:
