@@ -21,6 +21,7 @@ from app.connection import KafkaConnection, records_to_end, started
 from app.domain.allocation import Operator
 from app.domain.links import LinkError, link_payload, promotion_from_request
 from app.domain.plans import ACTIVE, PAUSED, STOPPED, Plan, never_fires
+from app.domain.sinks import shown_url
 from app.domain.tokens import LINK, PROMOTER, Signer
 from app.records.configuration import (
     decode_activity,
@@ -54,22 +55,41 @@ class AdminError(Exception):
         return {"error": str(self), **({"field": self.field} if self.field else {})}
 
 
+SECRET_SET = "(set)"  # what an answer shows for a secret that was given
+
+
 @dataclass(frozen=True, slots=True)
 class Kind:
-    """One kind of configuration: its topic, the body's id field and its validator."""
+    """One kind of configuration: its topic, the body's id field, its validator, and the
+    fields an answer must not echo (SPEC 8): URLs, shown as scheme, host and port only,
+    and secrets, shown as `SECRET_SET`."""
 
     topic: str
     id_field: str | None
     decode: Callable[[bytes | None, bytes | None], Any]
+    urls: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()
+
+    def shown(self, entry: Mapping[str, Any]) -> dict[str, Any]:
+        """The entry as the admin API answers with it."""
+        shown = dict(entry)
+        for name in self.urls:
+            if isinstance(shown.get(name), str):
+                shown[name] = shown_url(shown[name])
+        for name in self.secrets:
+            if shown.get(name) is not None:
+                shown[name] = SECRET_SET
+        return shown
 
 
 def kinds(topics: Topics) -> dict[str, Kind]:
     return {
         "shops": Kind(topics.shops, "shop_id", decode_shop),
-        "channels": Kind(topics.channels, "channel_id", decode_channel),
+        "channels": Kind(topics.channels, "channel_id", decode_channel, urls=("webhook_url",)),
         "activities": Kind(topics.activities, "activity_id", decode_activity),
         "policy": Kind(topics.policy, None, decode_policy),
-        "sinks": Kind(topics.sinks, "sink_id", decode_sink),
+        "sinks": Kind(topics.sinks, "sink_id", decode_sink, urls=("url",),
+                      secrets=("secret",)),
         "plans": Kind(topics.plans, "plan_id", decode_plan),
         "operators": Kind(topics.operators, "operator_id", decode_operator),
     }

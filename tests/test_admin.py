@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.admin import (
+    SECRET_SET,
     AdminError,
     buyers_on_list,
     checked_list_id,
@@ -111,6 +112,21 @@ def test_sink_round_trip():
                                      "streams": ["commissions"], "rate_per_s": 5}), b"hook")
     assert sink.sink_id == "hook" and sink.rate_per_s == 5.0 and not sink.paused
     assert decode_sink(encode_sink(sink), b"hook") == sink
+
+
+def test_an_answer_shows_urls_as_scheme_host_and_port_and_no_secret():
+    sink = {"kind": "webhook", "url": "https://u:pw@hooks.example.com/in?access_token=tok",
+            "secret": "s3cret", "streams": ["commissions"]}
+    shown = KINDS["sinks"].shown(orjson.loads(config_record(KINDS["sinks"], "hook", sink)))
+    assert shown == {**sink, "sink_id": "hook", "url": "https://hooks.example.com:443",
+                     "secret": SECRET_SET}
+    channel = {"webhook_url": "http://hooks.example.com:81/k?key=k3y", "settle_days": 3}
+    assert KINDS["channels"].shown(channel) == {**channel,
+                                                "webhook_url": "http://hooks.example.com:81"}
+    # Nothing set, nothing shown; a kafka sink keeps its topic.
+    kafka = {"kind": "kafka", "topic": "out", "streams": ["commissions"], "secret": None}
+    assert KINDS["sinks"].shown(kafka) == kafka
+    assert KINDS["channels"].shown({"webhook_url": None}) == {"webhook_url": None}
 
 
 def test_issue_link():

@@ -1,10 +1,13 @@
-"""`KafkaConnection`: a refused connection is explained by the setting to check."""
+"""`KafkaConnection`: a refused connection is explained by the setting to check; no repr
+or debug log line shows the SASL password."""
 
 from __future__ import annotations
 
 import re
 import ssl
 
+import aiokafka.conn
+import aiokafka.producer.producer
 import pytest
 from aiokafka.errors import (
     IllegalSaslStateError,
@@ -12,7 +15,9 @@ from aiokafka.errors import (
     SaslAuthenticationFailed,
     UnsupportedSaslMechanismError,
 )
+from aiokafka.protocol.admin import SaslAuthenticateRequest_v0
 
+from app.cli.worker import LOGGERS_QUOTING_SECRETS
 from app.connection import KafkaConnection
 
 SECURE = KafkaConnection("127.0.0.1:9093", "SASL_SSL", "SCRAM-SHA-512", "cps", "wrong")
@@ -70,3 +75,22 @@ def test_a_broker_not_up_yet_is_asked_again_a_refusal_is_final(monkeypatch, fail
 
 async def _no_wait(_seconds):
     return None
+
+
+def test_the_sasl_password_is_in_no_repr_and_no_explanation():
+    # A repr reaches log lines and tracebacks; the explanations are what a refused worker
+    # prints. The settings' own repr and `cps settings` are tests/test_settings.py's.
+    connection = KafkaConnection("127.0.0.1:9093", "SASL_PLAINTEXT", "PLAIN", "cps", "pw-mark")
+    shown = [repr(connection), repr(connection.faust_credentials()),
+             *(connection._explain(error) for error in (
+                 SaslAuthenticationFailed("invalid credentials"), IllegalSaslStateError(),
+                 UnsupportedSaslMechanismError(), OSError("Connect call failed")))]
+    assert not [text for text in shown if "pw-mark" in text]
+
+
+def test_the_worker_keeps_the_aiokafka_loggers_that_quote_secrets_at_info():
+    # At debug level aiokafka's connections log each request as its repr, a SASL PLAIN
+    # login's with the password, and its producer each record's key and value.
+    assert "pw-mark" in repr(SaslAuthenticateRequest_v0(b"\0cps\0pw-mark"))
+    assert {aiokafka.conn.log.name, aiokafka.producer.producer.log.name} <= set(
+        LOGGERS_QUOTING_SECRETS)

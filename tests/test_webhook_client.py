@@ -200,6 +200,22 @@ def test_urls_it_cannot_post_to_are_errors(url):
         run(lambda n, r: [], calls)
 
 
+@pytest.mark.parametrize("url", [
+    "ftp://user:pw-mark@example.com/path-mark?token=q-mark",
+    "http://user:pw-mark@h:99999/path-mark?token=q-mark",
+    "http://user:pw-mark/path-mark@h/x?token=q-mark",  # the password read as the port
+    "http://[::1/path-mark?token=q-mark",
+    "http://127.0.0.1:9/path-mark?token=q-mark-\u00e9\u4e2d",  # no latin-1 for the head
+])
+def test_an_error_shows_no_part_of_the_url_but_scheme_host_and_port(url):
+    async def calls(client, _url):
+        return await post(client, url)
+
+    with pytest.raises(WebhookError) as info:
+        run(lambda n, r: [], calls)
+    assert "mark" not in repr(info.value)
+
+
 def test_a_header_with_a_line_break_is_refused_before_sending():
     async def calls(client, url):
         return await client.post(url, b"{}", {"X-Evil": "a\r\nInjected: 1"}, timeout_s=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import signal
 import sys
@@ -16,6 +17,11 @@ from app.topics import Role, TopicSpec
 from app.topology import TopologyError, check_copartitioned, ensure_topics
 
 _LOG_LEVELS = {"debug": "debug", "info": "info", "warn": "warn", "error": "error"}
+# At debug level these quote secrets (SPEC 8): aiokafka's producer each record's key and
+# value (a sink's secret and URL on their way to the configuration topic), its connections
+# each request (a SASL PLAIN login holds the password). They stay at info whatever
+# CPS_LOG_LEVEL says.
+LOGGERS_QUOTING_SECRETS = ("aiokafka.producer.producer", "aiokafka.conn")
 # The exit status of a worker that must be restarted from committed state (EX_TEMPFAIL).
 EXIT_RESTART = 75
 # How long such a worker may take to stop before it is ended at once, as by a kill.
@@ -70,6 +76,8 @@ def command(settings: Settings) -> None:
 
     worker = Worker(services.app, loglevel=_LOG_LEVELS[settings.log_level], quiet=True,
                     warnings=[variable.warning() for variable in unknown_variables(os.environ)])
+    for name in LOGGERS_QUOTING_SECRETS:
+        logging.getLogger(name).setLevel(logging.INFO)
     # Faust's start-up spinner sets the root logger to DEBUG for good, so every
     # debug call of aiokafka built a log record for nothing: 8 % of the CPU.
     worker.spinner = None

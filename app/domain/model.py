@@ -53,7 +53,8 @@ class Channel:
     settle_days: int = DEFAULT_SETTLE_DAYS
     settle_days_by_participant: Mapping[str, int] = field(default_factory=dict)
     self_operated_rate_bp: Mapping[str, int] = field(default_factory=dict)
-    webhook_url: str | None = None
+    # Kept out of the repr, which a log line may print: the URL may hold credentials.
+    webhook_url: str | None = field(default=None, repr=False)
 
     @classmethod
     def unconfigured(cls, channel_id: str) -> Channel:

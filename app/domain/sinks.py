@@ -9,8 +9,9 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
 
 STREAMS = ("attributions", "commissions", "settlements", "order_status", "alerts",
            "plan_actions", "operation_records", "assignments")
@@ -31,9 +32,10 @@ class Sink:
     sink_id: str
     kind: str
     streams: frozenset[str]
-    url: str | None = None
+    # Kept out of the repr, which a log line or a traceback may print (SPEC 8).
+    url: str | None = field(default=None, repr=False)
     topic: str | None = None
-    secret: str | None = None
+    secret: str | None = field(default=None, repr=False)
     filters: tuple[tuple[str, str], ...] = ()
     rate_per_s: float = 100.0
     burst: int = 100
@@ -42,6 +44,30 @@ class Sink:
     retry: Retry = Retry()
     enabled: bool = True
     paused: bool = False
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def shown_url(url: str) -> str:
+    """A URL as views, answers and errors show it (SPEC 8): `scheme://host:port`, the port
+    always written (none when it is no number), an IPv6 host in brackets. The rest (user
+    and password, path, query, fragment) may hold a receiver's credentials, so it is shown
+    nowhere."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an IPv6 bracket left open
+        return "(not a URL)"
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    else:
+        port = DEFAULT_PORTS.get(scheme) if port is None else port
+    host = parts.hostname or ""
+    shown_host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown_host}" + (f":{port}" if port is not None else "")
 
 
 def matches(streams: frozenset[str], filters: Mapping[str, str], stream: str,

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaProducer
 from mode import Service
 
 from app.connection import KafkaConnection
+from app.domain.sinks import shown_url
 from app.sinks.delivery import SinkDelivery
 from app.sinks.fanout import SinkRegistry
 from app.sinks.plan_actions import PlanActionGate
@@ -46,7 +47,7 @@ class SinkDispatcher(Service):
             sink = queued.sink
             delivery = self.deliveries.get(sink.sink_id)
             out[sink.sink_id] = {
-                "kind": sink.kind, "target": sink.url or sink.topic,
+                "kind": sink.kind, "target": shown_url(sink.url) if sink.url else sink.topic,
                 "queue": queued.topic, "ready": queued.topic in self.registry.ready_topics,
                 "streams": sorted(sink.streams), "filters": dict(sink.filters),
                 "configured_rate_per_s": sink.rate_per_s, "enabled": sink.enabled,

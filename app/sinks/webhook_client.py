@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from app.domain.sinks import shown_url
+
 MAX_HEAD = 64 * 1024  # status line and headers
 MAX_BODY = 1024 * 1024  # a webhook's answer is read and dropped; more is refused
 NO_BODY = frozenset({204, 304})
@@ -57,7 +59,12 @@ class WebhookClient:
                 raise WebhookError(f"header {name} holds a line break")
             head.append(f"{name}: {value}\r\n")
         head.append("\r\n")
-        request = "".join(head).encode("latin-1") + body
+        try:
+            request = "".join(head).encode("latin-1") + body
+        except UnicodeEncodeError:
+            # Not the exception's own text: it quotes the whole head, the URL's query with it.
+            raise WebhookError(f"the path of {shown_url(url)} or a header holds characters "
+                               "HTTP/1.1 cannot carry (percent-encode them)") from None
         loop = asyncio.get_running_loop()
         # A deadline the connection enforces itself: asyncio.timeout() per request cost
         # more than the rest of the request's way out.
@@ -127,14 +134,19 @@ class WebhookClient:
 
 
 def _parse_target(url: str) -> _Target:
-    parts = urlsplit(url)
+    """Where `url` points; a refusal shows it as scheme, host and port only (SPEC 8)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # a bracket left open, or no IP address inside the brackets
+        raise WebhookError("not an http(s) URL: its host cannot be read") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise WebhookError(f"not an http(s) URL: {url!r}")
+        raise WebhookError(f"not an http(s) URL: {shown_url(url)}")
     default = 443 if parts.scheme == "https" else 80
     try:
         port = parts.port or default
-    except ValueError as exc:
-        raise WebhookError(f"bad port in {url!r}") from exc
+    except ValueError:  # its text quotes the port, which may be part of a password
+        raise WebhookError(f"the port of {shown_url(url)} is no number from 0 to 65535"
+                           ) from None
     host = parts.hostname
     shown = f"[{host}]" if ":" in host else host
     host_header = shown if port == default else f"{shown}:{port}"

@@ -164,7 +164,7 @@ def register(services: Services) -> None:
                 refuse_moving_operator(record, catalog.operators.get(ident))
             offset = await writer.write(entry.topic, ident, record)
             return self.json({"kind": kind, "id": ident, "topic": entry.topic, "offset": offset,
-                              "value": orjson.loads(record)})
+                              "value": entry.shown(orjson.loads(record))})
 
         @admin_only
         async def delete(self, request: Request, kind: str, ident: str) -> Response:

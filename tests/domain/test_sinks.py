@@ -8,15 +8,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.domain.model import Channel
 from app.domain.sinks import (
     FLOOR_SHARE,
     RECOVERY_S,
     AdaptiveRate,
     DeliveryProgress,
+    Sink,
     TokenBucket,
     backoff_s,
     matches,
     retry_after_s,
+    shown_url,
 )
 
 
@@ -149,3 +152,38 @@ def test_nothing_undelivered_is_ever_below_the_committable_offset(order_of_deliv
         delivered.add(offset)
         assert set(range(progress.committable())) <= delivered
     assert progress.committable() == 20
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("http://hooks.example.com", "http://hooks.example.com:80"),
+    ("https://Hooks.Example.com/in?access_token=tok", "https://hooks.example.com:443"),
+    ("https://user:pass@hooks.example.com:8443/p/tok#frag", "https://hooks.example.com:8443"),
+    ("http://user@127.0.0.1:9000/hook", "http://127.0.0.1:9000"),
+    ("HTTP://h", "http://h:80"),
+    ("http://[::1]:8080/a?b=c", "http://[::1]:8080"),
+    ("https://u:p@[2001:db8::7]/x", "https://[2001:db8::7]:443"),
+    ("http://u:p@h:99999/x", "http://h"),    # a port no client reaches: none shown
+    ("http://u:secret@h:port/x", "http://h"),
+    ("http://[::1/x?token=t", "(not a URL)"),
+])
+def test_a_url_is_shown_as_scheme_host_and_port_only(url, shown):
+    assert shown_url(url) == shown
+
+
+@given(user=st.text("abcdefghij0123456789-._~", min_size=1, max_size=12),
+       password=st.text("abcdefghij0123456789-._~!$&'()*+,;=", min_size=1, max_size=12),
+       path=st.text("abcdefghij0123456789-._~/", max_size=12),
+       query=st.text("abcdefghij0123456789-._~=&", max_size=12),
+       port=st.one_of(st.none(), st.integers(1, 65535)))
+def test_user_password_path_and_query_are_never_shown(user, password, path, query, port):
+    written_port = "" if port is None else f":{port}"
+    url = f"https://{user}:{password}@hooks.example.com{written_port}/{path}?{query}"
+    assert shown_url(url) == f"https://hooks.example.com:{443 if port is None else port}"
+
+
+def test_a_sinks_and_a_channels_repr_hold_neither_url_nor_secret():
+    # A repr reaches log lines and tracebacks.
+    url = "https://u:pw-mark@hooks.example.com/path-mark?token=q-mark"
+    shown = [repr(Sink("hook", "webhook", frozenset({"commissions"}), url=url,
+                       secret="secret-mark")), repr(Channel("k", webhook_url=url))]
+    assert not [text for text in shown if "mark" in text]

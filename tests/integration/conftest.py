@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -147,6 +148,16 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+@dataclass(frozen=True)
+class _Own:
+    """One of a worker's own tokens, by its setting."""
+
+    setting: str
+
+
+VIEWER, ADMINISTRATOR = _Own("CPS_VIEW_TOKEN"), _Own("CPS_ADMIN_TOKEN")
+
+
 class Worker:
     """A `cps worker` process with its own settings; start, stop, kill, wipe."""
 
@@ -200,10 +211,12 @@ class Worker:
         return status, body
 
     def request(self, method: str, path: str, body: object = None, *,
-                token: str | None = VIEW_TOKEN,
+                token: str | _Own | None = VIEWER,
                 headers: dict | None = None) -> tuple[int, dict, bytes]:
-        """(status, headers, body) of one request, as a reader with the view token unless
-        `token` says otherwise (None: no token); redirects are not followed."""
+        """(status, headers, body) of one request, as a reader with the worker's view token
+        unless `token` says otherwise (None: no token); redirects are not followed."""
+        if isinstance(token, _Own):
+            token = self.env[token.setting]
         data = body if isinstance(body, bytes) or body is None else orjson.dumps(body)
         request = urllib.request.Request(self.base + path, data=data, method=method,
                                          headers=headers or {})
@@ -219,7 +232,7 @@ class Worker:
             return 0, {}, b""
 
     def admin(self, method: str, path: str, body: object = None) -> tuple[int, dict]:
-        status, _headers, raw = self.request(method, path, body, token=ADMIN_TOKEN)
+        status, _headers, raw = self.request(method, path, body, token=ADMINISTRATOR)
         return status, orjson.loads(raw) if raw else {}
 
     def stop(self) -> None:
