@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 import click
-import orjson
 
-from app.admin import AdminError, issue_link
+from app.admin import issue_link
+from app.cli.signing import echo_signed
 from app.domain.tokens import Signer
 from app.settings import Settings, SettingsError
 
@@ -32,14 +31,7 @@ def command(settings: Settings, ttl_s: int | None, as_json: bool, **fields: str 
     body = {name: value for name, value in fields.items() if value is not None}
     if ttl_s is not None:
         body["ttl_s"] = ttl_s
-    try:
-        link = issue_link(Signer(settings.link_secret), body, now_ms=int(time.time() * 1000),
-                          default_ttl_s=settings.link_ttl_s, public_url=settings.public_url)
-    except AdminError as exc:
-        click.echo(f"cps link: {exc}", err=True)
-        sys.exit(2)
-    if as_json:
-        click.echo(orjson.dumps(link).decode())
-    else:
-        click.echo(f"expires_ms={link['expires_ms']}")
-        click.echo(link["url"])
+    echo_signed("link", lambda: issue_link(
+        Signer(settings.link_secret), body, now_ms=int(time.time() * 1000),
+        default_ttl_s=settings.link_ttl_s, public_url=settings.public_url),
+        shown_last="url", as_json=as_json)

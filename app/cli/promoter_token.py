@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 import click
-import orjson
 
-from app.admin import DEFAULT_PROMOTER_TOKEN_TTL_S, AdminError, issue_promoter_token
+from app.admin import DEFAULT_PROMOTER_TOKEN_TTL_S, issue_promoter_token
+from app.cli.signing import echo_signed
 from app.domain.tokens import Signer
 from app.settings import Settings, SettingsError
 
@@ -30,15 +29,7 @@ def command(settings: Settings, promoter_id: str, ttl_s: int, as_json: bool) -> 
     """
     if not settings.link_secret:
         raise SettingsError("CPS_LINK_SECRET must be set to sign promoter tokens")
-    try:
-        token = issue_promoter_token(
-            Signer(settings.link_secret, previous=settings.link_secrets_previous),
-            {"promoter_id": promoter_id, "ttl_s": ttl_s}, now_ms=int(time.time() * 1000))
-    except AdminError as exc:
-        click.echo(f"cps promoter-token: {exc}", err=True)
-        sys.exit(2)
-    if as_json:
-        click.echo(orjson.dumps(token).decode())
-    else:
-        click.echo(f"expires_ms={token['expires_ms']}")
-        click.echo(token["token"])
+    echo_signed("promoter-token", lambda: issue_promoter_token(
+        Signer(settings.link_secret, previous=settings.link_secrets_previous),
+        {"promoter_id": promoter_id, "ttl_s": ttl_s}, now_ms=int(time.time() * 1000)),
+        shown_last="token", as_json=as_json)

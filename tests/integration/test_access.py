@@ -9,9 +9,9 @@ import time
 
 import orjson
 import pytest
+from shop_setup import cps_shop
 from tokens import ADMIN_TOKEN, VIEW_TOKEN
 
-from app.domain.model import DAY_MS
 from app.web.access import ROUTES
 
 METRICS_TOKEN = "test-metrics"
@@ -86,13 +86,8 @@ def status_of(worker, method: str, path: str, body: bytes | None, token: str | N
 
 
 def configure_and_attribute(worker, kafka, events) -> str:
+    cps_shop(worker)
     now = int(time.time() * 1000)
-    assert worker.admin("PUT", "/admin/shops/s1", {"cps_joined_ms": now - DAY_MS,
-                                                   "authorized_channels": []})[0] == 200
-    assert worker.admin("PUT", "/admin/channels/ch", {"attribution_window_ms": DAY_MS})[0] == 200
-    assert worker.admin("PUT", "/admin/activities/a1", {
-        "shop_id": "s1", "level": "shop_generic", "rate_bp": 1000, "start_ms": 0})[0] == 200
-    time.sleep(1.5)
     status, link = worker.admin("POST", "/admin/links", LINK_BODY)
     assert status == 201
     kafka.produce("clicks", [("u1", events.click("c1", "u1", now - 60_000))])

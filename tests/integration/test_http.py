@@ -8,8 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import pytest
-
-from app.domain.model import DAY_MS
+from shop_setup import cps_shop
 
 PRODUCT = "https://shop.example.com/item/i1?ref=live"
 LINK_BODY = {"channel_id": "ch", "promoter_id": "p1", "shop_id": "s1", "item_id": "i1",
@@ -19,16 +18,6 @@ LINK_BODY = {"channel_id": "ch", "promoter_id": "p1", "shop_id": "s1", "item_id"
 @pytest.fixture
 def worker(make_worker):
     return make_worker(CPS_ATTRIBUTION_GRACE_MS="1000").start()
-
-
-def configure(worker) -> None:
-    now = int(time.time() * 1000)
-    assert worker.admin("PUT", "/admin/shops/s1", {"cps_joined_ms": now - DAY_MS,
-                                                   "authorized_channels": []})[0] == 200
-    assert worker.admin("PUT", "/admin/channels/ch", {"attribution_window_ms": DAY_MS})[0] == 200
-    assert worker.admin("PUT", "/admin/activities/a1", {
-        "shop_id": "s1", "level": "shop_generic", "rate_bp": 1000, "start_ms": 0})[0] == 200
-    time.sleep(1.5)
 
 
 def test_admin_needs_the_token(worker):
@@ -83,7 +72,7 @@ def test_an_operator_is_written_to_cps_operators_and_deleted(worker, kafka):
 
 
 def test_link_click_redirect_attribution_and_order_center(worker, kafka, events):
-    configure(worker)
+    cps_shop(worker)
     status, link = worker.admin("POST", "/admin/links", LINK_BODY)
     assert status == 201 and set(link) >= {"token", "link", "expires_ms"}
     assert link["link"] == f"/c/{link['token']}"
@@ -138,7 +127,7 @@ def test_link_click_redirect_attribution_and_order_center(worker, kafka, events)
 
 
 def test_promoter_orders_newest_first_with_a_cursor(worker, kafka, events):
-    configure(worker)
+    cps_shop(worker)
     now = int(time.time() * 1000)
     buyers = [f"b{i}" for i in range(7)]
     kafka.produce("clicks", [(b, events.click(f"c-{b}", b, now - 1000, promoter="p9"))

@@ -6,6 +6,7 @@ import re
 import time
 
 import orjson
+from waiting import until
 
 NOT_CPS = {"shop_id": "s1", "cps_joined_ms": None, "authorized_channels": []}
 
@@ -14,16 +15,6 @@ def _json(worker, path: str) -> dict:
     status, body = worker.get(path)
     assert status == 200, (path, body[:300])
     return orjson.loads(body)
-
-
-def _wait(condition, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    return None
 
 
 def _clicks_lag(worker, prefix: str) -> int:
@@ -43,26 +34,26 @@ def test_lag_shows_a_backlog_exactly_drains_and_alerts(make_worker, kafka, event
     now = int(time.time() * 1000)
     kafka.produce("clicks", [(f"u{i}", events.click(f"warm{i}", f"u{i}", now))
                              for i in range(10)])
-    assert _wait(lambda: _clicks_lag(worker, prefix) == 0 and
+    assert until(lambda: _clicks_lag(worker, prefix) == 0 and
                  _json(worker, "/lag?format=json")["partitions"]), worker.tail()
 
     assert worker.admin("POST", "/admin/engine/pause")[1] == {
         "worker": f"http://127.0.0.1:{worker.port}", "processing": False}
     time.sleep(1)
     kafka.produce("clicks", [(f"u{i}", events.click(f"c{i}", f"u{i}", now)) for i in range(100)])
-    assert _wait(lambda: _clicks_lag(worker, prefix) == 100, 30), _json(worker, "/lag?format=json")
+    assert until(lambda: _clicks_lag(worker, prefix) == 100, 30), _json(worker, "/lag?format=json")
     view = _json(worker, "/lag?format=json")
     assert set(view) >= {"ts_ms", "partitions"}
     assert set(view["partitions"][0]) == {"group", "topic", "partition", "committed", "end",
                                           "lag"}
-    firing = _wait(lambda: [a for a in _json(worker, "/alerts?format=json")["alerts"]
+    firing = until(lambda: [a for a in _json(worker, "/alerts?format=json")["alerts"]
                             if a["name"] == "consumer_lag" and a["state"] == "firing"], 30)
     assert firing and firing[0]["value"] >= 100
     assert worker.get("/alerts")[0] == 200
 
     assert worker.admin("POST", "/admin/engine/resume")[1]["processing"] is True
-    assert _wait(lambda: _clicks_lag(worker, prefix) == 0, 60)
-    resolved = _wait(lambda: [a for a in _json(worker, "/alerts?format=json")["alerts"]
+    assert until(lambda: _clicks_lag(worker, prefix) == 0, 60)
+    resolved = until(lambda: [a for a in _json(worker, "/alerts?format=json")["alerts"]
                               if a["name"] == "consumer_lag" and a["state"] == "ok"
                               and a["resolved_ms"]], 30)
     assert resolved
@@ -95,7 +86,7 @@ def test_attribution_delays_are_measured(make_worker, kafka, events):
     kafka.produce("orders", [(f"o{i}", events.order(f"o{i}", f"u{i}", int(time.time() * 1000)))
                              for i in range(20)])
     kafka.produce("orders", [("old", events.order("old", "u0", now - 2 * 3_600_000))])
-    view = _wait(lambda: (v := _json(worker, "/monitor?format=json"))["delay_last_minute"][
+    view = until(lambda: (v := _json(worker, "/monitor?format=json"))["delay_last_minute"][
         "count"] >= 20 and v["backfilled"] >= 1 and v)
     assert view, worker.tail()
     delay, click_delay = view["delay_last_minute"], view["click_delay_last_minute"]

@@ -19,6 +19,7 @@ import orjson
 from conftest import free_port
 from plan_setup import members, wait_loaded
 from sse_client import SSEClient
+from waiting import until
 
 from app.domain.model import DAY_MS
 from app.web.access import ROUTES, SESSION_COOKIE, Audience
@@ -111,7 +112,8 @@ def test_no_view_answer_log_or_dead_letter_shows_a_secret(make_worker, kafka, ev
                              ("o1", events.order("o1", "u1", ordered + 1, event="paid",
                                                  channel_id="ch"))])
     assert kafka.read("commissions", until=lambda records: len(records) >= 1)
-    failed = _wait(lambda: _failed_everywhere(worker), "no sink failed, or no plan action")
+    failed = until(lambda: _failed_everywhere(worker), 30)
+    assert failed, "no sink failed, or no plan action"
     letters = kafka.read("sinks.deadletter", until=lambda records: {"hook", "badport"} <= {
         r["value"]["sink_id"] for r in records})
     assert [subscriber.status for subscriber in subscribers] == [200] * len(STREAMED)
@@ -143,16 +145,6 @@ def _found(texts: dict[str, bytes], markers: dict[str, str]) -> list[tuple[str, 
     """(where, which secret) of each marker found in a text."""
     return [(where, secret) for where, text in texts.items()
             for secret, marker in markers.items() if marker.encode() in text]
-
-
-def _wait(probe, failure: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(failure)
 
 
 def _failed_everywhere(worker) -> dict | None:
