@@ -117,7 +117,8 @@ def _local_path(target: object) -> str:
 
 def _signin_page(target: str, problem: str = "") -> str:
     note = f"<p class=problem>{html.escape(problem)}</p>" if problem else ""
-    return ("<!doctype html><meta charset=utf-8><title>Sign in</title>"
+    # An empty icon: a browser would otherwise ask for /favicon.ico and be told 404.
+    return ("<!doctype html><meta charset=utf-8><title>Sign in</title><link rel=icon href=data:,>"
             "<style>body{font:15px system-ui;margin:3em auto;max-width:26em}"
             "input,button{font:inherit;padding:4px 8px}input{width:100%;box-sizing:border-box}"
             ".problem{color:#b00}</style>"
