@@ -311,9 +311,12 @@ async def _committed_any(bootstrap: str, group: str, topics: list[str]) -> bool:
 
 
 def stop(process: subprocess.Popen):
-    """Stop the process (and what it started) and return its resource usage."""
+    """Stop the process (and what it started) and return its resource usage: None when it
+    had exited already and was reaped (by `exited()`'s poll), its usage gone with it."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
+    if process.returncode is not None:
+        return None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         pid, _status, rusage = os.wait4(process.pid, os.WNOHANG)
@@ -386,6 +389,7 @@ def engine_command(settings: Settings) -> Callable:
                    CPS_APP_ID=group, CPS_DATA_DIR=str(state_dir),
                    CPS_WEB_PORT=str(free_port()), CPS_PARTITIONS=str(settings.partitions),
                    CPS_ADMIN_TOKEN=secrets.token_hex(8), CPS_LINK_SECRET=secrets.token_hex(8),
+                   CPS_VIEW_TOKEN=secrets.token_hex(8),
                    CPS_LOG_LEVEL="warn",
                    # Orders without a click wait this long for a late one; the others
                    # decide at once, so a 30 s default would only add a tail to the run.

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import click
 import pytest
 
 from app.bench.report import ratios
-from app.bench.runner import Result, engine_name, implementations, is_engine
+from app.bench.runner import Result, engine_name, implementations, is_engine, stop
 from app.cli.bench import positive_counts
 from app.settings import Settings
 
@@ -38,3 +42,18 @@ def test_ratios_come_from_the_first_engine_run():
 
     results = [result("raw", 10_000), result("engine-x2", 2_000), result("engine", 5_000)]
     assert ratios(results)["d/a"] == 0.2
+
+
+def test_stopping_a_worker_that_exited_and_was_reaped_gives_no_usage():
+    # The bench polls its workers while they run; one that exited is reaped by that poll,
+    # and stopping it then must not fail the whole run.
+    process = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
+    while process.poll() is None:
+        time.sleep(0.01)
+    assert stop(process) is None
+
+
+def test_stopping_a_running_worker_gives_its_usage():
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
+                               start_new_session=True)
+    assert stop(process).ru_maxrss > 0
