@@ -12,7 +12,7 @@ CHARTS := app/web/static/uPlot.iife.min.js
 # earlier runs grew to tens of thousands of partitions, slow to load and then failing.
 TEST_KAFKA_PORT ?= 0
 
-.PHONY: run test chaos setup browser lint bench clean
+.PHONY: run test unit chaos setup browser lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -55,6 +55,11 @@ endef
 test: setup browser
 	$(BIN)/ruff check .
 	$(call with_test_broker,$(BIN)/python -m pytest -q --durations=25)
+
+# The fast tier: the domain rules, the handlers on the memory context and the bench's own
+# logic; no broker, under a minute.
+unit: setup
+	$(BIN)/python -m pytest -q tests/domain tests/handlers tests/bench
 
 # The fault and garbage tests at full length (make test runs them short), and the plans'
 # fault runs, which make test leaves out (docs/chaos.md).
