@@ -21,7 +21,16 @@ class Level(StrEnum):
     SHOP_GENERIC = "shop_generic"
 
 
-PRIORITY = tuple(Level)
+# SPEC 6's order, highest first: the first level with a matching activity decides the
+# rate. Written out, not taken from the enum, so reordering the enum changes no rate.
+PRIORITY = (
+    Level.TARGETED_PRODUCT,
+    Level.TARGETED_BASE,
+    Level.GROUP_LEADER,
+    Level.GENERIC_PRODUCT,
+    Level.SHOP_CATEGORY,
+    Level.SHOP_GENERIC,
+)
 
 
 @dataclass(frozen=True, slots=True)
