@@ -35,8 +35,7 @@ from app.records.fields import MAX_ID_CHARS, InvalidEvent, required_id
 from app.records.operations import decode_plan, split_key
 from app.topics import Topics
 
-MAX_TTL_S = 366 * 86_400
-MAX_PROMOTER_TOKEN_TTL_S = 366 * 86_400
+MAX_TTL_S = 366 * 86_400  # of a promotion link and of a promoter token
 DEFAULT_PROMOTER_TOKEN_TTL_S = 30 * 86_400
 # A list's PUT or DELETE reads all of cps.lists first: about 140,000 records a second on a
 # busy 2-core machine (300,000 in 2.1 s), so this bounds the topic at a few million records.
@@ -103,13 +102,17 @@ def issue_promoter_token(signer: Signer, body: Mapping[str, Any], *,
         promoter_id = required_id(body, "promoter_id")
     except InvalidEvent as exc:
         raise AdminError(400, str(exc), "promoter_id") from None
-    ttl_s = body.get("ttl_s", DEFAULT_PROMOTER_TOKEN_TTL_S)
-    if type(ttl_s) is not int or not 1 <= ttl_s <= MAX_PROMOTER_TOKEN_TTL_S:
-        raise AdminError(400, f"ttl_s: must be an integer from 1 to {MAX_PROMOTER_TOKEN_TTL_S}",
-                         "ttl_s")
-    expires_ms = now_ms + ttl_s * 1000
+    expires_ms = now_ms + _ttl_s(body, DEFAULT_PROMOTER_TOKEN_TTL_S) * 1000
     return {"promoter_id": promoter_id, "expires_ms": expires_ms,
             "token": signer.sign(PROMOTER, {"p": promoter_id, "x": expires_ms})}
+
+
+def _ttl_s(body: Mapping[str, Any], default: int) -> int:
+    """The body's `ttl_s` (else `default`): whole seconds from 1 to MAX_TTL_S."""
+    ttl_s = body.get("ttl_s", default)
+    if type(ttl_s) is not int or not 1 <= ttl_s <= MAX_TTL_S:
+        raise AdminError(400, f"ttl_s: must be an integer from 1 to {MAX_TTL_S}", "ttl_s")
+    return ttl_s
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -151,10 +154,7 @@ def issue_link(signer: Signer, body: Mapping[str, Any], *, now_ms: int,
         promotion = promotion_from_request(body)
     except LinkError as exc:
         raise AdminError(400, str(exc), str(exc).split(":", 1)[0]) from None
-    ttl_s = body.get("ttl_s", default_ttl_s)
-    if type(ttl_s) is not int or not 1 <= ttl_s <= MAX_TTL_S:
-        raise AdminError(400, f"ttl_s: must be an integer from 1 to {MAX_TTL_S}", "ttl_s")
-    expires_ms = now_ms + ttl_s * 1000
+    expires_ms = now_ms + _ttl_s(body, default_ttl_s) * 1000
     token = signer.sign(LINK, link_payload(promotion, expires_ms=expires_ms))
     return {"token": token, "link": f"/c/{token}", "url": f"{public_url}/c/{token}",
             "expires_ms": expires_ms}

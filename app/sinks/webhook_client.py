@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from app.domain.sinks import shown_url
+from app.domain.sinks import DEFAULT_PORTS, shown_url
 
 MAX_HEAD = 64 * 1024  # status line and headers
 MAX_BODY = 1024 * 1024  # a webhook's answer is read and dropped; more is refused
@@ -141,7 +141,7 @@ def _parse_target(url: str) -> _Target:
         raise WebhookError("not an http(s) URL: its host cannot be read") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise WebhookError(f"not an http(s) URL: {shown_url(url)}")
-    default = 443 if parts.scheme == "https" else 80
+    default = DEFAULT_PORTS[parts.scheme]
     try:
         port = parts.port or default
     except ValueError:  # its text quotes the port, which may be part of a password

@@ -39,6 +39,10 @@ def register(services: Services) -> None:
     # Over plain HTTP a Secure cookie would never come back; behind TLS it must not leave it.
     secure = "; Secure" if settings.public_url.startswith("https://") else ""
 
+    def session_cookie(value: str, max_age: int) -> str:
+        return (f"{SESSION_COOKIE}={value}; Max-Age={max_age}; Path=/; HttpOnly; "
+                f"SameSite=Strict{secure}")
+
     @web.middleware
     async def guard(request: web.Request, handler) -> web.StreamResponse:
         resource = request.match_info.route.resource
@@ -81,17 +85,13 @@ def register(services: Services) -> None:
                                  headers=_NO_STORE)
             session, max_age = gate.session_for(reader, now)
             return self.text("", status=303, headers={
-                "Location": target, **_NO_STORE,
-                "Set-Cookie": f"{SESSION_COOKIE}={session}; Max-Age={max_age}; Path=/; "
-                              f"HttpOnly; SameSite=Strict{secure}"})
+                "Location": target, **_NO_STORE, "Set-Cookie": session_cookie(session, max_age)})
 
     @app.page("/signout")
     class SignOut(View):
         async def post(self, request: Request) -> Response:
             return self.text("", status=303, headers={
-                "Location": "/signin", **_NO_STORE,
-                "Set-Cookie": f"{SESSION_COOKIE}=; Max-Age=0; Path=/; HttpOnly; "
-                              f"SameSite=Strict{secure}"})
+                "Location": "/signin", **_NO_STORE, "Set-Cookie": session_cookie("", 0)})
 
 
 _NO_STORE = {"Cache-Control": "no-store"}
