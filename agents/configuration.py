@@ -1,4 +1,4 @@
-"""Configuration topics: every worker reads them whole (app.catalog); this pipeline only
+"""Configuration topics: every worker reads them whole (app.services.catalog); this pipeline only
 checks each record once, on the worker that owns its partition, so that invalid
 configuration reaches the dead-letter topic exactly once."""
 

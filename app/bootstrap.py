@@ -8,7 +8,7 @@ result; a test may build two engines in one process.
 Adding a pipeline: its handlers in `agents/<name>.py` with a
 `register(services, ...)` that calls `services.engine.pipeline(...)`; its
 tables in `tables/<name>.py` with a `define(engine)`; both called from
-`build` below; topics in `app/topics.py`.
+`build` below; topics in `app/kafka/topics.py`.
 """
 
 from __future__ import annotations
@@ -34,23 +34,23 @@ from agents import (
     orders,
     plans,
 )
-from app.catalog import Catalog
-from app.clicks import ClickService
-from app.connection import KafkaConnection
+from app.config.settings import Settings
 from app.domain.tokens import Signer
-from app.engine import internals
+from app.engine.faust import internals
+from app.engine.faust.app import create_app
 from app.engine.processor import Engine
-from app.faust_app import create_app
-from app.monitor import Monitor
-from app.plan_progress import OperatorLoads, PlanProgress
-from app.settings import Settings
+from app.kafka.connection import KafkaConnection
+from app.kafka.topics import Topics
+from app.kafka.topology import Topology
+from app.services.catalog import Catalog
+from app.services.clicks import ClickService
+from app.services.monitor import Monitor
+from app.services.plan_progress import OperatorLoads, PlanProgress
+from app.services.spool import ClickSpool, SpoolPublisher
 from app.sinks.dispatcher import SinkDispatcher
 from app.sinks.fanout import SinkRegistry
 from app.sinks.plan_actions import PlanActionGate
 from app.sinks.subscriptions import Subscriptions
-from app.spool import ClickSpool, SpoolPublisher
-from app.topics import Topics
-from app.topology import Topology
 from app.web import accounts as accounts_view
 from app.web import admin as admin_api
 from app.web import clicks as click_redirect

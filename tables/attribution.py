@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from app.codecs import decode_waiting, encode_waiting
 from app.engine.processor import Engine
+from app.records.codecs import decode_waiting, encode_waiting
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.codecs import decode_ledger, encode_ledger
 from app.engine.processor import Engine
 from app.engine.state import StateTable
+from app.records.codecs import decode_ledger, encode_ledger
 
 
 @dataclass(frozen=True, slots=True)

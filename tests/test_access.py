@@ -10,11 +10,11 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.admin import AdminError, issue_promoter_token
 from app.bootstrap import build
 from app.cli import main
+from app.config.settings import SETTINGS, Settings
 from app.domain.tokens import LINK, PROMOTER, Signer
-from app.settings import SETTINGS, Settings
+from app.services.admin import AdminError, issue_promoter_token
 from app.web.access import (
     ADMIN,
     PROMOTER_READER,

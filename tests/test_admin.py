@@ -11,7 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.admin import (
+from app.domain.allocation import Operator
+from app.domain.plans import parse_plan
+from app.domain.tokens import LINK, Signer
+from app.kafka.topics import Topics
+from app.records.configuration import decode_sink, encode_sink
+from app.services.admin import (
     SECRET_SET,
     AdminError,
     buyers_on_list,
@@ -27,11 +32,6 @@ from app.admin import (
     refuse_never_firing,
     stamped_plan,
 )
-from app.domain.allocation import Operator
-from app.domain.plans import parse_plan
-from app.domain.tokens import LINK, Signer
-from app.records.configuration import decode_sink, encode_sink
-from app.topics import Topics
 
 KINDS = kinds(Topics("cps."))
 

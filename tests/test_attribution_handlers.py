@@ -21,11 +21,11 @@ from hypothesis import strategies as st
 
 import tables.attribution as tables_module
 from agents.attribution import AttributionRules, AttributionTopics, Attributor
-from app.codecs import decode_waiting, encode_waiting
 from app.domain.attribution import Waiting
 from app.domain.model import DAY_MS, Channel, OrderFacts, Shop
 from app.domain.tokens import Signer
 from app.engine.memory import MemoryContext, MemoryTables
+from app.records.codecs import decode_waiting, encode_waiting
 from tables.attribution import AttributionTables
 
 NOW = 1_800_000_000_000

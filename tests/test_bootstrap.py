@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from app.bootstrap import build
-from app.engine import internals
-from app.settings import Settings
+from app.config.settings import Settings
+from app.engine.faust import internals
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,8 +15,8 @@ import pytest
 
 from app.broker import local, secure
 from app.broker.local import BrokerError, BrokerState, LocalBroker, ScramLogin
-from app.connection import KafkaConnection
-from app.settings import Settings
+from app.config.settings import Settings
+from app.kafka.connection import KafkaConnection
 
 CPS = str(Path(sys.executable).with_name("cps"))
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from app.catalog import Catalog
-from app.connection import KafkaConnection
 from app.domain.allocation import Operator
-from app.topics import Topics
+from app.kafka.connection import KafkaConnection
+from app.kafka.topics import Topics
+from app.services.catalog import Catalog
 
 TOPICS = Topics("cps.")
 

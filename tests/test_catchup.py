@@ -11,9 +11,9 @@ from types import SimpleNamespace
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app.connection import KafkaConnection
 from app.engine.catchup import Barriers
-from app.engine.internals import consumed_positions, fetched_ends
+from app.engine.faust.internals import consumed_positions, fetched_ends
+from app.kafka.connection import KafkaConnection
 
 CLICKS, REKEYED = "clicks", "clicks-by-buyer"
 

@@ -9,10 +9,10 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import pytest
 
-from app.clicks import ClickService
 from app.domain.links import LinkError, link_payload, promotion_from_request, redirect_url
 from app.domain.tokens import LINK, TRACKING, Signer, click_from_tracking
-from app.spool import ClickSpool
+from app.services.clicks import ClickService
+from app.services.spool import ClickSpool
 
 NOW = 1_700_000_000_000
 signer = Signer("secret")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import orjson
 
-from app.codecs import decode_ledger, encode_ledger
 from app.domain.behaviour import Facts
 from app.domain.ledger import (
     Attributed,
@@ -16,6 +15,7 @@ from app.domain.ledger import (
 from app.domain.model import Channel, OrderEvent, OrderLine, Refund
 from app.domain.pools import DEFAULT_POLICY
 from app.domain.rates import Activity, Level
+from app.records.codecs import decode_ledger, encode_ledger
 from tables.operations import decode_facts, encode_facts
 
 T = 1_700_000_000_000

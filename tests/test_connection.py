@@ -18,7 +18,7 @@ from aiokafka.errors import (
 from aiokafka.protocol.admin import SaslAuthenticateRequest_v0
 
 from app.cli.worker import LOGGERS_QUOTING_SECRETS
-from app.connection import KafkaConnection
+from app.kafka.connection import KafkaConnection
 
 SECURE = KafkaConnection("127.0.0.1:9093", "SASL_SSL", "SCRAM-SHA-512", "cps", "wrong")
 PLAIN = KafkaConnection("127.0.0.1:9093")
@@ -52,7 +52,7 @@ def test_each_refusal_names_the_setting_to_check(connection, error, explanation)
 def test_a_broker_not_up_yet_is_asked_again_a_refusal_is_final(monkeypatch, failures, asked):
     import asyncio
 
-    from app.connection import BrokerUnreachable
+    from app.kafka.connection import BrokerUnreachable
 
     calls = []
 

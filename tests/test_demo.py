@@ -7,16 +7,16 @@ import math
 
 import orjson
 
-from app.demo import (
+from app.domain.outcomes import CONVERTED, REPLENISHED, USED, Exposure, Watch
+from app.domain.plans import fire_times, parse_plan
+from app.records.inputs import decode_order
+from app.services.demo import (
     COUPON_ORDER_DELAY_MS,
     COUPON_ORDER_SHARE,
     COUPON_REFUND_SHARE,
     COUPON_USE_SHARE,
     DemoStream,
 )
-from app.domain.outcomes import CONVERTED, REPLENISHED, USED, Exposure, Watch
-from app.domain.plans import fire_times, parse_plan
-from app.records.inputs import decode_order
 
 NOW_MS = 1_800_000_012_345  # 12.345 s into a minute
 GRANTS = 3000

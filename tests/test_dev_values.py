@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.cli.dev import demo_values
-from app.settings import Settings
+from app.config.settings import Settings
 
 
 def test_the_demo_values_are_all_a_worker_needs_to_serve():

@@ -14,13 +14,13 @@ from types import SimpleNamespace
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
-from app.connection import KafkaConnection
 from app.engine import forwarding
 from app.engine.forwarding import Forwarder, ForwardingFailed
 from app.engine.processor import Engine
 from app.engine.state import DELETED, StateTable
 from app.engine.transactions import Record
-from app.topology import Topology
+from app.kafka.connection import KafkaConnection
+from app.kafka.topology import Topology
 
 INPUT = "in"
 

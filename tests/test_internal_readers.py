@@ -12,10 +12,10 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 
-from app.reconcile import ConsumedRecord, reconcile
+from app.kafka.topics import Topics
+from app.services.reconcile import ConsumedRecord, reconcile
+from app.services.spool import ClickSpool, SpoolPublisher
 from app.sinks.subscriptions import Subscriptions, parse
-from app.spool import ClickSpool, SpoolPublisher
-from app.topics import Topics
 
 TOPICS = Topics("cps.")
 T = 1_767_225_600_000

@@ -1,7 +1,7 @@
 """The private parts of Faust and aiokafka the engine uses are all still there.
 
 After upgrading either library, this test names every attribute that went
-away (app/engine/internals.py lists them and says what each is for).
+away (app/engine/faust/internals.py lists them and says what each is for).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import asyncio
 import pytest
 from faust.transport.consumer import Consumer
 
-from app.engine import internals
+from app.engine.faust import internals
 
 
 def test_every_private_attribute_the_engine_uses_exists():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.domain.metrics import Histogram
-from app.monitor import merge_snapshots
+from app.services.monitor import merge_snapshots
 
 
 def _counts(*values_ms: int) -> list[int]:

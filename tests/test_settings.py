@@ -10,8 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from app.cli import main
-from app.connection import KafkaConnection
-from app.settings import (
+from app.config.settings import (
     SETTINGS,
     Settings,
     SettingsError,
@@ -20,6 +19,7 @@ from app.settings import (
     markdown_table,
     unknown_variables,
 )
+from app.kafka.connection import KafkaConnection
 
 # Only a file's existence is checked when settings are read: any file stands for a PEM file.
 PEM = __file__

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from app.spool import ClickSpool
+from app.services.spool import ClickSpool
 
 
 def append_all(spool: ClickSpool, lines: list[bytes]) -> list[int]:

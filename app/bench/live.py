@@ -36,9 +36,9 @@ from app.bench.runner import (
     write_configuration,
 )
 from app.bench.workload import Shape, Workload
-from app.connection import KafkaConnection, started
-from app.feeding import Feeder
-from app.settings import Settings
+from app.config.settings import Settings
+from app.kafka.connection import KafkaConnection, started
+from app.kafka.feeding import Feeder
 
 WARM_UP_TIMEOUT_S = 180
 TAIL_TIMEOUT_S = 30

@@ -21,10 +21,10 @@ import faust
 
 from app.bench.contract import arguments, load_configuration
 from app.bench.step import AttributionStep
-from app.connection import KafkaConnection
+from app.kafka.connection import KafkaConnection
+from app.kafka.topics import Role, TopicSpec
+from app.kafka.topology import ensure_topics
 from app.records.fields import InvalidEvent
-from app.topics import Role, TopicSpec
-from app.topology import ensure_topics
 
 
 def now_ms() -> int:

@@ -27,7 +27,7 @@ from app.bench.runner import (
     run_directory,
 )
 from app.bench.workload import Shape
-from app.settings import Settings
+from app.config.settings import Settings
 
 T = TypeVar("T")
 

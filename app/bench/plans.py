@@ -29,14 +29,14 @@ from aiokafka.structs import TopicPartition
 from app.bench.live import TAIL_TIMEOUT_S, lag, percentile, start_engine
 from app.bench.runner import Implementation
 from app.bench.workload import Shape, Workload
-from app.connection import KafkaConnection, start_at_end, started
-from app.feeding import Feeder
-from app.local_http import serve
-from app.settings import Settings
+from app.config.settings import Settings
+from app.kafka.connection import KafkaConnection, start_at_end, started
+from app.kafka.feeding import Feeder
+from app.web.local_http import serve
 
 SHOP = "plan-shop"
 PLAN_ID = "bench-plan"
-# `cps demo` at its default 200 events/s starts about 36 orders a second (app/demo.py:
+# `cps demo` at its default 200 events/s starts about 36 orders a second (app/services/demo.py:
 # 30 % of its draws start an order, which then sends 3 to 4 events).
 DEMO_ORDERS_PER_S = 36
 

@@ -24,9 +24,9 @@ from rocksdict import Rdict, WriteBatch
 
 from app.bench.contract import arguments, load_configuration
 from app.bench.step import AttributionStep
-from app.connection import PRODUCER_BATCH_BYTES
+from app.kafka.connection import PRODUCER_BATCH_BYTES
+from app.kafka.topology import track_topics
 from app.records.fields import InvalidEvent
-from app.topology import track_topics
 
 BATCH = 5000
 

@@ -29,11 +29,11 @@ import orjson
 from aiokafka.structs import TopicPartition
 
 from app.bench.workload import Shape, Workload
-from app.connection import KafkaConnection, start_at_end, started
-from app.feeding import Feeder
-from app.settings import Settings
-from app.topics import Role, TopicSpec
-from app.topology import ensure_topics
+from app.config.settings import Settings
+from app.kafka.connection import KafkaConnection, start_at_end, started
+from app.kafka.feeding import Feeder
+from app.kafka.topics import Role, TopicSpec
+from app.kafka.topology import ensure_topics
 
 # Below this, the time from first progress to the end is mostly polling intervals.
 SHORTEST_TIMED_S = 0.5

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.producer import sender as aiokafka_sender
 
-from app.connection import PRODUCER_BATCH_BYTES, KafkaConnection
-from app.engine.internals import CONCURRENT_TRANSACTIONS_RETRY_S
+from app.engine.faust.internals import CONCURRENT_TRANSACTIONS_RETRY_S
 from app.engine.transactions import Record, send_batched
-from app.topics import Role, TopicSpec
-from app.topology import ensure_topics
+from app.kafka.connection import PRODUCER_BATCH_BYTES, KafkaConnection
+from app.kafka.topics import Role, TopicSpec
+from app.kafka.topology import ensure_topics
 
 PARTITIONS = 8
 WARM_UP = 5  # commits left out of the figures: connections, metadata, first batches

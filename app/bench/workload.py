@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from app.demo import CATEGORIES, CHANNELS, DAY_MS
+from app.services.demo import CATEGORIES, CHANNELS, DAY_MS
 
 CHANNEL_WEIGHTS = {"kuaishou": 5, "douyin": 3, "wechat": 1, "xiaohongshu": 1}
 

@@ -48,7 +48,7 @@ from app.broker.secure import (
     sasl_ssl_properties,
     write_private,
 )
-from app.connection import KafkaConnection
+from app.kafka.connection import KafkaConnection
 
 logger = logging.getLogger(__name__)
 

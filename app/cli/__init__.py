@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from app.settings import Settings, SettingsError, unknown_variables
+from app.config.settings import Settings, SettingsError, unknown_variables
 
 
 class _Group(click.Group):

@@ -16,7 +16,7 @@ from app.bench.plans import DEMO_ORDERS_PER_S
 from app.bench.report import as_json, markdown, write_section
 from app.bench.workload import Shape
 from app.broker.local import BrokerError, LocalBroker
-from app.settings import Settings
+from app.config.settings import Settings
 
 NAMES = ("raw", "peer", "naive", "engine")
 DEFAULT = Shape()

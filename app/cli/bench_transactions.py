@@ -6,7 +6,7 @@ import click
 
 from app.bench.transactions import CLIENTS, Commits, measure, table
 from app.cli.bench import positive_counts, with_broker
-from app.settings import Settings
+from app.config.settings import Settings
 
 
 @click.command("bench-transactions")

@@ -11,10 +11,10 @@ import time
 import click
 import orjson
 
-from app.connection import KafkaConnection
-from app.demo import DemoStream
-from app.feeding import Feeder
-from app.settings import Settings
+from app.config.settings import Settings
+from app.kafka.connection import KafkaConnection
+from app.kafka.feeding import Feeder
+from app.services.demo import DemoStream
 
 
 @click.command("demo")

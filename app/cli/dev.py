@@ -22,14 +22,14 @@ import click
 import orjson
 from aiohttp import web
 
-from app.admin import issue_link
 from app.broker.local import BrokerError, LocalBroker
 from app.cli.demo import run_demo
 from app.cli.worker import EXIT_RESTART
-from app.connection import KafkaConnection
+from app.config.settings import Settings
 from app.domain.tokens import Signer
-from app.local_http import serve
-from app.settings import Settings
+from app.kafka.connection import KafkaConnection
+from app.services.admin import issue_link
+from app.web.local_http import serve
 
 # Above the demo's flow of kuaishou results, so the sink keeps up and its queue stays short.
 DEMO_SINK_RATE = 1000

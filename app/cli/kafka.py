@@ -8,7 +8,7 @@ import sys
 import click
 
 from app.broker.local import BrokerError, BrokerState, LocalBroker
-from app.settings import Settings
+from app.config.settings import Settings
 
 
 def _broker(settings: Settings, port: int | None) -> LocalBroker:

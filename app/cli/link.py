@@ -6,10 +6,10 @@ import time
 
 import click
 
-from app.admin import issue_link
 from app.cli.signing import echo_signed
+from app.config.settings import Settings, SettingsError
 from app.domain.tokens import Signer
-from app.settings import Settings, SettingsError
+from app.services.admin import issue_link
 
 
 @click.command("link")

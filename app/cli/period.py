@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
+from app.config.settings import Settings
 from app.domain.periods import (
     HORIZON_YEARS,
     PeriodError,
@@ -18,7 +19,6 @@ from app.domain.periods import (
     windows,
 )
 from app.domain.wallclock import local_time
-from app.settings import Settings
 
 
 @click.command("period")

@@ -8,7 +8,7 @@ import sys
 import click
 
 from app.cli.sinks import requeue_dead_letters
-from app.settings import Settings
+from app.config.settings import Settings
 
 
 @click.group("plans")

@@ -8,8 +8,8 @@ import sys
 import click
 import orjson
 
-from app.feeding import Feeder
-from app.settings import Settings
+from app.config.settings import Settings
+from app.kafka.feeding import Feeder
 
 # The field producers should key each topic by (SPEC 4).
 KEY_FIELDS = {

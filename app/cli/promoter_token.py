@@ -6,10 +6,10 @@ import time
 
 import click
 
-from app.admin import DEFAULT_PROMOTER_TOKEN_TTL_S, issue_promoter_token
 from app.cli.signing import echo_signed
+from app.config.settings import Settings, SettingsError
 from app.domain.tokens import Signer
-from app.settings import Settings, SettingsError
+from app.services.admin import DEFAULT_PROMOTER_TOKEN_TTL_S, issue_promoter_token
 
 
 @click.command("promoter-token")

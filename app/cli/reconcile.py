@@ -8,10 +8,10 @@ import time
 
 import click
 
-from app.connection import KafkaConnection, started
-from app.reconcile import ConsumedRecord, reconcile
-from app.settings import Settings
-from app.topics import Topics
+from app.config.settings import Settings
+from app.kafka.connection import KafkaConnection, started
+from app.kafka.topics import Topics
+from app.services.reconcile import ConsumedRecord, reconcile
 
 
 @click.command("reconcile")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from app.settings import Settings, markdown_table
+from app.config.settings import Settings, markdown_table
 
 
 @click.command("settings")

@@ -9,7 +9,7 @@ from typing import Any
 import click
 import orjson
 
-from app.admin import AdminError
+from app.services.admin import AdminError
 
 
 def echo_signed(command: str, issue: Callable[[], dict[str, Any]], *, shown_last: str,

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 import click
 import orjson
 
-from app.connection import KafkaConnection, records_to_end, started
-from app.settings import Settings
+from app.config.settings import Settings
+from app.kafka.connection import KafkaConnection, records_to_end, started
+from app.kafka.topics import Topics
 from app.sinks.fanout import queue_topic
-from app.topics import Topics
 
 
 @click.group("sinks")

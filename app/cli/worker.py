@@ -12,9 +12,9 @@ import threading
 
 import click
 
-from app.settings import Settings, unknown_variables
-from app.topics import Role, TopicSpec
-from app.topology import TopologyError, check_copartitioned, ensure_topics
+from app.config.settings import Settings, unknown_variables
+from app.kafka.topics import Role, TopicSpec
+from app.kafka.topology import TopologyError, check_copartitioned, ensure_topics
 
 _LOG_LEVELS = {"debug": "debug", "info": "info", "warn": "warn", "error": "error"}
 # At debug level these quote secrets (SPEC 8): aiokafka's producer each record's key and
@@ -46,8 +46,8 @@ def command(settings: Settings) -> None:
     # 3,134 actions/s at the default, 3,902 with 100,000 (older generations keep their ratios).
     gc.set_threshold(100_000, 10, 10)
     from app.bootstrap import build
-    from app.connection import BrokerUnreachable
-    from app.faust_app import Worker, leader_topic
+    from app.engine.faust.app import Worker, leader_topic
+    from app.kafka.connection import BrokerUnreachable
 
     services = build(settings)
     try:

@@ -49,8 +49,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
-from app.connection import KafkaConnection
 from app.domain.metrics import Histogram
+from app.kafka.connection import KafkaConnection
 
 logger = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from mode import Service
 
-from app.connection import KafkaConnection
 from app.engine.transactions import Record, send_batched
-from app.topology import track_topics
+from app.kafka.connection import KafkaConnection
+from app.kafka.topology import track_topics
 
 logger = logging.getLogger(__name__)
 

@@ -38,9 +38,9 @@ from typing import Any
 from aiokafka import TopicPartition
 from mode import Service
 
-from app.connection import KafkaConnection
 from app.domain.metrics import Histogram
 from app.engine.catchup import RunInPartition
+from app.kafka.connection import KafkaConnection
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,6 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from mode import Service
 
-from app.connection import KafkaConnection
 from app.domain.metrics import Histogram
 from app.engine.catchup import Barriers, CatchUp
 from app.engine.context import Context, PartitionWork
@@ -41,8 +40,9 @@ from app.engine.handled import TopicBarrier, TopicBarriers
 from app.engine.slots import Slot, commit_slots
 from app.engine.state import DELETED, StateTable
 from app.engine.transactions import PartitionLost, Record, SlotTransactions, compact
+from app.kafka.connection import KafkaConnection
+from app.kafka.topology import Topology
 from app.records.fields import InvalidEvent
-from app.topology import Topology
 
 logger = logging.getLogger(__name__)
 

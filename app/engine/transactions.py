@@ -32,14 +32,14 @@ from aiokafka.errors import (
 )
 from aiokafka.producer.transaction_manager import TransactionState
 
-from app.engine.internals import (
+from app.engine.faust.internals import (
     renew_transaction_producer,
     sender_dead,
     transaction_producer,
     transaction_state,
 )
 from app.engine.slots import Slot, fenced_slots
-from app.topology import track_topics
+from app.kafka.topology import track_topics
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,6 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from app.connection import KafkaConnection
 from app.domain.sinks import (
     AdaptiveRate,
     DeliveryProgress,
@@ -41,11 +40,12 @@ from app.domain.sinks import (
     backoff_s,
     retry_after_s,
 )
+from app.kafka.connection import KafkaConnection
+from app.kafka.topology import track_topics
 from app.records.fields import DEAD_LETTER_VALUE_BYTES
 from app.sinks.fanout import sink_dead_letter
 from app.sinks.plan_actions import DROP, SEND, STREAM, WAIT, PlanActionGate
 from app.sinks.webhook_client import WebhookClient, WebhookError
-from app.topology import track_topics
 
 logger = logging.getLogger(__name__)
 

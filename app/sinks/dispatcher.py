@@ -10,14 +10,14 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from mode import Service
 
-from app.connection import KafkaConnection
 from app.domain.sinks import shown_url
+from app.kafka.connection import KafkaConnection
+from app.kafka.topics import Role, TopicSpec
+from app.kafka.topology import ensure_topics
 from app.sinks.delivery import SinkDelivery
 from app.sinks.fanout import SinkRegistry
 from app.sinks.plan_actions import PlanActionGate
 from app.sinks.webhook_client import WebhookClient
-from app.topics import Role, TopicSpec
-from app.topology import ensure_topics
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import mmh3
 import orjson
 
-from app.catalog import Catalog
 from app.domain.sinks import Sink, matches
+from app.services.catalog import Catalog
 
 _TOPIC_SAFE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 

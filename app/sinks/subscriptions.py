@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from aiokafka import TopicPartition
 
-from app.connection import KafkaConnection, started
+from app.kafka.connection import KafkaConnection, started
 from app.records.fields import InvalidEvent
 from app.records.internal import decode_live
 

@@ -11,7 +11,8 @@ import orjson
 from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 
-from app.admin import (
+from app.records.configuration import encode_sink
+from app.services.admin import (
     AdminError,
     ConfigWriter,
     buyers_on_list,
@@ -28,7 +29,6 @@ from app.admin import (
     refuse_never_firing,
     stamped_plan,
 )
-from app.records.configuration import encode_sink
 
 if TYPE_CHECKING:
     from app.bootstrap import Services

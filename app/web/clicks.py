@@ -1,4 +1,4 @@
-"""`GET /c/{token}`: a promotion link's click and redirect (app.clicks)."""
+"""`GET /c/{token}`: a promotion link's click and redirect (app.services.clicks)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from faust.web import Request, Response, View
 
-from app.clicks import BUYER_COOKIE, COOKIE_MAX_AGE_S
+from app.services.clicks import BUYER_COOKIE, COOKIE_MAX_AGE_S
 
 if TYPE_CHECKING:
     from app.bootstrap import Services

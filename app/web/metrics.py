@@ -110,7 +110,7 @@ class EngineCollector(Collector):
 
 
 def _monitoring(services: Services) -> Iterator:
-    """Lag, delays, dead letters by reason, recovery and alerts (app.monitor)."""
+    """Lag, delays, dead letters by reason, recovery and alerts (app.services.monitor)."""
     monitor, engine = services.monitor, services.engine
     lag = GaugeMetricFamily("cps_consumer_lag", "Records between the committed offset and the "
                             "end of a partition", labels=["group", "topic", "partition"])

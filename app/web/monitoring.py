@@ -1,6 +1,6 @@
 """Operator views of the engine's health: /monitor, /lag, /alerts, /dashboard.
 
-Each worker samples the broker and its own figures (app.monitor); these
+Each worker samples the broker and its own figures (app.services.monitor); these
 views ask every other worker for its part (`/monitor/local`) and merge, so
 any worker shows the whole engine.
 """
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from faust.web import Request, Response, View
 
-from app.monitor import Monitor, fetch_peer, merge_snapshots
+from app.services.monitor import Monitor, fetch_peer, merge_snapshots
 from app.web import assets
 from app.web.pages import page, table
 

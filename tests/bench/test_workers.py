@@ -12,7 +12,7 @@ import pytest
 from app.bench.report import ratios
 from app.bench.runner import Result, engine_name, implementations, is_engine, stop
 from app.cli.bench import positive_counts
-from app.settings import Settings
+from app.config.settings import Settings
 
 
 def test_positive_counts_keep_their_order_and_drop_repeats():

@@ -13,8 +13,8 @@ from app.domain.allocation import Operator
 from app.domain.plans import parse_plan
 from app.domain.sinks import Sink
 from app.engine.memory import MemoryContext, MemoryTables
+from app.kafka.topics import Topics
 from app.sinks.fanout import SinkRegistry
-from app.topics import Topics
 
 TOPICS = Topics("cps.")
 T0 = 1_767_254_400_000  # 2026-01-01 08:00 UTC

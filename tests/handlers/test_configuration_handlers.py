@@ -11,7 +11,7 @@ import pytest
 
 from agents import configuration
 from app.engine.memory import MemoryContext
-from app.topics import Topics
+from app.kafka.topics import Topics
 
 TOPICS = Topics("cps.")
 POLICY = {"product": [{"participant": "youzan_platform", "share_bp": 1000},

@@ -34,8 +34,8 @@ from app.domain.schedule import Schedule
 from app.domain.tokens import Signer
 from app.engine.memory import MemoryContext, MemoryTables
 from app.engine.partitioning import partition_for
+from app.kafka.topics import Topics
 from app.sinks.fanout import SinkRegistry
-from app.topics import Topics
 
 TOPICS = Topics("cps.")
 T = 1_767_225_600_000

@@ -19,8 +19,8 @@ from app.domain.model import Click, OrderEvent, OrderLine
 from app.domain.plans import parse_plan
 from app.domain.sinks import Sink
 from app.engine.memory import MemoryContext, MemoryTables
+from app.kafka.topics import Topics
 from app.sinks.fanout import SinkRegistry
-from app.topics import Topics
 
 TOPICS = Topics("cps.")
 T0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC

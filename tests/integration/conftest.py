@@ -30,10 +30,10 @@ import pytest
 from tokens import ADMIN_TOKEN, VIEW_TOKEN
 
 from app.broker.local import LocalBroker
-from app.connection import KafkaConnection, started
-from app.settings import Settings
-from app.topics import Role, TopicSpec
-from app.topology import ensure_topics
+from app.config.settings import Settings
+from app.kafka.connection import KafkaConnection, started
+from app.kafka.topics import Role, TopicSpec
+from app.kafka.topology import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 CPS = str(Path(sys.executable).with_name("cps"))

@@ -9,7 +9,7 @@ import time
 import orjson
 from sink_setup import setup, sink
 
-from app.connection import started
+from app.kafka.connection import started
 
 
 def members(kafka, count: int, *, shop: str = "s1", tag: str = "m") -> dict[str, dict]:

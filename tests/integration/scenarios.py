@@ -25,9 +25,9 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from app.connection import started
 from app.domain.model import Click
 from app.domain.tokens import TRACKING, Signer, tracking_payload
+from app.kafka.connection import started
 
 CPS = str(Path(sys.executable).with_name("cps"))
 DAY_MS = 86_400_000

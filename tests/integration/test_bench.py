@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 
 from app.bench.runner import run_directory
-from app.connection import KafkaConnection, started
+from app.kafka.connection import KafkaConnection, started
 
 CPS = str(Path(sys.executable).with_name("cps"))
 

@@ -29,7 +29,7 @@ from scenarios import ATTRIBUTION_FIELDS, chaos_scenario, configure, payee_event
 from scenarios import check_outputs as check_all
 
 from app.broker.local import LocalBroker
-from app.settings import Settings
+from app.config.settings import Settings
 
 
 @dataclass(frozen=True)

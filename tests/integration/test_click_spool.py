@@ -6,7 +6,7 @@ import shutil
 import time
 
 from app.broker.local import LocalBroker
-from app.settings import Settings
+from app.config.settings import Settings
 
 
 def test_clicks_during_a_broker_outage_are_delivered_once(make_worker, kafka, prefix):

@@ -12,8 +12,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.consumer import consumer as aiokafka_consumer_module
 from conftest import create_topics
 
-from app.connection import started
-from app.engine import internals
+from app.engine.faust import internals
+from app.kafka.connection import started
 
 TOPICS = 6
 PARTITIONS = 4

@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from tokens import ADMIN_TOKEN, VIEW_TOKEN
 
-from app.connection import started
 from app.domain.model import DAY_MS
+from app.kafka.connection import started
 
 FULL = os.environ.get("CPS_CHAOS") == "full"
 pytestmark = pytest.mark.timeout(1800 if FULL else 300)

@@ -7,8 +7,8 @@ import asyncio
 from aiokafka import AIOKafkaProducer
 from conftest import create_topics
 
-from app.connection import started
-from app.topology import track_topics
+from app.kafka.connection import started
+from app.kafka.topology import track_topics
 
 
 async def _send_to_known_and_new_topic(bootstrap: str, prefix: str, *, track: bool) -> None:

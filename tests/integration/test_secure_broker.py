@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from app.broker.local import BrokerState, LocalBroker
-from app.connection import BrokerUnreachable, KafkaConnection, started
-from app.settings import Settings
+from app.config.settings import Settings
+from app.kafka.connection import BrokerUnreachable, KafkaConnection, started
 
 CPS = str(Path(sys.executable).with_name("cps"))
 # A block of ports for this test alone: `start(fresh=True)` wipes the run directory of

@@ -18,8 +18,8 @@ import weakref
 from aiokafka.consumer import fetcher
 from conftest import create_topics
 
-from app.connection import started
 from app.domain.sinks import Sink
+from app.kafka.connection import started
 from app.sinks import delivery
 from app.sinks.delivery import SinkDelivery
 from app.sinks.fanout import queue_record

@@ -17,12 +17,13 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from app.connection import KafkaConnection, records_to_end, started
 from app.domain.allocation import Operator
 from app.domain.links import LinkError, link_payload, promotion_from_request
 from app.domain.plans import ACTIVE, PAUSED, STOPPED, Plan, never_fires
 from app.domain.sinks import shown_url
 from app.domain.tokens import LINK, PROMOTER, Signer
+from app.kafka.connection import KafkaConnection, records_to_end, started
+from app.kafka.topics import Topics
 from app.records.configuration import (
     decode_activity,
     decode_channel,
@@ -33,7 +34,6 @@ from app.records.configuration import (
 )
 from app.records.fields import MAX_ID_CHARS, InvalidEvent, required_id
 from app.records.operations import decode_plan, split_key
-from app.topics import Topics
 
 MAX_TTL_S = 366 * 86_400  # of a promotion link and of a promoter token
 DEFAULT_PROMOTER_TOKEN_TTL_S = 30 * 86_400

@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from app.connection import KafkaConnection
-from app.topics import TopicSpec
+from app.kafka.connection import KafkaConnection
+from app.kafka.topics import TopicSpec
 
 logger = logging.getLogger(__name__)
 

@@ -30,15 +30,15 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from app.catalog import Catalog
-from app.connection import KafkaConnection
 from app.domain import ledger as money
 from app.domain.attribution import Attribution
 from app.domain.ledger import Ledger, Source
+from app.kafka.connection import KafkaConnection
+from app.kafka.topics import Topics
 from app.records.fields import InvalidEvent
 from app.records.inputs import decode_order
 from app.records.outputs import attributed, decode_attribution
-from app.topics import Topics
+from app.services.catalog import Catalog
 
 
 @dataclass(frozen=True, slots=True)

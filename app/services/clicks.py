@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from app.domain.links import LinkError, promotion_from_payload, redirect_url
 from app.domain.tokens import LINK, TRACKING, Signer, TokenError, tracking_payload
 from app.records.inputs import encode_click
-from app.spool import ClickSpool
+from app.services.spool import ClickSpool
 
 BUYER_COOKIE = "cps_uid"
 COOKIE_MAX_AGE_S = 365 * 86_400

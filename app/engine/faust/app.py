@@ -9,8 +9,8 @@ from typing import Any
 
 import faust
 
-from app.connection import PRODUCER_BATCH_BYTES, KafkaConnection
-from app.settings import Settings
+from app.config.settings import Settings
+from app.kafka.connection import PRODUCER_BATCH_BYTES, KafkaConnection
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def create_app(settings: Settings, connection: KafkaConnection) -> faust.App:
 
 
 def leader_topic(settings: Settings) -> str:
-    """The topic Faust's assignor elects a leader with (one partition; see app.monitor)."""
+    """The topic Faust's assignor elects a leader with (one partition; see app.services.monitor)."""
     return f"{settings.app_id}-__assignor-__leader"
 
 

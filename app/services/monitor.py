@@ -28,10 +28,10 @@ import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 from mode import Service
 
-from app.connection import KafkaConnection, started
+from app.config.settings import Settings
 from app.domain.alerts import AlertState, Transition, observe
 from app.domain.metrics import Histogram, Series, WindowedHistogram
-from app.settings import Settings
+from app.kafka.connection import KafkaConnection, started
 from app.sinks.fanout import SinkRegistry, queue_record
 
 logger = logging.getLogger(__name__)

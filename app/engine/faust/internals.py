@@ -187,7 +187,7 @@ def require() -> None:
     gone = missing()
     if gone:
         raise RuntimeError("this Faust/aiokafka version lacks what the engine relies on: "
-                           + ", ".join(gone) + " (see app/engine/internals.py)")
+                           + ", ".join(gone) + " (see app/engine/faust/internals.py)")
 
 
 def _has(owner: type, name: str) -> bool:

@@ -17,9 +17,9 @@ from typing import Any
 import orjson
 from mode import Service
 
-from app.connection import KafkaConnection, started
 from app.domain.allocation import Load
 from app.domain.execution import Progress
+from app.kafka.connection import KafkaConnection, started
 from app.records.allocation import decode_load
 
 logger = logging.getLogger(__name__)

@@ -27,10 +27,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError, ProducerFenced
 from mode import Service
 
-from app.connection import KafkaConnection
+from app.kafka.connection import KafkaConnection
+from app.kafka.topology import track_topics
 from app.records.fields import InvalidEvent
 from app.records.internal import decode_spool_progress
-from app.topology import track_topics
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from string import Template
 from typing import Any, get_type_hints
 
-from app.connection import SASL_MECHANISMS, SECURITY_PROTOCOLS, KafkaConnection
+from app.kafka.connection import SASL_MECHANISMS, SECURITY_PROTOCOLS, KafkaConnection
 
 DAY_MS = 86_400_000
 

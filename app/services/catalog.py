@@ -24,13 +24,14 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from mode import Service
 
-from app.connection import KafkaConnection
 from app.domain.allocation import Operator
 from app.domain.model import Channel, Shop
 from app.domain.plans import Plan
 from app.domain.pools import DEFAULT_POLICY, Policy
 from app.domain.rates import Activity
 from app.domain.sinks import Sink
+from app.kafka.connection import KafkaConnection
+from app.kafka.topics import Topics
 from app.records.configuration import (
     decode_activity,
     decode_channel,
@@ -41,7 +42,6 @@ from app.records.configuration import (
 )
 from app.records.fields import InvalidEvent
 from app.records.operations import decode_plan
-from app.topics import Topics
 
 logger = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from types import TracebackType
 
 from aiokafka import AIOKafkaProducer
 
-from app.connection import KafkaConnection
-from app.settings import Settings
-from app.topics import Topics
-from app.topology import ensure_topics, track_topics
+from app.config.settings import Settings
+from app.kafka.connection import KafkaConnection
+from app.kafka.topics import Topics
+from app.kafka.topology import ensure_topics, track_topics
 
 
 class Feeder:

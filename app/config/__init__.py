@@ -1,0 +1,1 @@
+"""The engine's settings, read once from `CPS_*` environment variables."""
