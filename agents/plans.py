@@ -11,15 +11,14 @@ decision, its outputs (the action on `cps.plan_actions` and the plan's sink
 queue, or an operation record) and the task's new cursor are committed in
 one transaction, so after a crash or a rebalance the task resumes after the
 last buyer it committed: no buyer gets two actions for one occurrence and
-none is skipped. The throttle is a token bucket per plan on each worker,
-holding the worker's share (its partitions) of `rate_per_s`; the plan's
-state is read from the catalog before every buyer.
+none is skipped. The throttle (app/domain/throttle.py) holds each worker's
+share of the plan's `rate_per_s`; the plan's state is read from the catalog
+before every buyer.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -46,7 +45,7 @@ from app.domain.operations import HOLDOUT, action_id, record_id, shard
 from app.domain.outcomes import Exposure, Outcome, Watch
 from app.domain.plans import ACTIVE, ASSIGN, EVENT, GRANT, MAX_CAP, PAUSED, Plan, fire_times
 from app.domain.plans import STOPPED as PLAN_STOPPED
-from app.domain.sinks import TokenBucket
+from app.domain.throttle import PlanThrottle
 from app.domain.triggers import MISSED, occurrence_id, timing
 from app.records.allocation import END, REQUEST, AssignRequest
 from app.records.fields import InvalidEvent
@@ -165,8 +164,7 @@ class Operations:
         self.catalog = catalog
         self.sinks = sinks
         self.share = share  # this worker's part of the partitions, for the throttle
-        self._share = 1.0   # asked once per tick (it walks the assignment)
-        self._buckets: dict[str, TokenBucket] = {}
+        self.throttle = PlanThrottle(rules.tick_s)
         self._next_fire: dict[str, tuple[Plan, int, int | None]] = {}
         self._event_plans_of: tuple[int, dict[tuple[str, str], list[Plan]]] = (-1, {})
         self.inputs_read = catch_up(topics.inputs, self._inputs_read)
@@ -374,7 +372,7 @@ class Operations:
     # -- the timer: start occurrences, page through them, fire due timers --------------
 
     def execute(self, ctx: Any) -> None:
-        self._share = self.share()
+        self.throttle.set_share(self.share())  # once a tick: it walks the assignment
         runs = ctx.cache(self._load_runs)
         ctx.cache(self._load_settling)  # buyers left waiting by the partition's last owner
         for plan in list(self.catalog.plans.values()):
@@ -543,7 +541,8 @@ class Operations:
             sink = plan.action_for(decision.variant).sink
             if not assigns and self.sinks.queue_of(sink) is None and self.sinks.configured(sink):
                 return False  # its queue is being created (a sink just added): wait for it
-            if not self._bucket(plan, ctx.now_ms).try_take(ctx.now_ms / 1000):
+            if not self.throttle.try_take(plan.plan_id, plan.rate_per_s, plan.burst,
+                                          ctx.now_ms):
                 return False
             if assigns:  # the shop's partition gives the buyer to an operator
                 self._assign_request(ctx, plan, AssignRequest(
@@ -598,21 +597,6 @@ class Operations:
                                  occurrence, buyer_id, plan.shop_id, variant, kind, ref,
                                  ctx.now_ms)
         ctx.send(self.topics.operation_records, buyer_id.encode(), record.encode())
-
-    def _bucket(self, plan: Plan, now_ms: int) -> TokenBucket:
-        share = self._share
-        rate = plan.rate_per_s * share
-        # Tokens are taken once a tick, so the bucket holds at least what accrues over two
-        # ticks (a tick and its jitter): capped lower, what comes between ticks overflows
-        # and the plan goes out at burst per tick, below its rate.
-        burst = max(1, int(plan.burst * share), math.ceil(rate * 2 * self.rules.tick_s))
-        now = now_ms / 1000
-        bucket = self._buckets.get(plan.plan_id)
-        if bucket is None:
-            bucket = self._buckets[plan.plan_id] = TokenBucket(rate, burst, now)
-        elif (bucket.rate, bucket.burst) != (rate, burst):
-            bucket.reconfigure(rate, burst, now)  # a live rate change: from this buyer on
-        return bucket
 
     def _fire_timers(self, ctx: Any) -> None:
         """Event triggers whose delay is over and deferred buyers whose quiet hours ended,

@@ -82,42 +82,6 @@ def matches(streams: frozenset[str], filters: Mapping[str, str], stream: str,
     return all(facts.get(name) == wanted for name, wanted in filters.items())
 
 
-class TokenBucket:
-    """`rate` tokens per second, at most `burst` saved up; the rate may change any time."""
-
-    def __init__(self, rate: float, burst: int, now_s: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = float(burst)
-        self.updated = now_s
-
-    def reconfigure(self, rate: float, burst: int, now_s: float) -> None:
-        self._refill(now_s)
-        self.rate, self.burst = rate, burst
-        self.tokens = min(self.tokens, float(burst))
-
-    def take(self, now_s: float) -> float:
-        """Take one token; returns how long to wait first (0 when one is there)."""
-        self._refill(now_s)
-        self.tokens -= 1.0
-        if self.tokens >= 0:
-            return 0.0
-        return -self.tokens / self.rate if self.rate > 0 else float("inf")
-
-    def try_take(self, now_s: float) -> bool:
-        """Take one token if there is one (never runs into debt)."""
-        self._refill(now_s)
-        if self.tokens < 1.0 - 1e-6:  # 1e-6: rounding of epoch seconds, not a token
-            return False
-        self.tokens -= 1.0
-        return True
-
-    def _refill(self, now_s: float) -> None:
-        elapsed = max(0.0, now_s - self.updated)
-        self.tokens = min(float(self.burst), self.tokens + elapsed * self.rate)
-        self.updated = now_s
-
-
 def backoff_s(attempt: int, *, base_ms: int, max_ms: int, rnd: random.Random) -> float:
     """Exponential backoff with full jitter: uniform in [0, min(max, base x 2^attempt)]."""
     ceiling = min(max_ms, base_ms * (2 ** min(attempt, 30)))

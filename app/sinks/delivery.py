@@ -36,10 +36,10 @@ from app.domain.sinks import (
     AdaptiveRate,
     DeliveryProgress,
     Sink,
-    TokenBucket,
     backoff_s,
     retry_after_s,
 )
+from app.domain.throttle import TokenBucket
 from app.kafka.connection import KafkaConnection
 from app.kafka.topology import track_topics
 from app.records.fields import DEAD_LETTER_VALUE_BYTES

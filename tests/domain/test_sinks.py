@@ -15,7 +15,6 @@ from app.domain.sinks import (
     AdaptiveRate,
     DeliveryProgress,
     Sink,
-    TokenBucket,
     backoff_s,
     matches,
     retry_after_s,
@@ -35,29 +34,6 @@ from app.domain.sinks import (
 def test_matching(filters, stream, facts, wanted):
     assert matches(frozenset({"commissions", "attributions", "settlements"}), filters, stream,
                    facts) is wanted
-
-
-def test_bucket_allows_the_burst_then_the_rate():
-    bucket = TokenBucket(rate=10, burst=3, now_s=0)
-    assert [bucket.take(0) for _ in range(3)] == [0, 0, 0]
-    assert bucket.take(0) == pytest.approx(0.1)
-    assert bucket.take(0.1) == pytest.approx(0.1)
-
-
-def test_bucket_rate_change_applies_at_once():
-    bucket = TokenBucket(rate=1, burst=1, now_s=0)
-    bucket.take(0)
-    bucket.reconfigure(rate=100, burst=1, now_s=0)
-    assert bucket.take(0) == pytest.approx(0.01)
-
-
-@given(st.floats(1, 1000), st.integers(1, 50), st.integers(1, 2000))
-def test_bucket_never_exceeds_rate_times_time_plus_burst(rate, burst, events):
-    bucket = TokenBucket(rate=rate, burst=burst, now_s=0)
-    now = 0.0
-    for _ in range(events):
-        now += bucket.take(now)
-    assert events <= burst + rate * now + 1e-6
 
 
 def test_backoff_has_full_jitter_under_a_cap():
