@@ -120,8 +120,9 @@ def array(obj: Mapping[str, Any], name: str, *, limit: int = MAX_LIST_ITEMS) -> 
     return value
 
 
-def id_list(obj: Mapping[str, Any], name: str) -> tuple[str, ...]:
-    values = array(obj, name)
+def id_list(obj: Mapping[str, Any], name: str, *, limit: int = MAX_LIST_ITEMS
+            ) -> tuple[str, ...]:
+    values = array(obj, name, limit=limit)
     for index, value in enumerate(values):
         if type(value) is not str or not value or len(value) > MAX_ID_CHARS:
             raise InvalidEvent(f"{name}[{index}]: must be a string of 1-{MAX_ID_CHARS} characters")

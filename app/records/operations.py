@@ -13,17 +13,19 @@ from app.domain.audience import Member
 from app.domain.periods import PeriodError, time_zone
 from app.domain.plans import Plan, PlanError, parse_plan
 from app.records.fields import (
+    MAX_ID_CHARS,
     MAX_SAFE_INT,
     InvalidEvent,
-    array,
     boolean,
     choice,
+    id_list,
     integer,
     keyed_by,
     optional_id,
     optional_integer,
     parse_object,
     required_id,
+    text,
     within,
 )
 
@@ -33,6 +35,8 @@ MAX_TAGS = 100
 # A record's ref is an order id, a sink's name in "no sink ... to deliver it", or a delivery
 # error cut at 200 characters.
 MAX_REF_CHARS = 256
+# Record and occurrence ids are built of other ids (plan, fire time or event, buyer, kind).
+MAX_COMPOSED_ID_CHARS = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +64,7 @@ def split_key(key: bytes | None, first: str) -> tuple[str, str]:
     except UnicodeDecodeError:
         raise InvalidEvent("key: not UTF-8") from None
     head, slash, buyer = text.partition("/")
-    if not slash or not head or not buyer or len(head) > 128 or len(buyer) > 128:
+    if not slash or not head or not buyer or max(len(head), len(buyer)) > MAX_ID_CHARS:
         raise InvalidEvent(f"key: {text[:80]!r} is not \"<{first}>/<buyer_id>\"")
     return head, buyer
 
@@ -78,9 +82,7 @@ def decode_member(key: bytes | None, raw: bytes | None) -> tuple[str, str, Membe
 def _profile(obj: Mapping[str, Any]) -> tuple[tuple[str, str], Member]:
     """The (shop_id, buyer_id) a profile names, and the profile."""
     named = required_id(obj, "shop_id"), required_id(obj, "buyer_id")
-    tags = array(obj, "tags", limit=MAX_TAGS)
-    if any(type(tag) is not str or not tag or len(tag) > 128 for tag in tags):
-        raise InvalidEvent("tags: must be strings of 1-128 characters")
+    tags = id_list(obj, "tags", limit=MAX_TAGS)
     birthday = obj.get("birthday")
     if birthday is not None and not _month_day(birthday):
         raise InvalidEvent("birthday: must be \"MM-DD\" or null")
@@ -191,18 +193,12 @@ def decode_operation_record(raw: bytes | None) -> OperationRecord:
         raise InvalidEvent(f"ref: must be a string of at most {MAX_REF_CHARS} characters "
                            "or null")
     return OperationRecord(
-        record_id=_long_id(obj, "record_id"), plan_id=required_id(obj, "plan_id"),
-        occurrence_id=_long_id(obj, "occurrence_id"), buyer_id=required_id(obj, "buyer_id"),
+        record_id=text(obj, "record_id", MAX_COMPOSED_ID_CHARS),
+        plan_id=required_id(obj, "plan_id"),
+        occurrence_id=text(obj, "occurrence_id", MAX_COMPOSED_ID_CHARS),
+        buyer_id=required_id(obj, "buyer_id"),
         shop_id=required_id(obj, "shop_id"), variant=optional_id(obj, "variant"),
         kind=choice(obj, "kind", RECORD_KINDS), ref=ref, ts_ms=integer(obj, "ts_ms"))
-
-
-def _long_id(obj: Mapping[str, Any], name: str) -> str:
-    # Built of other ids (plan, fire time or event, buyer, kind): longer than one id.
-    value = obj.get(name)
-    if type(value) is not str or not value or len(value) > 600:
-        raise InvalidEvent(f"{name}: must be a string of 1-600 characters")
-    return value
 
 
 def _month_day(text: Any) -> bool:

@@ -378,6 +378,11 @@ def test_profiles_of_another_partition_are_rekeyed_by_buyer():
     (b"s1/b1", b'{"shop_id": "s1", "buyer_id": "b1", "birthday": "13-01"}', "birthday"),
     (b"s1/b1", b'{"shop_id": "s1", "buyer_id": "b1", "tz": "Mars/Base"}', "tz"),
     (b"s1/b1", b'{"shop_id": "s1", "buyer_id": "b1", "level": -1}', "level"),
+    (b"s1/b1", b'{"shop_id": "s1", "buyer_id": "b1", "tags": ["vip", ""]}',
+     "tags[1]: must be a string of 1-128"),
+    (b"s1/b1", b'{"shop_id": "s1", "buyer_id": "b1", "tags": ["t"' + b', "t"' * 100 + b"]}",
+     "tags: more than 100"),
+    (b"s1/" + b"b" * 129, b'{"shop_id": "s1", "buyer_id": "' + b"b" * 129 + b'"}', "key:"),
 ])
 def test_bad_member_records_are_dead_lettered_with_a_reason(key, value, reason):
     world = World(plan())
