@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+# Another release: its version, `npm view uplot@<version> dist.integrity`, and the sha256sum
+# of its two dist/ files below.
 UPLOT_VERSION = "1.6.32"
-# The integrity the registry publishes for that release's tarball (npm's `integrity`).
+# The integrity the registry publishes for that release's tarball.
 UPLOT_INTEGRITY = ("sha512-KIMVnG68zvu5XXUbC4LQEPnhwOxBuLyW1AHtpm6IKTXImkbLgkMy+jabjLgSLMasNuGG"
                    "zQm/ep3tOkyTxpiQIw==")
 STATIC = Path(__file__).resolve().parent / "static"

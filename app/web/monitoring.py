@@ -111,7 +111,7 @@ def register(services: Services) -> None:
     @app.page("/static/{name}")
     class Static(View):
         async def get(self, request: Request, name: str) -> Response:
-            if name not in assets.FILES.values():
+            if name not in assets.FILES:
                 return self.notfound()
             path = assets.STATIC / name
             if not path.exists():
