@@ -18,6 +18,7 @@ import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
+from types import ModuleType
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parent
 UPLOT_PACKAGE = "uplot"
 
 
-def _load_assets():
+def _load_assets() -> ModuleType:
     """app/web/assets.py by its path: the build imports nothing else of the project."""
     spec = importlib.util.spec_from_file_location("chart_assets", ROOT / "app/web/assets.py")
     module = importlib.util.module_from_spec(spec)
