@@ -1,4 +1,4 @@
-# Two commands for a fresh machine (Python 3.11+, Java 17+, Maven):
+# Two commands for a fresh machine (Python 3.11+, Java 17+, Maven, npm):
 #   make run    set up, start the local Kafka broker, a worker and the demo (Ctrl-C stops all)
 #   make test   set up, start a test broker, lint and run every test, stop the broker
 SHELL := /bin/bash
@@ -14,18 +14,18 @@ TEST_KAFKA_PORT ?= 0
 
 .PHONY: run test unit chaos setup browser lint bench clean
 
-$(STAMP): pyproject.toml
+# The install's build step (setup.py) also fetches the dashboard's chart library with npm
+# into app/web/static/ (pinned in app/web/assets.py, integrity-checked, not in git); a
+# checkout that lost it installs again.
+$(CHARTS):
+$(STAMP): pyproject.toml setup.py app/web/assets.py $(CHARTS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	@touch $(STAMP)
 
-# The dashboard's chart library (pinned, integrity-checked, not in git).
-$(CHARTS): $(STAMP)
-	$(BIN)/python -m app.web.assets
-
-setup: $(STAMP) $(CHARTS)
+setup: $(STAMP)
 
 run: setup
 	$(BIN)/cps dev

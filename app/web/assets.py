@@ -1,51 +1,37 @@
-"""The dashboard's charting library, uPlot, fetched from the npm registry and served locally.
+"""The dashboard's chart library (uPlot), served by the worker from inside the package.
 
-Operators' networks are often closed, so the dashboard never loads anything
-from a CDN: `python -m app.web.assets` (run by `make` and the Dockerfile)
-downloads the pinned release once, checks its integrity hash, and keeps the
-two files the dashboard needs beside this module. The files are not in git.
+Operators' networks are often closed, so the dashboard loads nothing from a CDN. The
+package's build (setup.py) fetches the pinned release below with npm, checks it and
+puts these files beside this module; the worker only checks that they are here.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
-import sys
-import tarfile
-import urllib.request
 from pathlib import Path
 
+# Another release: its version, `npm view uplot@<version> dist.integrity`, and the sha256sum
+# of its two dist/ files below.
 UPLOT_VERSION = "1.6.32"
-UPLOT_TARBALL = f"https://registry.npmjs.org/uplot/-/uplot-{UPLOT_VERSION}.tgz"
-UPLOT_SHA512 = ("KIMVnG68zvu5XXUbC4LQEPnhwOxBuLyW1AHtpm6IKTXImkbLgkMy+jabjLgSLMasNuGGzQm/"
-                "ep3tOkyTxpiQIw==")
+# The integrity the registry publishes for that release's tarball.
+UPLOT_INTEGRITY = ("sha512-KIMVnG68zvu5XXUbC4LQEPnhwOxBuLyW1AHtpm6IKTXImkbLgkMy+jabjLgSLMasNuGG"
+                   "zQm/ep3tOkyTxpiQIw==")
 STATIC = Path(__file__).resolve().parent / "static"
-FILES = {"package/dist/uPlot.iife.min.js": "uPlot.iife.min.js",
-         "package/dist/uPlot.min.css": "uPlot.min.css"}
+# Each file the dashboard loads, and the SHA-256 of its copy in the pinned release.
+FILES = {
+    "uPlot.iife.min.js": "19c8d4c6ad88929a79f4ae49d6f7161566dfd0ba3d15cc495e974f787eb78f1f",
+    "uPlot.min.css": "df630c6a8d6f8eeaff264b50f73ce5b114f646ffd9a0bb74f049b0a00135fa04",
+}
 
 
-def installed() -> bool:
-    return all((STATIC / name).exists() for name in FILES.values())
+def unverified(directory: Path = STATIC) -> list[str]:
+    """The files missing from `directory` or differing from the pinned release's."""
+    return [name for name, sha256 in FILES.items()
+            if not (directory / name).is_file()
+            or hashlib.sha256((directory / name).read_bytes()).hexdigest() != sha256]
 
 
-def install() -> None:
-    if installed():
-        return
-    with urllib.request.urlopen(UPLOT_TARBALL, timeout=60) as response:
-        data = response.read()
-    digest = base64.b64encode(hashlib.sha512(data).digest()).decode()
-    if digest != UPLOT_SHA512:
-        raise SystemExit(f"uPlot {UPLOT_VERSION}: integrity check failed ({digest})")
-    STATIC.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
-        for member, name in FILES.items():
-            source = archive.extractfile(member)
-            if source is None:
-                raise SystemExit(f"uPlot {UPLOT_VERSION}: {member} missing from the package")
-            (STATIC / name).write_bytes(source.read())
-
-
-if __name__ == "__main__":
-    install()
-    print(f"uPlot {UPLOT_VERSION} in {STATIC}", file=sys.stderr)
+def missing_message(names: list[str]) -> str:
+    return (f"the dashboard's chart library (uPlot {UPLOT_VERSION}) is missing or altered in "
+            f"{STATIC}: {', '.join(names)}. The package's build fetches it with npm: "
+            "reinstall the package with npm on the PATH (`make setup` for a checkout).")

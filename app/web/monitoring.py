@@ -7,6 +7,7 @@ any worker shows the whole engine.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +21,8 @@ from app.web.pages import page, table
 
 if TYPE_CHECKING:
     from app.bootstrap import Services
+
+logger = logging.getLogger(__name__)
 
 DASHBOARD = Path(__file__).resolve().parent / "dashboard.html"
 HOUR_MS = 3_600_000
@@ -55,6 +58,8 @@ async def merged_view(app, monitor: Monitor, since_ms: int, view_token: str) -> 
 def register(services: Services) -> None:
     """Serve `/monitor`, `/monitor/local`, `/lag`, `/alerts`, `/dashboard` and `/static`."""
     app, monitor, view_token = services.app, services.monitor, services.settings.view_token
+    if unverified := assets.unverified():
+        logger.error(assets.missing_message(unverified))
 
     @app.page("/monitor/local")
     class MonitorLocal(View):
@@ -106,12 +111,11 @@ def register(services: Services) -> None:
     @app.page("/static/{name}")
     class Static(View):
         async def get(self, request: Request, name: str) -> Response:
-            if name not in assets.FILES.values():
+            if name not in assets.FILES:
                 return self.notfound()
             path = assets.STATIC / name
             if not path.exists():
-                return self.text("chart library missing: run `python -m app.web.assets`",
-                                 status=503)
+                return self.text("chart library missing: see the worker's log", status=503)
             kind = "application/javascript" if name.endswith(".js") else "text/css"
             return self.bytes(path.read_bytes(), content_type=kind,
                               headers={"Cache-Control": "public, max-age=86400"})
