@@ -21,6 +21,8 @@ $(CHARTS):
 $(STAMP): pyproject.toml setup.py app/web/assets.py $(CHARTS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@command -v npm >/dev/null || [ -f $(CHARTS) ] || { \
+	  $(call apt_install,npm,to fetch the dashboard's chart library); }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	@touch $(STAMP)
@@ -30,14 +32,18 @@ setup: $(STAMP)
 run: setup
 	$(BIN)/cps dev
 
-# The dashboard test drives Debian's Chromium; install it when missing (root or sudo).
+# $(call apt_install,PACKAGES,WHY): install Debian packages (as root or with sudo).
+define apt_install
+	SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	echo "installing Debian's $(1) $(2)"; \
+	$$SUDO apt-get install -y -q $(1) >/dev/null 2>&1 || \
+	{ $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $(1) >/dev/null; }
+endef
+
+# The dashboard test drives Debian's Chromium; install it when missing.
 browser:
 	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  echo "installing Debian's chromium and chromium-driver for the dashboard test"; \
-	  $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
-	  { $$SUDO apt-get update -q >/dev/null && \
-	    $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null; }; \
+	  $(call apt_install,chromium chromium-driver,for the dashboard test); \
 	fi
 
 # $(call with_test_broker,COMMAND): run COMMAND with CPS_BROKER set to a fresh test
