@@ -8,7 +8,7 @@ from pathlib import Path
 
 from app.bootstrap import build
 from app.config.settings import Settings
-from app.engine.faust import internals
+from app.engine.faust.delivery import engine_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,8 +42,8 @@ def test_two_engines_in_one_process_keep_to_themselves(tmp_path):
         table.table.name for table in second.engine.tables}
     assert first.engine.tables[0] is not second.engine.tables[0]
     # Each app's consumer hands its messages to its own engine.
-    assert internals.engine_of(first.app) is first.engine
-    assert internals.engine_of(second.app) is second.engine
+    assert engine_of(first.app) is first.engine
+    assert engine_of(second.app) is second.engine
     assert sorted(first.app.agents) == ["allocation", "attribution", "balances", "billing",
                                         "configuration",
                                         "orders", "plans", "promoter_orders"]
