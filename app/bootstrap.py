@@ -130,16 +130,16 @@ def _services(settings: Settings) -> Services:
     topics = Topics(settings.topic_prefix)
     app = create_app(settings, connection)
     adapter.install()
-    adapter.attach(app, fetch_max_wait_ms=settings.fetch_max_wait_ms,
-                   rocksdb_memory_bytes=settings.rocksdb_memory_mb * 1024 * 1024)
+    adapted = adapter.attach(app, fetch_max_wait_ms=settings.fetch_max_wait_ms,
+                             rocksdb_memory_bytes=settings.rocksdb_memory_mb * 1024 * 1024)
     topology = Topology(settings.partitions)
     engine = Engine(
         app, connection=connection, topology=topology, partitions=settings.partitions,
         deadletter_topic=topics.deadletter, commit_linger_ms=settings.commit_linger_ms,
         commit_max_events=settings.commit_max_events,
         commit_max_records=settings.commit_max_records,
-        rocksdb_options={"write_buffer_size": 8 * 1024 * 1024,
-                         "max_write_buffer_number": 2})
+        rocksdb_options={"write_buffer_size": 8 * 1024 * 1024, "max_write_buffer_number": 2,
+                         **adapted.rocksdb_memory.table_options()})
     delivery.deliver_to(engine)
     state = State(
         attribution=tables.attribution.define(engine),

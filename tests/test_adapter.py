@@ -109,17 +109,24 @@ def test_every_rocksdb_counts_its_write_buffers_in_one_shared_budget(monkeypatch
 
     from faust.stores.rocksdb import RocksDBOptions
 
-    # The patch is process-wide: restored after the test for the tests that follow.
-    monkeypatch.setattr(RocksDBOptions, "as_options", RocksDBOptions.as_options)
+    # As install() makes it, restored after the test.
+    monkeypatch.setattr(RocksDBOptions, "as_options", rocksdb_memory._as_options)
     budget = 64 * 1024 * 1024
-    cache = rocksdb_memory.share(SimpleNamespace(), budget).cache
-    options = RocksDBOptions(write_buffer_size=4 * 1024 * 1024, max_write_buffer_number=2)
+    memory = rocksdb_memory.share(SimpleNamespace(), budget)
+    sizes = {"write_buffer_size": 4 * 1024 * 1024, "max_write_buffer_number": 2}
+    options = RocksDBOptions(**sizes, **memory.table_options())
     databases = [options.open(tmp_path / f"db{n}") for n in range(4)]
-    assert cache.get_usage() < 1024 * 1024
+    assert memory.cache.get_usage() < 1024 * 1024
     for db in databases:
         for n in range(3_000):
             db[b"key-%d" % n] = b"x" * 1000
     # About 12 MiB of memtables across the four, charged to the one cache.
-    assert 8 * 1024 * 1024 < cache.get_usage() <= budget
-    for db in databases:
+    charged = memory.cache.get_usage()
+    assert 8 * 1024 * 1024 < charged <= budget
+    # A database whose options carry no budget keeps Faust's own cache.
+    other = RocksDBOptions(**sizes).open(tmp_path / "other")
+    for n in range(3_000):
+        other[b"key-%d" % n] = b"x" * 1000
+    assert memory.cache.get_usage() - charged < 1024 * 1024
+    for db in (*databases, other):
         db.close()

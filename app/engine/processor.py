@@ -56,7 +56,7 @@ class Engine(Service):
     def __init__(self, app, *, connection: KafkaConnection, topology: Topology,
                  partitions: int, deadletter_topic: str, commit_linger_ms: int,
                  commit_max_events: int, commit_max_records: int,
-                 rocksdb_options: dict[str, int],
+                 rocksdb_options: dict[str, Any],
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.app = app

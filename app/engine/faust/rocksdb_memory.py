@@ -8,6 +8,11 @@ here: up to 136 x (16 MiB + 2 x 8 MiB), 4.3 GiB). One LRU cache holds the
 blocks of all of them, and a write buffer manager counts their memtables in
 that cache, flushing the largest once they pass half of it.
 
+Each engine has a budget of its own: the budget travels in its tables'
+options (`table_options()`, kept by Faust's `RocksDBOptions` among its extra
+options), and `RocksDBOptions.as_options`, replaced once per process, applies
+the budget of the options it is asked for; options without one stay Faust's.
+
 Upstream: no upstream issue found.
 """
 
@@ -23,6 +28,8 @@ from app.engine.faust.attached import attach_state
 from app.engine.faust.patching import Patch, PrivateAttribute
 
 _faust_rocksdb_options = RocksDBOptions.as_options
+# The key of a table option no RocksDB setting is named after.
+_TABLE_OPTION = "cps_shared_memory"
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,6 +46,10 @@ class SharedMemory:
         return cls(cache, rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(
             budget_bytes // 2, False, cache))
 
+    def table_options(self) -> dict[str, Any]:
+        """What a table's options carry for its databases to use this budget."""
+        return {_TABLE_OPTION: self}
+
     def applied_to(self, options: RocksDBOptions) -> rocksdict.Options:
         """Faust's options of a database, its cache and write buffers this budget's."""
         made = _faust_rocksdb_options(options)
@@ -54,15 +65,17 @@ class SharedMemory:
 
 
 def share(app: Any, budget_bytes: int) -> SharedMemory:
-    """Make every RocksDB that Faust opens share one budget of `budget_bytes`."""
+    """`app`'s budget of `budget_bytes`, for the tables whose options carry it."""
     memory = attach_state(app).rocksdb_memory = SharedMemory.of(budget_bytes)
-
-    def as_options(self: RocksDBOptions) -> rocksdict.Options:
-        return memory.applied_to(self)
-
-    RocksDBOptions.as_options = as_options
     return memory
 
 
-PATCHES: tuple[Patch, ...] = ()
+def _as_options(self: RocksDBOptions) -> rocksdict.Options:
+    memory = self.extra_options.get(_TABLE_OPTION)
+    if memory is None:
+        return _faust_rocksdb_options(self)
+    return memory.applied_to(self)
+
+
+PATCHES = (Patch(RocksDBOptions, "as_options", _as_options),)
 PRIVATE_ATTRIBUTES: tuple[PrivateAttribute, ...] = ()
