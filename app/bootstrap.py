@@ -36,7 +36,7 @@ from agents import (
 )
 from app.config.settings import Settings
 from app.domain.tokens import Signer
-from app.engine.faust import internals
+from app.engine.faust import adapter, delivery, table_access
 from app.engine.faust.app import create_app
 from app.engine.processor import Engine
 from app.kafka.connection import KafkaConnection
@@ -129,20 +129,18 @@ def _services(settings: Settings) -> Services:
     connection = KafkaConnection.from_settings(settings)
     topics = Topics(settings.topic_prefix)
     app = create_app(settings, connection)
-    internals.require()
-    internals.apply_fixes(app)
-    internals.batch_fetches(app, settings.fetch_max_wait_ms)
-    internals.fetch_in_sessions()
-    internals.share_rocksdb_memory(settings.rocksdb_memory_mb * 1024 * 1024)
+    adapter.install()
+    adapted = adapter.attach(app, fetch_max_wait_ms=settings.fetch_max_wait_ms,
+                             rocksdb_memory_bytes=settings.rocksdb_memory_mb * 1024 * 1024)
     topology = Topology(settings.partitions)
     engine = Engine(
         app, connection=connection, topology=topology, partitions=settings.partitions,
         deadletter_topic=topics.deadletter, commit_linger_ms=settings.commit_linger_ms,
         commit_max_events=settings.commit_max_events,
         commit_max_records=settings.commit_max_records,
-        rocksdb_options={"write_buffer_size": 8 * 1024 * 1024,
-                         "max_write_buffer_number": 2})
-    internals.deliver_to(engine)
+        rocksdb_options={"write_buffer_size": 8 * 1024 * 1024, "max_write_buffer_number": 2,
+                         **adapted.rocksdb_memory.table_options()})
+    delivery.deliver_to(engine)
     state = State(
         attribution=tables.attribution.define(engine),
         billing=tables.billing.define(engine),
@@ -207,8 +205,8 @@ def _start_services_with_the_app(services: Services) -> None:
 
     async def start_services() -> Any:
         """Start the engine and the catalog once the app runs (after the first recovery)."""
-        await internals.route_tables(app, [table.changelog_topic
-                                           for table in services.engine.tables])
+        await table_access.route_tables(app, [table.changelog_topic
+                                              for table in services.engine.tables])
         await app.add_runtime_dependency(services.catalog)
         await app.add_runtime_dependency(services.engine)
         await app.add_runtime_dependency(services.spool_publisher)

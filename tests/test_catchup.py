@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.engine.catchup import Barriers
-from app.engine.faust.internals import consumed_positions, fetched_ends
+from app.engine.faust.fetch_state import consumed_positions, fetched_ends
 from app.kafka.connection import KafkaConnection
 
 CLICKS, REKEYED = "clicks", "clicks-by-buyer"

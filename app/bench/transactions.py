@@ -25,9 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.producer import sender as aiokafka_sender
 
-from app.engine.faust.internals import CONCURRENT_TRANSACTIONS_RETRY_S
+from app.engine.faust.transaction_pacing import paced_as_the_engine
 from app.engine.transactions import Record, send_batched
 from app.kafka.connection import PRODUCER_BATCH_BYTES, KafkaConnection
 from app.kafka.topics import Role, TopicSpec
@@ -105,8 +104,6 @@ def _timed(commit: Callable[[int], None], commits: int
 
 def _aiokafka_commits(shape: Shape) -> tuple[list[float], list[float], list[float]]:
     loop = asyncio.new_event_loop()
-    retry = aiokafka_sender.BACKOFF_OVERRIDE
-    aiokafka_sender.BACKOFF_OVERRIDE = CONCURRENT_TRANSACTIONS_RETRY_S  # as the engine runs
 
     async def start_producer() -> AIOKafkaProducer:  # made in the loop it runs in
         producer = AIOKafkaProducer(
@@ -127,15 +124,15 @@ def _aiokafka_commits(shape: Shape) -> tuple[list[float], list[float], list[floa
              for topic in shape.inputs for partition in range(PARTITIONS)}, group)
         await producer.commit_transaction()
 
-    try:
-        producer = loop.run_until_complete(start_producer())
+    with paced_as_the_engine():
         try:
-            return _timed(lambda n: loop.run_until_complete(commit(n)), shape.commits)
+            producer = loop.run_until_complete(start_producer())
+            try:
+                return _timed(lambda n: loop.run_until_complete(commit(n)), shape.commits)
+            finally:
+                loop.run_until_complete(producer.stop())
         finally:
-            loop.run_until_complete(producer.stop())
-    finally:
-        loop.close()
-        aiokafka_sender.BACKOFF_OVERRIDE = retry
+            loop.close()
 
 
 def _librdkafka_commits(shape: Shape) -> tuple[list[float], list[float], list[float]]:

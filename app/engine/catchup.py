@@ -142,7 +142,7 @@ class Barriers(Service):
         self.waits = Histogram()  # ms from a ticket's first ask until it was reached
         self.requests = 0         # end-offset requests sent
         self.from_fetches = 0     # tickets whose ends a fetch response had reported
-        # Set by the consumer's loop (internals.py) once it runs.
+        # Set by the consumer's loop (faust/delivery.py) once it runs.
         self.read_fetched_ends: FetchedEnds | None = None
         self._asks_broker = end_offsets is None
         self._end_offsets = end_offsets or self._ask_broker

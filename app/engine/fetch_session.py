@@ -23,7 +23,7 @@ Anything unexpected (an error answer, a fetch without an answer, a broker
 that answers without sessions) falls back to a full fetch, which closes the
 session the broker may still hold and opens a new one.
 
-No Kafka client here; internals.py fits it into aiokafka's fetcher.
+No Kafka client here; faust/fetch_sessions.py fits it into aiokafka's fetcher.
 """
 
 from __future__ import annotations

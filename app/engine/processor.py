@@ -35,6 +35,7 @@ from mode import Service
 from app.domain.metrics import Histogram
 from app.engine.catchup import Barriers, CatchUp
 from app.engine.context import Context, PartitionWork
+from app.engine.faust.slot_assignment import current_assignment
 from app.engine.forwarding import Forwarder
 from app.engine.handled import TopicBarrier, TopicBarriers
 from app.engine.slots import Slot, commit_slots
@@ -56,7 +57,7 @@ class Engine(Service):
     def __init__(self, app, *, connection: KafkaConnection, topology: Topology,
                  partitions: int, deadletter_topic: str, commit_linger_ms: int,
                  commit_max_events: int, commit_max_records: int,
-                 rocksdb_options: dict[str, int],
+                 rocksdb_options: dict[str, Any],
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.app = app
@@ -442,7 +443,7 @@ class Engine(Service):
         # Asked per partition and tick: Faust builds the whole assignment (every topic's
         # partitions) for each question, so the answer is kept until it assigns anew.
         assignor = self.app.assignor
-        assignment = getattr(assignor, "_assignment", None)
+        assignment = current_assignment(assignor)
         cached = self._assigned_cache
         if cached is not None and assignment is not None and cached[0] is assignment:
             return cached

@@ -17,7 +17,7 @@ from typing import Any
 
 import rocksdict
 
-from app.engine.faust.internals import rocksdb_of
+from app.engine.faust.table_access import rocksdb_of
 
 DELETED: Any = object()
 

@@ -7,7 +7,7 @@ creates a transactional producer per assigned partition on every rebalance,
 before table recovery starts, which fences a previous owner of the
 partition at the right moment; the producers of the larger slots are
 started at the same moment (`start_slot_producers`, called from Faust's
-rebalance, see internals.py). We drive the transactions ourselves, because
+rebalance, see faust/slot_producers.py). We drive the transactions ourselves, because
 Faust's own transaction path (a) picks the transaction by the *destination*
 partition, so a repartitioned output lands in another partition's
 transaction, (b) sends table changelog records through a buffer outside the
@@ -32,7 +32,7 @@ from aiokafka.errors import (
 )
 from aiokafka.producer.transaction_manager import TransactionState
 
-from app.engine.faust.internals import (
+from app.engine.faust.producers import (
     renew_transaction_producer,
     sender_dead,
     transaction_producer,

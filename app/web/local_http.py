@@ -17,5 +17,5 @@ async def serve(path: str, handler: Callable[[web.Request], Awaitable[web.Respon
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]
     return runner, f"http://127.0.0.1:{port}{path}"

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.consumer import consumer as aiokafka_consumer_module
 from conftest import create_topics
 
-from app.engine.faust import internals
+from app.engine.faust import fetch_sessions
 from app.kafka.connection import started
 
 TOPICS = 6
@@ -23,7 +23,7 @@ PARTITIONS = 4
 def fetches(monkeypatch) -> list[tuple[int, int, int]]:
     """(epoch, partitions named, partitions forgotten) of every session fetch sent."""
     sent: list[tuple[int, int, int]] = []
-    build = internals.SessionFetchRequest.build
+    build = fetch_sessions.SessionFetchRequest.build
 
     def noted(self, request_struct_class):
         struct = build(self, request_struct_class)
@@ -31,8 +31,8 @@ def fetches(monkeypatch) -> list[tuple[int, int, int]]:
                      sum(len(p) for _, p in struct.forgotten_topics_data)))
         return struct
 
-    monkeypatch.setattr(internals.SessionFetchRequest, "build", noted)
-    monkeypatch.setattr(aiokafka_consumer_module, "Fetcher", internals.SessionFetcher)
+    monkeypatch.setattr(fetch_sessions.SessionFetchRequest, "build", noted)
+    monkeypatch.setattr(aiokafka_consumer_module, "Fetcher", fetch_sessions.SessionFetcher)
     return sent
 
 

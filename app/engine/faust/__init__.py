@@ -1,2 +1,3 @@
-"""The adapter between the engine and Faust/aiokafka: the only place that reaches into
-their internals."""
+"""Faust and aiokafka as the engine uses them: the Faust app (app.py) and the adapter, the only
+place that reaches into their internals (adapter.py: `install()`, `attach()`; one module per
+adapted behaviour, each naming the upstream bug or limit it works around)."""
