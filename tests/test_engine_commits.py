@@ -83,7 +83,7 @@ def make_engine(partitions: int = 2, owned: set[int] | None = None
                     commit_max_records=1000,
                     rocksdb_options={})
     engine.transactions = held = HeldTransactions()
-    engine.forwarder = HeldForwarder()
+    engine.runtime.forwarder = HeldForwarder()
     return engine, app, held
 
 
@@ -185,11 +185,11 @@ def test_offsets_wait_until_the_forwarded_records_are_acknowledged():
         held.gate((0, 2)).set()
         engine.deliver(message(0, 5))
         engine.deliver(message(0, 6))
-        assert len(engine.forwarder.sent) == 2  # sent at once, not at the commit
+        assert len(engine.runtime.forwarder.sent) == 2  # sent at once, not at the commit
         committing = asyncio.ensure_future(engine.commit_all())
         await settle()
         assert held.started == []
-        engine.forwarder.delivered.set_result(None)
+        engine.runtime.forwarder.delivered.set_result(None)
         await committing
         assert [(slot, records, offsets) for slot, records, offsets in held.committed] == [
             ((0, 2), [], {(INPUT, 0): 7})]
@@ -206,7 +206,7 @@ def test_a_failed_forward_commits_nothing_and_restarts_the_worker():
         engine.deliver(message(0, 5))
         committing = asyncio.ensure_future(engine.commit_all())
         await settle()
-        engine.forwarder.delivered.set_exception(RuntimeError("producer gone"))
+        engine.runtime.forwarder.delivered.set_exception(RuntimeError("producer gone"))
         await committing
         await settle()
         assert held.started == []

@@ -37,6 +37,8 @@ from app.engine.catchup import Barriers, CatchUp
 from app.engine.context import Context, PartitionWork
 from app.engine.forwarding import Forwarder
 from app.engine.handled import TopicBarrier, TopicBarriers
+from app.engine.handler_context import Handler, Hook, Tick
+from app.engine.runtime import PartitionRuntime
 from app.engine.slots import Slot, commit_slots
 from app.engine.state import DELETED, StateTable
 from app.engine.transactions import PartitionLost, Record, SlotTransactions, compact
@@ -45,10 +47,6 @@ from app.kafka.topology import Topology
 from app.records.fields import InvalidEvent
 
 logger = logging.getLogger(__name__)
-
-Handler = Callable[["Context", bytes | None, bytes | None], None]
-Tick = Callable[["Context"], None]
-
 
 class Engine(Service):
     """Partitioned, transactional processing shared by all agents of a worker."""
@@ -60,18 +58,19 @@ class Engine(Service):
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.app = app
-        self.forwarder = Forwarder(connection, client_id=app.conf.id)
-        self.add_dependency(self.forwarder)
+        forwarder = Forwarder(connection, client_id=app.conf.id)
+        self.add_dependency(forwarder)
+        self.runtime = PartitionRuntime(partitions=partitions, topology=topology,
+                                        forwarder=forwarder, deadletter_topic=deadletter_topic,
+                                        holds_too_much=self.holds_too_much)
         self.barriers = Barriers(connection, run_in_partition=self._run_in_partition)
         self.add_dependency(self.barriers)
         self.topic_barriers = TopicBarriers(connection, group_id=app.conf.id,
                                             partitions=partitions,
                                             run_in_partition=self._run_in_partition)
         self.add_dependency(self.topic_barriers)
-        self.topology = topology
         self.partitions = partitions
         self.rocksdb_options = rocksdb_options
-        self.deadletter_topic = deadletter_topic
         self.linger_s = commit_linger_ms / 1000
         self.max_events = commit_max_events
         self.max_records = commit_max_records
@@ -85,8 +84,6 @@ class Engine(Service):
         self.gates: list[Callable[[], bool]] = []
         self._opened = False
         self.tables: list[StateTable] = []
-        self.dead_letters = 0
-        self.dead_letter_reasons: Counter[str] = Counter()
         self.events_processed = 0
         self.largest_commit = 0  # records (outputs and changelog) in one transaction, at most
         self.records_committed = 0
@@ -94,7 +91,6 @@ class Engine(Service):
         self._pending: dict[int, PartitionWork] = {}
         self._contexts: dict[int, Context] = {}
         self._committing: dict[int, PartitionWork] = {}
-        self._caches: dict[int, dict[Callable, Any]] = {}
         self._lost: set[int] = set()
         self._crash: asyncio.Future | None = None
         # Why this worker must restart from committed state; the command running the
@@ -151,12 +147,12 @@ class Engine(Service):
 
         self.app.agent(source, name=name)(consume)
 
-    def catch_up(self, topics: Iterable[str], hook: Callable[[Context, int], None]) -> CatchUp:
+    def catch_up(self, topics: Iterable[str], hook: Hook) -> CatchUp:
         """A barrier over `topics`: handlers ask it for tickets; `hook(ctx, ticket)` runs in
         the partition once each of those topics is read as far as it reached after the ask."""
         return self.barriers.add(topics, hook)
 
-    def after_handled(self, topic: str, hook: Callable[[Context, int], None]) -> TopicBarrier:
+    def after_handled(self, topic: str, hook: Hook) -> TopicBarrier:
         """A barrier over every partition of `topic`: handlers ask it for tickets;
         `hook(ctx, ticket)` runs in the partition once the engine's group has handled each
         partition of the topic as far as it reached after the ask (handled.py)."""
@@ -247,15 +243,16 @@ class Engine(Service):
         if context is None:
             work = self._pending[partition] = PartitionWork()
             context = self._contexts[partition] = Context(
-                self, partition, work, self._committing.get(partition))
+                self.runtime, partition, work, self._committing.get(partition))
         return context
 
-    def partition_cache(self, context: Context, factory: Callable[[Context], Any]) -> Any:
-        caches = self._caches.setdefault(context.partition, {})
-        value = caches.get(factory)
-        if value is None:
-            value = caches[factory] = factory(context)
-        return value
+    @property
+    def dead_letters(self) -> int:
+        return self.runtime.dead_letters
+
+    @property
+    def dead_letter_reasons(self) -> Counter[str]:
+        return self.runtime.dead_letter_reasons
 
     # -- committing ---------------------------------------------------------
 
@@ -474,7 +471,7 @@ class Engine(Service):
         committing = self._committing.pop(partition, None)
         if committing is not None:
             self._committing_records -= len(committing.records)
-        self._caches.pop(partition, None)
+        self.runtime.forget_caches(partition)
         self.barriers.forget([partition])
         self.topic_barriers.forget({partition})
 
@@ -482,7 +479,7 @@ class Engine(Service):
         partitions = {tp.partition for tp in assigned if tp.topic == self.anchor_topic}
         self._lost -= partitions
         for partition in partitions:
-            self._caches.pop(partition, None)
+            self.runtime.forget_caches(partition)
         self.barriers.forget(partitions)
         self.topic_barriers.forget(partitions)
 
