@@ -15,7 +15,7 @@ import bisect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from app.engine.handler_context import Cached, Handler, HandlerContext, InputMessage
+from app.engine.handler_context import Cached, Handler, HandlerContext, InputMessage, Tick
 from app.engine.partitioning import partition_for
 from app.records.fields import InvalidEvent
 
@@ -165,6 +165,11 @@ class MemoryContext:
             self.dead_letter(str(exc))
         finally:
             self.message = None
+
+    def run(self, action: Tick) -> None:
+        """Run a timer or a barrier's hook in the partition."""
+        self.message = None
+        action(self)
 
     def commit(self) -> None:
         """What the engine's commit does for `backlogged()`: what was sent is held no more."""
