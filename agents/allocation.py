@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
@@ -31,6 +31,7 @@ from app.domain.periods import time_zone
 from app.domain.plans import EVENT, PAUSED, Plan, fire_times
 from app.domain.plans import STOPPED as PLAN_STOPPED
 from app.domain.triggers import occurrence_id
+from app.engine.handler_context import HandlerContext
 from app.records.allocation import (
     END,
     AssignRequest,
@@ -89,7 +90,7 @@ class Allocator:
 
     # -- requests and task ends, in the shop's partition -----------------------------
 
-    def on_request(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+    def on_request(self, ctx: HandlerContext, key: bytes | None, value: bytes | None) -> None:
         request = decode_assign_request(key, value, self.rules.partitions)
         if request.kind == END:
             ends_key = _key(_ms(request.fire_ms), request.shop_id, request.occurrence_id)
@@ -107,7 +108,7 @@ class Allocator:
             request.shop_id, _ms(request.fire_ms), b"%020d" % (PRIORITY_OFFSET - priority),
             request.plan_id, request.buyer_id, request.occurrence_id), request)
 
-    def on_assignment(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+    def on_assignment(self, ctx: HandlerContext, key: bytes | None, value: bytes | None) -> None:
         """An assignment in its operator's partition: kept for the operator's view, once."""
         found = decode_assignment(key, value)
         stored = _key(found["operator_id"], _ms(found["ts_ms"]), found["assignment_id"])
@@ -116,7 +117,7 @@ class Allocator:
 
     # -- the timer: allocate what is ready ----------------------------------------------
 
-    def allocate_ready(self, ctx: Any) -> None:
+    def allocate_ready(self, ctx: HandlerContext) -> None:
         """Allocate the ready requests of the partition's shops, a page per tick: a
         group (fire time, priority, plan) after another in key order; a paused plan's
         and a fire time still waiting for its tasks are passed over."""
@@ -133,7 +134,7 @@ class Allocator:
             budget -= self._allocate_group(ctx, group, budget)
         self._forget_old(ctx)
 
-    def _allocate_group(self, ctx: Any, group: bytes, budget: int) -> int:
+    def _allocate_group(self, ctx: HandlerContext, group: bytes, budget: int) -> int:
         shop, fire, _priority, plan_id = (part.decode() for part in group[:-1].split(SEP))
         fire_ms = int(fire)
         plan = self.catalog.plans.get(plan_id)
@@ -153,7 +154,7 @@ class Allocator:
                 self._allocate_one(ctx, plan, request)
         return len(keys)
 
-    def _ready(self, ctx: Any, shop_id: str, fire_ms: int) -> bool:
+    def _ready(self, ctx: HandlerContext, shop_id: str, fire_ms: int) -> bool:
         """Every buyer partition finished its task of each active `assign` plan of the shop
         firing at `fire_ms`, or the fire time is older than the lateness limit."""
         if ctx.now_ms - fire_ms > self.rules.max_lateness_ms:
@@ -179,7 +180,7 @@ class Allocator:
         self._fires[plan.plan_id, fire_ms] = (plan, fires)
         return fires
 
-    def _allocate_one(self, ctx: Any, plan: Plan, request: AssignRequest) -> None:
+    def _allocate_one(self, ctx: HandlerContext, plan: Plan, request: AssignRequest) -> None:
         tables, buyer_id, shop_id = self.tables, request.buyer_id, request.shop_id
         assert buyer_id is not None
         done_key = self._allocation_key(request)
@@ -213,14 +214,14 @@ class Allocator:
                 to=plan.action.sink if self.sinks.configured(plan.action.sink) else None)
         self._record(ctx, request, "sent", operator_id)
 
-    def _record(self, ctx: Any, request: AssignRequest, kind: str, ref: str) -> None:
+    def _record(self, ctx: HandlerContext, request: AssignRequest, kind: str, ref: str) -> None:
         assert request.buyer_id is not None
         record = OperationRecord(record_id(request.occurrence_id, request.buyer_id, kind),
                                  request.plan_id, request.occurrence_id, request.buyer_id,
                                  request.shop_id, request.variant, kind, ref, ctx.now_ms)
         ctx.send(self.topics.operation_records, request.buyer_id.encode(), record.encode())
 
-    def _forget_old(self, ctx: Any) -> None:
+    def _forget_old(self, ctx: HandlerContext) -> None:
         """Allocations, task ends and days' assignments older than `KEPT_MS`, a page a tick
         (their keys begin with the fire time or the day)."""
         oldest = _ms(ctx.now_ms - KEPT_MS)

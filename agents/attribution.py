@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from app.domain import clicks as click_history
 from app.domain.attribution import (
@@ -39,6 +39,7 @@ from app.domain.attribution import (
 )
 from app.domain.model import Channel, Click, OrderEvent, OrderFacts, Shop
 from app.domain.tokens import TRACKING, Signer, TokenError, click_from_tracking
+from app.engine.handler_context import HandlerContext, Hook
 from app.records.inputs import decode_click, decode_rekeyed_click, decode_rekeyed_order
 from app.records.outputs import encode_attribution
 from app.sinks.fanout import fan_out
@@ -55,15 +56,15 @@ class Catalog(Protocol):
 
 
 class CatchUp(Protocol):
-    def request(self, ctx: Any) -> int: ...
+    def request(self, ctx: HandlerContext) -> int: ...
 
 
 class BuyerObserver(Protocol):
     """Told of each new click and each order event in the buyer's partition (plans)."""
 
-    def on_click(self, ctx: Any, click: Click) -> None: ...
+    def on_click(self, ctx: HandlerContext, click: Click) -> None: ...
 
-    def on_order(self, ctx: Any, event: OrderEvent) -> None: ...
+    def on_order(self, ctx: HandlerContext, event: OrderEvent) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +87,8 @@ class Attributor:
 
     def __init__(self, *, topics: AttributionTopics, tables: AttributionTables,
                  rules: AttributionRules, catalog: Catalog, signer: Signer,
-                 catch_up: Callable[[Iterable[str], Callable[[Any, int], None]], CatchUp],
-                 published: Callable[[Any, Attribution], None],
+                 catch_up: Callable[[Iterable[str], Hook], CatchUp],
+                 published: Callable[[HandlerContext, Attribution], None],
                  observers: Sequence[BuyerObserver] = ()) -> None:
         self.topics = topics
         self.observers = observers
@@ -101,33 +102,33 @@ class Attributor:
 
     # -- handlers ------------------------------------------------------------------
 
-    def on_click(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+    def on_click(self, ctx: HandlerContext, key: bytes | None, value: bytes | None) -> None:
         click = decode_click(value)
         # Forwarded at once, outside the transaction: a second copy after a crash is
         # harmless here (clicks are deduplicated by id).
         if ctx.route(click.buyer_id.encode(), self.topics.clicks_by_buyer, value, at_once=True):
             self._record_click(ctx, click)
 
-    def on_rekeyed_click(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+    def on_rekeyed_click(self, ctx: HandlerContext, key: bytes | None, value: bytes | None) -> None:
         self._record_click(ctx, decode_rekeyed_click(key, value))
 
-    def on_order_event(self, ctx: Any, event: OrderEvent) -> None:
+    def on_order_event(self, ctx: HandlerContext, event: OrderEvent) -> None:
         """An order event in its buyer's partition (routed by the orders pipeline)."""
         for observer in self.observers:
             observer.on_order(ctx, event)
         self._order_event(ctx, event.facts())
 
-    def on_rekeyed_order(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+    def on_rekeyed_order(self, ctx: HandlerContext, key: bytes | None, value: bytes | None) -> None:
         self.on_order_event(ctx, decode_rekeyed_order(key, value, "buyer_id"))
 
-    def expire_waiting_orders(self, ctx: Any) -> None:
+    def expire_waiting_orders(self, ctx: HandlerContext) -> None:
         """Timer: decide what a catch-up left ready; re-try the orders whose grace period is
         over, once the clicks are read."""
         index = ctx.cache(self._load_waiting_index)
         self._decide_ready(ctx, index)
         self._retry_once_clicks_read(ctx, index, index.due(ctx.now_ms))
 
-    def decide_caught_up(self, ctx: Any, ticket: int) -> None:
+    def decide_caught_up(self, ctx: HandlerContext, ticket: int) -> None:
         """Catch-up hook: decide the orders behind `ticket`, now that their clicks are read."""
         index = ctx.cache(self._load_waiting_index)
         index.reach(ticket)
@@ -135,7 +136,7 @@ class Attributor:
 
     # -- inside ----------------------------------------------------------------------
 
-    def _decide_ready(self, ctx: Any, index: WaitingIndex) -> None:
+    def _decide_ready(self, ctx: HandlerContext, index: WaitingIndex) -> None:
         """Decide ready orders until the worker holds a commit's worth of records; the
         timer goes on with the rest. At the end of a backlog one catch-up frees every order
         of the partition at once (they waited for the whole click backlog), and deciding
@@ -151,7 +152,7 @@ class Attributor:
             elif not waiting.held:
                 ctx.put(self.tables.order_waits, order_key, hold(waiting))
 
-    def _record_click(self, ctx: Any, click: Click) -> None:
+    def _record_click(self, ctx: HandlerContext, click: Click) -> None:
         buyer_key = click.buyer_id.encode()
         rules = self.rules
         history = ctx.get(self.tables.clicks, buyer_key) or []
@@ -167,7 +168,7 @@ class Attributor:
         index = ctx.cache(self._load_waiting_index)
         self._retry_once_clicks_read(ctx, index, index.of_buyer(click.buyer_id))
 
-    def _order_event(self, ctx: Any, facts: OrderFacts) -> None:
+    def _order_event(self, ctx: HandlerContext, facts: OrderFacts) -> None:
         order_key = facts.order_id.encode()
         if ctx.get(self.tables.attributed, order_key) is not None:
             return  # one attribution per order; later events change nothing
@@ -185,7 +186,7 @@ class Attributor:
         if may_decide(stored, waiting):
             self._retry_once_clicks_read(ctx, index, [facts.order_id])
 
-    def _retry_once_clicks_read(self, ctx: Any, index: WaitingIndex,
+    def _retry_once_clicks_read(self, ctx: HandlerContext, index: WaitingIndex,
                                 order_ids: list[str]) -> None:
         """Decide `order_ids` (again) once the partition's clicks now in Kafka are read."""
         if order_ids:
@@ -193,7 +194,7 @@ class Attributor:
             for order_id in order_ids:
                 index.behind(order_id, ticket)
 
-    def _decide(self, ctx: Any, facts: OrderFacts) -> Decision:
+    def _decide(self, ctx: HandlerContext, facts: OrderFacts) -> Decision:
         history = ctx.get(self.tables.clicks, facts.buyer_id.encode()) or []
         return decide(facts, history, self.catalog.shop(facts.shop_id), self.catalog.channel,
                       self._tracked_click(facts))
@@ -208,7 +209,7 @@ class Attributor:
         except TokenError:
             return None
 
-    def _publish(self, ctx: Any, waiting: Waiting, decision: Decision) -> None:
+    def _publish(self, ctx: HandlerContext, waiting: Waiting, decision: Decision) -> None:
         facts = waiting.facts
         order_key = facts.order_id.encode()
         ctx.delete(self.tables.order_waits, order_key)
@@ -221,7 +222,7 @@ class Attributor:
         ctx.put(self.tables.attributed, order_key, result.attributed_ms)
         self.published(ctx, result)
 
-    def _load_waiting_index(self, ctx: Any) -> WaitingIndex:
+    def _load_waiting_index(self, ctx: HandlerContext) -> WaitingIndex:
         """The partition's waiting orders, all re-tried once the clicks are read (after a
         restart or a rebalance nobody knows which of them were about to be decided)."""
         index = WaitingIndex()
@@ -237,7 +238,7 @@ def register(services: Services, observers: Sequence[BuyerObserver] = ()) -> Att
     topics, settings, engine = services.topics, services.settings, services.engine
     monitor, sink_registry = services.monitor, services.sink_registry
 
-    def published(ctx: Any, result: Attribution) -> None:
+    def published(ctx: HandlerContext, result: Attribution) -> None:
         monitor.record_attribution(result.ts_ms, result.attributed_ms, result.click_ts_ms,
                                    result.delayed)
         fan_out(ctx, sink_registry, "attributions", result.order_id,

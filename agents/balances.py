@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from app.domain.balances import Balance, apply_settlement, is_new
+from app.engine.handler_context import HandlerContext
 from app.records.fields import InvalidEvent
 from app.records.outputs import decode_settlement
 from tables.balances import BalanceTables
@@ -17,7 +18,7 @@ class Balances:
     def __init__(self, tables: BalanceTables) -> None:
         self.tables = tables
 
-    def on_settlement(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+    def on_settlement(self, ctx: HandlerContext, key: bytes | None, value: bytes | None) -> None:
         settlement = decode_settlement(value)
         account_key = settlement.account_id.encode()
         if not ctx.owns(account_key):

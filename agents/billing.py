@@ -11,12 +11,13 @@ CPS_SETTLEMENT_SCHEDULE cron against the wall clock.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from app.domain import ledger as money
 from app.domain.ledger import Ledger, Pricing, Source, Step
 from app.domain.model import OrderEvent
 from app.domain.schedule import Schedule
+from app.engine.handler_context import HandlerContext
 from app.records.fields import DEAD_LETTER_VALUE_BYTES
 from app.records.inputs import decode_rekeyed_order
 from app.records.outputs import (
@@ -38,9 +39,9 @@ SETTLE_BATCH = 2000
 class OrderCenter(Protocol):
     """What billing tells the order center (agents/order_center.py)."""
 
-    def note_order_event(self, ctx: Any, event: OrderEvent) -> bool: ...
+    def note_order_event(self, ctx: HandlerContext, event: OrderEvent) -> bool: ...
 
-    def note_attribution(self, ctx: Any, order_id: str, attribution: dict) -> None: ...
+    def note_attribution(self, ctx: HandlerContext, order_id: str, attribution: dict) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +64,10 @@ class Billing:
 
     # -- handlers ------------------------------------------------------------------
 
-    def on_rekeyed_order(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+    def on_rekeyed_order(self, ctx: HandlerContext, key: bytes | None, value: bytes | None) -> None:
         self.book(ctx, decode_rekeyed_order(key, value, "order_id"), value)
 
-    def book(self, ctx: Any, event: OrderEvent, value: bytes) -> None:
+    def book(self, ctx: HandlerContext, event: OrderEvent, value: bytes) -> None:
         """An order event in its order's partition: into the ledger and the timeline."""
         message = ctx.message
         origin = Source(message.topic, message.partition, message.offset, message.key,
@@ -79,14 +80,14 @@ class Billing:
                                fallback_channel=event.channel_id or event.fanstype)
         self._apply(ctx, ledger, step)
 
-    def on_attribution(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+    def on_attribution(self, ctx: HandlerContext, key: bytes | None, value: bytes | None) -> None:
         attribution = decode_attribution(key, value)
         self.order_center.note_attribution(ctx, attribution.order_id, asdict(attribution))
         ledger = self._ledger(ctx, attribution.order_id)
         self._apply(ctx, ledger,
                     money.record_attribution(ledger, attributed(attribution), self.pricing))
 
-    def settle_due_payees(self, ctx: Any) -> None:
+    def settle_due_payees(self, ctx: HandlerContext) -> None:
         """Timer: at each firing of the schedule, settle the payees whose due time has passed."""
         runs = ctx.cache(_SettlementRuns)
         firing = self.schedule.last_firing_ms(ctx.now_ms)
@@ -112,10 +113,10 @@ class Billing:
 
     # -- inside ----------------------------------------------------------------------
 
-    def _ledger(self, ctx: Any, order_id: str) -> Ledger:
+    def _ledger(self, ctx: HandlerContext, order_id: str) -> Ledger:
         return ctx.get(self.tables.ledgers, order_id.encode()) or Ledger(order_id)
 
-    def _apply(self, ctx: Any, before: Ledger, step: Step) -> None:
+    def _apply(self, ctx: HandlerContext, before: Ledger, step: Step) -> None:
         """Store the new ledger, publish its events and keep the settlement index current."""
         after = step.ledger
         order_key = after.order_id.encode()
@@ -142,7 +143,7 @@ class Billing:
         for due_ms, participant in new - old:
             ctx.put(self.tables.due_payees, due_key(due_ms, after.order_id, participant), b"")
 
-    def _order_status(self, ctx: Any, ledger: Ledger, status: str, ts_ms: int,
+    def _order_status(self, ctx: HandlerContext, ledger: Ledger, status: str, ts_ms: int,
                       refund_id: str | None, *, fallback_channel: str | None = None) -> None:
         """Tell the sinks (channel webhooks among them) that the order's status changed."""
         facts = _sink_facts(ledger, fallback_channel)
@@ -157,7 +158,7 @@ class Billing:
 class _SettlementRuns:
     """The schedule firing this partition has finished (rebuilt after a rebalance: run again)."""
 
-    def __init__(self, _ctx: Any) -> None:
+    def __init__(self, _ctx: HandlerContext) -> None:
         self.done_for: int | None = None
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from app.engine.handler_context import HandlerContext
 from app.records.configuration import (
     decode_activity,
     decode_channel,
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 def validated_by(decode: Callable[[bytes, bytes | None], Any]):
     """A handler that only decodes (a decoding error dead-letters the record)."""
-    def handle(ctx: Any, key: bytes | None, value: bytes | None) -> None:
+    def handle(ctx: HandlerContext, key: bytes | None, value: bytes | None) -> None:
         if value is not None:  # null deletes the entry
             decode(value, key)
     return handle

@@ -9,12 +9,13 @@ promoter's list, newest first.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 
 from app.domain.model import OrderEvent
 from app.domain.order_views import empty_view, promoter_order, with_attribution, with_event
+from app.engine.handler_context import HandlerContext
 from app.records.internal import decode_promoter_order
 from tables.order_center import OrderCenterTables
 
@@ -31,7 +32,7 @@ class OrderCenter:
         self.tables = tables
         self.by_promoter_topic = by_promoter_topic
 
-    def note_order_event(self, ctx: Any, event: OrderEvent) -> bool:
+    def note_order_event(self, ctx: HandlerContext, event: OrderEvent) -> bool:
         """Add an order event to its order's timeline; False when it was there already."""
         key = event.order_id.encode()
         refund_id = event.refund.refund_id if event.refund else None
@@ -42,7 +43,7 @@ class OrderCenter:
         ctx.put(self.tables.order_views, key, view)
         return True
 
-    def note_attribution(self, ctx: Any, order_id: str, attribution: dict) -> None:
+    def note_attribution(self, ctx: HandlerContext, order_id: str, attribution: dict) -> None:
         key = order_id.encode()
         view = with_attribution(ctx.get(self.tables.order_views, key) or empty_view(),
                                 attribution)
@@ -54,7 +55,8 @@ class OrderCenter:
             ctx.send(self.by_promoter_topic, promoter.encode(),
                      orjson.dumps(promoter_order(attribution)))
 
-    def on_promoter_order(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+    def on_promoter_order(self, ctx: HandlerContext, key: bytes | None, value: bytes | None
+                          ) -> None:
         summary = decode_promoter_order(key, value)
         ctx.put(self.tables.promoter_orders,
                 promoter_order_key(summary["promoter_id"], summary["ts_ms"],

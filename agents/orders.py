@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from app.domain.model import OrderEvent
+from app.engine.handler_context import HandlerContext
 from app.records.inputs import decode_order
 
 if TYPE_CHECKING:
@@ -22,14 +23,14 @@ if TYPE_CHECKING:
 
 class OrderRouter:
     def __init__(self, *, by_buyer_topic: str, by_order_topic: str,
-                 attribute: Callable[[Any, OrderEvent], None],
-                 book: Callable[[Any, OrderEvent, bytes], None]) -> None:
+                 attribute: Callable[[HandlerContext, OrderEvent], None],
+                 book: Callable[[HandlerContext, OrderEvent, bytes], None]) -> None:
         self.by_buyer_topic = by_buyer_topic
         self.by_order_topic = by_order_topic
         self.attribute = attribute
         self.book = book
 
-    def on_order(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+    def on_order(self, ctx: HandlerContext, key: bytes | None, value: bytes | None) -> None:
         event = decode_order(value)
         # At once, outside the transaction: attribution treats a second copy as a no-op
         # (one attribution per order); billing's copy goes with the transaction.

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
@@ -47,6 +47,7 @@ from app.domain.plans import ACTIVE, ASSIGN, EVENT, GRANT, MAX_CAP, PAUSED, Plan
 from app.domain.plans import STOPPED as PLAN_STOPPED
 from app.domain.throttle import PlanThrottle
 from app.domain.triggers import MISSED, occurrence_id, timing
+from app.engine.handler_context import HandlerContext, Hook
 from app.records.allocation import END, REQUEST, AssignRequest
 from app.records.fields import InvalidEvent
 from app.records.operations import (
@@ -78,10 +79,10 @@ OLD_TIMER_KEY = b"000"  # timer keys of earlier versions: a due time, 16 digits
 
 
 class CatchUp(Protocol):
-    def request(self, ctx: Any) -> int: ...
+    def request(self, ctx: HandlerContext) -> int: ...
 
 
-Barrier = Callable[[Any, int], None]
+Barrier = Hook
 
 
 class Settling:
@@ -173,24 +174,25 @@ class Operations:
 
     # -- profiles and lists -------------------------------------------------------
 
-    def on_member(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+    def on_member(self, ctx: HandlerContext, key: bytes | None, value: bytes | None) -> None:
         shop_id, buyer_id, member = decode_member(key, value)
         if self._here(ctx, buyer_id, "member", key, value):
             self._apply_member(ctx, shop_id, buyer_id, member)
 
-    def on_list_entry(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+    def on_list_entry(self, ctx: HandlerContext, key: bytes | None, value: bytes | None) -> None:
         list_id, buyer_id, on_list = decode_list_entry(key, value)
         if self._here(ctx, buyer_id, "list", key, value):
             self._apply_list_entry(ctx, list_id, buyer_id, on_list)
 
-    def on_rekeyed_profile(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+    def on_rekeyed_profile(self, ctx: HandlerContext, key: bytes | None, value: bytes | None
+                           ) -> None:
         kind, (first, buyer_id, entry) = decode_rekeyed_profile(key, value)
         if kind == "member":
             self._apply_member(ctx, first, buyer_id, entry)
         else:
             self._apply_list_entry(ctx, first, buyer_id, entry)
 
-    def _here(self, ctx: Any, buyer_id: str, kind: str, key: bytes | None,
+    def _here(self, ctx: HandlerContext, buyer_id: str, kind: str, key: bytes | None,
               value: bytes | None) -> bool:
         """True when the buyer's partition is this one; otherwise re-key the record there."""
         buyer_key = buyer_id.encode()
@@ -201,7 +203,7 @@ class Operations:
             "value": None if value is None else value.decode()}))
         return False
 
-    def _apply_member(self, ctx: Any, shop_id: str, buyer_id: str,
+    def _apply_member(self, ctx: HandlerContext, shop_id: str, buyer_id: str,
                       member: Member | None) -> None:
         pair = _pair(shop_id, buyer_id)
         if member is None:
@@ -209,7 +211,8 @@ class Operations:
         else:
             ctx.put(self.tables.members, pair, member)
 
-    def _apply_list_entry(self, ctx: Any, list_id: str, buyer_id: str, on_list: bool) -> None:
+    def _apply_list_entry(self, ctx: HandlerContext, list_id: str, buyer_id: str,
+                          on_list: bool) -> None:
         key = _pair(list_id, buyer_id)
         if on_list:
             ctx.put(self.tables.list_entries, key, True)
@@ -218,7 +221,7 @@ class Operations:
 
     # -- behaviour, from attribution's clicks and orders ----------------------------
 
-    def on_click(self, ctx: Any, click: Click) -> None:
+    def on_click(self, ctx: HandlerContext, click: Click) -> None:
         """A click in its buyer's partition: the buyer's behaviour, and event triggers."""
         pair = _pair(click.shop_id, click.buyer_id)
         facts = ctx.get(self.tables.behaviour, pair) or NO_FACTS
@@ -229,7 +232,7 @@ class Operations:
         for plan in self._event_plans(click.shop_id, "click_no_order"):
             self._arm(ctx, plan, click.buyer_id, click.click_id, click.ts_ms, str(click.ts_ms))
 
-    def on_order(self, ctx: Any, event: OrderEvent) -> None:
+    def on_order(self, ctx: HandlerContext, event: OrderEvent) -> None:
         """An order event in its buyer's partition: behaviour, event triggers, and what the
         buyer's exposures to plans led to."""
         pair = _pair(event.shop_id, event.buyer_id)
@@ -247,7 +250,7 @@ class Operations:
             self._arm(ctx, plan, event.buyer_id, f"{event.order_id}:{event.event}",
                       event.ts_ms, event.order_id)
 
-    def _arm(self, ctx: Any, plan: Plan, buyer_id: str, event_id: str, at_ms: int,
+    def _arm(self, ctx: HandlerContext, plan: Plan, buyer_id: str, event_id: str, at_ms: int,
              ref: str) -> None:
         occurrence = occurrence_id(plan.plan_id, event_id)
         due = at_ms + plan.trigger.delay_ms
@@ -266,7 +269,7 @@ class Operations:
 
     # -- outcomes: used, replenished, converted -------------------------------------
 
-    def _expose(self, ctx: Any, plan: Plan, occurrence: str, buyer_id: str,
+    def _expose(self, ctx: HandlerContext, plan: Plan, occurrence: str, buyer_id: str,
                 variant: str | None, grant_id: str | None) -> None:
         """Watch what an action (or a holdout decision) made now leads to."""
         pair = _pair(plan.shop_id, buyer_id)
@@ -280,7 +283,7 @@ class Operations:
         if any(at is not None and at > ctx.now_ms for _order, _amount, at in facts.paid):
             self._settle_later(ctx, pair, plan.shop_id, buyer_id)  # paid "in the future"
 
-    def _watch_order(self, ctx: Any, pair: bytes, event: OrderEvent) -> None:
+    def _watch_order(self, ctx: HandlerContext, pair: bytes, event: OrderEvent) -> None:
         watch = ctx.get(self.tables.watches, pair)
         if watch is None:
             return
@@ -290,14 +293,14 @@ class Operations:
         if after != watch or event.event == "paid":
             self._settle_later(ctx, pair, event.shop_id, event.buyer_id)
 
-    def _settle_later(self, ctx: Any, pair: bytes, shop_id: str, buyer_id: str) -> None:
+    def _settle_later(self, ctx: HandlerContext, pair: bytes, shop_id: str, buyer_id: str) -> None:
         settling = ctx.cache(self._load_settling)
         if ctx.get(self.tables.outcome_waits, pair) is not None:
             return  # waits already
         ctx.put(self.tables.outcome_waits, pair, (shop_id, buyer_id))
         settling.handled.append((self.orders_handled.request(ctx), pair))
 
-    def _load_settling(self, ctx: Any) -> Settling:
+    def _load_settling(self, ctx: HandlerContext) -> Settling:
         """After an assignment nobody knows how far the waiting buyers' orders were read:
         they all wait again."""
         settling = Settling()
@@ -310,18 +313,18 @@ class Operations:
             settling.handled.extend((ticket, key) for key in waiting)
         return settling
 
-    def _orders_handled(self, ctx: Any, ticket: int) -> None:
+    def _orders_handled(self, ctx: HandlerContext, ticket: int) -> None:
         settling = ctx.cache(self._load_settling)
         keys = _take_until(settling.handled, ticket)
         if keys:
             read = self.orders_read.request(ctx)
             settling.read.extend((read, key) for key in keys)
 
-    def _orders_read(self, ctx: Any, ticket: int) -> None:
+    def _orders_read(self, ctx: HandlerContext, ticket: int) -> None:
         for key in _take_until(ctx.cache(self._load_settling).read, ticket):
             self._settle(ctx, key)
 
-    def _settle(self, ctx: Any, pair: bytes) -> None:
+    def _settle(self, ctx: HandlerContext, pair: bytes) -> None:
         """Record what the buyer's exposures at the shop led to, from every order known."""
         waiting = ctx.get(self.tables.outcome_waits, pair)
         watch = ctx.get(self.tables.watches, pair)
@@ -338,7 +341,8 @@ class Operations:
         elif after != watch:
             ctx.put(self.tables.watches, pair, after)
 
-    def _record_outcome(self, ctx: Any, shop_id: str, buyer_id: str, outcome: Outcome) -> None:
+    def _record_outcome(self, ctx: HandlerContext, shop_id: str, buyer_id: str,
+                        outcome: Outcome) -> None:
         exposure = outcome.exposure
         record = OperationRecord(
             record_id(exposure.occurrence_id, buyer_id, outcome.kind), exposure.plan_id,
@@ -351,7 +355,7 @@ class Operations:
 
     # -- operation records -------------------------------------------------------------
 
-    def on_record(self, ctx: Any, key: bytes | None, value: bytes | None) -> None:
+    def on_record(self, ctx: HandlerContext, key: bytes | None, value: bytes | None) -> None:
         """Each operation record once: kept for the buyer's view, counted, fanned out."""
         record = decode_operation_record(value)
         if not ctx.owns(record.buyer_id.encode()):
@@ -371,7 +375,7 @@ class Operations:
 
     # -- the timer: start occurrences, page through them, fire due timers --------------
 
-    def execute(self, ctx: Any) -> None:
+    def execute(self, ctx: HandlerContext) -> None:
         self.throttle.set_share(self.share())  # once a tick: it walks the assignment
         runs = ctx.cache(self._load_runs)
         ctx.cache(self._load_settling)  # buyers left waiting by the partition's last owner
@@ -382,7 +386,7 @@ class Operations:
             self._run(ctx, occurrence, runs)
         self._fire_timers(ctx)
 
-    def _guarded(self, ctx: Any, plan: Plan, work: Callable[[], object]) -> bool:
+    def _guarded(self, ctx: HandlerContext, plan: Plan, work: Callable[[], object]) -> bool:
         """Do one plan's work of this tick. If it fails, the plan is marked failed in this
         partition (a progress row `<plan_id>@failed` with the reason, shown by /plans) and
         left alone until it is written again; every other plan, timer and handler goes
@@ -410,10 +414,10 @@ class Operations:
                 ctx.delete(self.tables.plan_progress, row)
         return True
 
-    def _inputs_read(self, ctx: Any, ticket: int) -> None:
+    def _inputs_read(self, ctx: HandlerContext, ticket: int) -> None:
         ctx.cache(self._load_runs).caught_up(ticket)
 
-    def _load_runs(self, ctx: Any) -> Runs:
+    def _load_runs(self, ctx: HandlerContext) -> Runs:
         """The occurrences whose task in this partition is not finished (in start order),
         all waiting for the inputs (after a restart nobody knows how far they were read)."""
         runs = Runs()
@@ -425,7 +429,7 @@ class Operations:
                 runs.wait(progress.occurrence_id, ticket)
         return runs
 
-    def _start_due(self, ctx: Any, plan: Plan, runs: Runs) -> None:
+    def _start_due(self, ctx: HandlerContext, plan: Plan, runs: Runs) -> None:
         plan_key = plan.plan_id.encode()
         after = ctx.get(self.tables.plan_fired, plan_key)
         if after is None:
@@ -459,7 +463,7 @@ class Operations:
         self._next_fire[plan.plan_id] = (plan, after, fire)
         return fire
 
-    def _run(self, ctx: Any, occurrence: str, runs: Runs) -> None:
+    def _run(self, ctx: HandlerContext, occurrence: str, runs: Runs) -> None:
         row = occurrence.encode()
         stored = ctx.get(self.tables.plan_progress, row)
         if stored is None or stored.state != RUNNING:
@@ -485,7 +489,7 @@ class Operations:
         if progress != stored:
             ctx.put(self.tables.plan_progress, row, progress)
 
-    def _page(self, ctx: Any, plan: Plan, progress: Progress) -> None:
+    def _page(self, ctx: HandlerContext, plan: Plan, progress: Progress) -> None:
         """Decide the next page of buyers; the progress is `done` when the partition has no
         buyer left."""
         buyers, complete = self._candidates(ctx, plan, progress.cursor)
@@ -499,7 +503,8 @@ class Operations:
         if complete:
             progress.state = DONE
 
-    def _candidates(self, ctx: Any, plan: Plan, cursor: str | None) -> tuple[list[str], bool]:
+    def _candidates(self, ctx: HandlerContext, plan: Plan, cursor: str | None
+                    ) -> tuple[list[str], bool]:
         """The next buyers of the plan's shop (a profile or behaviour there) or of its lists
         in this partition after `cursor`, in id order; and whether they are the last."""
         limit = self.rules.page
@@ -519,7 +524,7 @@ class Operations:
         ordered = sorted(buyer for buyer in found if bound is None or buyer <= bound)
         return [buyer.decode() for buyer in ordered], bound is None
 
-    def _decide(self, ctx: Any, plan: Plan, progress: Progress, occurrence: str,
+    def _decide(self, ctx: HandlerContext, plan: Plan, progress: Progress, occurrence: str,
                 buyer_id: str, *, too_late: bool = False, again: bool = False,
                 fire_ms: int | None = None) -> bool:
         """Decide one buyer and emit what it gives; False (nothing done) when the plan's
@@ -571,7 +576,7 @@ class Operations:
                        variant=decision.variant)
         return True
 
-    def _send_action(self, ctx: Any, plan: Plan, occurrence: str, buyer_id: str,
+    def _send_action(self, ctx: HandlerContext, plan: Plan, occurrence: str, buyer_id: str,
                      variant: str | None) -> None:
         ident = action_id(occurrence, buyer_id)
         action = encode_action(action_id=ident, plan=plan, occurrence_id=occurrence,
@@ -588,17 +593,17 @@ class Operations:
                 first_attempt_ms=ctx.now_ms, ts_ms=ctx.now_ms))
             self._record(ctx, plan, occurrence, buyer_id, variant, "failed", ref=error)
 
-    def _assign_request(self, ctx: Any, plan: Plan, request: AssignRequest) -> None:
+    def _assign_request(self, ctx: HandlerContext, plan: Plan, request: AssignRequest) -> None:
         ctx.send(self.topics.assign_requests, plan.shop_id.encode(), request.encode())
 
-    def _record(self, ctx: Any, plan: Plan, occurrence: str, buyer_id: str,
+    def _record(self, ctx: HandlerContext, plan: Plan, occurrence: str, buyer_id: str,
                 variant: str | None, kind: str, ref: str | None = None) -> None:
         record = OperationRecord(record_id(occurrence, buyer_id, kind), plan.plan_id,
                                  occurrence, buyer_id, plan.shop_id, variant, kind, ref,
                                  ctx.now_ms)
         ctx.send(self.topics.operation_records, buyer_id.encode(), record.encode())
 
-    def _fire_timers(self, ctx: Any) -> None:
+    def _fire_timers(self, ctx: HandlerContext) -> None:
         """Event triggers whose delay is over and deferred buyers whose quiet hours ended,
         plan by plan: a paused plan's timers (or one out of tokens) hold back no other's."""
         tables, after = self.tables, None
@@ -623,7 +628,7 @@ class Operations:
             self._guarded(ctx, plan, lambda plan=plan, prefix=prefix:
                           self._fire_plan_timers(ctx, plan, prefix))
 
-    def _fire_plan_timers(self, ctx: Any, plan: Plan, prefix: bytes) -> None:
+    def _fire_plan_timers(self, ctx: HandlerContext, plan: Plan, prefix: bytes) -> None:
         tables = self.tables
         for key in tables.plan_timers.keys_with_prefix(ctx.partition, prefix,
                                                         limit=self.rules.page):
@@ -648,7 +653,7 @@ class Operations:
             ctx.delete(tables.plan_timers, key)
             ctx.put(tables.plan_progress, row, progress)
 
-    def _rekey_old_timers(self, ctx: Any) -> None:
+    def _rekey_old_timers(self, ctx: HandlerContext) -> None:
         """Timers stored by earlier versions, keyed by due time alone, move to their plan."""
         for key in self.tables.plan_timers.keys_with_prefix(ctx.partition, OLD_TIMER_KEY,
                                                              limit=self.rules.page):
@@ -660,7 +665,7 @@ class Operations:
                         timer)
             ctx.delete(self.tables.plan_timers, key)
 
-    def _event_holds(self, ctx: Any, plan: Plan, timer: Timer) -> bool:
+    def _event_holds(self, ctx: HandlerContext, plan: Plan, timer: Timer) -> bool:
         facts = ctx.get(self.tables.behaviour, _pair(plan.shop_id, timer.buyer_id)) or NO_FACTS
         return (plan.live_at(timer.fire_ms, self.rules.default_tz)
                 and trigger_holds(facts, plan.trigger.on or "", timer.ref))
@@ -675,7 +680,7 @@ class Failures:
     """A partition's plans whose work failed (by plan id: the version that failed), and
     the plans whose stored failure row was looked for since the partition was assigned."""
 
-    def __init__(self, _ctx: Any) -> None:
+    def __init__(self, _ctx: HandlerContext) -> None:
         self.failed: dict[str, Plan] = {}
         self.checked: set[str] = set()
 

@@ -82,8 +82,8 @@ def make_engine(partitions: int = 2, owned: set[int] | None = None
                     deadletter_topic="deadletter", commit_linger_ms=0, commit_max_events=1000,
                     commit_max_records=1000,
                     rocksdb_options={})
-    engine.transactions = held = HeldTransactions()
-    engine.forwarder = HeldForwarder()
+    engine.checkpoint.transactions = held = HeldTransactions()
+    engine.runtime.forwarder = HeldForwarder()
     return engine, app, held
 
 
@@ -124,7 +124,7 @@ def test_a_slow_slot_does_not_hold_back_the_others():
         engine.pipeline("test", {INPUT: send_output})
         engine.deliver(message(0, 10))
         engine.deliver(message(2, 20))
-        engine._start_due_commits()
+        engine.checkpoint.start_due_commits()
         held.gate((2, 3)).set()  # the slot of 0 and 1 stays open
         await settle()
         assert [(slot, offsets) for slot, _records, offsets in held.committed] == [
@@ -132,7 +132,7 @@ def test_a_slow_slot_does_not_hold_back_the_others():
         # New work of a slot still committing waits for that commit, whichever partition.
         engine.deliver(message(1, 30))
         engine.deliver(message(2, 21))
-        engine._start_due_commits()
+        engine.checkpoint.start_due_commits()
         await settle()
         assert held.started == [(0, 2), (2, 3), (2, 3)]
         held.gate((0, 2)).set()
@@ -185,11 +185,11 @@ def test_offsets_wait_until_the_forwarded_records_are_acknowledged():
         held.gate((0, 2)).set()
         engine.deliver(message(0, 5))
         engine.deliver(message(0, 6))
-        assert len(engine.forwarder.sent) == 2  # sent at once, not at the commit
+        assert len(engine.runtime.forwarder.sent) == 2  # sent at once, not at the commit
         committing = asyncio.ensure_future(engine.commit_all())
         await settle()
         assert held.started == []
-        engine.forwarder.delivered.set_result(None)
+        engine.runtime.forwarder.delivered.set_result(None)
         await committing
         assert [(slot, records, offsets) for slot, records, offsets in held.committed] == [
             ((0, 2), [], {(INPUT, 0): 7})]
@@ -206,30 +206,30 @@ def test_a_failed_forward_commits_nothing_and_restarts_the_worker():
         engine.deliver(message(0, 5))
         committing = asyncio.ensure_future(engine.commit_all())
         await settle()
-        engine.forwarder.delivered.set_exception(RuntimeError("producer gone"))
+        engine.runtime.forwarder.delivered.set_exception(RuntimeError("producer gone"))
         await committing
         await settle()
         assert held.started == []
         assert [repr(reason) for reason in app.crashed] == ["RuntimeError('producer gone')"]
         assert [repr(reason) for reason in restarts] == ["RuntimeError('producer gone')"]
         assert repr(engine.failure) == "RuntimeError('producer gone')"
-        assert 0 in engine._lost  # later deliveries of the partition are ignored
-        assert not engine.deliver(message(0, 6)) and not engine._pending
+        assert 0 in engine.checkpoint.lost  # later deliveries of the partition are ignored
+        assert not engine.deliver(message(0, 6)) and not engine.checkpoint.pending
     run(scenario())
 
 
 def test_uncommitted_events_past_the_limit_make_every_idle_slot_due():
     async def scenario():
         engine, _app, held = make_engine(4, owned={0, 2})
-        engine.linger_s = 60.0
-        engine.max_events = 3
+        engine.checkpoint.linger_s = 60.0
+        engine.checkpoint.max_events = 3
         engine.pipeline("test", {INPUT: send_output})
         engine.deliver(message(0, 1))
         engine.deliver(message(2, 1))
-        assert engine._start_due_commits() is not None  # lingering, nothing started
+        assert engine.checkpoint.start_due_commits() is not None  # lingering, nothing started
         assert held.started == []
         engine.deliver(message(2, 2))
-        engine._start_due_commits()
+        engine.checkpoint.start_due_commits()
         await settle()
         assert sorted(held.started) == [(0, 1), (2, 3)]
     run(scenario())
@@ -238,9 +238,9 @@ def test_uncommitted_events_past_the_limit_make_every_idle_slot_due():
 def test_timers_hold_back_while_the_worker_holds_a_commits_worth_of_records():
     async def scenario():
         engine, _app, held = make_engine(4, owned={0, 1, 2})  # slots 0-1 and 2
-        engine.linger_s = 60.0
-        engine.max_records = 3
-        engine._may_tick = lambda: True  # ready, no rebalance
+        engine.checkpoint.linger_s = 60.0
+        engine.checkpoint.max_records = 3
+        engine.timers.may_tick = lambda: True  # ready, no rebalance
         engine.pipeline("test", {INPUT: send_output})
         engine.deliver(message(0, 1))
         engine.deliver(message(2, 1))
@@ -250,38 +250,38 @@ def test_timers_hold_back_while_the_worker_holds_a_commits_worth_of_records():
             while not ctx.backlogged():
                 sent.append(ctx.send("out", b"k", b"v"))
 
-        engine._run_in_partition(1, send_while_not_backlogged)
+        engine.timers.run_in_partition(1, send_while_not_backlogged)
         assert len(sent) == 1  # what it sent counts at once
-        assert engine._context(2).backlogged()  # three records, in three partitions
-        engine._start_due_commits()  # at the bound: every slot commits at once
+        assert engine.checkpoint.context(2).backlogged()  # three records, in three partitions
+        engine.checkpoint.start_due_commits()  # at the bound: every slot commits at once
         await settle()
         assert sorted(held.started) == [(0, 2), (2, 3)]
-        timer = engine._context(0)  # a timer's view while the commits are under way
+        timer = engine.checkpoint.context(0)  # a timer's view while the commits are under way
         assert timer.backlogged() and not timer.work
         held.gate((0, 2)).set()
         await settle()
         assert not timer.backlogged()  # one record left, in the commit of 2
         # Nothing new came in: the same context sees its own records committed.
-        assert engine._context(0) is timer and timer.committing is None
+        assert engine.checkpoint.context(0) is timer and timer.committing is None
         held.gate((2, 3)).set()
         await settle()
-        assert (engine._pending_records, engine._committing_records) == (0, 0)
+        assert (engine.checkpoint.pending_records, engine.checkpoint.committing_records) == (0, 0)
     run(scenario())
 
 
 def test_records_past_three_times_the_bound_stop_the_reading():
     async def scenario():
         engine, _app, held = make_engine(2, owned={0, 1})
-        engine.linger_s = 60.0
-        engine.max_records = 100
+        engine.checkpoint.linger_s = 60.0
+        engine.checkpoint.max_records = 100
         engine.pipeline("test", {INPUT: lambda ctx, key, value: [
             ctx.send("out", key, value) for _ in range(150)]})
         assert not engine.deliver(message(0, 1))  # 150: commit at once, go on reading
         assert engine.deliver(message(1, 1))  # 300: relieve() first
         held.gate((0, 2)).set()
-        engine._opened = True  # ready: its gates are open
+        engine.registry._opened = True  # ready: its gates are open
         await asyncio.wait_for(engine.relieve(), 10)
-        assert (engine._pending_records, engine._committing_records) == (0, 0)
+        assert (engine.checkpoint.pending_records, engine.checkpoint.committing_records) == (0, 0)
     run(scenario())
 
 
@@ -335,7 +335,7 @@ def test_a_key_written_and_deleted_before_any_commit_leaves_no_changelog_record(
     async def scenario():
         engine, _app, _held = make_engine(1)
         table = committed_table("waits", {b"old": b"1"}, encode=bytes, decode=bytes)
-        ctx = engine._context(0)
+        ctx = engine.checkpoint.context(0)
         ctx.put(table, b"new", b"2")
         ctx.delete(table, b"new")    # only ever in this overlay: forgotten
         ctx.put(table, b"old", b"3")
@@ -351,7 +351,7 @@ def test_update_copies_a_committed_value_once_then_changes_its_own_copy():
         engine, _app, _held = make_engine(1)
         table = committed_table("counts", {b"count": b"1"}, encode=lambda v: str(v[0]).encode(),
                                 decode=lambda raw: [int(raw)])
-        ctx = engine._context(0)
+        ctx = engine.checkpoint.context(0)
         copies = []
 
         def copy(value):

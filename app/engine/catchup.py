@@ -50,6 +50,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
 from app.domain.metrics import Histogram
+from app.engine.handler_context import HandlerContext, Hook, Tick
 from app.kafka.connection import KafkaConnection
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ logger = logging.getLogger(__name__)
 Offsets = Mapping[tuple[str, int], int]
 EndOffsets = Callable[[list[tuple[str, int]]], Awaitable[Offsets]]
 # Runs an action in a partition as a timer would; False when the partition cannot run it now.
-RunInPartition = Callable[[int, Callable[[Any], None]], bool]
+RunInPartition = Callable[[int, Tick], bool]
 # (source, inputs): the ends of `inputs` reported by the fetch that brought the records of
 # the `source` partition being handled, or by a later one; None when some input's are older.
 FetchedEnds = Callable[[tuple[str, int], list[tuple[str, int]]], dict[tuple[str, int], int] | None]
@@ -99,14 +100,14 @@ class CatchUp:
     """A barrier over some input topics, and the hook that runs when its tickets are reached."""
 
     def __init__(self, barriers: Barriers, topics: tuple[str, ...],
-                 hook: Callable[[Any, int], None]) -> None:
+                 hook: Hook) -> None:
         self._barriers = barriers
         self.topics = topics
         self.hook = hook
         self.partitions: dict[int, PartitionBarrier] = {}
         self._tickets = itertools.count(1)
 
-    def request(self, ctx: Any) -> int:
+    def request(self, ctx: HandlerContext) -> int:
         """A ticket of `ctx`'s partition; the hook gets `(ctx, ticket)` or a later one when every
         input of the barrier has been read as far as it reached when the record being handled
         was fetched (or, when that is not known, after this call)."""
@@ -148,7 +149,7 @@ class Barriers(Service):
         self._end_offsets = end_offsets or self._ask_broker
         self._consumer: AIOKafkaConsumer | None = None
 
-    def add(self, topics: Iterable[str], hook: Callable[[Any, int], None]) -> CatchUp:
+    def add(self, topics: Iterable[str], hook: Hook) -> CatchUp:
         catch_up = CatchUp(self, tuple(topics), hook)
         self.catch_ups.append(catch_up)
         return catch_up
@@ -263,5 +264,5 @@ class Barriers(Service):
         return {(tp.topic, tp.partition): end for tp, end in ends.items()}
 
 
-def _announce(hook: Callable[[Any, int], None], ticket: int, ctx: Any) -> None:
+def _announce(hook: Hook, ticket: int, ctx: HandlerContext) -> None:
     hook(ctx, ticket)

@@ -1,19 +1,18 @@
-"""What a handler sees of its partition (`Context`), and what the partition did since its
-last commit (`PartitionWork`); the engine (processor.py) commits the work."""
+"""What a handler sees of its partition (`Context`, the engine's `HandlerContext`), and what
+the partition did since its last commit (`PartitionWork`); checkpoint.py commits the work."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from app.engine.handler_context import Cached, HandlerContext, InputMessage, Table
 from app.engine.partitioning import partition_for
-from app.engine.state import DELETED, Overlay, StateTable
+from app.engine.runtime import PartitionRuntime
+from app.engine.state import DELETED, Overlay
 from app.engine.transactions import Record, compact
 from app.records.outputs import dead_letter
-
-if TYPE_CHECKING:
-    from app.engine.processor import Engine
 
 
 class PartitionWork:
@@ -36,26 +35,26 @@ class PartitionWork:
 class Context:
     """A handler's view of its partition: state, outputs, dead letters and the clock."""
 
-    __slots__ = ("_engine", "committing", "counted", "message", "now_ms", "partition", "work")
+    __slots__ = ("_runtime", "committing", "counted", "message", "now_ms", "partition", "work")
 
-    def __init__(self, engine: Engine, partition: int, work: PartitionWork,
+    def __init__(self, runtime: PartitionRuntime, partition: int, work: PartitionWork,
                  committing: PartitionWork | None) -> None:
-        self._engine = engine
-        # The partition's commit under way, if any; the engine clears it once that is done.
+        self._runtime = runtime
+        # The partition's commit under way, if any; cleared once that is done.
         self.committing = committing
         self.counted = 0  # of the work's records, those the engine has counted as held
         self.partition = partition
         self.work = work
-        self.message: Any = None
+        self.message: InputMessage | None = None
         self.now_ms = 0
 
-    def get(self, table: StateTable, key: bytes) -> Any:
+    def get(self, table: Table, key: bytes) -> Any:
         found, value = self.work.overlay.lookup(table, key)
         if found:
             return value
         return self._committed(table, key)
 
-    def _committed(self, table: StateTable, key: bytes) -> Any:
+    def _committed(self, table: Table, key: bytes) -> Any:
         """The value as the partition's commits (the one under way included) leave it."""
         if self.committing is not None:
             found, value = self.committing.overlay.lookup(table, key)
@@ -63,7 +62,7 @@ class Context:
                 return value
         return table.read(self.partition, key)
 
-    def update(self, table: StateTable, key: bytes, copy: Callable[[Any], Any],
+    def update(self, table: Table, key: bytes, copy: Callable[[Any], Any],
                change: Callable[[Any], None]) -> bool:
         """Apply `change` to the value in place (False: there is none). A value this work
         wrote already is changed as it is; a committed one is copied first. Saves a copy
@@ -80,10 +79,10 @@ class Context:
         change(value)
         return True
 
-    def put(self, table: StateTable, key: bytes, value: Any) -> None:
+    def put(self, table: Table, key: bytes, value: Any) -> None:
         self.work.overlay.put(table, key, value)
 
-    def delete(self, table: StateTable, key: bytes) -> None:
+    def delete(self, table: Table, key: bytes) -> None:
         overlay = self.work.overlay
         if overlay.holds(table, key) and self._committed(table, key) is None:
             overlay.drop(table, key)  # written and deleted before any commit: nothing to log
@@ -95,11 +94,11 @@ class Context:
         (`CPS_COMMIT_MAX_RECORDS`). A timer or hook that could produce much at once (a
         plan's pages, the orders a backlog's catch-up frees) stops there and leaves the
         rest for its next run, so memory and transactions stay bounded."""
-        return self._engine.holds_too_much(len(self.work.records) - self.counted)
+        return self._runtime.holds_too_much(len(self.work.records) - self.counted)
 
     def owns(self, key: bytes) -> bool:
         """Whether `key` belongs to this partition (every topic of the engine is co-partitioned)."""
-        return partition_for(key, self._engine.partitions) == self.partition
+        return partition_for(key, self._runtime.partitions) == self.partition
 
     def route(self, key: bytes, topic: str, value: bytes, *, at_once: bool = False) -> bool:
         """True when `key` belongs to this partition, to be handled here; otherwise re-key
@@ -118,15 +117,15 @@ class Context:
 
     def send(self, topic: str, key: bytes, value: bytes) -> int:
         """Queue a record for the transaction, placed by its key; returns its partition."""
-        partition = partition_for(key, self._engine.topology.partitions(topic))
+        partition = partition_for(key, self._runtime.topology.partitions(topic))
         self.work.records.append(Record(topic, partition, key, compact(value)))
         return partition
 
     def forward(self, topic: str, key: bytes, value: bytes) -> None:
         """Send a record at once, outside the transaction (see forwarding.py): only to
         a topic whose handler treats a second copy of a record as a no-op."""
-        partition = partition_for(key, self._engine.topology.partitions(topic))
-        delivered = self._engine.forwarder.forward(Record(topic, partition, key, compact(value)))
+        partition = partition_for(key, self._runtime.topology.partitions(topic))
+        delivered = self._runtime.forwarder.forward(Record(topic, partition, key, compact(value)))
         forwarded = self.work.forwarded
         if not forwarded or forwarded[-1] is not delivered:
             forwarded.append(delivered)
@@ -134,18 +133,18 @@ class Context:
     def send_to(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
         self.work.records.append(Record(topic, partition, key, compact(value)))
 
-    def dead_letter(self, error: str, source: Any = None) -> None:
+    def dead_letter(self, error: str, source: InputMessage | None = None) -> None:
         """Dead-letter the current message (or `source`, a message seen earlier) with a reason."""
-        message = source if source is not None else self.message
-        topic = self._engine.deadletter_topic
-        partition = message.partition % self._engine.topology.partitions(topic)
+        message: Any = source if source is not None else self.message
+        runtime = self._runtime
+        topic = runtime.deadletter_topic
+        partition = message.partition % runtime.topology.partitions(topic)
         self.work.records.append(Record(topic, partition, message.key, compact(dead_letter(
             topic=message.topic, partition=message.partition, offset=message.offset,
             key=message.key, value=message.value, error=error, ts_ms=self.now_ms,
         ))))
-        self._engine.dead_letters += 1
-        self._engine.dead_letter_reasons[error.split(":", 1)[0][:60]] += 1
+        runtime.count_dead_letter(error)
 
-    def cache(self, factory: Callable[[Context], Any]) -> Any:
+    def cache(self, factory: Callable[[HandlerContext], Cached]) -> Cached:
         """A per-partition object derived from committed state, rebuilt after a rebalance."""
-        return self._engine.partition_cache(self, factory)
+        return self._runtime.partition_cache(self, factory)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -40,6 +39,7 @@ from mode import Service
 
 from app.domain.metrics import Histogram
 from app.engine.catchup import RunInPartition
+from app.engine.handler_context import HandlerContext, Hook
 from app.kafka.connection import KafkaConnection
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class TopicBarrier:
     """One topic's barrier and the hook its reached tickets run."""
 
     def __init__(self, barriers: TopicBarriers, topic: str,
-                 hook: Callable[[Any, int], None]) -> None:
+                 hook: Hook) -> None:
         self._barriers = barriers
         self.topic = topic
         self.hook = hook
@@ -61,7 +61,7 @@ class TopicBarrier:
         self.reached: dict[int, int] = {}  # partition -> newest ticket reached, hook not run
         self._tickets = itertools.count(1)
 
-    def request(self, ctx: Any) -> int:
+    def request(self, ctx: HandlerContext) -> int:
         """A ticket of `ctx`'s partition: the hook gets `(ctx, ticket)` (or a later ticket)
         once every partition of the topic is handled as far as it reached after this call."""
         ticket = self.open.get(ctx.partition)
@@ -97,7 +97,7 @@ class TopicBarriers(Service):
         self._consumer: Any = None
         self._admin: Any = None
 
-    def add(self, topic: str, hook: Callable[[Any, int], None]) -> TopicBarrier:
+    def add(self, topic: str, hook: Hook) -> TopicBarrier:
         barrier = TopicBarrier(self, topic, hook)
         self.barriers.append(barrier)
         return barrier
@@ -194,5 +194,5 @@ def _by_topic(topics: set[str], offsets: dict[TopicPartition, int]) -> dict[str,
     return found
 
 
-def _announce(hook: Callable[[Any, int], None], ticket: int, ctx: Any) -> None:
+def _announce(hook: Hook, ticket: int, ctx: HandlerContext) -> None:
     hook(ctx, ticket)

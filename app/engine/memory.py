@@ -1,9 +1,8 @@
 """The engine's handler interface in memory, for unit tests of handlers without Kafka.
 
-`MemoryContext` offers what `processor.Context` offers a handler (get, put,
-delete, owns, route, send, forward, dead_letter, cache, message, now_ms,
-partition) over `MemoryTable`s, whose every write counts as committed at
-once. What a handler sends, forwards and dead-letters is kept in lists for
+`MemoryContext` is a `HandlerContext` (handler_context.py), like the
+engine's `Context`, over `MemoryTable`s, whose every write counts as
+committed at once. What a handler sends, forwards and dead-letters is kept in lists for
 the test to read. `MemoryTables` stands in for the engine when a table
 module defines its tables (`tables.<name>.define(MemoryTables())`), so the
 tables keep their real encodings: a value that does not survive its codec
@@ -16,6 +15,7 @@ import bisect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from app.engine.handler_context import Cached, Handler, HandlerContext, InputMessage, Tick
 from app.engine.partitioning import partition_for
 from app.records.fields import InvalidEvent
 
@@ -96,7 +96,7 @@ class MemoryContext:
         self._sent_at_commit = 0
         self.partitions = partitions
         self.now_ms = now_ms
-        self.message: Message | None = None
+        self.message: InputMessage | None = None
         self.sent: list[Sent] = []
         self.forwarded: list[Sent] = []
         self.dead_letters: list[str] = []
@@ -135,8 +135,9 @@ class MemoryContext:
         (self.forward if at_once else self.send)(topic, key, value)
         return False
 
-    def send(self, topic: str, key: bytes, value: bytes) -> None:
+    def send(self, topic: str, key: bytes, value: bytes) -> int:
         self.sent.append(Sent(topic, key, value))
+        return partition_for(key, self.partitions)  # every topic co-partitioned here
 
     def send_to(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
         self.sent.append(Sent(topic, key, value))
@@ -144,18 +145,18 @@ class MemoryContext:
     def forward(self, topic: str, key: bytes, value: bytes) -> None:
         self.forwarded.append(Sent(topic, key, value))
 
-    def dead_letter(self, error: str, source: Any = None) -> None:
+    def dead_letter(self, error: str, source: InputMessage | None = None) -> None:
         self.dead_letters.append(error)
 
-    def cache(self, factory: Callable[[Any], Any]) -> Any:
+    def cache(self, factory: Callable[[HandlerContext], Cached]) -> Cached:
         if factory not in self._caches:
             self._caches[factory] = factory(self)
         return self._caches[factory]
 
     # -- driving handlers like the engine does ----------------------------------------
 
-    def deliver(self, handler: Callable[[Any, bytes | None, bytes | None], None], topic: str,
-                key: bytes | None, value: bytes | None, *, offset: int = 0) -> None:
+    def deliver(self, handler: Handler, topic: str, key: bytes | None, value: bytes | None,
+                *, offset: int = 0) -> None:
         """Run `handler` on one message; bad input is dead-lettered, as the engine does."""
         self.message = Message(topic, self.partition, offset, key, value)
         try:
@@ -164,6 +165,11 @@ class MemoryContext:
             self.dead_letter(str(exc))
         finally:
             self.message = None
+
+    def run(self, action: Tick) -> None:
+        """Run a timer or a barrier's hook in the partition."""
+        self.message = None
+        action(self)
 
     def commit(self) -> None:
         """What the engine's commit does for `backlogged()`: what was sent is held no more."""

@@ -17,6 +17,7 @@ import mmh3
 import orjson
 
 from app.domain.sinks import Sink, matches
+from app.engine.handler_context import HandlerContext
 from app.services.catalog import Catalog
 
 _TOPIC_SAFE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
@@ -128,7 +129,7 @@ def queue_record(stream: str, event_id: str, event: object, ts_ms: int) -> bytes
     return orjson.dumps(queued_event(stream, event_id, event, ts_ms))
 
 
-def fan_out(ctx, registry: SinkRegistry, stream: str, key_id: str, event_id: str,
+def fan_out(ctx: HandlerContext, registry: SinkRegistry, stream: str, key_id: str, event_id: str,
             event: object, facts: Mapping[str, object], *,
             to: str | None = None) -> bool:
     """Queue one published result for every sink that wants it and for live subscribers

@@ -1,4 +1,5 @@
-"""What the handler tests share: order events as producers write them on cps.orders."""
+"""What the handler tests share: the two contexts each test runs on, and order events as
+producers write them on cps.orders."""
 
 from __future__ import annotations
 
@@ -7,7 +8,17 @@ from collections.abc import Callable
 import orjson
 import pytest
 
+from tests.handlers.contexts import CONTEXTS, running
+
 OrderEventBytes = Callable[..., bytes]
+
+
+@pytest.fixture(autouse=True, params=sorted(CONTEXTS))
+def handler_context(request: pytest.FixtureRequest):
+    """Each handler test runs on the tests' MemoryContext and on the engine's own Context
+    (contexts.py): what a test's `new_context()` makes."""
+    with running(CONTEXTS[request.param]):
+        yield
 
 
 @pytest.fixture

@@ -12,9 +12,10 @@ from agents.plans import Operations, PlanRules, PlanTopics
 from app.domain.allocation import Operator
 from app.domain.plans import parse_plan
 from app.domain.sinks import Sink
-from app.engine.memory import MemoryContext, MemoryTables
+from app.engine.memory import MemoryTables
 from app.kafka.topics import Topics
 from app.sinks.fanout import SinkRegistry
+from tests.handlers.contexts import new_context
 
 TOPICS = Topics("cps.")
 T0 = 1_767_254_400_000  # 2026-01-01 08:00 UTC
@@ -64,7 +65,7 @@ class World:
             tables=tables.allocation.define(memory),
             rules=AllocationRules("UTC", 3_600_000, partitions=1), catalog=self.catalog,
             sinks=registry)
-        self.ctx = MemoryContext(now_ms=T0, partitions=1)
+        self.ctx = new_context(now_ms=T0, partitions=1)
         self.delivered = 0  # requests handed to the allocator so far
 
     def _at_once(self, _topics, hook):
@@ -91,12 +92,12 @@ class World:
     def run(self, at_ms: int, ticks: int = 6) -> None:
         self.ctx.now_ms = at_ms
         for _ in range(ticks):
-            self.ops.execute(self.ctx)
+            self.ctx.run(self.ops.execute)
             while self.hooks:
                 hook, ticket = self.hooks.pop(0)
-                hook(self.ctx, ticket)
+                self.ctx.run(lambda ctx, hook=hook, ticket=ticket: hook(ctx, ticket))
             self.deliver_requests()
-            self.allocator.allocate_ready(self.ctx)
+            self.ctx.run(self.allocator.allocate_ready)
 
     def deliver_requests(self) -> None:
         sent = [s for s in self.ctx.sent if s.topic == TOPICS.assign_requests]

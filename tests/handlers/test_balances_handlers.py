@@ -7,8 +7,9 @@ import orjson
 import tables.balances
 from agents.balances import Balances
 from app.domain.balances import Balance
-from app.engine.memory import MemoryContext, MemoryTables
+from app.engine.memory import MemoryTables
 from app.engine.partitioning import partition_for
+from tests.handlers.contexts import new_context
 
 PARTITIONS = 4
 T = 1_700_000_000_000
@@ -27,7 +28,7 @@ class Accounts:
 
     def __init__(self) -> None:
         self.partition = partition_for(b"p1", PARTITIONS)
-        self.ctx = MemoryContext(partition=self.partition, partitions=PARTITIONS, now_ms=T)
+        self.ctx = new_context(partition=self.partition, partitions=PARTITIONS, now_ms=T)
         self.tables = tables.balances.define(MemoryTables())
         self.balances = Balances(self.tables)
 

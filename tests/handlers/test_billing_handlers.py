@@ -23,9 +23,10 @@ from app.domain.model import DAY_MS, Channel
 from app.domain.pools import DEFAULT_POLICY, Policy
 from app.domain.rates import Activity, Level
 from app.domain.schedule import Schedule
-from app.engine.memory import MemoryContext, MemoryTables
+from app.engine.memory import MemoryTables
 from app.records.outputs import encode_attribution
 from app.sinks.fanout import SinkRegistry
+from tests.handlers.contexts import new_context
 
 T = 1_699_999_200_000  # an hour boundary, so times fall before or after a firing on purpose
 MINUTE, HOUR = 60_000, 3_600_000
@@ -68,7 +69,7 @@ class Books:
 
     def __init__(self, catalog: Catalog | None = None) -> None:
         catalog = catalog or Catalog()
-        self.ctx = MemoryContext(now_ms=T)
+        self.ctx = new_context(now_ms=T)
         self.tables = tables.billing.define(MemoryTables())
         self.sinks = SinkRegistry(catalog, "cps.", LIVE)
         self.billing = Billing(
@@ -88,7 +89,7 @@ class Books:
 
     def timer_at(self, now_ms: int) -> None:
         self.ctx.now_ms = now_ms
-        self.billing.settle_due_payees(self.ctx)
+        self.ctx.run(self.billing.settle_due_payees)
 
     def commissions(self, cause: str) -> Counter:
         """Commission deltas per participant, of one cause (paid, refund:<id>)."""

@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from agents import configuration
-from app.engine.memory import MemoryContext
 from app.kafka.topics import Topics
+from tests.handlers.contexts import new_context
 
 TOPICS = Topics("cps.")
 POLICY = {"product": [{"participant": "youzan_platform", "share_bp": 1000},
@@ -75,7 +75,7 @@ def test_every_config_topic_is_checked(handlers):
 @pytest.mark.parametrize("topic", CASES)
 def test_a_valid_record_and_a_deletion_pass(handlers, topic):
     key, valid, _invalid, _reason = CASES[topic]
-    ctx = MemoryContext()
+    ctx = new_context()
 
     ctx.deliver(handlers[topic], topic, key, orjson.dumps(valid))
     ctx.deliver(handlers[topic], topic, key, None)
@@ -87,7 +87,7 @@ def test_a_valid_record_and_a_deletion_pass(handlers, topic):
 @pytest.mark.parametrize("topic", CASES)
 def test_an_invalid_record_is_dead_lettered_with_its_reason(handlers, topic):
     key, _valid, invalid, reason = CASES[topic]
-    ctx = MemoryContext()
+    ctx = new_context()
 
     ctx.deliver(handlers[topic], topic, key, orjson.dumps(invalid))
     ctx.deliver(handlers[topic], topic, key, b"{not json")

@@ -32,10 +32,11 @@ from app.domain.model import Channel
 from app.domain.pools import DEFAULT_POLICY
 from app.domain.schedule import Schedule
 from app.domain.tokens import Signer
-from app.engine.memory import MemoryContext, MemoryTables
+from app.engine.memory import MemoryTables
 from app.engine.partitioning import partition_for
 from app.kafka.topics import Topics
 from app.sinks.fanout import SinkRegistry
+from tests.handlers.contexts import new_context
 
 TOPICS = Topics("cps.")
 T = 1_767_225_600_000
@@ -173,7 +174,7 @@ class World:
     """Every pipeline that reads these topics, its tables in memory, on one partition."""
 
     def __init__(self, partition: int) -> None:
-        self.ctx = MemoryContext(now_ms=T, partition=partition, partitions=PARTITIONS)
+        self.ctx = new_context(now_ms=T, partition=partition, partitions=PARTITIONS)
         catalog = SimpleNamespace(plans={}, sinks={}, channels={}, records_read=0,
                                   shop=lambda _shop_id: None, channel=Channel.unconfigured,
                                   activities=lambda _shop_id: [],

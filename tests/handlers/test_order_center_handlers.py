@@ -9,9 +9,10 @@ from hypothesis import strategies as st
 import tables.order_center
 from agents.order_center import OrderCenter, promoter_order_key
 from app.domain.order_views import promoter_order
-from app.engine.memory import MemoryContext, MemoryTables
+from app.engine.memory import MemoryTables
 from app.records.fields import MAX_SAFE_INT
 from app.records.inputs import decode_order
+from tests.handlers.contexts import new_context
 
 BY_PROMOTER = "orders-by-promoter"
 T = 1_700_000_000_000
@@ -23,7 +24,7 @@ ATTRIBUTION = {"order_id": "o1", "ts_ms": T, "attributed_ms": T + 50, "buyer_id"
 
 class Center:
     def __init__(self) -> None:
-        self.ctx = MemoryContext(now_ms=T + 1000)
+        self.ctx = new_context(now_ms=T + 1000)
         self.tables = tables.order_center.define(MemoryTables())
         self.center = OrderCenter(tables=self.tables, by_promoter_topic=BY_PROMOTER)
 

@@ -7,8 +7,9 @@ import pytest
 
 from agents.orders import OrderRouter
 from app.domain.model import OrderEvent
-from app.engine.memory import MemoryContext, Sent
+from app.engine.memory import Sent
 from app.engine.partitioning import partition_for
+from tests.handlers.contexts import new_context
 
 PARTITIONS = 4
 HERE = 2
@@ -26,7 +27,7 @@ class Router:
     """An `OrderRouter` on partition HERE, recording what it handles in place."""
 
     def __init__(self) -> None:
-        self.ctx = MemoryContext(partition=HERE, partitions=PARTITIONS, now_ms=T)
+        self.ctx = new_context(partition=HERE, partitions=PARTITIONS, now_ms=T)
         self.attributed: list[OrderEvent] = []
         self.booked: list[tuple[OrderEvent, bytes]] = []
         self.router = OrderRouter(

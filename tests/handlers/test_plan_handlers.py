@@ -18,9 +18,10 @@ from app.domain.execution import DONE, RUNNING
 from app.domain.model import Click, OrderEvent, OrderLine
 from app.domain.plans import parse_plan
 from app.domain.sinks import Sink
-from app.engine.memory import MemoryContext, MemoryTables
+from app.engine.memory import MemoryTables
 from app.kafka.topics import Topics
 from app.sinks.fanout import SinkRegistry
+from tests.handlers.contexts import new_context
 
 TOPICS = Topics("cps.")
 T0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC
@@ -50,7 +51,7 @@ class World:
             tables=self.tables, rules=PlanRules("UTC", 3_600_000, 4, page=page),
             catalog=self.catalog, sinks=registry, share=lambda: 1.0,
             catch_up=self._inputs_read_at_once, after_handled=self._inputs_read_at_once)
-        self.ctx = MemoryContext(now_ms=T0, partitions=partitions)
+        self.ctx = new_context(now_ms=T0, partitions=partitions)
 
     def _inputs_read_at_once(self, topics, hook):
         """In memory every input is read: a ticket is caught up as soon as it is asked."""
@@ -78,12 +79,12 @@ class World:
     def tick(self, *, at_ms: int | None = None) -> None:
         if at_ms is not None:
             self.ctx.now_ms = at_ms
-        self.ops.execute(self.ctx)
+        self.ctx.run(self.ops.execute)
         if self.caught_up:  # the barrier's hooks run after the tick that asked, then a tick
             while self.caught_up:
                 hook, ticket = self.caught_up.pop(0)
-                hook(self.ctx, ticket)
-            self.ops.execute(self.ctx)
+                self.ctx.run(lambda ctx, hook=hook, ticket=ticket: hook(ctx, ticket))
+            self.ctx.run(self.ops.execute)
 
     def actions(self) -> list[dict]:
         return [orjson.loads(s.value) for s in self.ctx.sent if s.topic == TOPICS.plan_actions]
@@ -496,6 +497,7 @@ def test_timers_stored_by_an_earlier_version_fire_for_their_plan():
     world = World(plan("remind", **REMINDER))
     world.member("b1")
     order(world, "o1", "created", T0, "b1")
+    world.ctx.commit()  # the order's transaction, so its timer is in the table
     (key, timer), = world.tables.plan_timers.scan(0)
     old_key = b"%016d\x1fremind@o1:created\x1fb1" % (T0 + 1_800_000)
     world.ctx.delete(world.tables.plan_timers, key)
