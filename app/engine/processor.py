@@ -37,6 +37,7 @@ from app.engine.catchup import Barriers, CatchUp
 from app.engine.context import Context, PartitionWork
 from app.engine.forwarding import Forwarder
 from app.engine.handled import TopicBarrier, TopicBarriers
+from app.engine.pipelines import Pipeline
 from app.engine.slots import Slot, commit_slots
 from app.engine.state import DELETED, StateTable
 from app.engine.transactions import PartitionLost, Record, SlotTransactions, compact
@@ -77,6 +78,7 @@ class Engine(Service):
         self.max_records = commit_max_records
         self.transactions = SlotTransactions(app, group_id=app.conf.id)
         self.handlers: dict[str, Handler] = {}
+        self.pipelines: dict[str, Pipeline] = {}
         self.anchor_topic: str | None = None
         self.ticks: list[Tick] = []
         self.tick_interval_s = 0.25
@@ -127,9 +129,10 @@ class Engine(Service):
         self.tables.append(state)
         return state
 
-    def pipeline(self, name: str, handlers: dict[str, Handler], ticks: Iterable[Tick] = ()
-                 ) -> None:
-        """Run `handlers` (topic -> handler) on the engine and `ticks` every tick.
+    def pipeline(self, name: str, handlers: dict[str, Handler], ticks: Iterable[Tick] = (),
+                 *, outputs: Iterable[str] = (), tables: Iterable[StateTable] = ()) -> None:
+        """Run `handlers` (topic -> handler) on the engine and `ticks` every tick;
+        `outputs` (the topics they send to) and `tables` are kept in `pipelines`.
 
         A Faust agent named `name` declares the topics, which is what makes Faust
         subscribe to them; its messages come to `deliver` (see internals.py). The
@@ -143,6 +146,8 @@ class Engine(Service):
             self.handlers[topic] = handler
             self.anchor_topic = self.anchor_topic or topic
         self.ticks.extend(ticks)
+        self.pipelines[name] = Pipeline(name, tuple(handlers), tuple(outputs),
+                                        tuple(table.name for table in tables))
         source = self.app.topic(*handlers, key_type=bytes, value_type=bytes,
                                 key_serializer="raw", value_serializer="raw", acks=False)
 

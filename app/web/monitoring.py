@@ -19,7 +19,9 @@ from app.web import assets
 from app.web.pages import page, table
 
 if TYPE_CHECKING:
-    from app.bootstrap import Services
+    import faust
+
+    from app.config.settings import Settings
 
 DASHBOARD = Path(__file__).resolve().parent / "dashboard.html"
 HOUR_MS = 3_600_000
@@ -52,9 +54,9 @@ async def merged_view(app, monitor: Monitor, since_ms: int, view_token: str) -> 
     return view
 
 
-def register(services: Services) -> None:
+def register(*, app: faust.App, settings: Settings, monitor: Monitor) -> None:
     """Serve `/monitor`, `/monitor/local`, `/lag`, `/alerts`, `/dashboard` and `/static`."""
-    app, monitor, view_token = services.app, services.monitor, services.settings.view_token
+    view_token = settings.view_token
 
     @app.page("/monitor/local")
     class MonitorLocal(View):
