@@ -41,10 +41,14 @@ from app.records.allocation import (
 )
 from app.records.operations import OperationRecord
 from app.sinks.fanout import SinkRegistry, fan_out
+from tables import every_table
 from tables.allocation import AllocationTables
 
 if TYPE_CHECKING:
-    from app.bootstrap import Services
+    from app.config.settings import Settings
+    from app.engine.processor import Engine
+    from app.kafka.topics import Topics
+    from app.services.catalog import Catalog
 
 
 SEP = b"\x1f"
@@ -255,23 +259,25 @@ def _day(at_ms: int, zone: str) -> str:
     return datetime.fromtimestamp(at_ms / 1000, time_zone(zone)).date().isoformat()
 
 
-def create(services: Services) -> Allocator:
-    topics, settings = services.topics, services.settings
+def create(*, engine: Engine, topics: Topics, settings: Settings, catalog: Catalog,
+           sink_registry: SinkRegistry, allocation_tables: AllocationTables) -> Allocator:
     return Allocator(
         topics=AllocationTopics(topics.assignments, topics.operation_records),
-        tables=services.state.allocation,
+        tables=allocation_tables,
         rules=AllocationRules(default_tz=settings.plan_tz,
                               max_lateness_ms=settings.plan_max_lateness_ms,
-                              partitions=services.engine.partitions),
-        catalog=services.catalog, sinks=services.sink_registry)
+                              partitions=engine.partitions),
+        catalog=catalog, sinks=sink_registry)
 
 
-def register(services: Services, allocator: Allocator) -> None:
+def register(*, engine: Engine, topics: Topics, sink_registry: SinkRegistry,
+             allocation_tables: AllocationTables, allocator: Allocator) -> None:
     """Read the assign requests (by shop) and the assignments (by operator); allocate on
     the engine's timer."""
-    topics = services.topics
-    services.engine.pipeline("allocation", {
+    engine.pipeline("allocation", {
         topics.assign_requests: allocator.on_request,
         topics.assignments: allocator.on_assignment,
-    }, ticks=[allocator.allocate_ready])
+    }, ticks=[allocator.allocate_ready],
+        outputs=(topics.assignments, topics.operation_records, *sink_registry.fan_out_topics),
+        tables=every_table(allocation_tables))
 

@@ -42,11 +42,16 @@ from app.domain.tokens import TRACKING, Signer, TokenError, click_from_tracking
 from app.engine.handler_context import HandlerContext, Hook
 from app.records.inputs import decode_click, decode_rekeyed_click, decode_rekeyed_order
 from app.records.outputs import encode_attribution
-from app.sinks.fanout import fan_out
+from app.sinks.fanout import SinkRegistry, fan_out
+from tables import every_table
 from tables.attribution import AttributionTables
 
 if TYPE_CHECKING:
-    from app.bootstrap import Services
+    from app.config.settings import Settings
+    from app.engine.processor import Engine
+    from app.kafka.topics import Topics
+    from app.services.catalog import Catalog
+    from app.services.monitor import Monitor
 
 
 class Catalog(Protocol):
@@ -232,11 +237,12 @@ class Attributor:
         return index
 
 
-def register(services: Services, observers: Sequence[BuyerObserver] = ()) -> Attributor:
+def register(*, engine: Engine, topics: Topics, settings: Settings, catalog: Catalog,
+             signer: Signer, monitor: Monitor, sink_registry: SinkRegistry,
+             attribution_tables: AttributionTables,
+             observers: Sequence[BuyerObserver] = ()) -> Attributor:
     """Run attribution on the engine: clicks, re-keyed clicks and re-keyed order events in,
     attributions out (fanned out to the sinks)."""
-    topics, settings, engine = services.topics, services.settings, services.engine
-    monitor, sink_registry = services.monitor, services.sink_registry
 
     def published(ctx: HandlerContext, result: Attribution) -> None:
         monitor.record_attribution(result.ts_ms, result.attributed_ms, result.click_ts_ms,
@@ -250,15 +256,17 @@ def register(services: Services, observers: Sequence[BuyerObserver] = ()) -> Att
         topics=AttributionTopics(clicks=topics.clicks, clicks_by_buyer=topics.clicks_by_buyer,
                                  orders_by_buyer=topics.orders_by_buyer,
                                  attributions=topics.attributions),
-        tables=services.state.attribution,
+        tables=attribution_tables,
         rules=AttributionRules(grace_ms=settings.attribution_grace_ms,
                                click_retention_ms=settings.click_retention_ms,
                                click_history_cap=settings.click_history_cap),
-        catalog=services.catalog, signer=services.signer, catch_up=engine.catch_up,
+        catalog=catalog, signer=signer, catch_up=engine.catch_up,
         published=published, observers=observers)
     engine.pipeline("attribution", {
         topics.clicks: attributor.on_click,
         topics.clicks_by_buyer: attributor.on_rekeyed_click,
         topics.orders_by_buyer: attributor.on_rekeyed_order,
-    }, ticks=[attributor.expire_waiting_orders])
+    }, ticks=[attributor.expire_waiting_orders],
+        outputs=(topics.clicks_by_buyer, topics.attributions, *sink_registry.fan_out_topics),
+        tables=every_table(attribution_tables))
     return attributor

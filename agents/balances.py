@@ -8,10 +8,12 @@ from app.domain.balances import Balance, apply_settlement, is_new
 from app.engine.handler_context import HandlerContext
 from app.records.fields import InvalidEvent
 from app.records.outputs import decode_settlement
+from tables import every_table
 from tables.balances import BalanceTables
 
 if TYPE_CHECKING:
-    from app.bootstrap import Services
+    from app.engine.processor import Engine
+    from app.kafka.topics import Topics
 
 
 class Balances:
@@ -33,8 +35,9 @@ class Balances:
                 apply_settlement(balance, settlement.state, settlement.amount))
 
 
-def register(services: Services) -> Balances:
+def register(*, engine: Engine, topics: Topics, balance_tables: BalanceTables) -> Balances:
     """Read cps.settlements into each account's balance."""
-    balances = Balances(services.state.balances)
-    services.engine.pipeline("balances", {services.topics.settlements: balances.on_settlement})
+    balances = Balances(balance_tables)
+    engine.pipeline("balances", {topics.settlements: balances.on_settlement},
+                    tables=every_table(balance_tables))
     return balances

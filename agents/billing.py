@@ -27,10 +27,14 @@ from app.records.outputs import (
     encode_settlement,
 )
 from app.sinks.fanout import SinkRegistry, fan_out
+from tables import every_table
 from tables.billing import BillingTables
 
 if TYPE_CHECKING:
-    from app.bootstrap import Services
+    from app.config.settings import Settings
+    from app.engine.processor import Engine
+    from app.kafka.topics import Topics
+    from app.services.catalog import Catalog
 
 # Payees settled per partition and timer run; the rest wait for the next run.
 SETTLE_BATCH = 2000
@@ -181,16 +185,19 @@ def _due_keys(ledger: Ledger) -> set[bytes]:
             for due_ms, participant in ledger.due_entries()}
 
 
-def register(services: Services, order_center: OrderCenter) -> Billing:
+def register(*, engine: Engine, topics: Topics, settings: Settings, catalog: Catalog,
+             sink_registry: SinkRegistry, billing_tables: BillingTables,
+             order_center: OrderCenter) -> Billing:
     """Run billing on the engine: re-keyed order events and attributions in, commissions
     and settlements out; the settlement check on every tick."""
-    topics = services.topics
     billing = Billing(
         topics=BillingTopics(commissions=topics.commissions, settlements=topics.settlements),
-        tables=services.state.billing, pricing=services.catalog, sinks=services.sink_registry,
-        order_center=order_center, schedule=Schedule(services.settings.settlement_schedule))
-    services.engine.pipeline("billing", {
+        tables=billing_tables, pricing=catalog, sinks=sink_registry,
+        order_center=order_center, schedule=Schedule(settings.settlement_schedule))
+    engine.pipeline("billing", {
         topics.orders_by_order: billing.on_rekeyed_order,
         topics.attributions: billing.on_attribution,
-    }, ticks=[billing.settle_due_payees])
+    }, ticks=[billing.settle_due_payees],
+        outputs=(topics.commissions, topics.settlements, *sink_registry.fan_out_topics),
+        tables=every_table(billing_tables))
     return billing

@@ -19,7 +19,8 @@ from app.records.configuration import (
 from app.records.operations import decode_plan
 
 if TYPE_CHECKING:
-    from app.bootstrap import Services
+    from app.engine.processor import Engine
+    from app.kafka.topics import Topics
 
 
 def validated_by(decode: Callable[[bytes, bytes | None], Any]):
@@ -30,9 +31,8 @@ def validated_by(decode: Callable[[bytes, bytes | None], Any]):
     return handle
 
 
-def register(services: Services) -> None:
-    topics = services.topics
-    services.engine.pipeline("configuration", {
+def register(*, engine: Engine, topics: Topics) -> None:
+    engine.pipeline("configuration", {
         topic: validated_by(decoder) for topic, decoder in (
             (topics.shops, decode_shop), (topics.channels, decode_channel),
             (topics.activities, decode_activity), (topics.policy, decode_policy),

@@ -17,10 +17,12 @@ from app.domain.model import OrderEvent
 from app.domain.order_views import empty_view, promoter_order, with_attribution, with_event
 from app.engine.handler_context import HandlerContext
 from app.records.internal import decode_promoter_order
+from tables import every_table
 from tables.order_center import OrderCenterTables
 
 if TYPE_CHECKING:
-    from app.bootstrap import Services
+    from app.engine.processor import Engine
+    from app.kafka.topics import Topics
 
 # Keys sort newest first: the order time is stored as (MAX_TS - ts_ms), in 16 digits; the
 # largest 16-digit number keeps every accepted ts_ms (0 to 2**53 - 1) within them.
@@ -67,11 +69,10 @@ def promoter_order_key(promoter_id: str, ts_ms: int, order_id: str) -> bytes:
     return b"%s\x1f%016d\x1f%s" % (promoter_id.encode(), MAX_TS - ts_ms, order_id.encode())
 
 
-def register(services: Services) -> OrderCenter:
+def register(*, engine: Engine, topics: Topics,
+             order_center_tables: OrderCenterTables) -> OrderCenter:
     """Keep the promoters' order lists from the re-keyed attributed orders."""
-    topics = services.topics
-    center = OrderCenter(tables=services.state.order_center,
-                         by_promoter_topic=topics.orders_by_promoter)
-    services.engine.pipeline("promoter_orders",
-                             {topics.orders_by_promoter: center.on_promoter_order})
+    center = OrderCenter(tables=order_center_tables, by_promoter_topic=topics.orders_by_promoter)
+    engine.pipeline("promoter_orders", {topics.orders_by_promoter: center.on_promoter_order},
+                    outputs=[topics.orders_by_promoter], tables=every_table(order_center_tables))
     return center

@@ -18,7 +18,8 @@ from app.engine.handler_context import HandlerContext
 from app.records.inputs import decode_order
 
 if TYPE_CHECKING:
-    from app.bootstrap import Services
+    from app.engine.processor import Engine
+    from app.kafka.topics import Topics
 
 
 class OrderRouter:
@@ -40,12 +41,12 @@ class OrderRouter:
             self.book(ctx, event, value)
 
 
-def register(services: Services, *, attribute: Callable[[Any, OrderEvent], None],
+def register(*, engine: Engine, topics: Topics, attribute: Callable[[Any, OrderEvent], None],
              book: Callable[[Any, OrderEvent, bytes], None]) -> OrderRouter:
     """Read cps.orders: each event to `attribute` in its buyer's partition and to `book` in
     its order's partition."""
-    topics = services.topics
     router = OrderRouter(by_buyer_topic=topics.orders_by_buyer,
                          by_order_topic=topics.orders_by_order, attribute=attribute, book=book)
-    services.engine.pipeline("orders", {topics.orders: router.on_order})
+    engine.pipeline("orders", {topics.orders: router.on_order},
+                    outputs=(topics.orders_by_buyer, topics.orders_by_order))
     return router

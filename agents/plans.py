@@ -59,10 +59,14 @@ from app.records.operations import (
     encode_action,
 )
 from app.sinks.fanout import SinkRegistry, fan_out, queued_event, sink_dead_letter
+from tables import every_table
 from tables.operations import OperationTables, Timer
 
 if TYPE_CHECKING:
-    from app.bootstrap import Services
+    from app.config.settings import Settings
+    from app.engine.processor import Engine
+    from app.kafka.topics import Topics
+    from app.services.catalog import Catalog
 
 logger = logging.getLogger(__name__)
 
@@ -711,9 +715,9 @@ def timer_plan(key: bytes) -> tuple[str, bytes]:
     return key[3:3 + length].decode(), key[:3 + length]
 
 
-def create(services: Services) -> Operations:
+def create(*, engine: Engine, topics: Topics, settings: Settings, catalog: Catalog,
+           sink_registry: SinkRegistry, operation_tables: OperationTables) -> Operations:
     """The plan handlers; attribution tells them of clicks and orders (`register` runs them)."""
-    topics, settings, engine = services.topics, services.settings, services.engine
     return Operations(
         topics=PlanTopics(topics.profiles_by_buyer, topics.plan_actions,
                           topics.operation_records, topics.sinks_deadletter,
@@ -722,20 +726,24 @@ def create(services: Services) -> Operations:
                                   topics.orders_by_buyer),
                           assign_requests=topics.assign_requests, orders=topics.orders,
                           order_inputs=(topics.orders, topics.orders_by_buyer)),
-        tables=services.state.operations,
+        tables=operation_tables,
         rules=PlanRules(default_tz=settings.plan_tz,
                         max_lateness_ms=settings.plan_max_lateness_ms,
                         shards=settings.plan_shards, tick_s=engine.tick_interval_s),
-        catalog=services.catalog, sinks=services.sink_registry, share=engine.owned_share,
+        catalog=catalog, sinks=sink_registry, share=engine.owned_share,
         catch_up=engine.catch_up, after_handled=engine.after_handled)
 
 
-def register(services: Services, operations: Operations) -> None:
+def register(*, engine: Engine, topics: Topics, sink_registry: SinkRegistry,
+             operation_tables: OperationTables, operations: Operations) -> None:
     """Read profiles, lists and operation records; execute plans on the engine's timer."""
-    topics = services.topics
-    services.engine.pipeline("plans", {
+    engine.pipeline("plans", {
         topics.members: operations.on_member, topics.lists: operations.on_list_entry,
         topics.profiles_by_buyer: operations.on_rekeyed_profile,
         topics.operation_records: operations.on_record,
-    }, ticks=[operations.execute])
+    }, ticks=[operations.execute],
+        outputs=(topics.profiles_by_buyer, topics.plan_actions, topics.operation_records,
+                 topics.sinks_deadletter, topics.assign_requests,
+                 *sink_registry.fan_out_topics),
+        tables=every_table(operation_tables))
 

@@ -5,15 +5,21 @@ defines the tables (tables/), registers the pipelines (agents/) and the web
 views (app/web/), and returns them all as `Services`. `cps worker` runs the
 result; a test may build two engines in one process.
 
-Adding a pipeline: its handlers in `agents/<name>.py` with a
-`register(services, ...)` that calls `services.engine.pipeline(...)`; its
-tables in `tables/<name>.py` with a `define(engine)`; both called from
-`build` below; topics in `app/kafka/topics.py`.
+Nothing below imports this module: each `register` (and `create`) names the
+parts it takes as keyword parameters, and `build` hands them over by name
+from `Services` (app/config/wiring.py); only the links between pipelines
+(one's handlers called by another) are given here by hand.
+
+Adding a pipeline: its handlers in `agents/<name>.py` with a `register(*,
+engine, topics, ...)` that calls `engine.pipeline(...)` with the topics it
+sends to and its tables; its tables in `tables/<name>.py` with a
+`define(engine)`, kept as a field of `Services`; both called from `build`
+below; topics in `app/kafka/topics.py`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import faust
@@ -35,6 +41,7 @@ from agents import (
     plans,
 )
 from app.config.settings import Settings
+from app.config.wiring import Injector
 from app.domain.tokens import Signer
 from app.engine.faust import adapter, delivery, table_access
 from app.engine.faust.app import create_app
@@ -72,20 +79,8 @@ WEB_VIEWS = (guard, health_views, accounts_view, click_redirect, admin_api, orde
 
 
 @dataclass(frozen=True, slots=True)
-class State:
-    """The engine's tables, by pipeline."""
-
-    attribution: tables.attribution.AttributionTables
-    billing: tables.billing.BillingTables
-    balances: tables.balances.BalanceTables
-    order_center: tables.order_center.OrderCenterTables
-    operations: tables.operations.OperationTables
-    allocation: tables.allocation.AllocationTables
-
-
-@dataclass(frozen=True, slots=True)
 class Services:
-    """The long-lived parts of one engine; pipelines and web views take what they need."""
+    """The long-lived parts of one engine; pipelines and web views name those they take."""
 
     settings: Settings
     connection: KafkaConnection
@@ -104,23 +99,31 @@ class Services:
     monitor: Monitor
     plan_progress: PlanProgress
     operator_loads: OperatorLoads
-    state: State
+    # The tables, by pipeline.
+    attribution_tables: tables.attribution.AttributionTables
+    billing_tables: tables.billing.BillingTables
+    balance_tables: tables.balances.BalanceTables
+    order_center_tables: tables.order_center.OrderCenterTables
+    operation_tables: tables.operations.OperationTables
+    allocation_tables: tables.allocation.AllocationTables
 
 
 def build(settings: Settings) -> Services:
     """The whole engine of one worker, ready for `faust.Worker`."""
     services = _services(settings)
-    operations = plans.create(services)
+    wire = Injector({field.name: getattr(services, field.name) for field in fields(services)})
+    operations = wire(plans.create)
     # Attribution first: its first topic (cps.clicks) anchors the engine's partitions.
-    attributor = attribution.register(services, observers=[operations])
-    center = order_center.register(services)
-    biller = billing.register(services, order_center=center)
-    orders.register(services, attribute=attributor.on_order_event, book=biller.book)
-    balances.register(services)
-    configuration.register(services)
-    plans.register(services, operations)
-    allocation.register(services, allocation.create(services))
-    _register_web_views(services)
+    attributor = wire(attribution.register, observers=[operations])
+    center = wire(order_center.register)
+    biller = wire(billing.register, order_center=center)
+    wire(orders.register, attribute=attributor.on_order_event, book=biller.book)
+    wire(balances.register)
+    wire(configuration.register)
+    wire(plans.register, operations=operations)
+    wire(allocation.register, allocator=wire(allocation.create))
+    for view in WEB_VIEWS:
+        wire(view.register)
     _start_services_with_the_app(services)
     return services
 
@@ -141,14 +144,12 @@ def _services(settings: Settings) -> Services:
         rocksdb_options={"write_buffer_size": 8 * 1024 * 1024, "max_write_buffer_number": 2,
                          **adapted.rocksdb_memory.table_options()})
     delivery.deliver_to(engine)
-    state = State(
-        attribution=tables.attribution.define(engine),
-        billing=tables.billing.define(engine),
-        balances=tables.balances.define(engine),
-        order_center=tables.order_center.define(engine),
-        operations=tables.operations.define(engine),
-        allocation=tables.allocation.define(engine),
-    )
+    attribution_tables = tables.attribution.define(engine)
+    billing_tables = tables.billing.define(engine)
+    balance_tables = tables.balances.define(engine)
+    order_center_tables = tables.order_center.define(engine)
+    operation_tables = tables.operations.define(engine)
+    allocation_tables = tables.allocation.define(engine)
     catalog = Catalog(connection, topics=topics)
     signer = Signer(settings.link_secret, previous=settings.link_secrets_previous)
     spool = ClickSpool(settings.data_dir / "spool")
@@ -188,16 +189,14 @@ def _services(settings: Settings) -> Services:
                     topology=topology, engine=engine, catalog=catalog, signer=signer,
                     spool=spool, spool_publisher=spool_publisher, click_service=click_service,
                     sink_registry=sink_registry, dispatcher=dispatcher,
-                    subscriptions=subscriptions, monitor=monitor, state=state,
+                    subscriptions=subscriptions, monitor=monitor,
                     plan_progress=PlanProgress(
-                        connection, lambda: state.operations.plan_progress.changelog_topic),
+                        connection, lambda: operation_tables.plan_progress.changelog_topic),
                     operator_loads=OperatorLoads(
-                        connection, lambda: state.allocation.operator_loads.changelog_topic))
-
-
-def _register_web_views(services: Services) -> None:
-    for view in WEB_VIEWS:
-        view.register(services)
+                        connection, lambda: allocation_tables.operator_loads.changelog_topic),
+                    attribution_tables=attribution_tables, billing_tables=billing_tables,
+                    balance_tables=balance_tables, order_center_tables=order_center_tables,
+                    operation_tables=operation_tables, allocation_tables=allocation_tables)
 
 
 def _start_services_with_the_app(services: Services) -> None:

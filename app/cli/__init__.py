@@ -50,11 +50,12 @@ def _register() -> None:
         reconcile,
         settings,
         sinks,
+        topology,
         worker,
     )
 
     for module in (kafka, worker, link, promoter_token, produce, demo, reconcile, sinks, plans,
-                   dev, bench, bench_transactions, settings, period):
+                   dev, bench, bench_transactions, settings, period, topology):
         main.add_command(module.command)
 
 

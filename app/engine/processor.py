@@ -43,6 +43,7 @@ from app.engine.checkpoint import Checkpoint
 from app.engine.forwarding import Forwarder
 from app.engine.handled import TopicBarrier, TopicBarriers
 from app.engine.handler_context import Handler, Hook, Tick
+from app.engine.pipelines import Pipeline
 from app.engine.registration import Registry
 from app.engine.runtime import PartitionRuntime
 from app.engine.state import StateTable
@@ -106,10 +107,11 @@ class Engine(Service):
                     decode: Callable[[bytes], Any]) -> StateTable:
         return self.registry.state_table(name, encode=encode, decode=decode)
 
-    def pipeline(self, name: str, handlers: dict[str, Handler], ticks: Iterable[Tick] = ()
-                 ) -> None:
-        """Run `handlers` (topic -> handler) on the engine and `ticks` every tick."""
-        self.registry.pipeline(name, handlers, ticks)
+    def pipeline(self, name: str, handlers: dict[str, Handler], ticks: Iterable[Tick] = (),
+                 *, outputs: Iterable[str] = (), tables: Iterable[StateTable] = ()) -> None:
+        """Run `handlers` (topic -> handler) on the engine and `ticks` every tick;
+        `outputs` (the topics they send to) and `tables` are kept in `pipelines`."""
+        self.registry.pipeline(name, handlers, ticks, outputs=outputs, tables=tables)
 
     def catch_up(self, topics: Iterable[str], hook: Hook) -> CatchUp:
         """A barrier over `topics`: handlers ask it for tickets; `hook(ctx, ticket)` runs in
@@ -133,6 +135,11 @@ class Engine(Service):
     @property
     def tables(self) -> list[StateTable]:
         return self.registry.tables
+
+    @property
+    def pipelines(self) -> dict[str, Pipeline]:
+        """What each pipeline reads, writes and keeps, as registered."""
+        return self.registry.pipelines
 
     @property
     def ready(self) -> bool:
@@ -215,6 +222,10 @@ class Engine(Service):
     def commit_times(self) -> Histogram:
         """Ms from a transaction's start to its commit."""
         return self.checkpoint.commit_times
+
+    @property
+    def deadletter_topic(self) -> str:
+        return self.runtime.deadletter_topic
 
     @property
     def dead_letters(self) -> int:

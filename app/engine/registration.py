@@ -8,13 +8,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from app.engine.handler_context import Handler, Tick
+from app.engine.pipelines import Pipeline
 from app.engine.state import StateTable
 
 
 class Registry:
     """The engine's tables, handlers (topic -> handler), timers and gates."""
 
-    def __init__(self, app: Any, *, partitions: int, rocksdb_options: dict[str, int],
+    def __init__(self, app: Any, *, partitions: int, rocksdb_options: dict[str, Any],
                  until_stopped: Callable[[], Awaitable[Any]]) -> None:
         self.app = app
         self.partitions = partitions
@@ -22,6 +23,7 @@ class Registry:
         self.until_stopped = until_stopped  # what the pipelines' Faust agents wait on
         self.tables: list[StateTable] = []
         self.handlers: dict[str, Handler] = {}
+        self.pipelines: dict[str, Pipeline] = {}
         # The first topic registered; every topic is co-partitioned with it, so its
         # assignment is the engine's (assignment.py) and its producer ids fence the slots.
         self.anchor_topic: str | None = None
@@ -40,9 +42,10 @@ class Registry:
         self.tables.append(state)
         return state
 
-    def pipeline(self, name: str, handlers: dict[str, Handler], ticks: Iterable[Tick] = ()
-                 ) -> None:
-        """Run `handlers` (topic -> handler) on the engine and `ticks` every tick.
+    def pipeline(self, name: str, handlers: dict[str, Handler], ticks: Iterable[Tick] = (),
+                 *, outputs: Iterable[str] = (), tables: Iterable[StateTable] = ()) -> None:
+        """Run `handlers` (topic -> handler) on the engine and `ticks` every tick;
+        `outputs` (the topics they send to) and `tables` are kept in `pipelines`.
 
         A Faust agent named `name` declares the topics, which is what makes Faust
         subscribe to them; its messages come to `Engine.deliver` (see faust/delivery.py).
@@ -56,6 +59,8 @@ class Registry:
             self.handlers[topic] = handler
             self.anchor_topic = self.anchor_topic or topic
         self.ticks.extend(ticks)
+        self.pipelines[name] = Pipeline(name, tuple(handlers), tuple(outputs),
+                                        tuple(table.name for table in tables))
         source = self.app.topic(*handlers, key_type=bytes, value_type=bytes,
                                 key_serializer="raw", value_serializer="raw", acks=False)
 

@@ -45,6 +45,11 @@ class SinkRegistry:
     def topic(self, sink_id: str) -> str:
         return queue_topic(self.prefix, sink_id)
 
+    @property
+    def fan_out_topics(self) -> tuple[str, ...]:
+        """Where `fan_out` sends: the live topic and every sink's queue (as a pattern)."""
+        return self.live_topic, queue_topic(self.prefix, "*")
+
     def sinks(self) -> list[QueuedSink]:
         """Every sink, configured first, then one per channel with a webhook_url."""
         return self._current().sinks

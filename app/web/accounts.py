@@ -11,13 +11,15 @@ from app.domain.balances import Balance
 from app.engine.partitioning import partition_for
 
 if TYPE_CHECKING:
-    from app.bootstrap import Services
+    import faust
+
+    from app.config.settings import Settings
+    from tables.balances import BalanceTables
 
 
-def register(services: Services) -> None:
+def register(*, app: faust.App, settings: Settings, balance_tables: BalanceTables) -> None:
     """Serve `/accounts/{account_id}` from the balances table."""
-    app, balances = services.app, services.state.balances.balances
-    partitions = services.settings.partitions
+    balances, partitions = balance_tables.balances, settings.partitions
 
     @app.page("/accounts/{account_id}")
     class Account(View):

@@ -31,7 +31,14 @@ from app.services.admin import (
 )
 
 if TYPE_CHECKING:
-    from app.bootstrap import Services
+    import faust
+
+    from app.config.settings import Settings
+    from app.domain.tokens import Signer
+    from app.engine.processor import Engine
+    from app.kafka.connection import KafkaConnection
+    from app.kafka.topics import Topics
+    from app.services.catalog import Catalog
 
 LIST_BODY_BYTES = 32 * 1024 * 1024  # a list of ~1M buyer ids
 
@@ -69,12 +76,11 @@ def admin_only(method):
     return answered
 
 
-def register(services: Services) -> None:
+def register(*, app: faust.App, settings: Settings, topics: Topics, catalog: Catalog,
+             engine: Engine, signer: Signer, connection: KafkaConnection) -> None:
     """Serve the admin API (`/admin/...`)."""
-    app, settings, topics = services.app, services.settings, services.topics
-    catalog, engine, signer = services.catalog, services.engine, services.signer
     config_kinds = kinds(topics)
-    writer = ConfigWriter(services.connection)
+    writer = ConfigWriter(connection)
     body_limit = settings.admin_max_body_bytes
 
     def config_kind(name: str):
@@ -112,7 +118,7 @@ def register(services: Services) -> None:
     @app.page("/admin/lists/{ident}")
     class AudienceList(View):
         async def _replace(self, ident: str, buyers: list[str]) -> Response:
-            change = list_change(ident, await buyers_on_list(services.connection, topics.lists,
+            change = list_change(ident, await buyers_on_list(connection, topics.lists,
                                                              ident), buyers)
             await writer.write_many(topics.lists, change.records())
             return self.json({"list_id": ident, "buyers": len(change.buyers),

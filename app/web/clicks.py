@@ -10,12 +10,13 @@ from faust.web import Request, Response, View
 from app.services.clicks import BUYER_COOKIE, COOKIE_MAX_AGE_S
 
 if TYPE_CHECKING:
-    from app.bootstrap import Services
+    import faust
+
+    from app.services.clicks import ClickService
 
 
-def register(services: Services) -> None:
+def register(*, app: faust.App, click_service: ClickService) -> None:
     """/c/{token}."""
-    app, click_service = services.app, services.click_service
 
     @app.page("/c/{token}")
     class Click(View):

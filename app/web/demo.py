@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING
 from faust.web import Request, Response, View
 
 if TYPE_CHECKING:
-    from app.bootstrap import Services
+    import faust
 
 
-def register(services: Services) -> None:
+def register(*, app: faust.App) -> None:
     """/demo/product."""
-    app = services.app
 
     @app.page("/demo/product")
     class DemoProduct(View):

@@ -19,7 +19,10 @@ from faust.web import Request, Response, View
 from app.web.access import ROUTES, SESSION_COOKIE, Gate, Reader, Refusal
 
 if TYPE_CHECKING:
-    from app.bootstrap import Services
+    import faust
+
+    from app.config.settings import Settings
+    from app.domain.tokens import Signer
 
 READER = "cps_reader"
 DEFAULT_PAGE = "/dashboard"
@@ -30,11 +33,10 @@ def reader_of(request: Request) -> Reader | None:
     return request.get(READER)
 
 
-def register(services: Services) -> None:
+def register(*, app: faust.App, settings: Settings, signer: Signer) -> None:
     """Guard every route; serve `/signin` and `/signout`."""
-    app, settings = services.app, services.settings
     gate = Gate(admin_token=settings.admin_token, view_token=settings.view_token,
-                metrics_token=settings.metrics_token, signer=services.signer,
+                metrics_token=settings.metrics_token, signer=signer,
                 session_ttl_s=settings.session_ttl_s)
     # Over plain HTTP a Secure cookie would never come back; behind TLS it must not leave it.
     secure = "; Secure" if settings.public_url.startswith("https://") else ""

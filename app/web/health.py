@@ -7,13 +7,16 @@ from typing import TYPE_CHECKING
 from faust.web import Request, Response, View
 
 if TYPE_CHECKING:
-    from app.bootstrap import Services
+    import faust
+
+    from app.engine.processor import Engine
+    from app.services.catalog import Catalog
+    from app.sinks.dispatcher import SinkDispatcher
 
 
-def register(services: Services) -> None:
+def register(*, app: faust.App, catalog: Catalog, dispatcher: SinkDispatcher,
+             engine: Engine) -> None:
     """/health and /ready."""
-    app = services.app
-    catalog, dispatcher, engine = services.catalog, services.dispatcher, services.engine
 
     def readiness() -> dict[str, bool]:
         """Each condition of readiness, by name."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from faust.web import Request, Response, View
@@ -17,19 +18,34 @@ from prometheus_client.registry import Collector
 from app.domain.metrics import BOUNDS_MS, Histogram
 
 if TYPE_CHECKING:
-    from app.bootstrap import Services
+    import faust
+
+    from app.engine.processor import Engine
+    from app.services.catalog import Catalog
+    from app.services.clicks import ClickService
+    from app.services.monitor import Monitor
+    from app.services.spool import ClickSpool, SpoolPublisher
+    from app.sinks.dispatcher import SinkDispatcher
+    from app.sinks.subscriptions import Subscriptions
 
 
+# eq=False: the registry keeps collectors by identity.
+@dataclass(frozen=True, slots=True, eq=False)
 class EngineCollector(Collector):
     """The worker's own counters, read when scraped (nothing is counted twice on the hot path)."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    app: faust.App
+    engine: Engine
+    catalog: Catalog
+    click_service: ClickService
+    spool: ClickSpool
+    spool_publisher: SpoolPublisher
+    dispatcher: SinkDispatcher
+    subscriptions: Subscriptions
+    monitor: Monitor
 
     def collect(self) -> Iterator:
-        services = self.services
-        engine, click_service, dispatcher = (services.engine, services.click_service,
-                                             services.dispatcher)
+        engine, click_service, dispatcher = self.engine, self.click_service, self.dispatcher
         yield CounterMetricFamily("cps_events_processed_total",
                                   "Input events handled by this worker's engine",
                                   value=engine.events_processed)
@@ -53,17 +69,17 @@ class EngineCollector(Collector):
         yield clicks
         yield GaugeMetricFamily("cps_click_spool_depth",
                                 "Clicks spooled on this worker and not yet in Kafka",
-                                value=services.spool.depth)
+                                value=self.spool.depth)
         yield CounterMetricFamily("cps_click_spool_forwarded_total",
                                   "Spooled clicks this worker moved into Kafka",
-                                  value=services.spool_publisher.forwarded)
+                                  value=self.spool_publisher.forwarded)
         yield GaugeMetricFamily("cps_catalog_records", "Configuration records read",
-                                value=services.catalog.records_read)
+                                value=self.catalog.records_read)
         yield GaugeMetricFamily("cps_subscribers", "Live subscribers connected to this worker",
-                                value=services.subscriptions.active)
+                                value=self.subscriptions.active)
         yield CounterMetricFamily("cps_subscribers_cut_off_total",
                                   "Live subscribers dropped for not reading",
-                                  value=services.subscriptions.cut_off)
+                                  value=self.subscriptions.cut_off)
         families = {
             "depth": GaugeMetricFamily("cps_sink_queue_depth",
                                        "Queued events of a sink not delivered yet",
@@ -106,12 +122,11 @@ class EngineCollector(Collector):
         yield _histogram("cps_orders_handled_wait_ms", engine.topic_barriers.waits,
                          "From a buyer's ask (a plan's outcome to settle) until every "
                          "partition of cps.orders was handled as far as it reached")
-        yield from _monitoring(services)
+        yield from _monitoring(self.app, self.monitor, engine)
 
 
-def _monitoring(services: Services) -> Iterator:
+def _monitoring(app: faust.App, monitor: Monitor, engine: Engine) -> Iterator:
     """Lag, delays, dead letters by reason, recovery and alerts (app.services.monitor)."""
-    monitor, engine = services.monitor, services.engine
     lag = GaugeMetricFamily("cps_consumer_lag", "Records between the committed offset and the "
                             "end of a partition", labels=["group", "topic", "partition"])
     committed = GaugeMetricFamily("cps_consumer_committed_offset", "Committed offset",
@@ -145,7 +160,7 @@ def _monitoring(services: Services) -> Iterator:
     for reason, count in engine.dead_letter_reasons.items():
         reasons.add_metric([reason], count)
     yield reasons
-    recovery = services.app.tables.recovery
+    recovery = app.tables.recovery
     yield GaugeMetricFamily("cps_table_recovery_remaining",
                             "Changelog records left to restore before processing resumes",
                             value=recovery.active_remaining_total() if recovery.in_recovery else 0)
@@ -164,12 +179,17 @@ def _histogram(name: str, histogram: Histogram, help_text: str) -> HistogramMetr
     return HistogramMetricFamily(name, help_text, buckets=buckets, sum_value=histogram.sum_ms)
 
 
-def register(services: Services) -> None:
+def register(*, app: faust.App, engine: Engine, catalog: Catalog, click_service: ClickService,
+             spool: ClickSpool, spool_publisher: SpoolPublisher, dispatcher: SinkDispatcher,
+             subscriptions: Subscriptions, monitor: Monitor) -> None:
     """Serve `/metrics` from this engine's own registry (two engines never mix figures)."""
     registry = CollectorRegistry()
-    registry.register(EngineCollector(services))
+    registry.register(EngineCollector(
+        app=app, engine=engine, catalog=catalog, click_service=click_service, spool=spool,
+        spool_publisher=spool_publisher, dispatcher=dispatcher, subscriptions=subscriptions,
+        monitor=monitor))
 
-    @services.app.page("/metrics")
+    @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
             return self.text(generate_latest(registry).decode(),

@@ -20,7 +20,9 @@ from app.web import assets
 from app.web.pages import page, table
 
 if TYPE_CHECKING:
-    from app.bootstrap import Services
+    import faust
+
+    from app.config.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +57,9 @@ async def merged_view(app, monitor: Monitor, since_ms: int, view_token: str) -> 
     return view
 
 
-def register(services: Services) -> None:
+def register(*, app: faust.App, settings: Settings, monitor: Monitor) -> None:
     """Serve `/monitor`, `/monitor/local`, `/lag`, `/alerts`, `/dashboard` and `/static`."""
-    app, monitor, view_token = services.app, services.monitor, services.settings.view_token
+    view_token = settings.view_token
     if unverified := assets.unverified():
         logger.error(assets.missing_message(unverified))
 

@@ -10,16 +10,19 @@ from faust.web import Request, Response, View
 from app.web.orders import answer_where_owned, newest_first_page
 
 if TYPE_CHECKING:
-    from app.bootstrap import Services
+    import faust
+
+    from app.config.settings import Settings
+    from tables.allocation import AllocationTables
 
 # An operator's assignments read for one page (newest first); one with more shows the
 # newest of these.
 MAX_OPERATOR_ASSIGNMENTS = 10_000
 
 
-def register(services: Services) -> None:
-    app, partitions = services.app, services.settings.partitions
-    assignments = services.state.allocation.operator_assignments
+def register(*, app: faust.App, settings: Settings,
+             allocation_tables: AllocationTables) -> None:
+    partitions, assignments = settings.partitions, allocation_tables.operator_assignments
 
     @app.page("/operators/{operator_id}/assignments")
     class OperatorAssignments(View):

@@ -26,7 +26,12 @@ from app.web.guard import reader_of
 from app.web.pages import newest_first, page, table
 
 if TYPE_CHECKING:
-    from app.bootstrap import Services
+    import faust
+
+    from app.config.settings import Settings
+    from tables.attribution import AttributionTables
+    from tables.billing import BillingTables
+    from tables.order_center import OrderCenterTables
 
 MAX_PAGE = 200
 
@@ -120,13 +125,14 @@ def newest_first_page(view: View, request: Request, rows: list[Mapping[str, Any]
 
 
 
-def register(services: Services) -> None:
+def register(*, app: faust.App, settings: Settings, attribution_tables: AttributionTables,
+             billing_tables: BillingTables, order_center_tables: OrderCenterTables) -> None:
     """Serve `/orders/{order_id}`, `/promoters/{promoter_id}/orders` and `/clicks`."""
-    app, partitions = services.app, services.settings.partitions
-    clicks = services.state.attribution.clicks
-    ledgers = services.state.billing.ledgers
-    order_views = services.state.order_center.order_views
-    promoter_orders = services.state.order_center.promoter_orders
+    partitions = settings.partitions
+    clicks = attribution_tables.clicks
+    ledgers = billing_tables.ledgers
+    order_views = order_center_tables.order_views
+    promoter_orders = order_center_tables.promoter_orders
 
     @app.page("/orders/{order_id}")
     class Order(View):

@@ -24,7 +24,12 @@ from app.web.orders import answer_where_owned, newest_first_page
 from app.web.pages import page, table
 
 if TYPE_CHECKING:
-    from app.bootstrap import Services
+    import faust
+
+    from app.config.settings import Settings
+    from app.services.catalog import Catalog
+    from app.services.plan_progress import OperatorLoads, PlanProgress
+    from tables.operations import OperationTables
 
 AHEAD = 3  # next fire times and windows shown
 # A buyer's records read for one page of /members/{buyer_id}/records (newest first); a
@@ -145,25 +150,26 @@ def result_cells(entry: Mapping[str, Any]) -> dict[str, Any]:
             else f"{lift['relative']:+.1%}"}
 
 
-def register(services: Services) -> None:
+def register(*, app: faust.App, settings: Settings, catalog: Catalog,
+             plan_progress: PlanProgress, operator_loads: OperatorLoads,
+             operation_tables: OperationTables) -> None:
     """/plans, /plans/{plan_id}, /members/{buyer_id}/records."""
-    app, catalog, progress = services.app, services.catalog, services.plan_progress
-    default_tz, partitions = services.settings.plan_tz, services.settings.partitions
-    records = services.state.operations.member_records
+    default_tz, partitions = settings.plan_tz, settings.partitions
+    records = operation_tables.member_records
 
     def operators_of(plan: Plan, now_ms: int) -> list[dict[str, Any]] | None:
         if plan.action.kind != ASSIGN:
             return None
         day = datetime.fromtimestamp(now_ms / 1000, time_zone(plan.zone(default_tz)))
         return operator_counts(catalog.operators_of(plan.shop_id),
-                               services.operator_loads.of_shop(plan.shop_id),
+                               operator_loads.of_shop(plan.shop_id),
                                day.date().isoformat())
 
     @app.page("/plans")
     class Plans(View):
         async def get(self, request: Request) -> Response:
             now_ms = int(time.time() * 1000)
-            plans = [plan_summary(plan, progress.of_plan(plan.plan_id), default_tz=default_tz,
+            plans = [plan_summary(plan, plan_progress.of_plan(plan.plan_id), default_tz=default_tz,
                                   partitions=partitions, now_ms=now_ms,
                                   operators=operators_of(plan, now_ms))
                      for plan in sorted(catalog.plans.values(), key=lambda p: p.plan_id)]
@@ -188,7 +194,7 @@ def register(services: Services) -> None:
             if plan is None:
                 return self.json({"error": f"no plan {plan_id!r}"}, status=404)
             now_ms = int(time.time() * 1000)
-            detail = plan_detail(plan, progress.of_plan(plan_id), default_tz=default_tz,
+            detail = plan_detail(plan, plan_progress.of_plan(plan_id), default_tz=default_tz,
                                  partitions=partitions, now_ms=now_ms,
                                  operators=operators_of(plan, now_ms))
             if request.query.get("format") == "json":

@@ -10,16 +10,17 @@ from faust.web import Request, Response, View
 from app.web.pages import page, table
 
 if TYPE_CHECKING:
-    from app.bootstrap import Services
+    import faust
+
+    from app.sinks.dispatcher import SinkDispatcher
 
 _COLUMNS = ("kind", "target", "streams", "ready", "enabled", "paused", "depth", "sent", "retried",
             "dead_lettered", "in_flight", "configured_rate_per_s", "rate_per_s", "rate_reason",
             "last_error")
 
 
-def register(services: Services) -> None:
+def register(*, app: faust.App, dispatcher: SinkDispatcher) -> None:
     """/sinks."""
-    app, dispatcher = services.app, services.dispatcher
 
     @app.page("/sinks")
     class Sinks(View):

@@ -13,16 +13,17 @@ from faust.web import Request, Response, View
 from app.sinks.subscriptions import SubscriptionError, parse
 
 if TYPE_CHECKING:
-    from app.bootstrap import Services
+    import faust
+
+    from app.sinks.subscriptions import Subscriptions
 
 WRITE_TIMEOUT_S = 5.0
 SEND_BUFFER_BYTES = 64 * 1024
 HEARTBEAT_S = 5.0
 
 
-def register(services: Services) -> None:
+def register(*, app: faust.App, subscriptions: Subscriptions) -> None:
     """/subscribe."""
-    app, subscriptions = services.app, services.subscriptions
 
     @app.page("/subscribe")
     class Subscribe(View):

@@ -3,7 +3,6 @@ dead-lettered, deletions (null values) let through."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -57,14 +56,14 @@ class Engine:
     def __init__(self) -> None:
         self.handlers: dict[str, Any] = {}
 
-    def pipeline(self, name: str, handlers: dict[str, Any], ticks=()) -> None:
+    def pipeline(self, name: str, handlers: dict[str, Any], ticks=(), **_declared: Any) -> None:
         self.handlers.update(handlers)
 
 
 @pytest.fixture(scope="module")
 def handlers() -> dict[str, Any]:
     engine = Engine()
-    configuration.register(SimpleNamespace(topics=TOPICS, engine=engine))
+    configuration.register(topics=TOPICS, engine=engine)
     return engine.handlers
 
 
