@@ -38,7 +38,7 @@ from app.bench.runner import (
 from app.bench.workload import Shape, Workload
 from app.config.settings import Settings
 from app.kafka.connection import KafkaConnection, started
-from app.kafka.feeding import Feeder
+from app.services.feeding import Feeder
 
 WARM_UP_TIMEOUT_S = 180
 TAIL_TIMEOUT_S = 30

@@ -31,7 +31,7 @@ from app.bench.runner import Implementation
 from app.bench.workload import Shape, Workload
 from app.config.settings import Settings
 from app.kafka.connection import KafkaConnection, start_at_end, started
-from app.kafka.feeding import Feeder
+from app.services.feeding import Feeder
 from app.web.local_http import serve
 
 SHOP = "plan-shop"

@@ -31,9 +31,9 @@ from aiokafka.structs import TopicPartition
 from app.bench.workload import Shape, Workload
 from app.config.settings import Settings
 from app.kafka.connection import KafkaConnection, start_at_end, started
-from app.kafka.feeding import Feeder
 from app.kafka.topics import Role, TopicSpec
 from app.kafka.topology import ensure_topics
+from app.services.feeding import Feeder
 
 # Below this, the time from first progress to the end is mostly polling intervals.
 SHORTEST_TIMED_S = 0.5

@@ -13,8 +13,8 @@ import orjson
 
 from app.config.settings import Settings
 from app.kafka.connection import KafkaConnection
-from app.kafka.feeding import Feeder
 from app.services.demo import DemoStream
+from app.services.feeding import Feeder
 
 
 @click.command("demo")

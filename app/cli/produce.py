@@ -9,7 +9,7 @@ import click
 import orjson
 
 from app.config.settings import Settings
-from app.kafka.feeding import Feeder
+from app.services.feeding import Feeder
 
 # The field producers should key each topic by (SPEC 4).
 KEY_FIELDS = {

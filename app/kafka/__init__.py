@@ -1,2 +1,2 @@
-"""Kafka access: the connection every client is made from, topic names and creation, and
-producing records to the engine's inputs."""
+"""Kafka access: the connection every client is made from, topic names, and creating topics
+and knowing their partition counts."""

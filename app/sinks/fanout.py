@@ -12,15 +12,24 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import mmh3
 import orjson
 
+from app.domain.model import Channel
 from app.domain.sinks import Sink, matches
 from app.engine.handler_context import HandlerContext
-from app.services.catalog import Catalog
 
 _TOPIC_SAFE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+
+
+class SinkCatalog(Protocol):
+    """What fan-out reads of the configuration catalog (app/services/catalog.py)."""
+
+    sinks: dict[str, Sink]
+    channels: dict[str, Channel]
+    records_read: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +41,7 @@ class QueuedSink:
 class SinkRegistry:
     """The sinks of this engine (configured and implicit), and which queues exist."""
 
-    def __init__(self, catalog: Catalog, prefix: str, live_topic: str,
+    def __init__(self, catalog: SinkCatalog, prefix: str, live_topic: str,
                  own_topic_streams: frozenset[str] = frozenset()) -> None:
         self.catalog = catalog
         self.prefix = prefix
