@@ -15,10 +15,12 @@ TEST_KAFKA_PORT ?= 0
 # Most of a test's time is spent waiting on workers and the broker, so make test runs two
 # test files at a time (pytest-xdist; a file stays in one process, so the workers a file
 # shares and the order of its tests stay as written), then the tests marked `alone`, which
-# measure rates and times, one at a time with the machine to themselves.
+# measure rates and times, one at a time with the machine to themselves. The files go in
+# the order they are collected: xdist's default, most tests first, left the long
+# integration files of few tests to the end, one process running them while the other idled.
 TEST_JOBS ?= 2
 PYTEST := $(BIN)/python -m pytest -q --durations=25
-PYTEST_SHARED := $(PYTEST) -n $(TEST_JOBS) --dist loadfile -m "not alone"
+PYTEST_SHARED := $(PYTEST) -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder -m "not alone"
 PYTEST_ALONE := $(PYTEST) -m alone
 
 .PHONY: run test unit chaos setup browser lint bench clean
