@@ -1,6 +1,7 @@
 # Two commands for a fresh machine (Python 3.11+, Java 17+, Maven, npm):
 #   make run    set up, start the local Kafka broker, a worker and the demo (Ctrl-C stops all)
-#   make test   set up, start a test broker, lint and run every test, stop the broker
+#   make test   set up, start a test broker, lint and run every test (two at a time), stop
+#               the broker
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -11,6 +12,16 @@ CHARTS := app/web/static/uPlot.iife.min.js
 # starts with no data: every test makes topics, and a broker that kept those of all
 # earlier runs grew to tens of thousands of partitions, slow to load and then failing.
 TEST_KAFKA_PORT ?= 0
+# Most of a test's time is spent waiting on workers and the broker, so make test runs two
+# test files at a time (pytest-xdist; a file stays in one process, so the workers a file
+# shares and the order of its tests stay as written), then the tests marked `alone`, which
+# measure rates and times, one at a time with the machine to themselves. The files go in
+# the order they are collected: xdist's default, most tests first, left the long
+# integration files of few tests to the end, one process running them while the other idled.
+TEST_JOBS ?= 2
+PYTEST := $(BIN)/python -m pytest -q --durations=25
+PYTEST_SHARED := $(PYTEST) -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder -m "not alone"
+PYTEST_ALONE := $(PYTEST) -m alone
 
 .PHONY: run test unit chaos setup browser lint bench clean
 
@@ -46,21 +57,21 @@ browser:
 	  $(call apt_install,chromium chromium-driver,for the dashboard test); \
 	fi
 
-# $(call with_test_broker,COMMAND): run COMMAND with CPS_BROKER set to a fresh test
-# broker, stop the broker, exit with COMMAND's status.
+# $(call with_test_broker,COMMANDS): run COMMANDS with CPS_BROKER set to a fresh test
+# broker, stop the broker, exit with the status of COMMANDS (of the last one).
 define with_test_broker
 	@export CPS_KAFKA_PORT=$(TEST_KAFKA_PORT); \
 	bootstrap=$$($(BIN)/cps kafka start --fresh | tail -n 1); \
 	case "$$bootstrap" in bootstrap=*) ;; *) echo "the test broker did not start"; exit 1;; esac; \
 	echo "test broker: $$bootstrap"; \
-	CPS_BROKER=$${bootstrap#bootstrap=} $(1); status=$$?; \
+	export CPS_BROKER=$${bootstrap#bootstrap=}; $(1); status=$$?; \
 	$(BIN)/cps kafka stop; \
 	exit $$status
 endef
 
 test: setup browser
 	$(BIN)/ruff check .
-	$(call with_test_broker,$(BIN)/python -m pytest -q --durations=25)
+	$(call with_test_broker,$(PYTEST_SHARED); shared=$$?; $(PYTEST_ALONE) && test $$shared = 0)
 
 # The fast tier: the domain rules, the handlers on the memory context and the bench's own
 # logic; no broker, under a minute.

@@ -203,7 +203,7 @@ class Worker:
                 raise AssertionError(f"worker exited ({self.process.returncode}):\n{self.tail()}")
             if self.get("/ready")[0] == 200:
                 return self
-            time.sleep(0.5)
+            time.sleep(0.1)
         raise AssertionError(f"worker not ready after {timeout}s:\n{self.tail()}")
 
     def get(self, path: str) -> tuple[int, bytes]:

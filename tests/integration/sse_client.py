@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import socket
 import threading
 import time
 
@@ -51,4 +53,9 @@ class SSEClient:
         return len(self.events) >= count
 
     def close(self) -> None:
+        # Shut down first: a close alone waits for the reading thread, that is for the
+        # server's next heartbeat, seconds away.
+        if self.connection.sock is not None:
+            with contextlib.suppress(OSError):
+                self.connection.sock.shutdown(socket.SHUT_RDWR)
         self.connection.close()

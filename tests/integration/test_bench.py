@@ -12,11 +12,14 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 
 from app.bench.runner import run_directory
 from app.kafka.connection import KafkaConnection, started
 
 CPS = str(Path(sys.executable).with_name("cps"))
+# They time the implementations and the clients, and would time the other tests too.
+pytestmark = pytest.mark.alone
 
 
 def test_quick_bench_runs_every_implementation(bootstrap, tmp_path):

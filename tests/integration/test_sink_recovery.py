@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from sink_setup import orders, setup, sink
 
 EVENTS = ("created", "paid", "completed")
@@ -19,6 +20,7 @@ def _rate(receiver, seconds: float, *, accept=lambda request: True) -> float:
     return (done() - before) / (time.monotonic() - start)
 
 
+@pytest.mark.alone  # measures delivery rates
 def test_refusals_are_waited_out_and_a_new_rate_applies_at_once(make_worker, kafka, events,
                                                                  receivers):
     receiver = receivers()
@@ -59,6 +61,7 @@ def test_refusals_are_waited_out_and_a_new_rate_applies_at_once(make_worker, kaf
     assert b'"configured_rate_per_s":80.0' in status and b'"rate_reason":null' in status
 
 
+@pytest.mark.alone  # measures delivery rates
 def test_one_slow_order_delays_only_itself(make_worker, kafka, events, receivers):
     receiver = receivers()
     slow_order = "slow-1"

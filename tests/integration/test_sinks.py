@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from sink_setup import arrivals_per_s, delivered, orders, setup, sink, sink_stats, wait_for_sinks
 
 from app.domain.model import DAY_MS
@@ -123,6 +124,7 @@ def _identify(request: dict) -> str | tuple[str, str]:
     return event["event_id"]
 
 
+@pytest.mark.alone  # measures delivery rates
 def test_rate_limit_holds_and_a_new_rate_applies_within_a_second(make_worker, kafka, events,
                                                                  receivers):
     receiver = receivers()
