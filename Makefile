@@ -73,8 +73,8 @@ test: setup browser
 	$(BIN)/ruff check .
 	$(call with_test_broker,$(PYTEST_SHARED); shared=$$?; $(PYTEST_ALONE) && test $$shared = 0)
 
-# The fast tier: the domain rules, the handlers on the memory context and the bench's own
-# logic; no broker, under a minute.
+# The fast tier: the domain rules, the handlers (on the memory context and the engine's
+# Context) and the bench's own logic; no broker, under a minute.
 unit: setup
 	$(BIN)/python -m pytest -q tests/domain tests/handlers tests/bench
 
