@@ -158,13 +158,7 @@ class MemoryContext:
     def deliver(self, handler: Handler, topic: str, key: bytes | None, value: bytes | None,
                 *, offset: int = 0) -> None:
         """Run `handler` on one message; bad input is dead-lettered, as the engine does."""
-        self.message = Message(topic, self.partition, offset, key, value)
-        try:
-            handler(self, key, value)
-        except InvalidEvent as exc:
-            self.dead_letter(str(exc))
-        finally:
-            self.message = None
+        handle(self, handler, Message(topic, self.partition, offset, key, value))
 
     def run(self, action: Tick) -> None:
         """Run a timer or a barrier's hook in the partition."""
@@ -181,3 +175,14 @@ class MemoryContext:
 
     def sent_to(self, topic: str) -> list[Sent]:
         return [sent for sent in self.sent if sent.topic == topic]
+
+
+def handle(ctx: HandlerContext, handler: Handler, message: Message) -> None:
+    """Run `handler` on `message` in `ctx` as the engine does: bad input is dead-lettered."""
+    ctx.message = message
+    try:
+        handler(ctx, message.key, message.value)
+    except InvalidEvent as exc:
+        ctx.dead_letter(str(exc))
+    finally:
+        ctx.message = None

@@ -23,11 +23,10 @@ import orjson
 
 from app.engine.context import Context, PartitionWork
 from app.engine.handler_context import Handler, Tick
-from app.engine.memory import MemoryContext, Message, Sent
+from app.engine.memory import MemoryContext, Message, Sent, handle
 from app.engine.runtime import PartitionRuntime
 from app.engine.state import DELETED
 from app.engine.transactions import Record
-from app.records.fields import InvalidEvent
 
 DEAD_LETTERS = "engine-test.deadletter"  # no handler under test sends there
 
@@ -83,13 +82,7 @@ class EngineContext(Context):
                 *, offset: int = 0) -> None:
         """Run `handler` on one message and commit; bad input is dead-lettered."""
         self._commit_step()
-        self.message = Message(topic, self.partition, offset, key, value)
-        try:
-            handler(self, key, value)
-        except InvalidEvent as exc:
-            self.dead_letter(str(exc))
-        finally:
-            self.message = None
+        handle(self, handler, Message(topic, self.partition, offset, key, value))
         self._commit_step()
 
     def run(self, action: Tick) -> None:
